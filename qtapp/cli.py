@@ -1,0 +1,288 @@
+"""qtapp-cli: the headless face of Quantization Studio. Same core, same recipe files as the window.
+
+Exit codes: 0 success, 2 usage error (bad option, recipe, layer name, shape), 1 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+DEFAULT_FORMATS = "pt,ptl"
+
+
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits 2 itself; keep its behaviour, shorter text
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _model_args(p: argparse.ArgumentParser, spec_required: bool = True) -> None:
+    p.add_argument("spec", nargs=None if spec_required else "?",
+                   help="demo | torchvision:NAME | package.module:callable | file.py:callable | model.pt")
+    p.add_argument("--weights", help="none | DEFAULT (torchvision, downloads) | path to a state_dict")
+    p.add_argument("--kwargs", help='JSON object of keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
+    p.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224 (';' between several inputs)")
+    p.add_argument("--trust", action="store_true",
+                   help="load a pickled model that needs classes outside the safe allowlist: EXECUTES code from the file")
+
+
+def _quant_args(p: argparse.ArgumentParser) -> None:
+    from .core.recipe import DTYPES, ENGINES, METHODS, OBSERVERS, STATIC_MODES
+
+    p.add_argument("--method", choices=METHODS)
+    p.add_argument("--static-mode", choices=STATIC_MODES, help="static only: auto (eager for quantized_* models, else fx)")
+    p.add_argument("--engine", choices=ENGINES)
+    p.add_argument("--dtype", choices=DTYPES, help="dynamic only: weight dtype")
+    p.add_argument("--observer", choices=OBSERVERS, help="activation observer for static quantization")
+    p.add_argument("--per-channel", dest="per_channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-channel weight scales (default on)")
+    p.add_argument("--float", dest="float_layers", nargs="+", metavar="LAYER", action="extend",
+                   help="keep these layers (or whole subtrees) in float")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgParser(prog="qtapp-cli", description="Quantize PyTorch models to int8 from the shell.")
+    parser.add_argument("--version", action="version", version=f"qtapp {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on failure")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgParser)
+
+    q = sub.add_parser("quantize", help="quantize, compare, measure and export a model")
+    _model_args(q, spec_required=False)
+    _quant_args(q)
+    q.add_argument("--calib", help="demo | random | image folder | .npy/.npz/.pt file (default: the model's own data, else random)")
+    q.add_argument("--eval", dest="eval_source", help="evaluation data, same forms as --calib (default: the demo's held-out split, else the calibration source)")
+    q.add_argument("--batches", type=int, help="calibration batches (default 8)")
+    q.add_argument("--batch-size", type=int, help="calibration and evaluation batch size (default 16)")
+    q.add_argument("--epochs", type=int, help="QAT epochs (default 2)")
+    q.add_argument("--lr", type=float, help="QAT learning rate (default 1e-4)")
+    q.add_argument("--recipe", help="run this recipe file; options given here override it")
+    q.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx (default {DEFAULT_FORMATS})")
+    q.add_argument("--out", required=True, help="output folder for model.*, recipe.json and report.json")
+    q.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
+
+    i = sub.add_parser("inspect", help="list the layer inventory: types, sizes, shapes, fusion groups")
+    _model_args(i)
+    _quant_args(i)
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    e = sub.add_parser("export", help="export the float model (TorchScript files too) without quantizing")
+    _model_args(e)
+    e.add_argument("--format", default=DEFAULT_FORMATS, help=f"from pt,ptl,onnx (default {DEFAULT_FORMATS})")
+    e.add_argument("--out", required=True)
+    return parser
+
+
+def _kwargs(text: str | None) -> dict | None:
+    from .core.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--kwargs is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError("--kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    return value
+
+
+def recipe_from_args(args):
+    """The recipe file (if any) with every option given on the command line laid over it."""
+    from dataclasses import replace
+
+    from .core.errors import UsageError
+    from .core.recipe import QuantRecipe
+
+    recipe_file = getattr(args, "recipe", None)
+    if recipe_file:
+        recipe = QuantRecipe.load(recipe_file)
+    elif args.spec:
+        recipe = QuantRecipe(model=args.spec)
+    else:
+        raise UsageError("give a model spec or --recipe FILE")
+    top = {"model": args.spec, "weights": args.weights, "kwargs": _kwargs(args.kwargs),
+           "input_shape": args.input_shape, "method": args.method, "static_mode": args.static_mode,
+           "engine": args.engine, "dtype": args.dtype, "observer": args.observer, "per_channel": args.per_channel,
+           "float_layers": args.float_layers}
+    recipe = replace(recipe, **{k: v for k, v in top.items() if v is not None})
+    calib = {"source": getattr(args, "calib", None), "batches": getattr(args, "batches", None),
+             "batch_size": getattr(args, "batch_size", None)}
+    recipe.calibration = replace(recipe.calibration, **{k: v for k, v in calib.items() if v is not None})
+    ev = {"source": getattr(args, "eval_source", None), "batch_size": getattr(args, "batch_size", None)}
+    recipe.evaluation = replace(recipe.evaluation, **{k: v for k, v in ev.items() if v is not None})
+    qat = {"epochs": getattr(args, "epochs", None), "lr": getattr(args, "lr", None)}
+    recipe.qat = replace(recipe.qat, **{k: v for k, v in qat.items() if v is not None})
+    return recipe
+
+
+class TextProgress:
+    """A one-line progress bar on stderr (a plain line per stage when stderr is not a terminal)."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream, self.tty = stream, stream.isatty()
+        self._stage, self._last = None, 0.0
+
+    def __call__(self, p) -> None:
+        new_stage = p.stage != self._stage
+        if new_stage and self._stage is not None and self.tty:
+            self.stream.write("\n")
+        self._stage = p.stage
+        finished = p.total and p.done >= p.total
+        if self.tty:
+            if not finished and time.monotonic() - self._last < 0.1 and not new_stage:
+                return
+            self._last = time.monotonic()
+            frac = p.fraction or 0.0
+            bar = "#" * int(frac * 30)
+            eta = f" ~{p.eta_s:.0f}s left" if p.eta_s is not None and not finished else ""
+            self.stream.write(f"\r{p.stage:>16} [{bar:<30}] {p.done}/{p.total or '?'} {p.message[:40]}{eta}\x1b[K")
+        elif finished:
+            self.stream.write(f"{p.stage}: {p.message} ({p.elapsed_s:.1f}s)\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._stage is not None:
+            self.stream.write("\n")
+
+
+def _fmt(value, spec="{:.2f}", none="n/a") -> str:
+    return none if value is None else spec.format(value)
+
+
+def summary(report: dict, out: Path) -> str:
+    o, s, lat = report["output"], report["size_bytes"], report["latency_ms"]
+    lines = [f"{report['model']}: {report['method']} ({report['mode']}) on {report['engine']}, "
+             f"calibrated on {report['calibration']['samples']} samples ({report['calibration']['source']})",
+             f"  output      SQNR {_fmt(o['sqnr_db'], '{:.1f} dB')}, cosine {_fmt(o['cosine'], '{:.5f}')}, "
+             f"max abs error {_fmt(o['max_abs_error'], '{:.4g}')}, top-1 agreement {_fmt(o['top1_agreement'], '{:.1%}')}"]
+    if o["accuracy_float"] is not None:
+        lines.append(f"  accuracy    float {o['accuracy_float']:.2%} -> quantized {o['accuracy_quantized']:.2%} "
+                     f"on {o['samples']} samples")
+    lines.append(f"  size        {s['float'] / 1e6:.2f} MB -> {s['quantized'] / 1e6:.2f} MB "
+                 f"({s['quantized'] / s['float']:.0%} of float, TorchScript)")
+    lines.append(f"  latency     {lat['float']:.2f} ms -> {lat['quantized']:.2f} ms "
+                 f"({lat['float'] / lat['quantized']:.2f}x, batch 1, {lat['threads']} threads, median of {lat['runs']})")
+    worst = sorted((l for l in report["layers"] if l["quantized"] and l["sqnr_db"] is not None), key=lambda l: l["sqnr_db"])[:3]
+    if worst:
+        lines.append("  worst layers " + ", ".join(f"{l['name']} {l['sqnr_db']:.1f} dB" for l in worst))
+    if report["float_layers"]:
+        lines.append(f"  kept float  {', '.join(report['float_layers'])}")
+    for e in report["exports"]:
+        lines.append(f"  wrote       {e['path']} ({e['bytes'] / 1e6:.2f} MB, "
+                     f"{'verified' if e['verified'] else 'NOT verified'}, max abs diff {_fmt(e['max_abs_diff'], '{:.3g}')})")
+    lines.append(f"  wrote       {out / 'recipe.json'}, {out / 'report.json'}")
+    lines += [f"  note: {n}" for n in report["notes"]]
+    return "\n".join(lines)
+
+
+def _cmd_quantize(args) -> int:
+    from .core.export import parse_formats
+    from .core.pipeline import run_recipe
+    from .core.progress import drive
+
+    recipe = recipe_from_args(args)
+    formats = parse_formats(args.format)
+    out = Path(args.out)
+    progress = TextProgress()
+    try:
+        report = drive(run_recipe(recipe, out, formats, trust=args.trust), progress)
+    finally:
+        progress.close()
+    print(json.dumps(report, indent=2) if args.json else summary(report, out))
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from .core.progress import drive
+    from .core.session import QuantSession
+
+    recipe = recipe_from_args(args)
+    session = drive(QuantSession.open(recipe, trust=args.trust), TextProgress())
+    inv = session.inventory
+    if args.json:
+        print(json.dumps({"model": recipe.model, "input": str(session.input_spec) if session.input_spec else None,
+                          **inv.to_json()}, indent=2))
+        return 0
+    print(f"{recipe.model}: input {session.input_spec or 'unknown (give --input-shape)'}, method {inv.method} "
+          f"({inv.mode}), engine {inv.engine}; {len(inv.heads)} quantizable layers, {len(inv.float_layers)} kept float")
+    print(f"{'layer':<44} {'type':<22} {'params':>10} {'output':<16} quantize")
+    for info in inv:
+        if not info.name:
+            continue
+        depth = info.name.count(".")
+        state = inv.state(info.name)
+        mark = {"quantized": "[x]", "float": "[ ]", "partial": "[~]", None: "   "}[state]
+        extra = ""
+        if info.group and len(info.group) > 1:
+            extra = f" fuses {'+'.join(n.rpartition('.')[2] for n in info.group)}"
+        elif info.group_head and info.group_head != info.name:
+            extra = f" (in {info.group_head})"
+        elif state is None and info.reason and info.reason != "container":
+            extra = f" - {info.reason}"
+        name = "  " * depth + info.short_name
+        print(f"{name:<44} {info.type:<22} {info.params:>10,} {(info.output_shape or ''):<16} {mark}{extra}")
+    for note in [*session.notes, *inv.notes]:
+        print(f"note: {note}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .core.export import export_model, parse_formats
+    from .core.inputs import InputSpec
+    from .core.loading import load_model
+    from .core.measure import to_torchscript
+    from .core.progress import drive
+    from .core.errors import UsageError
+
+    formats = parse_formats(args.format)
+    spec = InputSpec.parse(args.input_shape) if args.input_shape else None
+    loaded = drive(load_model(args.spec, args.weights, _kwargs(args.kwargs), args.trust, spec), TextProgress())
+    if loaded.input_spec is None:
+        raise UsageError("the model's input shape is unknown: give it with --input-shape, e.g. 1,3,224,224")
+    example = loaded.input_spec.example()
+    scripted, how = to_torchscript(loaded.module, example)
+    results = drive(export_model(loaded.module, scripted, example, formats, Path(args.out), loaded.protected_paths),
+                    TextProgress())
+    for r in results:
+        print(f"wrote {r.path} ({r.bytes / 1e6:.2f} MB, {'verified' if r.verified else 'NOT verified'})")
+        for n in r.notes:
+            print(f"  note: {n}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .core.errors import Cancelled, QtappError, UsageError
+
+    handler = {"quantize": _cmd_quantize, "inspect": _cmd_inspect, "export": _cmd_export}[args.command]
+    try:
+        return handler(args)
+    except UsageError as exc:
+        if args.debug:
+            raise
+        print(f"qtapp-cli: error: {exc}", file=sys.stderr)
+        return 2
+    except (QtappError, Cancelled) as exc:
+        if args.debug:
+            raise
+        print(f"qtapp-cli: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("qtapp-cli: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug or a torch failure: short message, traceback with --debug
+        if args.debug:
+            raise
+        print(f"qtapp-cli: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

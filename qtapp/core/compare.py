@@ -1,0 +1,204 @@
+"""Float versus quantized: output metrics, per-layer SQNR from one pass, and per-layer weight data."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ._torchao_compat import quiet_ao
+from .progress import CancelToken, Job, Stage
+
+SCATTER_POINTS = 4096
+
+
+def sqnr_db(signal_sq: float, noise_sq: float) -> float | None:
+    """SQNR = 10·log10(Σref² / Σ(ref−q)²); None when the two are identical (no noise to measure)."""
+    if noise_sq == 0:
+        return None
+    if signal_sq == 0:
+        return -math.inf if noise_sq else None
+    return 10.0 * math.log10(signal_sq / noise_sq)
+
+
+def first_tensor(out):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out.dequantize() if out.is_quantized else out
+    if isinstance(out, (tuple, list)) and out:
+        return first_tensor(out[0])
+    if isinstance(out, dict) and out:
+        return first_tensor(next(iter(out.values())))
+    return None
+
+
+def is_quantized_module(m) -> bool:
+    mod = type(m).__module__
+    return mod.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))
+
+
+@dataclass
+class OutputMetrics:
+    sqnr_db: float | None
+    cosine: float
+    max_abs_error: float
+    top1_agreement: float | None
+    accuracy_float: float | None
+    accuracy_quantized: float | None
+    samples: int
+    # Subsampled output values for plots (not in the JSON report).
+    ref_values: object = field(default=None, repr=False)
+    q_values: object = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in ("sqnr_db", "cosine", "max_abs_error", "top1_agreement",
+                                              "accuracy_float", "accuracy_quantized", "samples")}
+
+
+def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = None) -> Job[OutputMetrics]:
+    import torch
+
+    stage = Stage("evaluate", len(data), cancel)
+    sig = noise = 0.0
+    cos_sum, max_err, n = 0.0, 0.0, 0
+    agree = correct_f = correct_q = 0
+    classify, labelled = True, data.has_labels
+    refs, qs = [], []
+    yield stage.step(0, "comparing outputs")
+    with torch.no_grad(), quiet_ao():
+        for i, (x, y) in enumerate(data):
+            ref = first_tensor(float_model(x)).float()
+            q = first_tensor(q_model(x)).float()
+            if ref.shape != q.shape:
+                raise RuntimeError(f"quantized output shape {tuple(q.shape)} differs from float {tuple(ref.shape)}")
+            diff = ref - q
+            sig += float((ref * ref).sum())
+            noise += float((diff * diff).sum())
+            max_err = max(max_err, float(diff.abs().max()))
+            cos_sum += float(torch.nn.functional.cosine_similarity(ref.flatten(1), q.flatten(1), dim=1).sum())
+            n += len(ref)
+            classify = classify and ref.dim() == 2 and ref.shape[1] > 1
+            if classify:
+                agree += int((ref.argmax(1) == q.argmax(1)).sum())
+                if labelled and y is not None:
+                    correct_f += int((ref.argmax(1) == y).sum())
+                    correct_q += int((q.argmax(1) == y).sum())
+            refs.append(ref.flatten())
+            qs.append(q.flatten())
+            yield stage.step(i + 1, f"{n} samples")
+    ref_all, q_all = torch.cat(refs), torch.cat(qs)
+    if len(ref_all) > SCATTER_POINTS:
+        idx = torch.randperm(len(ref_all), generator=torch.Generator().manual_seed(0))[:SCATTER_POINTS]
+        ref_all, q_all = ref_all[idx], q_all[idx]
+    return OutputMetrics(
+        sqnr_db(sig, noise), cos_sum / n, max_err,
+        agree / n if classify else None,
+        correct_f / n if classify and labelled else None,
+        correct_q / n if classify and labelled else None,
+        n, ref_all.numpy(), q_all.numpy())
+
+
+@dataclass
+class WeightData:
+    float_weight: object  # numpy, the (fused) float layer's weight
+    dequantized: object | None  # numpy, None when the layer stays float
+    qscheme: str | None = None
+    scales: object | None = None  # numpy: one per output channel, or a single value
+    zero_points: object | None = None
+    axis: int | None = None
+    qmin: int = -128
+    qmax: int = 127
+
+
+@dataclass
+class LayerResult:
+    name: str
+    type: str  # type in the converted model
+    quantized: bool
+    sqnr_db: float | None
+    weight: WeightData | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "type": self.type, "quantized": self.quantized, "sqnr_db": self.sqnr_db}
+
+
+def compare_layers(reference, q_model, heads, data, max_batches: int = 2,
+                   cancel: CancelToken | None = None) -> Job[list[LayerResult]]:
+    """SQNR of each head's output in `q_model` against the same-named module of the fused float
+    `reference`, collected with forward hooks over one pass of each model."""
+    import torch
+
+    ref_mods = dict(reference.named_modules())
+    q_mods = dict(q_model.named_modules())
+    names = [h for h in heads if h in ref_mods and h in q_mods]
+    acc = {h: [0.0, 0.0] for h in names}
+    ref_out: dict[str, object] = {}
+    q_out: dict[str, object] = {}
+
+    def make_hook(store, name):
+        def hook(_m, _inp, out):
+            store.setdefault(name, first_tensor(out))  # a module called twice: its first call
+        return hook
+
+    handles = [ref_mods[h].register_forward_hook(make_hook(ref_out, h)) for h in names]
+    handles += [q_mods[h].register_forward_hook(make_hook(q_out, h)) for h in names]
+    batches = min(len(data), max_batches)
+    stage = Stage("per-layer error", batches, cancel)
+    try:
+        with torch.no_grad(), quiet_ao():
+            for i, (x, _y) in enumerate(data):
+                if i >= batches:
+                    break
+                ref_out.clear()
+                q_out.clear()
+                reference(x)
+                q_model(x)
+                for name in names:
+                    r, q = ref_out.get(name), q_out.get(name)
+                    if r is None or q is None or r.shape != q.shape:
+                        continue
+                    acc[name][0] += float((r.float() ** 2).sum())
+                    acc[name][1] += float(((r.float() - q.float()) ** 2).sum())
+                yield stage.step(i + 1, f"batch {i + 1}/{batches}")
+    finally:
+        for h in handles:
+            h.remove()
+    return [LayerResult(h, type(q_mods[h]).__name__, is_quantized_module(q_mods[h]), sqnr_db(*acc[h]),
+                        weight_data(ref_mods[h], q_mods[h])) for h in names]
+
+
+def _float_weight(m):
+    import torch
+
+    w = getattr(m, "weight", None)
+    if isinstance(w, torch.Tensor):
+        return w
+    first = next(iter(m.children()), None)
+    return _float_weight(first) if first is not None else None
+
+
+def weight_data(ref_module, q_module) -> WeightData | None:
+    import torch
+
+    fw = _float_weight(ref_module)
+    if fw is None:
+        return None
+    fw_np = fw.detach().float().numpy()
+    w = getattr(q_module, "weight", None)
+    if not callable(w) or isinstance(w, torch.Tensor):
+        return WeightData(fw_np, None)
+    with quiet_ao():
+        qw = w()
+    if not isinstance(qw, torch.Tensor):
+        return WeightData(fw_np, None)
+    if not qw.is_quantized:  # float16 dynamic: weights stored in half precision
+        return WeightData(fw_np, qw.detach().float().numpy(), qscheme="float16")
+    if qw.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        scales, zps, axis = qw.q_per_channel_scales().numpy(), qw.q_per_channel_zero_points().numpy(), qw.q_per_channel_axis()
+    else:
+        import numpy as np
+
+        scales, zps, axis = np.array([qw.q_scale()]), np.array([qw.q_zero_point()]), None
+    info = torch.iinfo(qw.int_repr().dtype)
+    return WeightData(fw_np, qw.dequantize().numpy(), str(qw.qscheme()).replace("torch.", ""),
+                      scales, zps, axis, info.min, info.max)

@@ -1,0 +1,171 @@
+"""Export to TorchScript (.pt), the lite interpreter (.ptl) and ONNX, each loaded back and checked.
+
+Files are written to a temporary name beside the destination and renamed into place, so a crash
+never leaves a half-written file; a destination that is one of the model's source files is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._torchao_compat import quiet_ao
+from .compare import first_tensor, sqnr_db
+from .errors import QtappError, UsageError
+from .progress import CancelToken, Job, Stage
+
+FORMATS = ("pt", "ptl", "onnx")
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: str
+    bytes: int
+    verified: bool
+    max_abs_diff: float | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"format": self.format, "path": self.path, "bytes": self.bytes, "verified": self.verified,
+                "max_abs_diff": self.max_abs_diff, "notes": self.notes}
+
+
+def parse_formats(text) -> list[str]:
+    formats = [f.strip().lstrip(".").lower() for f in (text.split(",") if isinstance(text, str) else text) if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise UsageError(f"unknown export format(s) {', '.join(bad) or '(none)'}: choose from {', '.join(FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
+def check_destination(path: Path, protected: list[Path]) -> None:
+    if path.resolve() in protected:
+        raise QtappError(f"refusing to write {path}: it is the model's own source file")
+
+
+def _atomic(path: Path, write) -> None:
+    """Call write(tmp_path) and move the result into place only if it succeeds."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_model(model, scripted, example: tuple, formats, out_dir: Path, protected: list[Path],
+                 check: tuple | None = None, stem: str = "model",
+                 cancel: CancelToken | None = None) -> Job[list[ExportResult]]:
+    """`model` is the in-memory model each file is loaded back and checked against, on `check`
+    inputs (default: `example`, which also traces ONNX); `scripted` is its TorchScript."""
+    check = check if check is not None else example
+    import torch
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), quiet_ao():
+        expected = first_tensor(model(*check))
+    stage = Stage("export", len(formats), cancel)
+    results = []
+    yield stage.step(0, "exporting")
+    for i, fmt in enumerate(formats):
+        path = out_dir / f"{stem}.{fmt}"
+        check_destination(path, protected)
+        writer = {"pt": _export_pt, "ptl": _export_ptl, "onnx": _export_onnx}[fmt]
+        with quiet_ao():
+            results.append(writer(model, scripted, example, check, expected, path))
+        yield stage.step(i + 1, f"wrote {path.name}")
+    return results
+
+
+def _compare(expected, got) -> float:
+    return float((expected.float() - got.float()).abs().max())
+
+
+def _export_pt(model, scripted, example, check, expected, path: Path) -> ExportResult:
+    import torch
+
+    _atomic(path, lambda tmp: torch.jit.save(scripted, tmp))
+    with quiet_ao():
+        loaded = torch.jit.load(str(path))
+        with torch.no_grad():
+            diff = _compare(expected, first_tensor(loaded(*check)))
+    return ExportResult("pt", str(path), path.stat().st_size, diff == 0.0, diff,
+                        [] if diff == 0.0 else ["reloaded TorchScript differs from the in-memory model"])
+
+
+def xnnpack_enabled() -> bool:
+    import torch.backends.xnnpack
+
+    return bool(torch.backends.xnnpack.enabled)
+
+
+def _export_ptl(model, scripted, example, check, expected, path: Path) -> ExportResult:
+    import torch
+    from torch.jit.mobile import _load_for_lite_interpreter
+
+    notes = []
+    mobile = scripted
+    if xnnpack_enabled():
+        from torch.utils.mobile_optimizer import optimize_for_mobile
+
+        with quiet_ao():
+            mobile = optimize_for_mobile(scripted)
+        notes.append("optimize_for_mobile applied")
+    else:
+        notes.append("optimize_for_mobile skipped: this torch build has no XNNPACK (typical of Linux x86 "
+                     "wheels); the .ptl is the unoptimised TorchScript, still loadable by the lite interpreter")
+    _atomic(path, lambda tmp: mobile._save_for_lite_interpreter(tmp))
+    with quiet_ao(), torch.no_grad():
+        diff = _compare(expected, first_tensor(_load_for_lite_interpreter(str(path))(*check)))
+    # optimize_for_mobile may reorder float arithmetic; an unoptimised .ptl must match exactly.
+    verified = diff == 0.0 or (mobile is not scripted and diff < 1e-4 * max(1.0, float(expected.abs().max())))
+    if not verified:
+        notes.append(f"lite-interpreter output differs from the in-memory model by up to {diff:.3g}")
+    return ExportResult("ptl", str(path), path.stat().st_size, verified, diff, notes)
+
+
+def _export_onnx(model, scripted, example, check, expected, path: Path) -> ExportResult:
+    import torch
+
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        raise QtappError("ONNX export needs the onnx and onnxruntime packages: pip install 'qtapp[onnx]'") from None
+    names = [f"input{i}" if len(example) > 1 else "input" for i in range(len(example))]
+    source = scripted if isinstance(model, torch.jit.ScriptModule) else model
+
+    def write(tmp):
+        with quiet_ao(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            torch.onnx.export(source, example, tmp, dynamo=False, input_names=names, output_names=["output"],
+                              dynamic_axes={n: {0: "batch"} for n in names} | {"output": {0: "batch"}})
+        onnx.checker.check_model(tmp)
+
+    try:
+        _atomic(path, write)
+    except Exception as exc:  # noqa: BLE001 - the exporter's many failure types all mean "no ONNX file"
+        raise QtappError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {n: t.numpy() for n, t in zip(names, check)})[0])
+    notes = ["onnx.checker passed; ran in onnxruntime"]
+    if got.shape != expected.shape:
+        return ExportResult("onnx", str(path), path.stat().st_size, False, None,
+                            notes + [f"onnxruntime output shape {tuple(got.shape)} != torch {tuple(expected.shape)}"])
+    diff = _compare(expected, got)
+    e, g = expected.float(), got.float()
+    sq = sqnr_db(float((e * e).sum()), float(((e - g) ** 2).sum()))
+    if diff > 0:
+        notes.append(f"onnxruntime vs torch: SQNR {sq:.1f} dB, max abs diff {diff:.3g} (ORT's int8 kernels "
+                     "round differently from fbgemm/qnnpack: no bit parity is expected)")
+    argmax_ok = e.dim() < 2 or bool((e.argmax(-1) == g.argmax(-1)).all())
+    if not argmax_ok:
+        notes.append("onnxruntime's top-1 differs from torch's on the check input")
+    return ExportResult("onnx", str(path), path.stat().st_size, argmax_ok, diff, notes)

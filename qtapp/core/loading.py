@@ -1,0 +1,276 @@
+"""Turn a model spec string into a loaded model.
+
+Specs (shared by the CLI, the GUI and recipes):
+  demo                          the bundled digits CNN
+  torchvision:NAME              any torchvision classification model (quantized_* = eager-quantizable)
+  package.module:callable       a factory, called with kwargs; optional state_dict weights
+  path/to/file.py:callable      the same, from a file
+  path/to/model.pt|.pth|.ptl    TorchScript (inspection/export only) or a pickled nn.Module
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import demo
+from .errors import QtappError, UsageError
+from .inputs import InputSpec
+from .progress import Job, Stage
+from .safe_pickle import load_pickled_module
+
+IMAGENET_INPUT = InputSpec(((1, 3, 224, 224),))
+# torchvision models whose reference input is not 224x224.
+_TORCHVISION_SIZES = {"inception_v3": 299, "quantized_inception_v3": 299}
+
+
+@dataclass
+class LoadedModel:
+    spec: str
+    module: Any  # torch.nn.Module or torch.jit.ScriptModule
+    kind: str  # "eager" (Python nn.Module) or "torchscript"
+    input_spec: InputSpec | None
+    source_path: Path | None = None  # files the model came from: exports must never overwrite them
+    weights: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_torchscript(self) -> bool:
+        return self.kind == "torchscript"
+
+    @property
+    def eager_quantizable(self) -> bool:
+        """torchvision's quantizable variants: they carry QuantStubs and a fuse_model() method."""
+        return self.kind == "eager" and callable(getattr(self.module, "fuse_model", None)) and hasattr(self.module, "quant")
+
+    @property
+    def protected_paths(self) -> list[Path]:
+        paths = [self.source_path] if self.source_path else []
+        if self.weights and self.weights.lower() not in ("none", "default"):
+            paths.append(Path(self.weights))
+        return [p.resolve() for p in paths]
+
+    def why_not_quantizable(self) -> str | None:
+        if self.is_torchscript:
+            return (f"{self.spec} is TorchScript: it has no Python source, so it can be inspected and exported "
+                    "but not quantized (FX needs to trace Python code, eager mode needs to swap modules). "
+                    "Load the Python model instead: torchvision:NAME, package.module:callable or "
+                    "file.py:callable, with --weights for its state_dict.")
+        return None
+
+
+def load_model(spec: str, weights: str | None = None, kwargs: dict | None = None, trust: bool = False,
+               input_spec: InputSpec | None = None) -> Job[LoadedModel]:
+    """A job (generator) that loads `spec`; it yields progress only while downloading weights."""
+    kwargs = dict(kwargs or {})
+    spec = spec.strip()
+    if not spec:
+        raise UsageError("no model given: pass a spec such as demo, torchvision:resnet18 or model.pt")
+    if spec == "demo":
+        if weights not in (None, "none") or kwargs:
+            raise UsageError("the demo model takes no --weights or --kwargs")
+        loaded = LoadedModel("demo", demo.load_model(), "eager", InputSpec((demo.INPUT_SHAPE,)),
+                             source_path=demo.resource_dir() / demo.WEIGHTS_FILE)
+    elif spec.startswith("torchvision:"):
+        loaded = yield from _load_torchvision(spec, spec.split(":", 1)[1], weights, kwargs)
+    elif _looks_like_factory(spec):
+        loaded = _load_factory(spec, weights, kwargs)
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise QtappError(f"model file not found: {path} (a spec is demo, torchvision:NAME, "
+                             "module:callable, file.py:callable, or a .pt/.pth file)")
+        if kwargs or weights not in (None, "none"):
+            raise UsageError(f"{path.name} is a model file: --weights and --kwargs apply to factories only")
+        loaded = _load_file(spec, path, trust)
+    if input_spec is not None:
+        loaded.input_spec = input_spec
+    return loaded
+
+
+def _looks_like_factory(spec: str) -> bool:
+    head, sep, tail = spec.rpartition(":")
+    if not sep or not tail.isidentifier() or len(head) <= 1:  # `C:` drive letters are not factories
+        return False
+    return head.endswith(".py") or all(p.isidentifier() for p in head.split("."))
+
+
+def _load_torchvision(spec: str, name: str, weights: str | None, kwargs: dict) -> Job[LoadedModel]:
+    import torchvision.models as tvm
+    import torchvision.models.quantization as tvq
+
+    quantizable = name.startswith("quantized_")
+    known = tvm.list_models(module=tvq) if quantizable else tvm.list_models(module=tvm)
+    if name not in known:
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else f" Known: {', '.join(known[:12])}, ..."
+        raise UsageError(f"torchvision has no classification model named {name!r}.{hint}")
+    builder_kwargs = dict(kwargs)
+    weights_arg = None
+    state_path = None
+    w = (weights or "none")
+    if w.lower() == "default":
+        float_name = name.removeprefix("quantized_")
+        weights_arg = tvm.get_model_weights(float_name).DEFAULT
+        yield from _download_weights(weights_arg.url)
+        if quantizable:
+            builder_kwargs["quantize"] = False
+    elif w.lower() != "none":
+        state_path = Path(w).expanduser()
+    try:
+        module = tvm.get_model(name, weights=weights_arg, **builder_kwargs)
+    except TypeError as exc:
+        raise UsageError(f"torchvision:{name} rejected --kwargs {kwargs}: {exc}") from None
+    if state_path is not None:
+        _load_state_dict_into(module, state_path)
+    size = _TORCHVISION_SIZES.get(name, 224)
+    notes = [] if weights_arg or state_path else [
+        "weights: none (random initialisation); accuracy figures mean nothing, error figures still do"]
+    return LoadedModel(spec, module.eval(), "eager", InputSpec(((1, 3, size, size),)),
+                       weights=w, notes=notes)
+
+
+def _download_weights(url: str) -> Job[None]:
+    """Fetch pretrained weights into torch's hub cache with progress (a later build finds them there)."""
+    import os
+    import tempfile
+    import urllib.request
+
+    import torch.hub
+
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            total = int(resp.headers.get("Content-Length") or 0)
+            stage = Stage("download weights", total)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+            done = 0
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := resp.read(1 << 20):
+                        out.write(chunk)
+                        done += len(chunk)
+                        yield stage.step(done, f"{done / 1e6:.1f} MB from {url}")
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+    except OSError as exc:
+        raise QtappError(f"could not download pretrained weights from {url}: {exc}. Without a network, "
+                         "pass --weights PATH with a local state_dict file, or --weights none.") from None
+
+
+def _load_state_dict_into(module, path: Path) -> None:
+    import torch
+
+    if not path.exists():
+        raise QtappError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same user-facing message
+        raise QtappError(f"cannot read weights {path}: {exc}. --weights takes a state_dict saved with "
+                         "torch.save(model.state_dict(), path).") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise QtappError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise QtappError(f"weights {path} do not fit the architecture: {str(exc).splitlines()[0]} ...") from None
+
+
+def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
+    import torch.nn as nn
+
+    target, _, attr = spec.rpartition(":")
+    source_path = None
+    if target.endswith(".py"):
+        path = Path(target).expanduser().resolve()
+        if not path.exists():
+            raise QtappError(f"factory file not found: {path}")
+        source_path = path
+        mod_name = f"qtapp_user_{abs(hash(str(path)))}"
+        sys.path.insert(0, str(path.parent))  # so the file's sibling imports work
+        try:
+            mspec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(mspec)
+            sys.modules[mod_name] = module
+            mspec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.parent))
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise QtappError(f"cannot import {target!r} for {spec}: {exc}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise QtappError(f"{target} has no callable named {attr!r}")
+    try:
+        model = factory(**kwargs)
+    except TypeError as exc:
+        raise UsageError(f"{spec} rejected --kwargs {kwargs}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise QtappError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+    w = weights or "none"
+    if w.lower() not in ("none", "default"):
+        _load_state_dict_into(model, Path(w).expanduser())
+    elif w.lower() == "default":
+        raise UsageError("--weights DEFAULT is for torchvision models; give a state_dict path")
+    return LoadedModel(spec, model.eval(), "eager", _declared_input(model), source_path=source_path, weights=w)
+
+
+def _declared_input(model) -> InputSpec | None:
+    """A factory's model may declare `example_input_shape = (1, 3, 32, 32)`; use it when present."""
+    shape = getattr(model, "example_input_shape", None)
+    if shape:
+        return InputSpec((tuple(shape),))
+    if type(model).__module__.startswith("torchvision.models"):
+        return IMAGENET_INPUT
+    return None
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("constants.pkl") or "/code/" in n or n.endswith("bytecode.pkl") for n in names)
+
+
+def _load_file(spec: str, path: Path, trust: bool) -> LoadedModel:
+    import torch
+
+    if _is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as exc:
+            if "bytecode.pkl" in str(exc) or path.suffix == ".ptl":
+                raise QtappError(f"{path} is a lite-interpreter (.ptl) file: it can only be run, not "
+                                 "inspected. Open the full TorchScript (.pt) instead.") from None
+            raise QtappError(f"cannot load TorchScript {path}: {str(exc).splitlines()[0]}") from None
+        loaded = LoadedModel(spec, module.eval(), "torchscript", None, source_path=path)
+        loaded.notes.append(loaded.why_not_quantizable())
+        return loaded
+    obj = load_pickled_module(path, trust)
+    if isinstance(obj, torch.nn.Module):
+        return LoadedModel(spec, obj.eval(), "eager", _declared_input(obj), source_path=path,
+                           notes=["loaded with --trust: code from the file was executed"] if trust else [])
+    if isinstance(obj, dict):
+        raise QtappError(
+            f"{path} holds a bare state_dict (weights without an architecture). Give the architecture and "
+            f"pass the file as its weights, e.g. `torchvision:resnet18 --weights {path}` or "
+            f"`my_package.models:build_model --weights {path}`.")
+    raise QtappError(f"{path} holds a {type(obj).__name__}, not a model")

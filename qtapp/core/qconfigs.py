@@ -1,0 +1,61 @@
+"""QConfig mappings built from a recipe (engine, observer, per-channel), for FX and eager mode."""
+
+from __future__ import annotations
+
+
+def activation_observer(observer: str, engine: str):
+    from torch.ao.quantization import observer as obs
+    import torch
+
+    cls = {"minmax": obs.MinMaxObserver, "moving-average": obs.MovingAverageMinMaxObserver,
+           "histogram": obs.HistogramObserver}[observer]
+    # fbgemm/x86 kernels need 7-bit activations to avoid overflow in their int16 accumulation
+    # (what torch's own default qconfigs do); qnnpack and onednn use the full range.
+    qmax = 127 if engine in ("fbgemm", "x86") else 255
+    return cls.with_args(dtype=torch.quint8, quant_min=0, quant_max=qmax)
+
+
+def weight_observer(per_channel: bool):
+    import torch
+    from torch.ao.quantization import observer as obs
+
+    if per_channel:
+        return obs.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    return obs.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+
+
+def static_qconfig(recipe):
+    from torch.ao.quantization import QConfig
+
+    return QConfig(activation=activation_observer(recipe.observer, recipe.engine),
+                   weight=weight_observer(recipe.per_channel))
+
+
+def qat_qconfig(recipe):
+    import torch
+    from torch.ao.quantization import QConfig
+    from torch.ao.quantization.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
+    from torch.ao.quantization import observer as obs
+
+    qmax = 127 if recipe.engine in ("fbgemm", "x86") else 255
+    act = FusedMovingAvgObsFakeQuantize.with_args(observer=obs.MovingAverageMinMaxObserver, quant_min=0,
+                                                  quant_max=qmax, dtype=torch.quint8)
+    if recipe.per_channel:
+        weight = FakeQuantize.with_args(observer=obs.MovingAveragePerChannelMinMaxObserver, quant_min=-128,
+                                        quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    else:
+        weight = FakeQuantize.with_args(observer=obs.MovingAverageMinMaxObserver, quant_min=-128, quant_max=127,
+                                        dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    return QConfig(activation=act, weight=weight)
+
+
+def fx_mapping(recipe, float_heads=(), qat: bool = False):
+    """The engine's default mapping (keeps its fixed-qparams entries for sigmoid, softmax, ...) with the
+    recipe's global qconfig, and None for every layer kept in float."""
+    from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+
+    base = (get_default_qat_qconfig_mapping if qat else get_default_qconfig_mapping)(recipe.engine)
+    base.set_global(qat_qconfig(recipe) if qat else static_qconfig(recipe))
+    for name in float_heads:
+        base.set_module_name(name, None)
+    return base

@@ -1,0 +1,185 @@
+"""The recipe: one versioned JSON format that the GUI and the CLI both save and run.
+
+A recipe says which model, how to quantize it, with what data, and which layers stay float.
+Unknown keys, versions and values are refused with a message that names them; layer names are
+checked against the model's layer inventory when the recipe is applied (see inventory.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+RECIPE_VERSION = 1
+METHODS = ("static", "dynamic", "qat")
+ENGINES = ("fbgemm", "x86", "qnnpack", "onednn")
+DTYPES = ("qint8", "float16")
+OBSERVERS = ("minmax", "moving-average", "histogram")
+STATIC_MODES = ("auto", "fx", "eager")
+
+
+def _check_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"unknown {what} {value!r}: choose one of {', '.join(choices)}")
+
+
+def _check_positive(what: str, value: Any, kind=int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (kind, int)) or value <= 0:
+        raise UsageError(f"{what} must be a positive {kind.__name__}, got {value!r}")
+
+
+@dataclass
+class DataSpec:
+    """Where calibration (or evaluation) batches come from: demo, random, a folder or a tensor file."""
+
+    source: str = "auto"  # auto = the model's own data (demo), else random
+    batches: int = 8
+    batch_size: int = 16
+    # Image folders only: "auto" (ImageNet preset for 3-channel inputs) or {"size", "mean", "std"}.
+    preprocess: Any = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise UsageError(f"data source must be a non-empty string, got {self.source!r}")
+        _check_positive("batches", self.batches)
+        _check_positive("batch_size", self.batch_size)
+        if isinstance(self.preprocess, dict):
+            unknown = set(self.preprocess) - {"size", "mean", "std"}
+            if unknown:
+                raise UsageError(f"unknown preprocess keys {sorted(unknown)}: allowed are size, mean, std")
+        elif self.preprocess not in ("auto", "imagenet", "none"):
+            raise UsageError(f"unknown preprocess {self.preprocess!r}: use auto, imagenet, none or "
+                             '{"size": [H, W], "mean": [...], "std": [...]}')
+
+
+@dataclass
+class QatSpec:
+    epochs: int = 2
+    lr: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _check_positive("qat.epochs", self.epochs)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < 10:
+            raise UsageError(f"qat.lr must be a number in (0, 10), got {self.lr!r}")
+        self.lr = float(self.lr)
+
+
+@dataclass
+class QuantRecipe:
+    model: str
+    weights: str | None = None
+    kwargs: dict = field(default_factory=dict)
+    input_shape: str | None = None  # "1,3,224,224" (";" between inputs); None = inferred from the model
+    method: str = "static"
+    static_mode: str = "auto"  # auto = eager for torchvision's quantizable models, else FX
+    engine: str = "fbgemm"
+    dtype: str = "qint8"  # dynamic quantization only
+    per_channel: bool = True
+    observer: str = "histogram"
+    calibration: DataSpec = field(default_factory=DataSpec)
+    evaluation: DataSpec = field(default_factory=lambda: DataSpec(batches=4))
+    qat: QatSpec = field(default_factory=QatSpec)
+    float_layers: list[str] = field(default_factory=list)
+    version: int = RECIPE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != RECIPE_VERSION:
+            raise UsageError(f"recipe version {self.version!r} is not supported (this qtapp reads version {RECIPE_VERSION})")
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise UsageError("recipe has no model spec")
+        if not isinstance(self.kwargs, dict):
+            raise UsageError(f"kwargs must be a JSON object, got {self.kwargs!r}")
+        _check_choice("method", self.method, METHODS)
+        _check_choice("engine", self.engine, ENGINES)
+        _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("observer", self.observer, OBSERVERS)
+        _check_choice("static_mode", self.static_mode, STATIC_MODES)
+        if not isinstance(self.per_channel, bool):
+            raise UsageError(f"per_channel must be true or false, got {self.per_channel!r}")
+        if self.input_shape is not None:
+            from .inputs import InputSpec
+
+            InputSpec.parse(self.input_shape)
+        if not isinstance(self.float_layers, list) or not all(isinstance(n, str) for n in self.float_layers):
+            raise UsageError("float_layers must be a list of layer names")
+        self.float_layers = sorted(set(self.float_layers))
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {"version": d.pop("version"), **d}
+
+    @classmethod
+    def from_dict(cls, data: dict, base_dir: Path | None = None) -> "QuantRecipe":
+        if not isinstance(data, dict):
+            raise UsageError("a recipe must be a JSON object")
+        data = dict(data)
+        _refuse_unknown("recipe", data, cls)
+        subs = {"calibration": DataSpec, "evaluation": DataSpec, "qat": QatSpec}
+        for key, sub in subs.items():
+            if key in data:
+                if not isinstance(data[key], dict):
+                    raise UsageError(f"recipe {key} must be a JSON object")
+                _refuse_unknown(f"recipe {key}", data[key], sub)
+                data[key] = sub(**data[key])
+        if "model" not in data:
+            raise UsageError("recipe has no 'model' key")
+        recipe = cls(**data)
+        if base_dir is not None:
+            recipe.resolve_paths(base_dir)
+        return recipe
+
+    def resolve_paths(self, base: Path) -> None:
+        """Make relative file paths absolute against `base`: a recipe file's own folder when reading
+        it, the working directory before saving one (so a saved recipe runs from anywhere)."""
+
+        def fix(value: str | None) -> str | None:
+            if not value or value in ("demo", "random", "auto", "none", "DEFAULT") or value.startswith("torchvision:"):
+                return value
+            head, sep, tail = value.rpartition(":")
+            if sep and head.endswith(".py") and not Path(head).is_absolute():
+                return f"{(base / head).resolve()}:{tail}"
+            if sep and not head.endswith(".py"):
+                return value  # package.module:callable
+            p = Path(value)
+            return value if p.is_absolute() or not (base / p).exists() else str((base / p).resolve())
+
+        self.model = fix(self.model)
+        self.weights = fix(self.weights)
+        self.calibration.source = fix(self.calibration.source)
+        self.evaluation.source = fix(self.evaluation.source)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "QuantRecipe":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"recipe file not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"recipe {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data, base_dir=path.resolve().parent)
+
+
+def _refuse_unknown(where: str, data: dict, cls) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(f"unknown {where} keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,85 @@
+"""Load a pickled nn.Module without running code from the file.
+
+`torch.load(weights_only=True)` refuses any class it does not know. We allow the classes of torch.nn
+and torchvision's models (resolved by importing only torch/torchvision modules, never the file's
+own), and refuse anything else by name unless the user explicitly trusts the file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+from .errors import QtappError
+
+_TRUSTED_PREFIXES = ("torch.nn.", "torchvision.models.", "torchvision.ops.")
+_TRUSTED_EXTRA = {"builtins.set", "builtins.frozenset", "torch.Size", "functools.partial"}
+
+
+def _resolve_allowed(qualname: str):
+    """The object named `qualname` if it is on the allowlist, else None."""
+    if not qualname.startswith(_TRUSTED_PREFIXES) and qualname not in _TRUSTED_EXTRA:
+        return None
+    module_name, _, attr = qualname.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return None
+    import torch.nn as nn
+
+    if qualname in _TRUSTED_EXTRA or (inspect.isclass(obj) and issubclass(obj, nn.Module)):
+        return obj
+    if qualname.startswith("torch.nn.") and (inspect.isclass(obj) or inspect.isfunction(obj)):
+        return obj  # e.g. torch.nn.parameter.Parameter, activation functions referenced by modules
+    return None
+
+
+def load_pickled_module(path: Path, trust: bool):
+    import pickle
+
+    import torch
+
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as exc:  # noqa: BLE001 - not a torch zip checkpoint at all
+        unsafe = None
+        zip_error = exc
+    if unsafe is None:
+        if not trust:
+            raise QtappError(f"{path} is not a PyTorch checkpoint this app can read safely ({zip_error}). "
+                             "If it is a legacy pickle you trust, pass --trust (this executes code from the file).")
+        return _load_trusted(path)
+    allowed, refused = [], []
+    for name in unsafe:
+        obj = _resolve_allowed(name)
+        (allowed if obj is not None else refused).append(obj if obj is not None else name)
+    if refused and not trust:
+        raise PickleRefused(path, refused)
+    if refused:
+        return _load_trusted(path)
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise QtappError(f"cannot load {path} safely: {str(exc).splitlines()[0]}") from None
+
+
+def _load_trusted(path: Path):
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - the user's file, any failure is reported as such
+        raise QtappError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
+
+
+class PickleRefused(QtappError):
+    """A pickle needs classes outside the allowlist; the GUI asks for consent, the CLI needs --trust."""
+
+    def __init__(self, path: Path, classes: list[str]) -> None:
+        self.path, self.classes = path, classes
+        super().__init__(
+            f"{path} needs classes outside the safe allowlist (torch.nn and torchvision models): "
+            f"{', '.join(sorted(classes))}. Loading it would execute code from the file. If you trust "
+            "the file, pass --trust; otherwise save a state_dict and load it with its architecture.")
