@@ -157,8 +157,9 @@ def _fmt(value, spec="{:.2f}", none="n/a") -> str:
 
 def summary(report: dict, out: Path) -> str:
     o, s, lat = report["output"], report["size_bytes"], report["latency_ms"]
+    verb = "fine-tuned" if report["method"] == "qat" else "calibrated"
     lines = [f"{report['model']}: {report['method']} ({report['mode']}) on {report['engine']}, "
-             f"calibrated on {report['calibration']['samples']} samples ({report['calibration']['source']})",
+             f"{verb} on {report['calibration']['samples']} samples ({report['calibration']['source']})",
              f"  output      SQNR {_fmt(o['sqnr_db'], '{:.1f} dB')}, cosine {_fmt(o['cosine'], '{:.5f}')}, "
              f"max abs error {_fmt(o['max_abs_error'], '{:.4g}')}, top-1 agreement {_fmt(o['top1_agreement'], '{:.1%}')}"]
     if o["accuracy_float"] is not None:
