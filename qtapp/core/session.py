@@ -87,14 +87,18 @@ class QuantSession:
         new = replace(self.recipe, **changes, float_layers=self.inventory.float_layers)
         old_mode, old_method = self.mode, self.recipe.method
         self.recipe = new
-        if (self.mode, new.method) != (old_mode, old_method):
+        if self.rebuilds_inventory(old_mode, old_method):
             kept = self.inventory.float_layers
-            listeners = self.inventory._listeners
-            self.inventory = self._build_inventory()
-            self.inventory._listeners = listeners
+            self.inventory.unsubscribe(self._on_inventory_changed)
+            self.inventory = self._build_inventory()  # whoever views the inventory must rebind
             self.inventory.set_float_layers([n for n in kept if n in self.inventory.heads])
+            self.inventory.subscribe(self._on_inventory_changed)
+            self.recipe.float_layers = self.inventory.float_layers
         if any(k in _CALIBRATION_KEYS for k in changes):
             self.calibrated = None
+
+    def rebuilds_inventory(self, old_mode: str, old_method: str) -> bool:
+        return (self.mode, self.recipe.method) != (old_mode, old_method)
 
     def _on_inventory_changed(self, _names) -> None:
         self.recipe.float_layers = self.inventory.float_layers

@@ -1,0 +1,200 @@
+"""Dialogs: errors with details, pickle trust consent, torchvision and factory openers, export."""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from ..core.errors import QtappError
+
+
+def error_box(parent: QWidget, title: str, exc: BaseException, details: str = "") -> QMessageBox:
+    """A plain message for the user; the traceback behind 'Show Details…'. Not yet shown."""
+    box = QMessageBox(QMessageBox.Icon.Critical, title, str(exc) if isinstance(exc, QtappError)
+                      else f"{type(exc).__name__}: {exc}", QMessageBox.StandardButton.Ok, parent)
+    if details:
+        box.setDetailedText(details)
+    box.setObjectName("errorDialog")
+    return box
+
+
+def trust_box(parent: QWidget, path, classes: list[str]) -> QMessageBox:
+    box = QMessageBox(QMessageBox.Icon.Warning, "Load untrusted pickle?",
+                      f"{path} needs classes outside the safe allowlist (torch.nn and torchvision models):\n\n"
+                      + "\n".join(f"  • {c}" for c in sorted(classes))
+                      + "\n\nLoading it will EXECUTE CODE from the file. Only continue if you trust its source.",
+                      QMessageBox.StandardButton.Cancel, parent)
+    box.addButton("Load and run its code", QMessageBox.ButtonRole.AcceptRole)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.setObjectName("trustDialog")
+    return box
+
+
+class TorchvisionDialog(QDialog):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Open from torchvision")
+        import torchvision.models as tvm
+        import torchvision.models.quantization as tvq
+
+        self.name = QComboBox()
+        self.name.setEditable(True)
+        self.name.addItems(sorted(tvm.list_models(module=tvm)) + sorted(tvm.list_models(module=tvq)))
+        self.name.setCurrentText("resnet18")
+        self.weights = QComboBox()
+        self.weights.setEditable(True)
+        self.weights.addItems(["none", "DEFAULT"])
+        form = QFormLayout(self)
+        form.addRow("Model", self.name)
+        form.addRow("Weights", self.weights)
+        hint = QLabel("quantized_* models use eager mode (fused, QuantStubs); the others use FX graph mode.\n"
+                      "DEFAULT downloads pretrained weights (needs a network); or type a state_dict path.")
+        hint.setStyleSheet("color: #555;")
+        form.addRow(hint)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def spec(self) -> tuple[str, str]:
+        return f"torchvision:{self.name.currentText().strip()}", self.weights.currentText().strip()
+
+
+class FactoryDialog(QDialog):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Open Python factory")
+        self.target = QLineEdit()
+        self.target.setPlaceholderText("package.module:build_model  or  path/to/file.py:build_model")
+        self.kwargs = QLineEdit("{}")
+        self.weights = QLineEdit()
+        self.weights.setPlaceholderText("optional state_dict (.pt/.pth), loaded with weights_only=True")
+        self.input_shape = QLineEdit()
+        self.input_shape.setPlaceholderText("e.g. 1,3,224,224 (needed unless the model declares it)")
+        pick_file = QPushButton("File…")
+        pick_file.clicked.connect(self._on_pick_file_clicked)
+        pick_weights = QPushButton("File…")
+        pick_weights.clicked.connect(self._on_pick_weights_clicked)
+        form = QFormLayout(self)
+        form.addRow("Factory", _row(self.target, pick_file))
+        form.addRow("kwargs (JSON)", self.kwargs)
+        form.addRow("Weights", _row(self.weights, pick_weights))
+        form.addRow("Input shape", self.input_shape)
+        self.error = QLabel()
+        self.error.setStyleSheet("color: #b00020;")
+        form.addRow(self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self._on_accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.setMinimumWidth(560)
+
+    def _on_pick_file_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Python file", "", "Python (*.py)")
+        if path:
+            self.target.setText(f"{path}:")
+
+    def _on_pick_weights_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "state_dict", "", "PyTorch (*.pt *.pth)")
+        if path:
+            self.weights.setText(path)
+
+    def _on_accept(self) -> None:
+        try:
+            self.values()
+        except ValueError as exc:
+            self.error.setText(str(exc))
+            return
+        self.accept()
+
+    def values(self) -> dict:
+        target = self.target.text().strip()
+        if ":" not in target or target.endswith(":"):
+            raise ValueError("give module:callable or file.py:callable")
+        try:
+            kwargs = json.loads(self.kwargs.text() or "{}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"kwargs is not valid JSON: {exc}") from None
+        if not isinstance(kwargs, dict):
+            raise ValueError("kwargs must be a JSON object")
+        return {"model": target, "kwargs": kwargs, "weights": self.weights.text().strip() or None,
+                "input_shape": self.input_shape.text().strip() or None}
+
+
+def _row(*widgets) -> QWidget:
+    w = QWidget()
+    lay = QHBoxLayout(w)
+    lay.setContentsMargins(0, 0, 0, 0)
+    for x in widgets:
+        lay.addWidget(x)
+    return w
+
+
+class ExportDialog(QDialog):
+    """Choose a folder and formats; the main window runs the export job and fills in the results."""
+
+    def __init__(self, parent=None, folder: str = "") -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export quantized model")
+        self.folder = QLineEdit(folder)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._on_browse_clicked)
+        self.formats = {f: QCheckBox(label) for f, label in
+                        (("pt", "TorchScript (.pt)"), ("ptl", "Lite interpreter (.ptl, mobile)"), ("onnx", "ONNX (.onnx)"))}
+        self.formats["pt"].setChecked(True)
+        self.formats["ptl"].setChecked(True)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["Format", "File", "Size", "Verified", "Notes"])
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setVisible(False)
+        self.export_button = QPushButton("Export")
+        self.export_button.setDefault(True)
+        close = QPushButton("Close")
+        close.clicked.connect(self.reject)
+        form = QFormLayout()
+        form.addRow("Folder", _row(self.folder, browse))
+        form.addRow("Formats", _row(*self.formats.values()))
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        note = QLabel("Each file is loaded back and run; the report and recipe are saved beside them.")
+        note.setStyleSheet("color: #555;")
+        layout.addWidget(note)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.table)
+        layout.addLayout(_hbox(self.export_button, close))
+        self.resize(760, 260)
+
+    def _on_browse_clicked(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Export folder", self.folder.text())
+        if path:
+            self.folder.setText(path)
+
+    def chosen_formats(self) -> list[str]:
+        return [f for f, box in self.formats.items() if box.isChecked()]
+
+    def show_results(self, results) -> None:
+        self.table.setVisible(True)
+        self.table.setRowCount(len(results))
+        for row, r in enumerate(results):
+            cells = [r.format, r.path, f"{r.bytes / 1e6:.2f} MB", "yes" if r.verified else "NO", "; ".join(r.notes)]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(text)
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                self.table.setItem(row, col, item)
+        self.table.resizeColumnsToContents()
+        self.resize(max(self.width(), 900), 320)
+
+
+def _hbox(*widgets):
+    lay = QHBoxLayout()
+    lay.addStretch(1)
+    for w in widgets:
+        lay.addWidget(w)
+    return lay

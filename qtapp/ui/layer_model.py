@@ -1,0 +1,203 @@
+"""QtLayerTreeModel: the ONE adapter between the core LayerInventory and Qt's item views.
+
+State lives in the inventory: the checkbox writes `inventory.set_float()`, and the inventory's change
+callback comes back here as `dataChanged` for the affected rows (the group, and every ancestor
+whose tristate may have changed). After a run, the SQNR column shows each layer's error.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QBrush, QColor, QFont
+
+from ..core.inventory import LayerInventory, LayerInfo
+
+COLUMNS = ("Layer", "Type", "Params", "Output", "Quantize", "SQNR (dB)", "Fusion")
+COL_NAME, COL_TYPE, COL_PARAMS, COL_OUTPUT, COL_QUANT, COL_SQNR, COL_FUSION = range(len(COLUMNS))
+NameRole = Qt.ItemDataRole.UserRole + 1
+
+
+class QtLayerTreeModel(QAbstractItemModel):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._inv: LayerInventory | None = None
+        self._results: dict = {}
+        self._row_of: dict[str, int] = {}
+
+    # -- binding -----------------------------------------------------------------------------------
+    @property
+    def inventory(self) -> LayerInventory | None:
+        return self._inv
+
+    def set_inventory(self, inventory: LayerInventory | None) -> None:
+        self.beginResetModel()
+        if self._inv is not None:
+            self._inv.unsubscribe(self._on_inventory_changed)
+        self._inv, self._results = inventory, {}
+        self._row_of = {}
+        if inventory is not None:
+            for info in inventory:
+                for row, child in enumerate(info.children):
+                    self._row_of[child] = row
+            self._row_of[""] = 0
+            inventory.subscribe(self._on_inventory_changed)
+        self.endResetModel()
+
+    def set_results(self, layers) -> None:
+        """Show per-layer SQNR (a list of core LayerResult, or empty to clear)."""
+        self._results = {layer.name: layer for layer in layers or []}
+        self._emit_column(COL_SQNR)
+
+    def result(self, name: str):
+        return self._results.get(name)
+
+    def _on_inventory_changed(self, heads: list[str]) -> None:
+        names: set[str] = set()
+        for head in heads:
+            names.update(self._inv[head].group or [head])
+            parent = self._inv[head].parent
+            while parent is not None:
+                names.add(parent)
+                parent = self._inv[parent].parent
+        for name in names:
+            idx = self.index_of(name, COL_QUANT)
+            if idx.isValid():
+                self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.CheckStateRole])
+
+    def _emit_column(self, column: int) -> None:
+        if self._inv is None:
+            return
+        for info in self._inv:
+            idx = self.index_of(info.name, column)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.BackgroundRole])
+
+    # -- structure ---------------------------------------------------------------------------------
+    def _info(self, index: QModelIndex) -> LayerInfo | None:
+        return index.internalPointer() if index.isValid() else None
+
+    def index_of(self, name: str, column: int = 0) -> QModelIndex:
+        if self._inv is None or name not in self._inv:
+            return QModelIndex()
+        return self.createIndex(self._row_of[name], column, self._inv[name])
+
+    def index(self, row: int, column: int, parent=QModelIndex()) -> QModelIndex:
+        if self._inv is None or not self.hasIndex(row, column, parent):
+            return QModelIndex()
+        if not parent.isValid():
+            return self.createIndex(row, column, self._inv[""])
+        info = self._info(parent)
+        return self.createIndex(row, column, self._inv[info.children[row]])
+
+    def parent(self, index=QModelIndex()) -> QModelIndex:
+        info = self._info(index)
+        if info is None or info.parent is None:
+            return QModelIndex()
+        return self.index_of(info.parent, 0)
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        if self._inv is None or (parent.isValid() and parent.column() != 0):
+            return 0
+        return 1 if not parent.isValid() else len(self._info(parent).children)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    # -- data --------------------------------------------------------------------------------------
+    def _toggleable(self, info: LayerInfo) -> bool:
+        return bool(info.group_head) or bool(self._inv.heads_under(info.name))
+
+    def flags(self, index):
+        info = self._info(index)
+        if info is None:
+            return Qt.ItemFlag.NoItemFlags
+        if not self._toggleable(info) and not info.children:
+            return Qt.ItemFlag.ItemIsSelectable  # shown disabled; the tooltip says why
+        flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+        if index.column() == COL_QUANT and self._toggleable(info):
+            flags |= Qt.ItemFlag.ItemIsUserCheckable
+        return flags
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        info = self._info(index)
+        if info is None:
+            return None
+        col = index.column()
+        if role == NameRole:
+            return info.name
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(info, col)
+        if role == Qt.ItemDataRole.CheckStateRole and col == COL_QUANT and self._toggleable(info):
+            state = self._inv.state(info.name)
+            return {"quantized": Qt.CheckState.Checked, "float": Qt.CheckState.Unchecked,
+                    "partial": Qt.CheckState.PartiallyChecked}[state]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tooltip(info)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_PARAMS, COL_SQNR):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.BackgroundRole and col == COL_SQNR:
+            res = self._results.get(info.name)
+            if res is not None and res.quantized and res.sqnr_db is not None:
+                from .plots import sqnr_color
+
+                color = QColor(sqnr_color(res.sqnr_db))
+                color.setAlpha(110)
+                return QBrush(color)
+        if role == Qt.ItemDataRole.FontRole and info.group_head and info.group_head != info.name:
+            font = QFont()
+            font.setItalic(True)
+            return font
+        if role == Qt.ItemDataRole.ForegroundRole and info.group_head and info.group_head != info.name:
+            return QBrush(QColor("#6b6b6b"))
+        return None
+
+    def _display(self, info: LayerInfo, col: int):
+        if col == COL_NAME:
+            return info.short_name if info.name else f"(model) {info.type}"
+        if col == COL_TYPE:
+            return info.type
+        if col == COL_PARAMS:
+            return f"{info.params:,}" if info.params else ""
+        if col == COL_OUTPUT:
+            return info.output_shape or ""
+        if col == COL_SQNR:
+            res = self._results.get(info.name)
+            if res is None:
+                return ""
+            if res.sqnr_db is None:
+                return "exact"
+            return f"{res.sqnr_db:.1f}" + ("" if res.quantized else " (float)")
+        if col == COL_FUSION:
+            if info.group and len(info.group) > 1:
+                return "fuses " + ", ".join(n.rpartition(".")[2] for n in info.group[1:])
+            if info.group_head and info.group_head != info.name:
+                return f"→ {info.group_head}"
+        return None
+
+    def _tooltip(self, info: LayerInfo) -> str:
+        lines = [info.name or "(model)", f"{info.type}, {info.params:,} parameters, {info.bytes / 1024:.1f} KiB"]
+        note = self._inv.explain(info.name)
+        if note:
+            lines.append(note)
+        elif not self._toggleable(info) and info.reason:
+            lines.append(f"Not quantizable: {info.reason}")
+        res = self._results.get(info.name)
+        if res is not None and res.sqnr_db is not None:
+            lines.append(f"SQNR {res.sqnr_db:.1f} dB ({'int8' if res.quantized else 'kept float'}, {res.type})")
+        return "\n".join(lines)
+
+    def setData(self, index, value, role=Qt.ItemDataRole.EditRole) -> bool:
+        info = self._info(index)
+        if info is None or role != Qt.ItemDataRole.CheckStateRole or index.column() != COL_QUANT:
+            return False
+        checked = Qt.CheckState(value) != Qt.CheckState.Unchecked
+        self._inv.set_float(info.name, keep_float=not checked)  # change comes back as dataChanged
+        return True
+
+    def name_at(self, index: QModelIndex | QPersistentModelIndex) -> str | None:
+        info = self._info(QModelIndex(index))
+        return info.name if info is not None else None

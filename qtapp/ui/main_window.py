@@ -1,0 +1,599 @@
+"""The main window: open a model, toggle layers, calibrate in the background, see where it hurt.
+
+Every action goes through the core QuantSession and its recipe; torch work runs in JobRunner's
+worker thread, and results are applied here on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMainWindow,
+                               QMenu, QMessageBox, QProgressBar, QPushButton, QSplitter, QTreeView, QVBoxLayout,
+                               QWidget)
+
+from ..core.errors import UsageError
+from ..core.recipe import QuantRecipe
+from ..core.safe_pickle import PickleRefused
+from ..core.session import QuantSession
+from .dialogs import ExportDialog, FactoryDialog, TorchvisionDialog, error_box, trust_box
+from .layer_model import COL_NAME, COL_QUANT, COL_TYPE, NameRole, QtLayerTreeModel
+from .log_panel import LogPanel
+from .plots import LayerErrorPlot, OutputErrorPlot, WeightHistogramPlot
+from .settings_panel import SettingsPanel
+from .summary import SummaryView
+from .workers import JobRunner
+
+log = logging.getLogger("qtapp.ui")
+MAX_RECENT = 10
+
+
+class LayerFilter(QSortFilterProxyModel):
+    """Filters by layer name or type; keeps the ancestors of every match visible."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setRecursiveFilteringEnabled(True)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+
+    def filterAcceptsRow(self, row, parent) -> bool:
+        pattern = self.filterRegularExpression().pattern()
+        if not pattern:
+            return True
+        model = self.sourceModel()
+        name = model.index(row, COL_NAME, parent).data(NameRole) or ""
+        type_name = model.index(row, COL_TYPE, parent).data() or ""
+        return pattern.lower() in name.lower() or pattern.lower() in type_name.lower()
+
+
+class MainWindow(QMainWindow):
+    session_changed = Signal()
+    result_applied = Signal()
+    job_failed = Signal(str)
+
+    def __init__(self, settings: QSettings, parent=None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.session: QuantSession | None = None
+        self.runner = JobRunner(self)
+        self.runner.busy_changed.connect(self._on_runner_busy_changed)
+        self._pending_requantize = False
+        self._measuring = False
+        self._export_dialog: ExportDialog | None = None
+        self.setWindowTitle("Quantization Studio")
+        self.setAcceptDrops(True)
+        self._build_widgets()
+        self._build_menus()
+        self._restore_settings()
+        self._update_actions()
+
+    # -- construction ---------------------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        self.tree_model = QtLayerTreeModel(self)
+        self.proxy = LayerFilter(self)
+        self.proxy.setSourceModel(self.tree_model)
+        self.tree = QTreeView()
+        self.tree.setModel(self.proxy)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._on_tree_context_menu)
+        self.tree.selectionModel().currentChanged.connect(self._on_tree_current_changed)
+        self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter layers by name or type…")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.textChanged.connect(self._on_filter_changed)
+        self.tree_hint = QLabel("Open a model: File ▸ Open demo (Ctrl+D), a torchvision model, a factory, "
+                                "a model file, or drop a file here.")
+        self.tree_hint.setWordWrap(True)
+        self.tree_hint.setStyleSheet("color: #666; padding: 6px;")
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(4, 4, 0, 4)
+        lv.addWidget(self.filter_edit)
+        lv.addWidget(self.tree_hint)
+        lv.addWidget(self.tree, 1)
+
+        self.layer_plot = LayerErrorPlot()
+        self.layer_plot.layer_clicked.connect(self._on_layer_plot_clicked)
+        self.weight_plot = WeightHistogramPlot()
+        self.output_plot = OutputErrorPlot()
+        self.summary = SummaryView()
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(self.weight_plot)
+        lower.addWidget(self.output_plot)
+        self.plots = QSplitter(Qt.Orientation.Vertical)
+        self.plots.addWidget(self.layer_plot)
+        self.plots.addWidget(lower)
+        self.plots.setSizes([380, 480])
+
+        self.settings_panel = SettingsPanel()
+        self.settings_panel.changed.connect(self._on_settings_changed)
+        self.run_button = QPushButton("Calibrate && quantize")
+        self.run_button.setToolTip("Calibrate, convert, compare and measure (Ctrl+R)")
+        self.run_button.clicked.connect(self.run_quantize)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running job at the next batch (Esc)")
+        self.cancel_button.clicked.connect(self.cancel_job)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress_label = QLabel("Idle")
+        self.progress_label.setWordWrap(True)
+        self.progress_label.setStyleSheet("color: #444;")
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.setContentsMargins(0, 4, 4, 4)
+        rv.addWidget(self.settings_panel, 1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.cancel_button)
+        rv.addLayout(buttons)
+        rv.addWidget(self.progress)
+        rv.addWidget(self.progress_label)
+        summary_box = QGroupBox("Summary")
+        QVBoxLayout(summary_box).addWidget(self.summary)
+        rv.addWidget(summary_box)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.plots)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(0, 4)
+        self.splitter.setStretchFactor(1, 5)
+        self.splitter.setStretchFactor(2, 0)
+        self.splitter.setSizes([540, 640, 330])
+        self.setCentralWidget(self.splitter)
+
+        self.log_panel = LogPanel()
+        self.log_dock = QDockWidget("Log", self)
+        self.log_dock.setObjectName("logDock")
+        self.log_dock.setWidget(self.log_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
+        self.log_dock.hide()
+        self.statusBar().showMessage("Ready")
+
+    def _action(self, menu: QMenu, text: str, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "Open model file…", self._on_open_file, QKeySequence.StandardKey.Open)
+        self._action(file_menu, "Open from torchvision…", self._on_open_torchvision, "Ctrl+T")
+        self._action(file_menu, "Open Python factory…", self._on_open_factory, "Ctrl+Shift+F")
+        self._action(file_menu, "Open demo", lambda: self.open_spec("demo"), "Ctrl+D")
+        self._action(file_menu, "Open recipe…", self._on_open_recipe, "Ctrl+Shift+O")
+        self.save_recipe_action = self._action(file_menu, "Save recipe…", self._on_save_recipe, QKeySequence.StandardKey.Save)
+        self.recent_menu = file_menu.addMenu("Recent files")
+        file_menu.addSeparator()
+        self.export_action = self._action(file_menu, "Export…", self.open_export_dialog, "Ctrl+E")
+        file_menu.addSeparator()
+        self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        run_menu = self.menuBar().addMenu("&Run")
+        self.run_action = self._action(run_menu, "Calibrate && quantize", self.run_quantize, "Ctrl+R")
+        self.cancel_action = self._action(run_menu, "Cancel", self.cancel_job, "Esc")
+        view_menu = self.menuBar().addMenu("&View")
+        toggle_log = self.log_dock.toggleViewAction()
+        toggle_log.setShortcut(QKeySequence("Ctrl+L"))
+        view_menu.addAction(toggle_log)
+        self._action(view_menu, "Expand all layers", self.tree.expandAll)
+        self._action(view_menu, "Collapse all layers", self.tree.collapseAll)
+        for title, plot in (("per-layer error", self.layer_plot), ("weight histogram", self.weight_plot),
+                            ("output error", self.output_plot)):
+            self._action(view_menu, f"Export {title} plot as PNG…", lambda _=False, p=plot, t=title: self._on_export_plot(p, t))
+        self._rebuild_recent_menu()
+
+    # -- settings persistence -------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1480, 900)
+        state = self.settings.value("window/splitter")
+        if state is not None:
+            self.splitter.restoreState(state)
+
+    def _save_settings(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/splitter", self.splitter.saveState())
+        self.settings.sync()
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _remember(self, entry: str) -> None:
+        recent = [entry] + [r for r in self.recent_files() if r != entry]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self._rebuild_recent_menu()
+
+    def _rebuild_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for entry in self.recent_files():
+            action = self.recent_menu.addAction(entry)
+            action.triggered.connect(lambda _=False, e=entry: self.open_path_or_spec(e))
+        self.recent_menu.setEnabled(bool(self.recent_files()))
+
+    # -- opening ----------------------------------------------------------------------------------------
+    def open_path_or_spec(self, entry: str) -> None:
+        if entry.lower().endswith(".json"):
+            self.open_recipe(entry)
+        else:
+            self.open_spec(entry)
+
+    def open_spec(self, spec: str, weights: str | None = None, kwargs: dict | None = None,
+                  input_shape: str | None = None, trust: bool = False) -> None:
+        try:
+            recipe = QuantRecipe(model=spec, weights=weights, kwargs=kwargs or {}, input_shape=input_shape)
+        except UsageError as exc:
+            self._show_error("Cannot open model", exc)
+            return
+        self.open_recipe_object(recipe, trust=trust, remember=spec)
+
+    def open_recipe(self, path: str) -> None:
+        try:
+            recipe = QuantRecipe.load(path)
+        except UsageError as exc:
+            self._show_error("Cannot open recipe", exc)
+            return
+        self.open_recipe_object(recipe, remember=str(Path(path).resolve()))
+
+    def open_recipe_object(self, recipe: QuantRecipe, trust: bool = False, remember: str | None = None) -> None:
+        if not self._check_idle():
+            return
+        self.statusBar().showMessage(f"Opening {recipe.model}…")
+
+        def on_result(session: QuantSession) -> None:
+            self.set_session(session)
+            if remember:
+                self._remember(remember)
+
+        def on_error(exc, details) -> None:
+            if isinstance(exc, PickleRefused) and not trust:
+                if self.ask_trust(exc.path, exc.classes):
+                    log.warning("user agreed to execute code from %s", exc.path)
+                    self._after_job = lambda: self.open_recipe_object(recipe, trust=True, remember=remember)
+                return
+            self._show_error("Cannot open model", exc, details)
+
+        self._after_job = None
+        self._start("open", lambda cancel: QuantSession.open(recipe, trust), on_result, on_error,
+                    on_finished=self._run_after_job)
+
+    def ask_trust(self, path, classes) -> bool:
+        """Ask before loading a pickle that would execute code; nothing runs unless the user agrees."""
+        box = trust_box(self, path, classes)
+        return box.exec() != QMessageBox.StandardButton.Cancel
+
+    def _run_after_job(self) -> None:
+        action, self._after_job = getattr(self, "_after_job", None), None
+        if action is not None:
+            action()
+
+    def set_session(self, session: QuantSession) -> None:
+        self.session = session
+        self.tree_model.set_inventory(session.inventory)
+        session.inventory.subscribe(self._on_inventory_changed)
+        self.tree_hint.setVisible(False)
+        self.tree.expandToDepth(1)
+        self.tree.resizeColumnToContents(COL_NAME)
+        self.settings_panel.show_recipe(session.recipe)
+        self._show_result()
+        inv = session.inventory
+        self.setWindowTitle(f"{session.recipe.model} — Quantization Studio")
+        msg = f"Loaded {session.recipe.model}: {len(inv.heads)} quantizable layers, input {session.input_spec or 'unknown'}"
+        self.statusBar().showMessage(msg)
+        log.info(msg)
+        for note in [*session.notes, *inv.notes]:
+            log.info("note: %s", note)
+        self._update_actions()
+        self.session_changed.emit()
+
+    # -- jobs ---------------------------------------------------------------------------------------------
+    def _check_idle(self) -> bool:
+        if self.runner.busy:
+            self.statusBar().showMessage(f"Busy with {self.runner.name}: cancel it first (Esc)", 5000)
+            return False
+        return True
+
+    def _start(self, name, make_job, on_result, on_error=None, on_finished=None, on_cancel=None):
+        return self.runner.start(name, make_job, on_progress=self._on_job_progress, on_result=on_result,
+                                 on_error=on_error or (lambda exc, details: self._show_error(f"{name} failed", exc, details)),
+                                 on_cancel=on_cancel or (lambda: self.statusBar().showMessage(f"{name} cancelled", 5000)),
+                                 on_finished=on_finished)
+
+    def run_quantize(self) -> None:
+        """Calibrate (unless a valid calibration exists), convert, compare, then measure."""
+        if self.session is None or not self._check_idle():
+            return
+        session = self.session
+        self._pending_requantize = False
+        self._start("quantize", lambda cancel: session.quantize(cancel), self._on_quantized,
+                    on_finished=self._after_quantize)
+
+    def recalibrate(self) -> None:
+        if self.session is not None:
+            self.session.calibrated = None
+            self.run_quantize()
+
+    def _on_quantized(self, _result) -> None:
+        self._measure_next = True
+        self._show_result()
+        self.statusBar().showMessage("Quantized; measuring size and latency…")
+
+    def _after_quantize(self) -> None:
+        if self._pending_requantize and self.session is not None and self.session.calibrated is not None:
+            self.run_quantize()
+        elif getattr(self, "_measure_next", False):
+            self._measure_next = False
+            self._start_measure()
+
+    def _start_measure(self) -> None:
+        session = self.session
+        self._measuring = True
+        self._show_result()
+
+        def done(_result):
+            self.statusBar().showMessage("Quantized and measured", 5000)
+
+        def finished():
+            self._measuring = False
+            self._show_result()
+            if self._pending_requantize:
+                self.run_quantize()
+
+        self._start("measure", lambda cancel: session.measure(cancel), done, on_finished=finished,
+                    on_cancel=lambda: None)
+
+    def cancel_job(self) -> None:
+        self.runner.cancel()
+
+    def _on_job_progress(self, p) -> None:
+        if p.total:
+            self.progress.setRange(0, p.total)
+            self.progress.setValue(p.done)
+            self.progress.setFormat(f"{p.stage}: {p.done}/{p.total}")
+        else:
+            self.progress.setRange(0, 0)
+        eta = f" · ~{p.eta_s:.0f} s left" if p.eta_s is not None and p.done < p.total else ""
+        self.progress_label.setText(f"{p.stage}: {p.message}{eta}")
+
+    def _on_runner_busy_changed(self, busy: bool) -> None:
+        if not busy:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("")
+            self.progress_label.setText("Idle")
+        self._update_actions()
+
+    def _update_actions(self) -> None:
+        busy, loaded = self.runner.busy, self.session is not None
+        self.run_button.setEnabled(loaded and not busy)
+        self.run_action.setEnabled(loaded and not busy)
+        self.cancel_button.setEnabled(busy)
+        self.cancel_action.setEnabled(busy)
+        self.settings_panel.setEnabled(loaded and not busy)
+        self.save_recipe_action.setEnabled(loaded)
+        self.export_action.setEnabled(loaded and not busy and self.session.result is not None)
+
+    def _show_error(self, title: str, exc, details: str = "") -> None:
+        log.error("%s: %s", title, exc)
+        self.statusBar().showMessage(f"{title}: {exc}", 10000)
+        self.job_failed.emit(str(exc))
+        box = error_box(self, title, exc, details)
+        box.open()
+
+    # -- results --------------------------------------------------------------------------------------
+    def _show_result(self) -> None:
+        session = self.session
+        result = session.result if session is not None else None
+        self.tree_model.set_results(result.layers if result else [])
+        self.layer_plot.set_results(result.layers if result else [])
+        self.output_plot.set_metrics(result.output if result else None)
+        self.summary.show_result(session, measuring=self._measuring)
+        self._on_tree_current_changed(self.tree.currentIndex(), None)
+        self._update_actions()
+        if result is not None:
+            self.result_applied.emit()
+
+    def _on_inventory_changed(self, heads) -> None:
+        session = self.session
+        log.info("float layers: %s", ", ".join(session.inventory.float_layers) or "none")
+        self.statusBar().showMessage(f"{len(session.inventory.float_layers)} layer(s) kept float", 4000)
+        if session.calibrated is None:
+            return
+        if self.runner.busy:
+            self._pending_requantize = True
+            if self.runner.name == "measure":
+                self.runner.cancel()
+        else:
+            self.run_quantize()
+
+    # -- settings -------------------------------------------------------------------------------------
+    def _on_settings_changed(self, changes: dict) -> None:
+        session = self.session
+        if session is None or not self._check_idle():
+            return
+        old_mode, old_method = session.mode, session.recipe.method
+
+        def apply(cancel):
+            session.update_recipe(**changes)  # may re-trace the model: not on the GUI thread
+            return session
+            yield  # noqa: unreachable - makes this a job generator
+
+        def on_result(_session) -> None:
+            if session.rebuilds_inventory(old_mode, old_method):
+                self.set_session(session)
+            else:
+                self.settings_panel.show_recipe(session.recipe)
+            if session.result is not None and session.calibrated is None:
+                self.statusBar().showMessage("Settings changed: run again to recalibrate", 5000)
+
+        def on_error(exc, details) -> None:
+            self.settings_panel.show_recipe(session.recipe)
+            self._show_error("Invalid setting", exc, details)
+
+        self._start("apply settings", apply, on_result, on_error)
+
+    # -- tree and plots -------------------------------------------------------------------------------
+    def _on_filter_changed(self, text: str) -> None:
+        self.proxy.setFilterFixedString(text)
+        if text:
+            self.tree.expandAll()
+
+    def selected_layer(self) -> str | None:
+        idx = self.tree.currentIndex()
+        return self.proxy.mapToSource(idx).data(NameRole) if idx.isValid() else None
+
+    def select_layer(self, name: str) -> None:
+        src = self.tree_model.index_of(name, COL_NAME)
+        idx = self.proxy.mapFromSource(src)
+        if idx.isValid():
+            self.tree.setCurrentIndex(idx)
+            self.tree.scrollTo(idx)
+
+    def _on_tree_current_changed(self, current, _previous) -> None:
+        name = self.proxy.mapToSource(current).data(NameRole) if current.isValid() else None
+        inv = self.session.inventory if self.session else None
+        if name is not None and inv is not None and inv[name].group_head:
+            name = inv[name].group_head
+        layer = self.tree_model.result(name) if name is not None else None
+        self.weight_plot.set_layer(name, layer.weight if layer else None)
+        self.layer_plot.highlight(name if layer else None)
+
+    def _on_layer_plot_clicked(self, name: str) -> None:
+        self.select_layer(name)
+
+    def _on_tree_context_menu(self, pos) -> None:
+        idx = self.tree.indexAt(pos)
+        if self.session is None or not idx.isValid():
+            return
+        name = self.proxy.mapToSource(idx).data(NameRole)
+        inv = self.session.inventory
+        info = inv[name]
+        menu = QMenu(self)
+        toggleable = bool(inv.resolve(name, strict=False))
+        quant = menu.addAction("Quantize this subtree", lambda: inv.set_float(name, keep_float=False))
+        keep = menu.addAction("Keep this subtree float", lambda: inv.set_float(name, keep_float=True))
+        quant.setEnabled(toggleable)
+        keep.setEnabled(toggleable)
+        same_type = [h for h in inv.heads if inv[h].type == info.type]
+        by_type = menu.addAction(f"Keep every {info.type} float ({len(same_type)})",
+                                 lambda: inv.set_float(same_type, keep_float=True))
+        by_type.setEnabled(bool(same_type))
+        menu.addSeparator()
+        menu.addAction("Expand subtree", lambda: self.tree.expandRecursively(idx))
+        menu.addAction("Collapse subtree", lambda: self.tree.collapse(idx))
+        menu.popup(self.tree.viewport().mapToGlobal(pos))
+
+    def _on_export_plot(self, plot, title: str) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {title} plot", f"{title.replace(' ', '-')}.png", "PNG (*.png)")
+        if path:
+            plot.export_png(path)
+            self.statusBar().showMessage(f"Saved {path}", 5000)
+
+    # -- file actions -----------------------------------------------------------------------------------
+    def _on_open_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open model or recipe", "",
+                                              "Models and recipes (*.pt *.pth *.ptl *.json);;All files (*)")
+        if path:
+            self.open_path_or_spec(path)
+
+    def _on_open_torchvision(self) -> None:
+        dialog = TorchvisionDialog(self)
+        if dialog.exec():
+            spec, weights = dialog.spec()
+            self.open_spec(spec, weights=weights)
+
+    def _on_open_factory(self) -> None:
+        dialog = FactoryDialog(self)
+        if dialog.exec():
+            v = dialog.values()
+            self.open_spec(v["model"], v["weights"], v["kwargs"], v["input_shape"])
+
+    def _on_open_recipe(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open recipe", "", "Recipes (*.json)")
+        if path:
+            self.open_recipe(path)
+
+    def _on_save_recipe(self) -> None:
+        if self.session is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save recipe", "recipe.json", "Recipes (*.json)")
+        if path:
+            self.save_recipe(path)
+
+    def save_recipe(self, path: str) -> None:
+        self.session.recipe.resolve_paths(Path.cwd())
+        self.session.recipe.save(path)
+        self._remember(str(Path(path).resolve()))
+        self.statusBar().showMessage(f"Saved recipe {path}", 5000)
+
+    def open_export_dialog(self) -> ExportDialog | None:
+        if self.session is None or self.session.result is None:
+            self.statusBar().showMessage("Quantize first: there is nothing to export yet", 5000)
+            return None
+        dialog = ExportDialog(self, self.settings.value("export/folder", str(Path.cwd() / "export")))
+        dialog.export_button.clicked.connect(lambda: self.export_to(dialog))
+        self._export_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def export_to(self, dialog: ExportDialog) -> None:
+        from ..core.report import build_report, write_report
+
+        formats, folder, session = dialog.chosen_formats(), Path(dialog.folder.text()), self.session
+        if not formats or not dialog.folder.text().strip():
+            dialog.table.setVisible(False)
+            self.statusBar().showMessage("Choose a folder and at least one format", 5000)
+            return
+        if not self._check_idle():
+            return
+        self.settings.setValue("export/folder", str(folder))
+
+        def job(cancel):
+            results = yield from session.export(folder, formats, cancel)
+            session.recipe.save(folder / "recipe.json")
+            write_report(build_report(session, results), folder / "report.json")
+            return results
+
+        def on_progress_visible(busy):
+            dialog.progress.setVisible(busy)
+            dialog.export_button.setEnabled(not busy)
+
+        on_progress_visible(True)
+        self.runner.busy_changed.connect(on_progress_visible)
+        worker = self._start("export", job, dialog.show_results,
+                             on_finished=lambda: self.runner.busy_changed.disconnect(on_progress_visible))
+        if worker is not None:
+            worker.progress.connect(lambda p: (dialog.progress.setRange(0, p.total), dialog.progress.setValue(p.done)))
+
+    # -- drag and drop, close -------------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and all(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls:
+            self.open_path_or_spec(urls[0].toLocalFile())
+            event.acceptProposedAction()
+
+    def closeEvent(self, event) -> None:
+        if self.runner.busy:
+            log.info("closing during %s: cancelling", self.runner.name)
+            self.runner.cancel()
+            self.runner.wait(60000)
+        self._save_settings()
+        super().closeEvent(event)
+
+

@@ -1,0 +1,193 @@
+"""The settings panel: method, engine, observer, data and QAT settings, over the session's recipe.
+
+Widgets show the recipe; user edits are emitted as `changed({field: value})` and applied to the core
+session by the main window. `show_recipe()` refreshes the widgets without emitting anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from ..core.recipe import DTYPES, ENGINES, METHODS, OBSERVERS, STATIC_MODES, QuantRecipe
+
+ENGINE_NOTES = {
+    "fbgemm": "fbgemm: x86 server/desktop kernels.",
+    "x86": "x86: fbgemm + oneDNN, the default for x86 CPUs.",
+    "qnnpack": "qnnpack targets Arm phones: on this x86 machine it runs slower than float, "
+               "and its latency here says nothing about a phone.",
+    "onednn": "onednn: Intel oneDNN kernels.",
+}
+SOURCES = (("auto", "Model's own data (demo) / random"), ("demo", "Demo data"),
+           ("random", "Random tensors (unrepresentative)"), ("folder", "Image folder…"), ("file", "Tensor file…"))
+
+
+class SettingsPanel(QWidget):
+    changed = Signal(dict)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._updating = False
+        self.method = self._combo(METHODS)
+        self.static_mode = self._combo(STATIC_MODES)
+        self.engine = self._combo(ENGINES)
+        self.engine_note = QLabel()
+        self.engine_note.setWordWrap(True)
+        self.engine_note.setStyleSheet("color: #555; font-size: 11px;")
+        self.observer = self._combo(OBSERVERS)
+        self.per_channel = QCheckBox("per-channel weight scales")
+        self.dtype = self._combo(DTYPES)
+        self.source = QComboBox()
+        for key, label in SOURCES:
+            self.source.addItem(label, key)
+        self.source_path = QLineEdit()
+        self.source_path.setReadOnly(True)
+        self.source_path.setPlaceholderText("no file chosen")
+        self.browse = QPushButton("Browse…")
+        self.batches = self._spin(1, 100000)
+        self.batch_size = self._spin(1, 4096)
+        self.epochs = self._spin(1, 1000)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(6)
+        self.lr.setRange(1e-6, 1.0)
+        self.lr.setSingleStep(1e-4)
+
+        quant = QGroupBox("Quantization")
+        form = QFormLayout(quant)
+        form.addRow("Method", self.method)
+        form.addRow("Static mode", self.static_mode)
+        form.addRow("Engine", self.engine)
+        form.addRow("", self.engine_note)
+        form.addRow("Observer", self.observer)
+        form.addRow("", self.per_channel)
+        form.addRow("Dynamic dtype", self.dtype)
+        data = QGroupBox("Calibration data")
+        dform = QFormLayout(data)
+        dform.addRow("Source", self.source)
+        row = QHBoxLayout()
+        row.addWidget(self.source_path)
+        row.addWidget(self.browse)
+        dform.addRow("Path", row)
+        dform.addRow("Batches", self.batches)
+        dform.addRow("Batch size", self.batch_size)
+        qat = QGroupBox("Quantization-aware training")
+        qform = QFormLayout(qat)
+        qform.addRow("Epochs", self.epochs)
+        qform.addRow("Learning rate", self.lr)
+        self.qat_box = qat
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for box in (quant, data, qat):
+            layout.addWidget(box)
+        layout.addStretch(1)
+
+        self.method.currentTextChanged.connect(lambda v: self._emit(method=v))
+        self.static_mode.currentTextChanged.connect(lambda v: self._emit(static_mode=v))
+        self.engine.currentTextChanged.connect(lambda v: self._emit(engine=v))
+        self.observer.currentTextChanged.connect(lambda v: self._emit(observer=v))
+        self.per_channel.toggled.connect(lambda v: self._emit(per_channel=v))
+        self.dtype.currentTextChanged.connect(lambda v: self._emit(dtype=v))
+        self.source.currentIndexChanged.connect(self._on_source_changed)
+        self.browse.clicked.connect(self._on_browse_clicked)
+        self.batches.valueChanged.connect(lambda v: self._emit_data(batches=v))
+        self.batch_size.valueChanged.connect(lambda v: self._emit_data(batch_size=v))
+        self.epochs.valueChanged.connect(lambda v: self._emit_qat(epochs=v))
+        self.lr.valueChanged.connect(lambda v: self._emit_qat(lr=v))
+        self._recipe: QuantRecipe | None = None
+        self.setEnabled(False)
+
+    @staticmethod
+    def _combo(items) -> QComboBox:
+        box = QComboBox()
+        box.addItems(list(items))
+        return box
+
+    @staticmethod
+    def _spin(lo: int, hi: int) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(lo, hi)
+        return spin
+
+    # -- recipe -> widgets ---------------------------------------------------------------------------
+    def show_recipe(self, recipe: QuantRecipe | None) -> None:
+        self._recipe = recipe
+        self.setEnabled(recipe is not None)
+        if recipe is None:
+            return
+        self._updating = True
+        try:
+            self.method.setCurrentText(recipe.method)
+            self.static_mode.setCurrentText(recipe.static_mode)
+            self.engine.setCurrentText(recipe.engine)
+            self.observer.setCurrentText(recipe.observer)
+            self.per_channel.setChecked(recipe.per_channel)
+            self.dtype.setCurrentText(recipe.dtype)
+            src = recipe.calibration.source
+            key = src if src in ("auto", "demo", "random") else ("folder" if not src.endswith(
+                (".npy", ".npz", ".pt", ".pth")) else "file")
+            self.source.setCurrentIndex(self.source.findData(key))
+            self.source_path.setText("" if key in ("auto", "demo", "random") else src)
+            self.batches.setValue(recipe.calibration.batches)
+            self.batch_size.setValue(recipe.calibration.batch_size)
+            self.epochs.setValue(recipe.qat.epochs)
+            self.lr.setValue(recipe.qat.lr)
+        finally:
+            self._updating = False
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        method = self.method.currentText()
+        self.static_mode.setEnabled(method == "static")
+        self.observer.setEnabled(method == "static")
+        self.per_channel.setEnabled(method != "dynamic")
+        self.dtype.setEnabled(method == "dynamic")
+        self.qat_box.setEnabled(method == "qat")
+        key = self.source.currentData()
+        self.browse.setEnabled(key in ("folder", "file"))
+        self.engine_note.setText(ENGINE_NOTES[self.engine.currentText()])
+        self.engine_note.setStyleSheet("color: #a04000; font-size: 11px;" if self.engine.currentText() == "qnnpack"
+                                       else "color: #555; font-size: 11px;")
+
+    # -- widgets -> changes ------------------------------------------------------------------------
+    def _emit(self, **changes) -> None:
+        self._update_enabled()
+        if not self._updating and self._recipe is not None:
+            self.changed.emit(changes)
+
+    def _emit_data(self, **changes) -> None:
+        if self._recipe is not None:
+            self._emit(calibration=replace(self._recipe.calibration, **changes))
+
+    def _emit_qat(self, **changes) -> None:
+        if self._recipe is not None:
+            self._emit(qat=replace(self._recipe.qat, **changes))
+
+    def set_calibration_source(self, source: str) -> None:
+        """Choose a source programmatically (also used after the file dialog)."""
+        if self._recipe is None:
+            return
+        self._emit(calibration=replace(self._recipe.calibration, source=source))
+
+    def _on_source_changed(self, _index: int) -> None:
+        key = self.source.currentData()
+        self._update_enabled()
+        if self._updating:
+            return
+        if key in ("auto", "demo", "random"):
+            self.source_path.clear()
+            self.set_calibration_source(key)
+        elif not self.source_path.text():
+            self._on_browse_clicked()
+
+    def _on_browse_clicked(self) -> None:
+        if self.source.currentData() == "folder":
+            path = QFileDialog.getExistingDirectory(self, "Calibration image folder")
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Calibration tensor file", "",
+                                                  "Tensors (*.npy *.npz *.pt *.pth)")
+        if path:
+            self.source_path.setText(path)
+            self.set_calibration_source(path)

@@ -1,0 +1,79 @@
+"""The run summary beside the output plot: size, latency, accuracy and error, float vs quantized."""
+
+from __future__ import annotations
+
+from html import escape
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel
+
+
+def _mb(n) -> str:
+    return "–" if n is None else f"{n / 1e6:.2f} MB"
+
+
+def _ms(x) -> str:
+    return "–" if x is None else f"{x:.2f} ms"
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{x:.2%}"
+
+
+class SummaryView(QLabel):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setTextFormat(Qt.TextFormat.RichText)
+        self.setWordWrap(True)
+        self.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.setMinimumWidth(260)
+        self.figures: dict = {}
+        self.show_result(None)
+
+    def show_result(self, session, measuring: bool = False) -> None:
+        result = session.result if session is not None else None
+        if result is None:
+            self.figures = {}
+            self.setText("<p style='color:#666'>Run calibration to see size, latency and accuracy.</p>")
+            return
+        o, lat = result.output, result.latency
+        self.figures = {
+            "size_float": result.size_float, "size_quantized": result.size_quantized,
+            "latency_float": lat.float_ms if lat else None, "latency_quantized": lat.quantized_ms if lat else None,
+            "accuracy_float": o.accuracy_float, "accuracy_quantized": o.accuracy_quantized,
+            "sqnr_db": o.sqnr_db,
+        }
+        pending = "measuring…" if measuring else "–"
+        size_ratio = (f"{result.size_quantized / result.size_float:.0%} of float"
+                      if result.size_float else pending)
+        speed = f"{lat.speedup:.2f}× faster" if lat else pending
+        rows = [
+            ("Size (TorchScript)", _mb(result.size_float) if result.size_float else pending,
+             _mb(result.size_quantized) if result.size_quantized else pending, size_ratio),
+            (f"Latency (batch 1, {lat.threads} threads)" if lat else "Latency (batch 1)",
+             _ms(lat.float_ms) if lat else pending, _ms(lat.quantized_ms) if lat else pending, speed),
+        ]
+        if o.accuracy_float is not None:
+            rows.append(("Accuracy", _pct(o.accuracy_float), _pct(o.accuracy_quantized),
+                         f"{(o.accuracy_quantized - o.accuracy_float) * 100:+.2f} points"))
+        table = "".join(f"<tr><td>{escape(a)}</td><td align=right>{b}</td><td align=right>{c}</td>"
+                        f"<td style='color:#555'>{d}</td></tr>" for a, b, c, d in rows)
+        error = [f"SQNR {o.sqnr_db:.1f} dB" if o.sqnr_db is not None else "outputs identical",
+                 f"cosine {o.cosine:.5f}", f"max |error| {o.max_abs_error:.4g}"]
+        if o.top1_agreement is not None:
+            error.append(f"top-1 agreement {o.top1_agreement:.1%}")
+        notes = []
+        calib = session.calib_source
+        if calib is not None and not calib.representative and session.recipe.method != "dynamic":
+            notes.append("Calibrated on random tensors: not representative of real inputs.")
+        if session.recipe.engine == "qnnpack":
+            notes.append("qnnpack targets Arm: latency measured on x86 says nothing about a phone.")
+        if result.float_layers:
+            notes.append(f"{len(result.float_layers)} layer(s) kept in float.")
+        evaluated = session.eval_source.description if session.eval_source else ""
+        self.setText(
+            "<table cellspacing=6><tr><th></th><th align=right>float</th><th align=right>int8</th><th></th></tr>"
+            f"{table}</table>"
+            f"<p><b>Output error</b> over {o.samples} samples ({escape(evaluated)}):<br>{', '.join(error)}</p>"
+            + "".join(f"<p style='color:#a04000'>{escape(n)}</p>" for n in notes))

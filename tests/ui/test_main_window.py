@@ -1,0 +1,229 @@
+"""The real window, driven offscreen: open, toggle, run, inspect plots, cancel, errors, export."""
+
+import time
+
+import pytest
+import torch
+from PySide6.QtCore import QModelIndex, Qt, QTimer
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from qtapp.ui.layer_model import COL_NAME, COL_QUANT, COL_SQNR, NameRole
+
+from .conftest import open_and_wait, quantize_and_wait
+
+
+def _check_state(window, name):
+    idx = window.tree_model.index_of(name, COL_QUANT)
+    return Qt.CheckState(window.tree_model.data(idx, Qt.ItemDataRole.CheckStateRole))
+
+
+def test_open_demo_fills_the_tree(qtbot, window):
+    session = open_and_wait(qtbot, window, "demo")
+    model = window.tree_model
+    root = model.index(0, COL_NAME)
+    assert model.rowCount() == 1 and model.data(root, NameRole) == ""
+    children = [model.data(model.index(r, COL_NAME, root), NameRole) for r in range(model.rowCount(root))]
+    assert children == [c for c in session.inventory[""].children]
+    assert "block1" in children and "fc2" in children
+    assert window.settings_panel.isEnabled() and window.run_button.isEnabled()
+    assert window.layer_plot.is_empty() and window.output_plot.is_empty()
+
+
+def test_toggle_both_directions(qtbot, window):
+    session = open_and_wait(qtbot, window, "demo")
+    model = window.tree_model
+    # view -> core: unchecking a fused BatchNorm keeps its group's head float, visibly.
+    bn = model.index_of("block1.1", COL_QUANT)
+    assert model.setData(bn, Qt.CheckState.Unchecked, Qt.ItemDataRole.CheckStateRole)
+    assert session.recipe.float_layers == ["block1.0"]
+    assert _check_state(window, "block1.0") == Qt.CheckState.Unchecked
+    assert _check_state(window, "block1.2") == Qt.CheckState.Unchecked
+    assert _check_state(window, "block1") == Qt.CheckState.Unchecked
+    assert _check_state(window, "") == Qt.CheckState.PartiallyChecked
+    # core -> view: a change made in the core arrives as dataChanged.
+    with qtbot.waitSignal(model.dataChanged, timeout=1000):
+        session.inventory.set_float("fc2")
+    assert _check_state(window, "fc2") == Qt.CheckState.Unchecked
+    session.inventory.set_float(["block1", "fc2"], keep_float=False)
+    assert _check_state(window, "") == Qt.CheckState.Checked
+    assert session.recipe.float_layers == []
+    # a layer that cannot be quantized has no checkbox and is disabled, with the reason as tooltip
+    pool = model.index_of("pool", COL_QUANT)
+    assert not model.flags(pool) & Qt.ItemFlag.ItemIsEnabled
+    assert model.data(pool, Qt.ItemDataRole.CheckStateRole) is None
+    assert "Not quantizable" in model.data(model.index_of("pool", COL_NAME), Qt.ItemDataRole.ToolTipRole)
+
+
+def test_run_shows_core_results_everywhere(qtbot, window):
+    session = open_and_wait(qtbot, window, "demo")
+    result = quantize_and_wait(qtbot, window)
+    assert result is session.result and result.latency is not None
+    quantized = [l for l in result.layers if l.quantized]
+    assert len(quantized) == 5
+    # tree column
+    for layer in result.layers:
+        text = window.tree_model.data(window.tree_model.index_of(layer.name, COL_SQNR))
+        assert text == f"{layer.sqnr_db:.1f}"
+    # bar chart
+    assert window.layer_plot.bar_names() == [l.name for l in result.layers]
+    assert window.layer_plot.bar_heights() == pytest.approx([l.sqnr_db for l in result.layers])
+    # selecting a layer shows its histogram and highlights its bar; clicking a bar selects the layer
+    window.select_layer("block2.0")
+    assert window.weight_plot.layer_name() == "block2.0"
+    assert window.layer_plot.highlighted() == "block2.0"
+    window.layer_plot.layer_clicked.emit("fc1")
+    assert window.selected_layer() == "fc1" and window.weight_plot.layer_name() == "fc1"
+    # selecting a fused member shows its head
+    window.select_layer("block3.1")
+    assert window.weight_plot.layer_name() == "block3.0"
+    # output plot and summary
+    assert window.output_plot.point_count() == len(result.output.ref_values)
+    figures = window.summary.figures
+    assert figures["size_float"] == result.size_float and figures["size_quantized"] == result.size_quantized
+    assert figures["accuracy_quantized"] == result.output.accuracy_quantized
+    assert figures["latency_quantized"] == result.latency.quantized_ms
+    assert abs(result.output.accuracy_quantized - result.output.accuracy_float) <= 0.02
+
+
+def test_toggle_after_run_reconverts_without_recalibrating(qtbot, window):
+    session = open_and_wait(qtbot, window, "demo")
+    quantize_and_wait(qtbot, window)
+    calibrated = session.calibrated
+    with qtbot.waitSignal(window.result_applied, timeout=60000):
+        window.tree_model.setData(window.tree_model.index_of("fc2", COL_QUANT), Qt.CheckState.Unchecked,
+                                  Qt.ItemDataRole.CheckStateRole)
+    qtbot.waitUntil(lambda: not window.runner.busy and not window._measuring, timeout=60000)
+    assert session.calibrated is calibrated
+    layer = {l.name: l for l in session.result.layers}["fc2"]
+    assert not layer.quantized and session.result.float_layers == ["fc2"]
+    assert "(float)" in window.tree_model.data(window.tree_model.index_of("fc2", COL_SQNR)) or layer.sqnr_db is None
+
+
+def test_cancel_mid_calibration_keeps_model_and_previous_result(qtbot, window):
+    session = open_and_wait(qtbot, window, "torchvision:resnet18")
+    before = {k: v.clone() for k, v in session.loaded.module.state_dict().items()}
+    session.update_recipe(observer="minmax", calibration=type(session.recipe.calibration)(
+        source="random", batches=40, batch_size=4))
+    seen = []
+    window.runner.busy_changed.connect(lambda busy: None)
+    window.run_button.click()
+    qtbot.waitUntil(lambda: window.progress.value() >= 2 and window.runner.name == "quantize", timeout=60000)
+    seen.append(window.progress.value())
+    window.cancel_button.click()
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)
+    assert session.calibrated is None and session.result is None
+    assert window.summary.figures == {}
+    after = session.loaded.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert seen[0] < 40
+
+
+def test_gui_thread_stays_responsive_while_resnet18_calibrates(qtbot, window):
+    session = open_and_wait(qtbot, window, "torchvision:resnet18")
+    session.update_recipe(calibration=type(session.recipe.calibration)(source="random", batches=6, batch_size=8))
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    window.run_button.click()
+    qtbot.waitUntil(lambda: window.runner.name == "quantize" and window.progress.value() >= 1, timeout=120000)
+    qtbot.waitUntil(lambda: not window.runner.busy or window.runner.name != "quantize", timeout=300000)
+    timer.stop()
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert len(gaps) > 50  # the calibration took long enough for this to measure something
+    assert max(gaps) < 0.100, f"GUI thread blocked for {max(gaps) * 1000:.0f} ms"
+    window.cancel_job()
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)
+
+
+def _error_dialogs():
+    return [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.objectName() == "errorDialog"
+            and w.isVisible()]
+
+
+def test_bad_file_opens_error_dialog(qtbot, window, tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"this is not a model")
+    with qtbot.waitSignal(window.job_failed, timeout=30000):
+        window.open_spec(str(bad))
+    qtbot.waitUntil(lambda: bool(_error_dialogs()), timeout=5000)
+    box = _error_dialogs()[0]
+    assert "broken.pt" in box.text()
+    assert "Traceback" in box.detailedText()
+    box.close()
+    assert window.session is None
+
+
+def test_untrusted_pickle_asks_and_runs_nothing_when_refused(qtbot, window, tmp_path, monkeypatch):
+    import sys
+
+    pkg = tmp_path / "evilpkg"
+    pkg.mkdir()
+    marker = tmp_path / "executed"
+    (pkg / "__init__.py").write_text(
+        "import torch.nn as nn, pathlib\n"
+        f"pathlib.Path({str(marker)!r}).write_text('imported')\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(4, 2)\n"
+        "    def forward(self, x):\n        return self.fc(x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import evilpkg
+
+    path = tmp_path / "net.pt"
+    torch.save(evilpkg.Net(), path)
+    marker.unlink()
+    del sys.modules["evilpkg"]
+    asked = []
+    monkeypatch.setattr(window, "ask_trust", lambda p, classes: asked.append(classes) or False)
+    with qtbot.waitSignal(window.runner.busy_changed, timeout=30000, check_params_cb=lambda busy: not busy):
+        window.open_spec(str(path))
+    qtbot.wait(100)
+    assert asked == [["evilpkg.Net"]]
+    assert not marker.exists() and window.session is None
+    monkeypatch.setattr(window, "ask_trust", lambda p, classes: True)
+    with qtbot.waitSignal(window.session_changed, timeout=30000):
+        window.open_spec(str(path), input_shape="1,4")
+    assert marker.exists() and type(window.session.loaded.module).__name__ == "Net"
+
+
+def test_export_writes_verified_files(qtbot, window, tmp_path):
+    open_and_wait(qtbot, window, "demo")
+    quantize_and_wait(qtbot, window)
+    dialog = window.open_export_dialog()
+    dialog.folder.setText(str(tmp_path / "out"))
+    dialog.formats["onnx"].setChecked(True)
+    dialog.export_button.click()
+    qtbot.waitUntil(lambda: dialog.table.rowCount() == 3, timeout=60000)
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)
+    for row, fmt in enumerate(("pt", "ptl", "onnx")):
+        assert dialog.table.item(row, 0).text() == fmt
+        assert dialog.table.item(row, 3).text() == "yes"
+        assert (tmp_path / "out" / f"model.{fmt}").stat().st_size > 0
+    assert (tmp_path / "out" / "report.json").exists() and (tmp_path / "out" / "recipe.json").exists()
+    dialog.close()
+
+
+def test_recipe_save_and_reopen_and_recent_files(qtbot, window, tmp_path, settings_dir):
+    session = open_and_wait(qtbot, window, "demo")
+    session.inventory.set_float("fc1")
+    window.settings_panel.engine.setCurrentText("x86")
+    qtbot.waitUntil(lambda: session.recipe.engine == "x86" and not window.runner.busy, timeout=10000)
+    path = tmp_path / "r.json"
+    window.save_recipe(str(path))
+    with qtbot.waitSignal(window.session_changed, timeout=30000):
+        window.open_recipe(str(path))
+    assert window.session.recipe.engine == "x86" and window.session.recipe.float_layers == ["fc1"]
+    assert window.settings_panel.engine.currentText() == "x86"
+    assert window.recent_files()[0] == str(path.resolve())
+    assert (settings_dir / "qtapp.ini").exists()
+
+
+def test_method_change_rebuilds_the_tree_off_the_gui_thread(qtbot, window):
+    session = open_and_wait(qtbot, window, "demo")
+    window.settings_panel.method.setCurrentText("dynamic")
+    qtbot.waitUntil(lambda: session.inventory.method == "dynamic" and not window.runner.busy, timeout=30000)
+    assert window.tree_model.inventory is session.inventory
+    assert set(session.inventory.heads) == {"fc1", "fc2"}
+    assert window.tree_model.flags(window.tree_model.index_of("block1.0", COL_QUANT)) == Qt.ItemFlag.ItemIsSelectable
+    assert window.settings_panel.dtype.isEnabled()
