@@ -28,6 +28,7 @@ def _model_args(p: argparse.ArgumentParser, spec_required: bool = True) -> None:
     p.add_argument("--weights", help="none | DEFAULT (torchvision, downloads) | path to a state_dict")
     p.add_argument("--kwargs", help='JSON object of keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
     p.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224 (';' between several inputs)")
+    p.add_argument("--input-dtype", help="input dtype (default float32; int64 for token ids)")
     p.add_argument("--trust", action="store_true",
                    help="load a pickled model that needs classes outside the safe allowlist: EXECUTES code from the file")
 
@@ -107,7 +108,7 @@ def recipe_from_args(args):
     else:
         raise UsageError("give a model spec or --recipe FILE")
     top = {"model": args.spec, "weights": args.weights, "kwargs": _kwargs(args.kwargs),
-           "input_shape": args.input_shape, "method": args.method, "static_mode": args.static_mode,
+           "input_shape": args.input_shape, "input_dtype": args.input_dtype, "method": args.method, "static_mode": args.static_mode,
            "engine": args.engine, "dtype": args.dtype, "observer": args.observer, "per_channel": args.per_channel,
            "float_layers": args.float_layers}
     recipe = replace(recipe, **{k: v for k, v in top.items() if v is not None})
@@ -242,7 +243,7 @@ def _cmd_export(args) -> int:
     from .core.errors import UsageError
 
     formats = parse_formats(args.format)
-    spec = InputSpec.parse(args.input_shape) if args.input_shape else None
+    spec = InputSpec.parse(args.input_shape, args.input_dtype or "float32") if args.input_shape else None
     loaded = drive(load_model(args.spec, args.weights, _kwargs(args.kwargs), args.trust, spec), TextProgress())
     if loaded.input_spec is None:
         raise UsageError("the model's input shape is unknown: give it with --input-shape, e.g. 1,3,224,224")

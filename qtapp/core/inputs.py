@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-_DTYPES = ("float32", "float16", "float64", "int64", "int32")
+DTYPES = ("float32", "float16", "float64", "int64", "int32")
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,8 @@ class InputSpec:
         for shape in self.shapes:
             if not shape or any((not isinstance(d, int)) or d <= 0 for d in shape):
                 raise UsageError(f"input shape {shape!r} must be positive integers, e.g. 1,3,224,224")
-        if self.dtype not in _DTYPES:
-            raise UsageError(f"input dtype {self.dtype!r} is not one of {', '.join(_DTYPES)}")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"input dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
 
     @classmethod
     def parse(cls, text: str, dtype: str = "float32") -> "InputSpec":

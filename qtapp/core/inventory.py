@@ -224,7 +224,7 @@ def _probe_shapes(module, input_spec, layers: dict[str, LayerInfo]) -> None:
             module(*input_spec.example())
     except Exception as exc:  # noqa: BLE001 - reported with the expected shape
         raise UsageError(f"the model fails on input {input_spec}: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0]}. Give the right shape with --input-shape.") from None
+                         f"{str(exc).splitlines()[0]}. Give the right shape with --input-shape (and dtype with --input-dtype).") from None
     finally:
         for h in handles:
             h.remove()
@@ -258,4 +258,4 @@ def _mark_quantizable(module, layers, groups, method: str, mode: str) -> None:
         elif isinstance(m, nn.Embedding):
             info.reason = "embeddings need weight-only quantization, which this method does not do"
         else:
-            info.reason = "no weights: runs on whatever its input is (int8 between quantized layers)"
+            info.reason = "no weights to quantize: it follows its neighbours (int8 between int8 layers where the engine has a kernel)"

@@ -75,6 +75,7 @@ class QuantRecipe:
     weights: str | None = None
     kwargs: dict = field(default_factory=dict)
     input_shape: str | None = None  # "1,3,224,224" (";" between inputs); None = inferred from the model
+    input_dtype: str = "float32"
     method: str = "static"
     static_mode: str = "auto"  # auto = eager for torchvision's quantizable models, else FX
     engine: str = "fbgemm"
@@ -101,9 +102,10 @@ class QuantRecipe:
         _check_choice("static_mode", self.static_mode, STATIC_MODES)
         if not isinstance(self.per_channel, bool):
             raise UsageError(f"per_channel must be true or false, got {self.per_channel!r}")
-        if self.input_shape is not None:
-            from .inputs import InputSpec
+        from .inputs import DTYPES as INPUT_DTYPES, InputSpec
 
+        _check_choice("input_dtype", self.input_dtype, INPUT_DTYPES)
+        if self.input_shape is not None:
             InputSpec.parse(self.input_shape)
         if not isinstance(self.float_layers, list) or not all(isinstance(n, str) for n in self.float_layers):
             raise UsageError("float_layers must be a list of layer names")

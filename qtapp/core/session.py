@@ -56,8 +56,10 @@ class QuantSession:
 
     @classmethod
     def open(cls, recipe: QuantRecipe, trust: bool = False) -> Job["QuantSession"]:
-        input_spec = InputSpec.parse(recipe.input_shape) if recipe.input_shape else None
+        input_spec = InputSpec.parse(recipe.input_shape, recipe.input_dtype) if recipe.input_shape else None
         loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, input_spec)
+        if loaded.input_spec is not None and loaded.input_spec.dtype != recipe.input_dtype:
+            loaded.input_spec = InputSpec(loaded.input_spec.shapes, recipe.input_dtype)
         return cls(loaded, recipe)
 
     # -- settings ----------------------------------------------------------------------------------
