@@ -71,7 +71,7 @@ class LayerInventory:
                 info.reason = "TorchScript models can be inspected and exported, not quantized"
             return cls(layers, method, mode, engine, [loaded.why_not_quantizable()])
         if loaded.input_spec is not None:
-            _probe_shapes(module, loaded.input_spec, layers)
+            _probe_shapes(module, loaded.input_spec, layers, loaded.declared_input)
         groups: dict[str, list[str]] = {}
         if mode in ("fx", "eager"):
             try:
@@ -210,7 +210,7 @@ def _shape_text(out) -> str | None:
     return None
 
 
-def _probe_shapes(module, input_spec, layers: dict[str, LayerInfo]) -> None:
+def _probe_shapes(module, input_spec, layers: dict[str, LayerInfo], declared=None) -> None:
     import torch
 
     handles = []
@@ -223,8 +223,9 @@ def _probe_shapes(module, input_spec, layers: dict[str, LayerInfo]) -> None:
         with torch.no_grad():
             module(*input_spec.example())
     except Exception as exc:  # noqa: BLE001 - reported with the expected shape
+        expected = f" The model's own input is {declared}." if declared is not None else ""
         raise UsageError(f"the model fails on input {input_spec}: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0]}. Give the right shape with --input-shape (and dtype with --input-dtype).") from None
+                         f"{str(exc).splitlines()[0]}.{expected} Give the right shape with --input-shape (and dtype with --input-dtype).") from None
     finally:
         for h in handles:
             h.remove()

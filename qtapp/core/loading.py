@@ -38,6 +38,7 @@ class LoadedModel:
     source_path: Path | None = None  # files the model came from: exports must never overwrite them
     weights: str | None = None
     notes: list[str] = field(default_factory=list)
+    declared_input: InputSpec | None = None  # the model's own input when an explicit input spec overrides it
 
     @property
     def is_torchscript(self) -> bool:
@@ -89,6 +90,8 @@ def load_model(spec: str, weights: str | None = None, kwargs: dict | None = None
             raise UsageError(f"{path.name} is a model file: --weights and --kwargs apply to factories only")
         loaded = _load_file(spec, path, trust)
     if input_spec is not None:
+        if loaded.input_spec is not None and loaded.input_spec != input_spec:
+            loaded.declared_input = loaded.input_spec  # named when the override does not fit the model
         loaded.input_spec = input_spec
     return loaded
 
