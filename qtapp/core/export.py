@@ -67,6 +67,9 @@ def export_model(model, scripted, example: tuple, formats, out_dir: Path, protec
     check = check if check is not None else example
     import torch
 
+    # Every destination is checked before anything is written: a refusal leaves the folder as it was.
+    for fmt in formats:
+        check_destination(out_dir / f"{stem}.{fmt}", protected)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), quiet_ao():
         expected = first_tensor(model(*check))
@@ -75,7 +78,6 @@ def export_model(model, scripted, example: tuple, formats, out_dir: Path, protec
     yield stage.step(0, "exporting")
     for i, fmt in enumerate(formats):
         path = out_dir / f"{stem}.{fmt}"
-        check_destination(path, protected)
         writer = {"pt": _export_pt, "ptl": _export_ptl, "onnx": _export_onnx}[fmt]
         with quiet_ao():
             results.append(writer(model, scripted, example, check, expected, path))
