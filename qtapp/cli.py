@@ -125,7 +125,8 @@ def recipe_from_args(args):
 class TextProgress:
     """A one-line progress bar on stderr (a plain line per stage when stderr is not a terminal)."""
 
-    def __init__(self, stream=sys.stderr) -> None:
+    def __init__(self, stream=None) -> None:
+        stream = stream if stream is not None else sys.stderr  # looked up now: callers may redirect it
         self.stream, self.tty = stream, stream.isatty()
         self._stage, self._last = None, 0.0
 
