@@ -1,0 +1,464 @@
+"""The three result plots: per-layer SQNR bars, one layer's weight histogram, float-vs-quantized output.
+
+Each plot only shows core data (`LayerResult`, `WeightData`, `OutputMetrics`) handed to it; it keeps no
+state of its own beyond what it draws, and exposes read-only facts about what it drew for tests.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QFontMetrics
+from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QStackedLayout, QToolTip, QVBoxLayout, QWidget
+
+if TYPE_CHECKING:  # the core module pulls nothing heavy, but the plots need only its shapes
+    from ..core.compare import LayerResult, OutputMetrics, WeightData
+
+# Before any PlotWidget exists: printed-figure look, whatever the desktop theme.
+pg.setConfigOptions(antialias=True)
+pg.setConfigOption("background", "w")
+pg.setConfigOption("foreground", "k")
+
+FLOAT_COLOR = QColor("#1f77b4")
+QUANT_COLOR = QColor("#e8710a")
+KEPT_FLOAT_COLOR = QColor("#b4b4b4")
+TEXT_COLOR = "#444444"
+BAR_WIDTH = 0.72
+_SQNR_STOPS = ((15.0, QColor("#d62728")), (25.0, QColor("#f0a30a")), (35.0, QColor("#2ca02c")))
+
+
+def sqnr_color(db: float | None) -> QColor:
+    """Red at or below 15 dB, amber at 25 dB, green at or above 35 dB, interpolated between; grey when
+    there is no number (identical outputs, or not measured)."""
+    if db is None or math.isnan(db):
+        return QColor(KEPT_FLOAT_COLOR)
+    if db <= _SQNR_STOPS[0][0]:
+        return QColor(_SQNR_STOPS[0][1])
+    for (lo, c0), (hi, c1) in zip(_SQNR_STOPS, _SQNR_STOPS[1:]):
+        if db <= hi:
+            t = (db - lo) / (hi - lo)
+            return QColor.fromRgbF(*(a + (b - a) * t for a, b in zip(c0.getRgbF()[:3], c1.getRgbF()[:3])))
+    return QColor(_SQNR_STOPS[-1][1])
+
+
+def short_name(name: str, limit: int = 18) -> str:
+    """The tail of a dotted module name that fits in `limit` characters, '…'-prefixed when cut."""
+    if len(name) <= limit:
+        return name
+    parts = name.split(".")
+    out = parts[-1][-(limit - 1):]
+    for part in reversed(parts[:-1]):
+        if len(part) + len(out) + 2 > limit:
+            break
+        out = f"{part}.{out}"
+    return f"…{out}"
+
+
+def int_dtype_name(qmin: int, qmax: int) -> str:
+    for bits in (8, 16, 32):
+        if (qmin, qmax) == (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1):
+            return f"int{bits}"
+        if (qmin, qmax) == (0, 2 ** bits - 1):
+            return f"uint{bits}"
+    return f"[{qmin}, {qmax}]"
+
+
+def _plot_widget(bottom: str, left: str) -> pg.PlotWidget:
+    view = pg.PlotWidget()
+    item = view.getPlotItem()
+    for side, text in (("bottom", bottom), ("left", left)):
+        item.setLabel(side, text, color=TEXT_COLOR)
+        item.getAxis(side).enableAutoSIPrefix(False)
+    item.showGrid(x=False, y=True, alpha=0.25)
+    item.hideButtons()
+    return view
+
+
+def _legend(item: pg.PlotItem, offset: tuple[int, int] = (-8, 8)) -> None:
+    item.addLegend(offset=offset, labelTextColor=TEXT_COLOR, labelTextSize="8pt",
+                   brush=pg.mkBrush(255, 255, 255, 215), pen=pg.mkPen(200, 200, 200))
+
+
+def _finite(values) -> np.ndarray:
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    return flat[np.isfinite(flat)]
+
+
+def _has_height(db: float | None) -> bool:
+    return db is not None and math.isfinite(db)
+
+
+def _even_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    if hi <= lo:  # all values equal: a bin around them
+        lo, hi = lo - max(abs(lo), 1e-3) * 0.5, hi + max(abs(hi), 1e-3) * 0.5
+    return np.linspace(lo, hi, bins + 1)
+
+
+def _swatch(color: QColor, text: str) -> str:
+    """A coloured square and its meaning, as title HTML: the plots' keys live in their titles, where a
+    legend box cannot cover the data."""
+    return f'<span style="color:{color.name()}">&#9632;</span> {text}'
+
+
+def _translucent(color: QColor, alpha: int) -> QColor:
+    return QColor(color.red(), color.green(), color.blue(), alpha)
+
+
+class _PlotPanel(QWidget):
+    """A plot area that switches to a centred message while there is nothing to show."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._stack = QStackedLayout(self)
+        self._message = QLabel(alignment=Qt.AlignmentFlag.AlignCenter, wordWrap=True)
+        self._message.setObjectName("plotEmptyState")
+        self._message.setStyleSheet("QLabel#plotEmptyState { background: white; color: #6b6b6b;"
+                                    " border: 1px solid #d4d4d4; padding: 24px; }")
+        self._content = QWidget()
+        self._stack.addWidget(self._message)
+        self._stack.addWidget(self._content)
+
+    def _show_message(self, text: str) -> None:
+        self._message.setText(text)
+        self._stack.setCurrentWidget(self._message)
+
+    def is_empty(self) -> bool:
+        return self._stack.currentWidget() is self._message
+
+    def message(self) -> str:
+        """The empty-state text ('' while a plot is shown)."""
+        return self._message.text() if self.is_empty() else ""
+
+    def export_png(self, path: str) -> None:
+        if not self.grab().save(str(path), "PNG"):
+            raise OSError(f"could not write a PNG to {path}")
+
+    def _add_views(self, views: list[pg.PlotWidget], stretches: list[int], layout_type=QVBoxLayout) -> None:
+        layout = layout_type(self._content)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        for view, stretch in zip(views, stretches):
+            view.getPlotItem().vb.menu.addAction("Export as PNG…", self._on_menu_export)
+            layout.addWidget(view, stretch)
+
+    def _on_menu_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export plot as PNG", "plot.png", "PNG (*.png)")
+        if path:
+            self.export_png(path if path.lower().endswith(".png") else f"{path}.png")
+
+
+class LayerErrorPlot(_PlotPanel):
+    """Per-layer SQNR in model order; clicking a bar emits the layer's name."""
+
+    layer_clicked = Signal(str)
+    EMPTY = "Run calibration to see per-layer error"
+    TITLE = "Per-layer SQNR, quantized vs float (higher is better)"
+    VALUE_LABELS_UP_TO = 24  # bars; beyond that the numbers collide
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._view = _plot_widget("layer (model order)", "SQNR (dB)")
+        self._plot = self._view.getPlotItem()
+        self._plot.setMouseEnabled(x=True, y=False)
+        self._add_views([self._view], [1])
+        self._names, self._short, self._heights, self._quantized = [], [], [], []
+        self._highlighted: str | None = None
+        self._outline: pg.BarGraphItem | None = None
+        scene = self._view.scene()
+        scene.sigMouseClicked.connect(self._on_scene_clicked)
+        scene.sigMouseMoved.connect(self._on_scene_moved)
+        self._plot.vb.sigXRangeChanged.connect(self._update_ticks)
+        self._plot.vb.sigResized.connect(self._update_ticks)
+        self.set_results([])
+
+    # -- read-only facts ---------------------------------------------------------------------------
+    def bar_names(self) -> list[str]:
+        return list(self._names)
+
+    def bar_heights(self) -> list[float | None]:
+        return list(self._heights)
+
+    def highlighted(self) -> str | None:
+        return self._highlighted
+
+    def bar_colors(self) -> list[QColor | None]:
+        """The fill of each bar; None for a layer drawn as a marker (no SQNR to draw)."""
+        return [None if not _has_height(h) else sqnr_color(h) if q else QColor(KEPT_FLOAT_COLOR)
+                for h, q in zip(self._heights, self._quantized)]
+
+    def bar_center(self, name: str) -> QPointF:
+        """The scene position of the middle of `name`'s bar (a stub when it has no height)."""
+        i = self._names.index(name)
+        h = self._heights[i]
+        y = h / 2 if _has_height(h) else 0.0
+        return self._plot.vb.mapViewToScene(QPointF(i, y))
+
+    # -- data ----------------------------------------------------------------------------------------
+    def set_results(self, layers: list[LayerResult]) -> None:
+        self._plot.clear()
+        self._outline = None
+        self._names = [layer.name for layer in layers]
+        self._heights = [layer.sqnr_db for layer in layers]
+        self._quantized = [layer.quantized for layer in layers]
+        self._short = [short_name(n) for n in self._names]
+        if not layers:
+            self._highlighted = None
+            self._show_message(self.EMPTY)
+            return
+        drawn = [i for i, h in enumerate(self._heights) if _has_height(h)]
+        colors = [c for c in self.bar_colors() if c is not None]
+        if drawn:
+            self._plot.addItem(pg.BarGraphItem(x=drawn, height=[self._heights[i] for i in drawn], width=BAR_WIDTH,
+                                               brushes=colors, pens=[pg.mkPen(c.darker(130)) for c in colors]))
+        missing = sorted(set(range(len(layers))) - set(drawn))
+        if missing:  # no number to draw, but the layer keeps its slot and stays clickable
+            self._plot.addItem(pg.ScatterPlotItem(x=missing, y=[0] * len(missing), symbol="x", size=9,
+                                                  pen=pg.mkPen("#7a7a7a", width=1.5), brush=None))
+        for i in drawn if len(layers) <= self.VALUE_LABELS_UP_TO else []:
+            label = pg.TextItem(f"{self._heights[i]:.1f}", color=TEXT_COLOR, anchor=(0.5, float(self._heights[i] >= 0)))
+            label.setFont(QFont(self.font().family(), 8))
+            label.setPos(i, self._heights[i])
+            self._plot.addItem(label)
+        key = " ".join(_swatch(sqnr_color(db), text) for db, text in ((15.0, "≤15"), (25.0, "25"), (35.0, "≥35 dB")))
+        if not all(self._quantized):
+            key += f" &nbsp; {_swatch(KEPT_FLOAT_COLOR, 'kept in float')}"
+        self._plot.setTitle(f"{self.TITLE} &nbsp;&nbsp; {key}", color=TEXT_COLOR, size="10pt")
+        finite = [self._heights[i] for i in drawn] or [0.0]
+        lo, hi = min(0.0, min(finite)), max(0.0, max(finite))
+        span = max(hi - lo, 1.0)
+        self._plot.setLimits(xMin=-1.0, xMax=len(layers), minXRange=min(4, len(layers)))
+        self._plot.setXRange(-0.6, len(layers) - 0.4, padding=0)
+        self._plot.setYRange(lo - (0.05 * span if lo < 0 else 0), hi + 0.12 * span, padding=0)
+        self._stack.setCurrentWidget(self._content)
+        self.highlight(self._highlighted)
+        self._update_ticks()
+
+    def highlight(self, name: str | None) -> None:
+        if self._outline is not None:
+            self._plot.removeItem(self._outline)
+            self._outline = None
+        self._highlighted = name if name in self._names else None
+        if self._highlighted is None:
+            return
+        i = self._names.index(self._highlighted)
+        h = self._heights[i] if _has_height(self._heights[i]) else 0.04 * (self._plot.vb.viewRange()[1][1] or 1.0)
+        self._outline = pg.BarGraphItem(x=[i], height=[h], width=BAR_WIDTH + 0.08, brush=pg.mkBrush(None),
+                                        pen=pg.mkPen("k", width=2.5))
+        self._outline.setZValue(10)
+        self._plot.addItem(self._outline)
+
+    # -- interaction ---------------------------------------------------------------------------------
+    def _index_at(self, scene_pos: QPointF) -> int | None:
+        vb = self._plot.vb
+        if not self._names or self.is_empty() or not vb.sceneBoundingRect().contains(scene_pos):
+            return None
+        x = vb.mapSceneToView(scene_pos).x()
+        i = int(round(x))
+        return i if 0 <= i < len(self._names) and abs(x - i) <= BAR_WIDTH / 2 + 0.04 else None
+
+    def tooltip_for(self, name: str) -> str:
+        i = self._names.index(name)
+        h = self._heights[i]
+        text = f"{name}: no measurable error" if h is None else f"{name}: {h:.1f} dB"
+        return text if self._quantized[i] else f"{text} (kept in float)"
+
+    def _on_scene_clicked(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
+        i = self._index_at(event.scenePos())
+        if i is not None:
+            self.layer_clicked.emit(self._names[i])
+
+    def _on_scene_moved(self, scene_pos: QPointF) -> None:
+        i = self._index_at(scene_pos)
+        if i is None:
+            QToolTip.hideText()
+            return
+        where = self._view.mapToGlobal(self._view.mapFromScene(scene_pos))
+        QToolTip.showText(where, self.tooltip_for(self._names[i]), self._view)
+
+    def _update_ticks(self, *_args) -> None:
+        axis = self._plot.getAxis("bottom")
+        if not self._names:
+            axis.setTicks(None)
+            return
+        lo, hi = self._plot.vb.viewRange()[0]
+        visible = max(1, min(len(self._names) - 1, math.floor(hi)) - max(0, math.ceil(lo)) + 1)
+        metrics = QFontMetrics(axis.style.get("tickFont") or self.font())
+        label_px = max(metrics.horizontalAdvance(s) for s in self._short) + 14
+        every = max(1, math.ceil(visible * label_px / max(self._plot.vb.width(), 1.0)))
+        major = [(i, s) for i, s in enumerate(self._short) if i % every == 0]
+        minor = [(i, "") for i in range(len(self._short)) if i % every]
+        axis.setTicks([major, minor])
+
+
+class WeightHistogramPlot(_PlotPanel):
+    """One layer's float and dequantized weights, the representable range, and per-channel ranges."""
+
+    EMPTY = "Select a quantized layer with weights to see its histogram"
+    MAX_GRID_LEVELS = 64  # more quantization levels than this across the data are just a grey smear
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._hist_view, self._chan_view = _plot_widget("weight value", "count"), _plot_widget("output channel", "weight value")
+        self._hist, self._chan = self._hist_view.getPlotItem(), self._chan_view.getPlotItem()
+        self._add_views([self._hist_view, self._chan_view], [3, 2])
+        self._note = pg.TextItem("", color="#8a4b00", anchor=(0, 0))
+        self._note.setParentItem(self._hist.vb)
+        self._note.setPos(8, 6)
+        self._name, self._range, self._channels = None, None, 0
+        self.set_layer(None, None)
+
+    def layer_name(self) -> str | None:
+        return self._name
+
+    def range_lines(self) -> tuple[float, float] | None:
+        """The per-tensor representable range drawn as two lines, or None."""
+        return self._range
+
+    def curve_names(self) -> list[str]:
+        """The legend names of the histogram curves, e.g. ['float', 'int8 dequantized']."""
+        return [item.name() for item in self._hist.listDataItems() if item.name()]
+
+    def channel_count(self) -> int:
+        """How many per-channel ranges are drawn (0 unless the layer is quantized per channel)."""
+        return self._channels
+
+    def set_layer(self, name: str | None, weight: WeightData | None) -> None:
+        self._name, self._range, self._channels = name, None, 0
+        self._hist.clear()
+        self._chan.clear()
+        self._note.setText("")
+        fw = None if weight is None or weight.float_weight is None else _finite(weight.float_weight)
+        dq = None if weight is None or weight.dequantized is None else _finite(weight.dequantized)
+        if name is None or fw is None or fw.size == 0:
+            self._show_message(self.EMPTY if name is None else f"{name} has no weights to show\n"
+                               "(it has no weight tensor, or has not been quantized yet)")
+            return
+        values = fw if dq is None else np.concatenate([fw, dq])
+        lo, hi = float(values.min()), float(values.max())
+        n_scales = 0 if dq is None or weight.scales is None or weight.qscheme == "float16" else np.size(weight.scales)
+        dtype = "float16" if weight.qscheme == "float16" else int_dtype_name(weight.qmin, weight.qmax)
+        edges = self._edges(weight, lo, hi, fw.size, n_scales == 1)
+        _legend(self._hist)
+        self._hist.plot(edges, np.histogram(fw, edges)[0], stepMode="center", fillLevel=0, name="float",
+                        fillBrush=_translucent(FLOAT_COLOR, 70), pen=pg.mkPen(FLOAT_COLOR, width=1.5))
+        if dq is None:
+            scheme = "kept in float"
+            self._note.setText("kept in float")
+        else:
+            self._hist.plot(edges, np.histogram(dq, edges)[0], stepMode="center", pen=pg.mkPen(QUANT_COLOR, width=2),
+                            name="float16" if dtype == "float16" else f"{dtype} dequantized")
+            axis = f", axis {weight.axis}" if weight.axis is not None and n_scales > 1 else ""
+            scheme = dtype if dtype == "float16" else f"{weight.qscheme} ({dtype}{axis})"
+        self._hist.setTitle(f"<b>{name}</b> — {scheme}", color=TEXT_COLOR, size="10pt")
+        if n_scales == 1:
+            lo, hi = self._draw_per_tensor(weight, dtype, lo, hi)
+        self._hist.setXRange(lo, hi, padding=0.04)
+        self._hist.enableAutoRange(axis="y")
+        if n_scales > 1:
+            self._draw_channels(weight, dtype)
+        self._chan_view.setVisible(n_scales > 1)
+        self._stack.setCurrentWidget(self._content)
+
+    @staticmethod
+    def _edges(weight: WeightData, lo: float, hi: float, count: int, per_tensor: bool) -> np.ndarray:
+        bins = int(np.clip(1.5 * math.sqrt(count), 24, 120))
+        scale = float(np.ravel(weight.scales)[0]) if per_tensor else 0.0
+        if scale > 0:  # bins on the quantization grid, so the dequantized histogram does not alias
+            zp = float(np.ravel(weight.zero_points)[0])
+            q_lo, q_hi = math.floor(lo / scale + zp), math.ceil(hi / scale + zp)
+            step = max(1, math.ceil((q_hi - q_lo + 1) / bins))
+            return (np.arange(q_lo, q_hi + step + 1, step) - 0.5 - zp) * scale
+        return _even_edges(lo, hi, bins)
+
+    def _draw_per_tensor(self, weight: WeightData, dtype: str, lo: float, hi: float) -> tuple[float, float]:
+        """Lines at the ends of the representable range, and the levels when few enough to tell apart;
+        returns the x extent that shows both the data and the range."""
+        scale, zp = float(np.ravel(weight.scales)[0]), float(np.ravel(weight.zero_points)[0])
+        self._range = (scale * (weight.qmin - zp), scale * (weight.qmax - zp))
+        pen = pg.mkPen("#5a5a5a", width=1.3, style=Qt.PenStyle.DashLine)
+        # Labels half-way up and on the inner side of each line: clear of the legend and of the tails.
+        for value, end, anchor in ((self._range[0], "min", (0, 0.5)), (self._range[1], "max", (1, 0.5))):
+            self._hist.addItem(pg.InfiniteLine(value, pen=pen, label=f" {dtype} {end} ", labelOpts={
+                "position": 0.55, "color": TEXT_COLOR, "anchors": [anchor, anchor], "fill": (255, 255, 255, 210),
+                "movable": False}), ignoreBounds=True)
+        if scale > 0 and (hi - lo) / scale <= self.MAX_GRID_LEVELS:
+            grid_pen = pg.mkPen(0, 0, 0, 28, width=1)
+            q_lo = max(weight.qmin, math.floor(lo / scale + zp))  # only levels that exist
+            for q in range(q_lo, min(weight.qmax, math.ceil(hi / scale + zp)) + 1):
+                self._hist.addItem(pg.InfiniteLine(scale * (q - zp), pen=grid_pen), ignoreBounds=True)
+        return min(lo, self._range[0]), max(hi, self._range[1])
+
+    def _draw_channels(self, weight: WeightData, dtype: str) -> None:
+        axis = weight.axis or 0
+        w = np.asarray(weight.float_weight, dtype=np.float64)
+        rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        scales = np.asarray(weight.scales, dtype=np.float64).ravel()
+        zps = np.asarray(weight.zero_points, dtype=np.float64).ravel()
+        x = np.arange(len(scales))
+        self._channels = len(scales)
+        rep = _translucent(QUANT_COLOR, 80)
+        # A pen of the fill colour keeps bars at least a pixel wide when there are hundreds of channels.
+        self._chan.addItem(pg.BarGraphItem(x=x, y0=scales * (weight.qmin - zps), y1=scales * (weight.qmax - zps),
+                                           width=0.9, brush=rep, pen=pg.mkPen(rep)))
+        self._chan.addItem(pg.BarGraphItem(x=x, y0=rows.min(axis=1), y1=rows.max(axis=1), width=0.45,
+                                           brush=FLOAT_COLOR, pen=pg.mkPen(FLOAT_COLOR)))
+        key = f"{_swatch(FLOAT_COLOR, 'float min–max')} &nbsp; {_swatch(QUANT_COLOR.lighter(150), f'{dtype} range')}"
+        self._chan.setTitle(f"Per-channel ranges, {self._channels} output channels: &nbsp; {key}",
+                            color=TEXT_COLOR, size="9pt")
+        self._chan.setXRange(-0.6, self._channels - 0.4, padding=0)
+        self._chan.enableAutoRange(axis="y")
+
+
+class OutputErrorPlot(_PlotPanel):
+    """Float versus quantized model outputs as a scatter, and the distribution of their difference."""
+
+    EMPTY = "Run calibration to see output error"
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._scatter_view = _plot_widget("float output", "quantized output")
+        self._error_view = _plot_widget("error (quantized − float)", "count")
+        self._scatter, self._error = self._scatter_view.getPlotItem(), self._error_view.getPlotItem()
+        self._scatter.showGrid(x=True, y=True, alpha=0.25)
+        self._add_views([self._scatter_view, self._error_view], [1, 1], QHBoxLayout)
+        self._points = 0
+        self.set_metrics(None)
+
+    def point_count(self) -> int:
+        return self._points
+
+    def set_metrics(self, metrics: OutputMetrics | None) -> None:
+        self._scatter.clear()
+        self._error.clear()
+        self._points = 0
+        ref = None if metrics is None or metrics.ref_values is None else np.asarray(metrics.ref_values, np.float64).ravel()
+        q = None if metrics is None or metrics.q_values is None else np.asarray(metrics.q_values, np.float64).ravel()
+        if ref is None or q is None or ref.size == 0 or ref.size != q.size:
+            self._show_message(self.EMPTY)
+            return
+        self._points = int(ref.size)
+        _legend(self._scatter, offset=(8, 8))  # top left: the points lie along the diagonal
+        lo, hi = float(min(ref.min(), q.min())), float(max(ref.max(), q.max()))
+        self._scatter.plot([lo, hi], [lo, hi], pen=pg.mkPen("#5a5a5a", width=1.2, style=Qt.PenStyle.DashLine),
+                           name="y = x (no error)")
+        self._scatter.addItem(pg.ScatterPlotItem(ref, q, size=4, pen=None, brush=_translucent(FLOAT_COLOR, 90),
+                                                 name=f"{self._points} output values"))
+        sqnr = "" if metrics.sqnr_db is None else f", SQNR {metrics.sqnr_db:.1f} dB"
+        self._scatter.setTitle(f"Quantized vs float output{sqnr}", color=TEXT_COLOR, size="10pt")
+        err = q - ref
+        edges = _even_edges(float(err.min()), float(err.max()), int(np.clip(math.sqrt(err.size), 20, 80)))
+        self._error.plot(edges, np.histogram(err, edges)[0], stepMode="center", fillLevel=0,
+                         fillBrush=_translucent(QUANT_COLOR, 90), pen=pg.mkPen(QUANT_COLOR, width=1.5))
+        self._error.addItem(pg.InfiniteLine(0.0, pen=pg.mkPen("#5a5a5a", width=1, style=Qt.PenStyle.DashLine)),
+                            ignoreBounds=True)
+        self._error.setTitle(f"Error: mean {err.mean():.3g}, std {err.std():.3g}, max |e| {np.abs(err).max():.3g}",
+                             color=TEXT_COLOR, size="10pt")
+        self._scatter.autoRange()
+        self._error.autoRange()
+        self._stack.setCurrentWidget(self._content)
