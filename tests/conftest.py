@@ -1,0 +1,56 @@
+"""Shared fixtures for the core and CLI tests: no network, no Qt, small models only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+FIXTURES = TESTS / "fixtures"
+# Linear + LSTM + GRU classifier, loaded through the file.py:callable path.
+SEQ_SPEC = f"{FIXTURES / 'seqmodels.py'}:build"
+
+
+@pytest.fixture(scope="session")
+def seq_spec() -> str:
+    return SEQ_SPEC
+
+
+@pytest.fixture(scope="session")
+def demo_loaded():
+    """The bundled digits CNN, loaded once; tests must not modify its module."""
+    from qtapp.core.loading import load_model
+    from qtapp.core.progress import drive
+
+    return drive(load_model("demo"))
+
+
+@pytest.fixture(scope="session")
+def seq_loaded():
+    from qtapp.core.loading import load_model
+    from qtapp.core.progress import drive
+
+    return drive(load_model(SEQ_SPEC))
+
+
+@pytest.fixture
+def demo_session(demo_loaded):
+    """A fresh static-FX session on the demo (calibration on 4 batches of its calibration split)."""
+    from qtapp.core.recipe import DataSpec, QuantRecipe
+    from qtapp.core.session import QuantSession
+
+    return QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=4)))
+
+
+@pytest.fixture(scope="session")
+def demo_quantized(demo_loaded):
+    """A demo session quantized once (static FX, fbgemm) and shared by read-only tests."""
+    from qtapp.core.progress import drive
+    from qtapp.core.recipe import QuantRecipe
+    from qtapp.core.session import QuantSession
+
+    session = QuantSession(demo_loaded, QuantRecipe(model="demo"))
+    drive(session.quantize())
+    return session
+

@@ -1,0 +1,153 @@
+"""QuantSession: calibrate once and reconvert many, cancellation, settings changes, measuring."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qtapp.core import backends
+from qtapp.core.compare import is_quantized_module
+from qtapp.core.errors import Cancelled, UsageError
+from qtapp.core.progress import CancelToken, drive
+from qtapp.core.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.session import QuantSession
+
+
+def snapshot(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def assert_unchanged(module, before: dict) -> None:
+    state = module.state_dict()
+    assert set(state) == set(before)
+    changed = [k for k, v in state.items() if not torch.equal(v, before[k])]
+    assert changed == [], f"the float model was modified: {changed}"
+
+
+@pytest.fixture
+def calibration_calls(monkeypatch):
+    """Counts FxStaticBackend.prepare_and_calibrate calls (the wrapped job still runs)."""
+    calls = []
+    original = backends.FxStaticBackend.prepare_and_calibrate
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.name)
+        return (yield from original(self, *args, **kwargs))
+
+    monkeypatch.setattr(backends.FxStaticBackend, "prepare_and_calibrate", counting)
+    return calls
+
+
+def test_calibrate_once_reconvert_many(demo_session, calibration_calls):
+    s = demo_session
+    x = next(iter(s.open_evaluation()))[0]
+    first = drive(s.quantize())
+    calibrated = s.calibrated
+    assert calibration_calls == ["fx"]
+
+    s.inventory.set_float("block2.1")  # a fused member: its head goes float
+    assert s.recipe.float_layers == ["block2.0"]
+    second = drive(s.quantize())
+    assert calibration_calls == ["fx"] and s.calibrated is calibrated
+    assert second.float_layers == ["block2.0"]
+    flags = {layer.name: layer.quantized for layer in second.layers}
+    assert flags == {"block1.0": True, "block2.0": False, "block3.0": True, "fc1": True, "fc2": True}
+    island = second.quantized_model.get_submodule("block2.0")
+    assert not is_quantized_module(island) and type(island).__module__ == "torch.ao.nn.intrinsic.modules.fused"
+    assert is_quantized_module(first.quantized_model.get_submodule("block2.0"))  # earlier result untouched
+
+    s.inventory.set_float("block2", keep_float=False)
+    third = drive(s.quantize())
+    assert calibration_calls == ["fx"]
+    with torch.no_grad():  # same calibration, same float set: the same model
+        assert torch.equal(third.quantized_model(x), first.quantized_model(x))
+        assert not torch.equal(second.quantized_model(x), first.quantized_model(x))
+
+
+def test_a_calibration_setting_change_recalibrates(demo_session, calibration_calls):
+    s = demo_session
+    drive(s.quantize())
+    s.update_recipe(observer="minmax")
+    assert s.calibrated is None
+    drive(s.quantize())
+    assert calibration_calls == ["fx", "fx"] and s.calibrated.recipe.observer == "minmax"
+
+
+def test_changing_the_method_rebuilds_the_inventory_and_keeps_float_layers(demo_session):
+    s = demo_session
+    s.inventory.set_float("fc1")
+    s.update_recipe(method="dynamic")
+    assert s.mode == "dynamic" and s.inventory.heads == ["fc1", "fc2"]
+    assert s.inventory.float_layers == ["fc1"] and s.recipe.float_layers == ["fc1"]
+    s.inventory.set_float("fc2")  # the session still hears the new inventory
+    assert s.recipe.float_layers == ["fc1", "fc2"]
+
+
+@pytest.mark.parametrize("method", ["static", "qat"])
+def test_cancel_mid_calibration_leaves_the_float_model_and_session_alone(demo_loaded, method):
+    before = snapshot(demo_loaded.module)
+    recipe = QuantRecipe(model="demo", method=method, qat=QatSpec(epochs=1), calibration=DataSpec(batches=6))
+    s = QuantSession(demo_loaded, recipe)
+    cancel = CancelToken()
+    job = s.calibrate(cancel)
+    records = [next(job), next(job)]
+    assert [(r.done, r.total) for r in records] == [(0, 6), (1, 6)]
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        next(job)
+    with pytest.raises(StopIteration):  # the job is over
+        next(job)
+    assert s.calibrated is None and s.calib_source is None
+    assert_unchanged(demo_loaded.module, before)
+    assert not demo_loaded.module.training
+
+
+def test_cancel_keeps_the_previous_calibration(demo_session):
+    s = demo_session
+    previous = drive(s.calibrate())
+    cancel = CancelToken()
+    job = s.calibrate(cancel)
+    next(job)
+    next(job)
+    cancel.cancel()
+    with pytest.raises(Cancelled):
+        next(job)
+    assert s.calibrated is previous
+
+
+def test_cancel_during_evaluation_keeps_no_half_result(demo_session):
+    s = demo_session
+    cancel = CancelToken()
+
+    def on_progress(p):
+        if p.stage == "evaluate" and p.done == 2:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        drive(s.quantize(cancel), on_progress)
+    assert s.result is None
+    assert s.calibrated is not None  # calibration had finished; a new quantize() reuses it
+
+
+def test_measure_size_and_latency(demo_quantized):
+    result = drive(demo_quantized.measure())
+    assert result.size_float > 1_000_000  # ~1.5 MB of float weights as TorchScript
+    assert result.size_quantized <= 0.30 * result.size_float
+    assert result.script_note == "scripted" and isinstance(result.scripted, torch.jit.ScriptModule)
+    lat = result.latency
+    assert lat.float_ms > 0 and lat.quantized_ms > 0 and lat.runs >= 10
+    assert lat.threads == torch.get_num_threads()
+
+
+def test_nothing_to_measure_or_export_before_quantizing(demo_session, tmp_path):
+    with pytest.raises(UsageError, match="nothing quantized yet"):
+        drive(demo_session.measure())
+    with pytest.raises(UsageError, match="nothing quantized yet"):
+        drive(demo_session.export(tmp_path, ["pt"]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_refuses_layers_outside_the_inventory(demo_session):
+    calibrated = drive(demo_session.calibrate())
+    with pytest.raises(UsageError, match="not layers of this model's inventory: block1.1"):
+        calibrated.convert(["block1.1"])
