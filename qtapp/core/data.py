@@ -99,10 +99,11 @@ def _read_tensor_file(path: Path):
     import numpy as np
     import torch
 
+    suffix = path.suffix.lower()  # open_source accepts any case: CALIB.NPY is a .npy file
     try:
-        if path.suffix == ".npy":
+        if suffix == ".npy":
             return torch.from_numpy(np.load(path, allow_pickle=False)), None
-        if path.suffix == ".npz":
+        if suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 if "x" not in data:
                     raise QtappError(f"{path} has no array named 'x' (found: {', '.join(data.files)})")
