@@ -7,6 +7,7 @@ Bad items raise a `QtappError` that names the file.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -127,6 +128,13 @@ def _image_folder(root: Path, spec: InputSpec, batch_size: int, max_batches: int
         raise QtappError(f"no images found under {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     # ImageFolder layout: every image sits in a class folder directly under root.
     classes = sorted({p.parent.name for p in files}) if all(p.parent.parent == root for p in files) else None
+    if classes:
+        # Take the classes in turn, so that a capped read (a few calibration batches of an ImageNet-style
+        # folder) sees every class rather than the first class's files only.
+        by_class: dict[str, list[Path]] = {}
+        for p in files:
+            by_class.setdefault(p.parent.name, []).append(p)
+        files = [p for group in itertools.zip_longest(*(by_class[c] for c in classes)) for p in group if p is not None]
     files = files[: batch_size * max_batches]
     transform = _image_transform(spec, preprocess)
 
