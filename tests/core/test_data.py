@@ -101,10 +101,11 @@ def test_image_folder_gives_labels(tmp_path):
     x = torch.cat([b for b, _ in got])
     y = torch.cat([lab for _, lab in got])
     assert x.shape == (3, 3, 16, 16)
-    assert y.tolist() == [0, 0, 1]  # classes in sorted folder order
+    assert y.tolist() == [0, 1, 0]  # class indices in sorted folder order, classes taken in turn
     # preprocess auto for a non-ImageNet input: resize only, pixels scaled to [0, 1]
-    assert torch.allclose(x[0, 0], torch.ones(16, 16)) and torch.allclose(x[0, 2], torch.zeros(16, 16))
-    assert torch.allclose(x[2, 2], torch.ones(16, 16)) and torch.allclose(x[2, 0], torch.zeros(16, 16))
+    for i, (red, blue) in enumerate([(1, 0), (0, 1), (1, 0)]):
+        assert torch.allclose(x[i, 0], torch.full((16, 16), float(red)))
+        assert torch.allclose(x[i, 2], torch.full((16, 16), float(blue)))
 
 
 def test_image_folder_with_mean_std_and_grayscale(tmp_path):
@@ -175,3 +176,27 @@ def test_empty_tensor_file_is_an_error(tmp_path):
     np.save(tmp_path / "empty.npy", np.zeros((0, 1, 8, 8), dtype=np.float32))
     with pytest.raises(QtappError, match="empty.npy is empty"):
         open_source(str(tmp_path / "empty.npy"), DIGITS, batch_size=4, max_batches=1)
+
+
+def test_upper_case_tensor_suffixes(tmp_path):
+    x = np.ones((3, 1, 8, 8), dtype=np.float32)
+    with open(tmp_path / "CALIB.NPY", "wb") as f:  # np.save would append .npy to the name
+        np.save(f, x)
+    np.savez(tmp_path / "tmp.npz", x=x, y=np.array([1, 2, 3]))
+    (tmp_path / "tmp.npz").rename(tmp_path / "DATA.NPZ")
+    (x1, _), = batches(open_source(str(tmp_path / "CALIB.NPY"), DIGITS, batch_size=4, max_batches=1))
+    (x2, y2), = batches(open_source(str(tmp_path / "DATA.NPZ"), DIGITS, batch_size=4, max_batches=1))
+    assert torch.equal(x1, torch.from_numpy(x)) and torch.equal(x2, x1) and y2.tolist() == [1, 2, 3]
+
+
+def test_a_capped_image_folder_still_samples_every_class(tmp_path):
+    root = tmp_path / "images"
+    for cls, color in (("a_first", (255, 0, 0)), ("b_second", (0, 255, 0)), ("c_third", (0, 0, 255))):
+        for i in range(4):
+            _png(root / cls / f"{i}.png", color)
+    source = open_source(str(root), RGB16, batch_size=3, max_batches=1)  # 3 of the 12 images
+    (x, y), = batches(source)
+    assert sorted(y.tolist()) == [0, 1, 2]
+    # each label goes with its own class's pixels
+    for xi, yi in zip(x, y):
+        assert float(xi[int(yi)].mean()) == 1.0
