@@ -65,11 +65,17 @@ class QtLayerTreeModel(QAbstractItemModel):
                 self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.CheckStateRole])
 
     def _emit_column(self, column: int) -> None:
+        """One dataChanged per parent, covering all its children's cells in `column`."""
         if self._inv is None:
             return
+        roles = [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.ToolTipRole]
+        root = self.index_of("", column)
+        self.dataChanged.emit(root, root, roles)
         for info in self._inv:
-            idx = self.index_of(info.name, column)
-            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.BackgroundRole])
+            if info.children:
+                first = self.index_of(info.children[0], column)
+                last = self.index_of(info.children[-1], column)
+                self.dataChanged.emit(first, last, roles)
 
     # -- structure ---------------------------------------------------------------------------------
     def _info(self, index: QModelIndex) -> LayerInfo | None:

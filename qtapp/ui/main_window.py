@@ -12,7 +12,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMainWindow,
-                               QMenu, QMessageBox, QProgressBar, QPushButton, QSplitter, QTreeView, QVBoxLayout,
+                               QMenu, QMessageBox, QProgressBar, QPushButton, QSplitter, QTabWidget, QTreeView, QVBoxLayout,
                                QWidget)
 
 from ..core.errors import UsageError
@@ -103,13 +103,13 @@ class MainWindow(QMainWindow):
         self.weight_plot = WeightHistogramPlot()
         self.output_plot = OutputErrorPlot()
         self.summary = SummaryView()
-        lower = QSplitter(Qt.Orientation.Horizontal)
-        lower.addWidget(self.weight_plot)
-        lower.addWidget(self.output_plot)
+        self.detail_tabs = QTabWidget()
+        self.detail_tabs.addTab(self.weight_plot, "Weights of selected layer")
+        self.detail_tabs.addTab(self.output_plot, "Output error")
         self.plots = QSplitter(Qt.Orientation.Vertical)
         self.plots.addWidget(self.layer_plot)
-        self.plots.addWidget(lower)
-        self.plots.setSizes([380, 480])
+        self.plots.addWidget(self.detail_tabs)
+        self.plots.setSizes([400, 460])
 
         self.settings_panel = SettingsPanel()
         self.settings_panel.changed.connect(self._on_settings_changed)
@@ -127,7 +127,7 @@ class MainWindow(QMainWindow):
         right = QWidget()
         rv = QVBoxLayout(right)
         rv.setContentsMargins(0, 4, 4, 4)
-        rv.addWidget(self.settings_panel, 1)
+        rv.addWidget(self.settings_panel)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.cancel_button)
@@ -136,7 +136,7 @@ class MainWindow(QMainWindow):
         rv.addWidget(self.progress_label)
         summary_box = QGroupBox("Summary")
         QVBoxLayout(summary_box).addWidget(self.summary)
-        rv.addWidget(summary_box)
+        rv.addWidget(summary_box, 1)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
@@ -145,7 +145,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(0, 4)
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([540, 640, 330])
+        self.splitter.setSizes([560, 600, 330])
         self.setCentralWidget(self.splitter)
 
         self.log_panel = LogPanel()
@@ -285,7 +285,8 @@ class MainWindow(QMainWindow):
         session.inventory.subscribe(self._on_inventory_changed)
         self.tree_hint.setVisible(False)
         self.tree.expandToDepth(1)
-        self.tree.resizeColumnToContents(COL_NAME)
+        for col, width in enumerate((170, 110, 80, 86, 64, 76, 130)):
+            self.tree.setColumnWidth(col, width)
         self.settings_panel.show_recipe(session.recipe)
         self._show_result()
         inv = session.inventory
@@ -570,12 +571,18 @@ class MainWindow(QMainWindow):
             dialog.progress.setVisible(busy)
             dialog.export_button.setEnabled(not busy)
 
+        def on_progress(p):
+            self._on_job_progress(p)
+            dialog.progress.setRange(0, p.total)
+            dialog.progress.setValue(p.done)
+
+        def on_finished():
+            on_progress_visible(False)
+
         on_progress_visible(True)
-        self.runner.busy_changed.connect(on_progress_visible)
-        worker = self._start("export", job, dialog.show_results,
-                             on_finished=lambda: self.runner.busy_changed.disconnect(on_progress_visible))
-        if worker is not None:
-            worker.progress.connect(lambda p: (dialog.progress.setRange(0, p.total), dialog.progress.setValue(p.done)))
+        self.runner.start("export", job, on_progress=on_progress, on_result=dialog.show_results,
+                          on_error=lambda exc, details: self._show_error("Export failed", exc, details),
+                          on_finished=on_finished)
 
     # -- drag and drop, close -------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
@@ -591,8 +598,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         if self.runner.busy:
             log.info("closing during %s: cancelling", self.runner.name)
-            self.runner.cancel()
-            self.runner.wait(60000)
+        self.runner.shutdown()
         self._save_settings()
         super().closeEvent(event)
 

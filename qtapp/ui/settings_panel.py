@@ -82,7 +82,6 @@ class SettingsPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         for box in (quant, data, qat):
             layout.addWidget(box)
-        layout.addStretch(1)
 
         self.method.currentTextChanged.connect(lambda v: self._emit(method=v))
         self.static_mode.currentTextChanged.connect(lambda v: self._emit(static_mode=v))

@@ -1,9 +1,12 @@
-"""The one place that starts threads: a core job (generator) run on a QThread.
+"""The one place that starts threads: core jobs (generators) run on one long-lived QThread.
 
 The worker never touches widgets: it emits `progress` per yielded record and `returned` with the
-job's result, or `errored` with the exception and its traceback, and `finished` last in every case.
-Those signals are delivered on the GUI thread (queued connections), where results are applied.
+job's result, or `errored` with the exception and its traceback, then `finished`. The runner's slots
+live on the GUI thread, so those signals arrive there (queued) and callbacks run on the GUI thread.
 Cancellation goes through the core's CancelToken; the job stops at its next yield.
+
+All jobs share ONE thread: torch's OpenMP pool belongs to the thread that calls into it, so a
+fresh thread per job would build (and leave spinning) a new pool every time.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import traceback
 from typing import Callable
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QMetaObject, QObject, Qt, QThread, Signal, Slot
 
 from ..core.errors import Cancelled
 from ..core.progress import CancelToken, Job
@@ -21,7 +24,6 @@ log = logging.getLogger("qtapp.ui")
 
 
 class JobWorker(QObject):
-    started = Signal()
     progress = Signal(object)  # qtapp.core.progress.Progress
     returned = Signal(object)
     errored = Signal(object, str)  # exception, formatted traceback
@@ -34,7 +36,6 @@ class JobWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        self.started.emit()
         try:
             job = self._make_job(self.cancel_token)
             while True:
@@ -53,9 +54,10 @@ class JobWorker(QObject):
 
 
 class JobRunner(QObject):
-    """Runs one job at a time. `start()` refuses a second job while one runs."""
+    """Runs one job at a time on its worker thread; `start()` refuses a second job while one runs."""
 
     busy_changed = Signal(bool)
+    progressed = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -66,34 +68,50 @@ class JobRunner(QObject):
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None
+        return self._worker is not None
+
+    def _ensure_thread(self) -> QThread:
+        if self._thread is None:
+            self._thread = QThread()
+            self._thread.setObjectName("qtapp-worker")
+            self._thread.start()
+        return self._thread
 
     def start(self, name: str, make_job: Callable[[CancelToken], Job], *, on_progress=None, on_result=None,
-              on_error=None, on_cancel=None, on_finished=None) -> JobWorker | None:
+              on_error=None, on_cancel=None, on_finished=None) -> bool:
         if self.busy:
             log.warning("refused to start %s while %s runs", name, self.name)
-            return None
+            return False
         self.name = name
         self._callbacks = {"progress": on_progress, "result": on_result, "error": on_error,
                            "cancel": on_cancel, "finished": on_finished}
-        thread = QThread()
-        thread.setObjectName(f"qtapp-{name}")
         worker = JobWorker(make_job, CancelToken())
-        worker.moveToThread(thread)
-        # The runner's slots live on the GUI thread, so these connections are queued: callbacks
-        # always run on the GUI thread, never on the worker's.
+        worker.moveToThread(self._ensure_thread())
         worker.progress.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
         worker.cancelled.connect(self._on_cancelled)
-        worker.finished.connect(thread.quit)
-        thread.finished.connect(self._on_thread_finished)
-        thread.started.connect(worker.run)
-        self._thread, self._worker = thread, worker
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
         log.info("started %s", name)
-        thread.start()
         self.busy_changed.emit(True)
-        return worker
+        QMetaObject.invokeMethod(worker, "run", Qt.ConnectionType.QueuedConnection)
+        return True
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            log.info("cancelling %s", self.name)
+            self._worker.cancel_token.cancel()
+
+    def shutdown(self, ms: int = 60000) -> bool:
+        """Cancel the running job and stop the worker thread (on close). True if it stopped in time."""
+        self.cancel()
+        if self._thread is None:
+            return True
+        self._thread.quit()  # runs after the current job returns to the thread's event loop
+        stopped = self._thread.wait(ms)
+        self._thread = None
+        return stopped
 
     def _call(self, key: str, *args) -> None:
         callback = self._callbacks.get(key)
@@ -103,6 +121,7 @@ class JobRunner(QObject):
     @Slot(object)
     def _on_progress(self, p) -> None:
         self._call("progress", p)
+        self.progressed.emit(p)
 
     @Slot(object)
     def _on_returned(self, value) -> None:
@@ -118,20 +137,11 @@ class JobRunner(QObject):
         log.info("%s cancelled", self.name)
         self._call("cancel")
 
-    def cancel(self) -> None:
-        if self._worker is not None:
-            log.info("cancelling %s", self.name)
-            self._worker.cancel_token.cancel()
-
-    def wait(self, ms: int = 30000) -> bool:
-        """Block until the job's thread ends (used on close, after cancel())."""
-        return self._thread.wait(ms) if self._thread is not None else True
-
     @Slot()
-    def _on_thread_finished(self) -> None:
-        thread, self._thread, self._worker = self._thread, None, None
-        if thread is not None:
-            thread.deleteLater()
+    def _on_finished(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.deleteLater()
         log.info("finished %s", self.name)
         callbacks, self._callbacks = self._callbacks, {}
         self.busy_changed.emit(False)

@@ -31,23 +31,31 @@ def window(qtbot, settings_dir):
     win.resize(1400, 860)
     win.show()
     yield win
-    if win.runner.busy:
-        win.runner.cancel()
-        win.runner.wait(60000)
-    win.close()
+    win.close()  # cancels a running job and stops the worker thread
+    assert win.runner._thread is None
     leaked = [w for w in QApplication.topLevelWidgets() if w not in before and w.isVisible() and w is not win
               and w.objectName() not in ("errorDialog", "trustDialog")]
     assert not leaked, f"windows left open: {leaked}"
 
 
-def open_and_wait(qtbot, window, spec, timeout=60000, **kwargs):
+@pytest.fixture
+def open_and_wait():
+    return _open_and_wait
+
+
+@pytest.fixture
+def quantize_and_wait():
+    return _quantize_and_wait
+
+
+def _open_and_wait(qtbot, window, spec, timeout=60000, **kwargs):
     with qtbot.waitSignal(window.session_changed, timeout=timeout):
         window.open_spec(spec, **kwargs)
     qtbot.waitUntil(lambda: not window.runner.busy, timeout=timeout)
     return window.session
 
 
-def quantize_and_wait(qtbot, window, timeout=120000):
+def _quantize_and_wait(qtbot, window, timeout=120000):
     """Click the run button and wait for quantize and the measurement that follows."""
     from PySide6.QtCore import Qt
 
