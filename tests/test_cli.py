@@ -172,11 +172,6 @@ def test_quantizing_torchscript_exits_2_explaining_why(demo_loaded, tmp_path):
     assert "is TorchScript: it has no Python source" in stderr
 
 
-def test_no_model_and_no_recipe_exits_2(tmp_path):
-    code, _, stderr = run_main(["quantize", "--out", tmp_path])
-    assert code == 2 and "give a model spec or --recipe FILE" in stderr
-
-
 # -- failures: exit 1 ----------------------------------------------------------------------------------
 def test_missing_model_file_exits_1_with_a_short_message(tmp_path):
     code, stdout, stderr = run_main(["quantize", tmp_path / "nope.pt", "--out", tmp_path / "out"])
