@@ -24,7 +24,8 @@ class _ArgParser(argparse.ArgumentParser):
 
 def _model_args(p: argparse.ArgumentParser, spec_required: bool = True) -> None:
     p.add_argument("spec", nargs=None if spec_required else "?",
-                   help="demo | torchvision:NAME | package.module:callable | file.py:callable | model.pt")
+                   help="demo | torchvision:NAME | package.module:callable | file.py:callable | model.pt"
+                        + ("" if spec_required else " (default: demo, unless --recipe gives one)"))
     p.add_argument("--weights", help="none | DEFAULT (torchvision, downloads) | path to a state_dict")
     p.add_argument("--kwargs", help='JSON object of keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
     p.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224 (';' between several inputs)")
@@ -97,16 +98,13 @@ def recipe_from_args(args):
     """The recipe file (if any) with every option given on the command line laid over it."""
     from dataclasses import replace
 
-    from .core.errors import UsageError
     from .core.recipe import QuantRecipe
 
     recipe_file = getattr(args, "recipe", None)
     if recipe_file:
         recipe = QuantRecipe.load(recipe_file)
-    elif args.spec:
-        recipe = QuantRecipe(model=args.spec)
-    else:
-        raise UsageError("give a model spec or --recipe FILE")
+    else:  # no spec and no recipe: the bundled demo
+        recipe = QuantRecipe(model=args.spec or "demo")
     top = {"model": args.spec, "weights": args.weights, "kwargs": _kwargs(args.kwargs),
            "input_shape": args.input_shape, "input_dtype": args.input_dtype, "method": args.method, "static_mode": args.static_mode,
            "engine": args.engine, "dtype": args.dtype, "observer": args.observer, "per_channel": args.per_channel,
