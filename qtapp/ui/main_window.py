@@ -478,6 +478,10 @@ class MainWindow(QMainWindow):
         idx = self.tree.indexAt(pos)
         if self.session is None or not idx.isValid():
             return
+        self.tree_menu(idx).popup(self.tree.viewport().mapToGlobal(pos))
+
+    def tree_menu(self, idx) -> QMenu:
+        """The context menu of the (proxy) index `idx`; every action edits the core inventory."""
         name = self.proxy.mapToSource(idx).data(NameRole)
         inv = self.session.inventory
         info = inv[name]
@@ -494,7 +498,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         menu.addAction("Expand subtree", lambda: self.tree.expandRecursively(idx))
         menu.addAction("Collapse subtree", lambda: self.tree.collapse(idx))
-        menu.popup(self.tree.viewport().mapToGlobal(pos))
+        return menu
 
     def _on_export_plot(self, plot, title: str) -> None:
         path, _ = QFileDialog.getSaveFileName(self, f"Export {title} plot", f"{title.replace(' ', '-')}.png", "PNG (*.png)")

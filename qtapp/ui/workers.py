@@ -15,7 +15,7 @@ import logging
 import traceback
 from typing import Callable
 
-from PySide6.QtCore import QMetaObject, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QMetaObject, QObject, Qt, QThread, Signal, Slot
 
 from ..core.errors import Cancelled
 from ..core.progress import CancelToken, Job
@@ -64,6 +64,7 @@ class JobRunner(QObject):
         self._thread: QThread | None = None
         self._worker: JobWorker | None = None
         self._callbacks: dict = {}
+        self._closed = False
         self.name = ""
 
     @property
@@ -79,8 +80,8 @@ class JobRunner(QObject):
 
     def start(self, name: str, make_job: Callable[[CancelToken], Job], *, on_progress=None, on_result=None,
               on_error=None, on_cancel=None, on_finished=None) -> bool:
-        if self.busy:
-            log.warning("refused to start %s while %s runs", name, self.name)
+        if self.busy or self._closed:
+            log.warning("refused to start %s while %s", name, f"{self.name} runs" if self.busy else "closing")
             return False
         self.name = name
         self._callbacks = {"progress": on_progress, "result": on_result, "error": on_error,
@@ -105,12 +106,14 @@ class JobRunner(QObject):
 
     def shutdown(self, ms: int = 60000) -> bool:
         """Cancel the running job and stop the worker thread (on close). True if it stopped in time."""
+        self._closed = True
         self.cancel()
         if self._thread is None:
             return True
         self._thread.quit()  # runs after the current job returns to the thread's event loop
         stopped = self._thread.wait(ms)
         self._thread = None
+        QCoreApplication.sendPostedEvents(self)  # deliver the job's last (queued) signals now
         return stopped
 
     def _call(self, key: str, *args) -> None:

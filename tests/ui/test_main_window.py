@@ -227,3 +227,93 @@ def test_method_change_rebuilds_the_tree_off_the_gui_thread(qtbot, window, open_
     assert set(session.inventory.heads) == {"fc1", "fc2"}
     assert window.tree_model.flags(window.tree_model.index_of("block1.0", COL_QUANT)) == Qt.ItemFlag.ItemIsSelectable
     assert window.settings_panel.dtype.isEnabled()
+
+
+def _menu_action(menu, prefix):
+    return next(a for a in menu.actions() if a.text().startswith(prefix))
+
+
+def test_filter_and_context_menu(qtbot, window, open_and_wait):
+    session = open_and_wait(qtbot, window, "demo")
+    window.filter_edit.setText("batchnorm")
+    visible = []
+
+    def walk(parent):
+        for r in range(window.proxy.rowCount(parent)):
+            idx = window.proxy.index(r, 0, parent)
+            visible.append(idx.data(NameRole))
+            walk(idx)
+
+    walk(QModelIndex())
+    assert {n for n in visible if n and n.count(".")} == {"block1.1", "block2.1", "block3.1"}
+    window.filter_edit.clear()
+    # context menu actions edit the core inventory
+    block2 = window.proxy.mapFromSource(window.tree_model.index_of("block2", COL_NAME))
+    _menu_action(window.tree_menu(block2), "Keep this subtree float").trigger()
+    assert session.inventory.float_layers == ["block2.0"]
+    _menu_action(window.tree_menu(block2), "Quantize this subtree").trigger()
+    assert session.inventory.float_layers == []
+    fc1 = window.proxy.mapFromSource(window.tree_model.index_of("fc1", COL_NAME))
+    action = _menu_action(window.tree_menu(fc1), "Keep every Linear float")
+    assert action.text().endswith("(2)")
+    action.trigger()
+    assert session.recipe.float_layers == ["fc1", "fc2"]
+    pool = window.proxy.mapFromSource(window.tree_model.index_of("pool", COL_NAME))
+    assert not _menu_action(window.tree_menu(pool), "Keep this subtree float").isEnabled()
+
+
+def test_drop_a_recipe_file_opens_it(qtbot, window, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    from qtapp.core.recipe import QuantRecipe
+
+    path = tmp_path / "r.json"
+    QuantRecipe("demo", engine="qnnpack", float_layers=["fc2"]).save(path)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.session_changed, timeout=30000):
+        window.dropEvent(event)
+    assert window.session.recipe.engine == "qnnpack" and window.session.inventory.float_layers == ["fc2"]
+    assert "slower than float" in window.settings_panel.engine_note.text()
+
+
+def test_second_job_is_refused_and_close_during_run_stops_cleanly(qtbot, settings_dir, open_and_wait):
+    from qtapp.ui.app import make_settings
+    from qtapp.ui.main_window import MainWindow
+
+    win = MainWindow(make_settings())
+    win.show()
+    session = open_and_wait(qtbot, win, "torchvision:resnet18")
+    session.update_recipe(observer="minmax", calibration=type(session.recipe.calibration)(
+        source="random", batches=50, batch_size=4))
+    win.run_quantize()
+    qtbot.waitUntil(lambda: win.progress.value() >= 1, timeout=60000)
+    assert not win.run_button.isEnabled()
+    assert win.runner.start("second", lambda cancel: iter(())) is False
+    win.close()  # cancels at the next batch and waits for the worker thread
+    assert win.runner._thread is None and not win.runner.busy
+    assert session.calibrated is None
+    win.deleteLater()
+
+
+def test_resnet18_toggle_updates_errors_within_seconds(qtbot, window, open_and_wait):
+    session = open_and_wait(qtbot, window, "torchvision:resnet18")
+    session.update_recipe(observer="minmax", calibration=type(session.recipe.calibration)(
+        source="random", batches=2, batch_size=4), evaluation=type(session.recipe.evaluation)(
+        source="random", batches=2, batch_size=8))
+    with qtbot.waitSignal(window.result_applied, timeout=120000):
+        window.run_quantize()
+    calibrated = session.calibrated
+    start = time.perf_counter()
+    with qtbot.waitSignal(window.result_applied, timeout=60000):
+        session.inventory.set_float("layer4.1.bn2")  # a fused member: acts on layer4.1.conv2
+    elapsed = time.perf_counter() - start
+    assert session.calibrated is calibrated
+    layer = {l.name: l for l in session.result.layers}["layer4.1.conv2"]
+    assert not layer.quantized
+    assert window.layer_plot.bar_names()[window.layer_plot.bar_names().index("layer4.1.conv2")] == "layer4.1.conv2"
+    print(f"resnet18 reconvert + compare after a toggle: {elapsed:.2f} s")
+    assert elapsed < 30  # generous bound for a loaded CI machine; a few seconds when idle
