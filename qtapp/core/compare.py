@@ -55,7 +55,10 @@ class OutputMetrics:
                                               "accuracy_float", "accuracy_quantized", "samples")}
 
 
-def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = None) -> Job[OutputMetrics]:
+def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = None,
+                    float_cache: list | None = None) -> Job[OutputMetrics]:
+    """`float_cache`, when given, holds the float model's output per batch: filled on the first
+    comparison over `data`, reused by later ones (a reconversion only re-runs the int8 model)."""
     import torch
 
     stage = Stage("evaluate", len(data), cancel)
@@ -67,7 +70,12 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
     yield stage.step(0, "comparing outputs")
     with torch.no_grad(), quiet_ao():
         for i, (x, y) in enumerate(data):
-            ref = first_tensor(float_model(x)).float()
+            if float_cache is not None and i < len(float_cache):
+                ref = float_cache[i]
+            else:
+                ref = first_tensor(float_model(x)).float()
+                if float_cache is not None:
+                    float_cache.append(ref)
             q = first_tensor(q_model(x)).float()
             if ref.shape != q.shape:
                 raise RuntimeError(f"quantized output shape {tuple(q.shape)} differs from float {tuple(ref.shape)}")

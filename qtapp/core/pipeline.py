@@ -18,6 +18,7 @@ def run_recipe(recipe: QuantRecipe, out_dir: Path, formats, trust: bool = False,
     out_dir = Path(out_dir)
     recipe.resolve_paths(Path.cwd())
     session = yield from QuantSession.open(recipe, trust)
+    session.check_export_formats(formats)
     out_dir.mkdir(parents=True, exist_ok=True)
     session.recipe.save(out_dir / "recipe.json")  # written first: a failed run can be re-run as is
     yield from session.quantize(cancel)

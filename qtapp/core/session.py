@@ -49,6 +49,7 @@ class QuantSession:
         self.result: QuantResult | None = None
         self.calib_source: DataSource | None = None
         self.eval_source: DataSource | None = None
+        self._float_side = None  # (evaluation key, float outputs per batch, fused float reference)
         self.notes: list[str] = list(loaded.notes)
         self.inventory = self._build_inventory()
         self.notes += self.inventory.set_float_layers(recipe.float_layers)
@@ -99,6 +100,10 @@ class QuantSession:
         if any(k in _CALIBRATION_KEYS for k in changes):
             self.calibrated = None
 
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
     def rebuilds_inventory(self, old_mode: str, old_method: str) -> bool:
         return (self.mode, self.recipe.method) != (old_mode, old_method)
 
@@ -121,6 +126,9 @@ class QuantSession:
             ev = replace(ev, batches=-(-len(demo.load_split("eval")[1]) // ev.batch_size))  # all of it
         elif ev.source == "auto":
             ev = replace(ev, source=self.recipe.calibration.source, preprocess=self.recipe.calibration.preprocess)
+            if ev.source not in ("random", "auto"):
+                self._note("evaluated on the calibration data (no separate evaluation source given): "
+                           "not a held-out measurement; pass --eval with other samples")
         return self._source(ev, "eval", seed=1)
 
     # -- jobs --------------------------------------------------------------------------------------------
@@ -149,8 +157,12 @@ class QuantSession:
         float_layers = self.inventory.float_layers
         qmodel = self.calibrated.convert(float_layers)
         self.eval_source = evaluation = self.open_evaluation()
-        output = yield from compare_outputs(self.loaded.module, qmodel, evaluation, cancel)
-        reference = self.calibrated.backend.reference(self.loaded.module)
+        # The float side of the comparison does not change between reconversions: cache it.
+        key = (evaluation.description, evaluation.n_batches, evaluation.samples, self.mode)
+        if self._float_side is None or self._float_side[0] != key:
+            self._float_side = (key, [], self.calibrated.backend.reference(self.loaded.module))
+        _, float_outputs, reference = self._float_side
+        output = yield from compare_outputs(self.loaded.module, qmodel, evaluation, cancel, float_outputs)
         layers = yield from compare_layers(reference, qmodel, self.inventory.heads, evaluation,
                                            per_layer_batches, cancel)
         self.result = QuantResult(float_layers, output, layers, qmodel)
@@ -166,7 +178,14 @@ class QuantSession:
         result.latency = yield from measure_latency(self.loaded.module, result.quantized_model, example, cancel=cancel)
         return result
 
+    def check_export_formats(self, formats) -> None:
+        """Refuse up front what cannot be exported, before any long work."""
+        if "onnx" in formats and self.recipe.method == "dynamic":
+            raise UsageError("ONNX export of dynamically quantized models is not supported by torch.onnx "
+                             "(quantized::linear_dynamic has no ONNX form): export pt/ptl, or use the static method")
+
     def export(self, out_dir: Path, formats, cancel: CancelToken | None = None) -> Job[list[ExportResult]]:
+        self.check_export_formats(formats)
         result = self._need_result()
         example = self.input_spec.example(batch=1)
         if result.scripted is None:

@@ -22,7 +22,9 @@ class LogPanel(QPlainTextEdit):
         self.handler = logging.Handler()
         self.handler.emit = lambda record: self._bridge.line.emit(self.handler.format(record))
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        logger = logging.getLogger("qtapp")
-        logger.addHandler(self.handler)
-        logger.setLevel(logging.INFO)
-        self.destroyed.connect(lambda: logger.removeHandler(self.handler))
+        logging.getLogger("qtapp").addHandler(self.handler)
+        logging.getLogger("qtapp").setLevel(logging.INFO)
+
+    def detach(self) -> None:
+        """Stop receiving log records (the window calls this when it closes)."""
+        logging.getLogger("qtapp").removeHandler(self.handler)

@@ -51,7 +51,7 @@ class LayerFilter(QSortFilterProxyModel):
 
 class MainWindow(QMainWindow):
     session_changed = Signal()
-    result_applied = Signal()
+    result_applied = Signal()  # a new quantization result is on screen (size/latency follow)
     job_failed = Signal(str)
 
     def __init__(self, settings: QSettings, parent=None) -> None:
@@ -329,6 +329,7 @@ class MainWindow(QMainWindow):
     def _on_quantized(self, _result) -> None:
         self._measure_next = True
         self._show_result()
+        self.result_applied.emit()
         self.statusBar().showMessage("Quantized; measuring size and latency…")
 
     def _after_quantize(self) -> None:
@@ -403,8 +404,6 @@ class MainWindow(QMainWindow):
         self.summary.show_result(session, measuring=self._measuring)
         self._on_tree_current_changed(self.tree.currentIndex(), None)
         self._update_actions()
-        if result is not None:
-            self.result_applied.emit()
 
     def _on_inventory_changed(self, heads) -> None:
         session = self.session
@@ -604,6 +603,7 @@ class MainWindow(QMainWindow):
             log.info("closing during %s: cancelling", self.runner.name)
         self.runner.shutdown()
         self._save_settings()
+        self.log_panel.detach()
         super().closeEvent(event)
 
 

@@ -1,9 +1,11 @@
 """The one place that starts threads: core jobs (generators) run on one long-lived QThread.
 
-The worker never touches widgets: it emits `progress` per yielded record and `returned` with the
-job's result, or `errored` with the exception and its traceback, then `finished`. The runner's slots
-live on the GUI thread, so those signals arrive there (queued) and callbacks run on the GUI thread.
-Cancellation goes through the core's CancelToken; the job stops at its next yield.
+The worker never touches widgets. It queues each progress record, then the job's result (or its
+error with the traceback, or its cancellation), then "finished", and announces each with a bare
+signal; the runner lives on the GUI thread, drains the queue there, and calls its callbacks there.
+No Python object travels inside a cross-thread signal, and no QObject is created or destroyed
+per job: one executor lives on the worker thread until shutdown (deleting a QObject that lives
+on a running thread from the GUI thread, e.g. by garbage collection, crashes Qt).
 
 All jobs share ONE thread: torch's OpenMP pool belongs to the thread that calls into it, so a
 fresh thread per job would build (and leave spinning) a new pool every time.
@@ -12,10 +14,11 @@ fresh thread per job would build (and leave spinning) a new pool every time.
 from __future__ import annotations
 
 import logging
+import queue
 import traceback
 from typing import Callable
 
-from PySide6.QtCore import QCoreApplication, QMetaObject, QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
 from ..core.errors import Cancelled
 from ..core.progress import CancelToken, Job
@@ -23,60 +26,69 @@ from ..core.progress import CancelToken, Job
 log = logging.getLogger("qtapp.ui")
 
 
-class JobWorker(QObject):
-    progress = Signal(object)  # qtapp.core.progress.Progress
-    returned = Signal(object)
-    errored = Signal(object, str)  # exception, formatted traceback
-    cancelled = Signal()
-    finished = Signal()
+class _Executor(QObject):
+    """Lives on the worker thread; runs the jobs put in its inbox, one per `run_next`."""
 
-    def __init__(self, make_job: Callable[[CancelToken], Job], cancel: CancelToken) -> None:
+    posted = Signal()
+
+    def __init__(self) -> None:
         super().__init__()
-        self._make_job, self.cancel_token = make_job, cancel
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def _post(self, kind: str, *payload) -> None:
+        self.outbox.put((kind, payload))
+        self.posted.emit()
 
     @Slot()
-    def run(self) -> None:
+    def run_next(self) -> None:
+        make_job, cancel = self.inbox.get()
         try:
-            job = self._make_job(self.cancel_token)
+            job = make_job(cancel)
             while True:
                 try:
                     p = next(job)
                 except StopIteration as stop:
-                    self.returned.emit(stop.value)
+                    self._post("result", stop.value)
                     break
-                self.progress.emit(p)
+                self._post("progress", p)
         except Cancelled:
-            self.cancelled.emit()
+            self._post("cancel")
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the GUI thread
-            self.errored.emit(exc, traceback.format_exc())
+            self._post("error", exc, traceback.format_exc())
         finally:
-            self.finished.emit()
+            self._post("finished")
 
 
 class JobRunner(QObject):
     """Runs one job at a time on its worker thread; `start()` refuses a second job while one runs."""
 
     busy_changed = Signal(bool)
-    progressed = Signal(object)
+    _run_requested = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._thread: QThread | None = None
-        self._worker: JobWorker | None = None
+        self._executor: _Executor | None = None
+        self._cancel: CancelToken | None = None
         self._callbacks: dict = {}
         self._closed = False
         self.name = ""
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None
+        return self._cancel is not None
 
-    def _ensure_thread(self) -> QThread:
+    def _ensure_thread(self) -> _Executor:
         if self._thread is None:
             self._thread = QThread()
             self._thread.setObjectName("qtapp-worker")
+            self._executor = _Executor()
+            self._executor.moveToThread(self._thread)
+            self._executor.posted.connect(self._on_posted)
+            self._run_requested.connect(self._executor.run_next)  # queued: executor is on the thread
             self._thread.start()
-        return self._thread
+        return self._executor
 
     def start(self, name: str, make_job: Callable[[CancelToken], Job], *, on_progress=None, on_result=None,
               on_error=None, on_cancel=None, on_finished=None) -> bool:
@@ -86,23 +98,17 @@ class JobRunner(QObject):
         self.name = name
         self._callbacks = {"progress": on_progress, "result": on_result, "error": on_error,
                            "cancel": on_cancel, "finished": on_finished}
-        worker = JobWorker(make_job, CancelToken())
-        worker.moveToThread(self._ensure_thread())
-        worker.progress.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.cancelled.connect(self._on_cancelled)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
+        self._cancel = CancelToken()
+        self._ensure_thread().inbox.put((make_job, self._cancel))
         log.info("started %s", name)
         self.busy_changed.emit(True)
-        QMetaObject.invokeMethod(worker, "run", Qt.ConnectionType.QueuedConnection)
+        self._run_requested.emit()
         return True
 
     def cancel(self) -> None:
-        if self._worker is not None:
+        if self._cancel is not None:
             log.info("cancelling %s", self.name)
-            self._worker.cancel_token.cancel()
+            self._cancel.cancel()
 
     def shutdown(self, ms: int = 60000) -> bool:
         """Cancel the running job and stop the worker thread (on close). True if it stopped in time."""
@@ -112,8 +118,11 @@ class JobRunner(QObject):
             return True
         self._thread.quit()  # runs after the current job returns to the thread's event loop
         stopped = self._thread.wait(ms)
-        self._thread = None
-        QCoreApplication.sendPostedEvents(self)  # deliver the job's last (queued) signals now
+        self._on_posted()  # deliver the job's last records now
+        QCoreApplication.sendPostedEvents(self)
+        if stopped:  # the thread has ended: its objects can be released from here
+            self._executor = None
+            self._thread = None
         return stopped
 
     def _call(self, key: str, *args) -> None:
@@ -121,30 +130,30 @@ class JobRunner(QObject):
         if callback is not None:
             callback(*args)
 
-    @Slot(object)
-    def _on_progress(self, p) -> None:
-        self._call("progress", p)
-        self.progressed.emit(p)
-
-    @Slot(object)
-    def _on_returned(self, value) -> None:
-        self._call("result", value)
-
-    @Slot(object, str)
-    def _on_errored(self, exc, details: str) -> None:
-        log.error("%s failed: %s\n%s", self.name, exc, details)
-        self._call("error", exc, details)
-
     @Slot()
-    def _on_cancelled(self) -> None:
-        log.info("%s cancelled", self.name)
-        self._call("cancel")
+    def _on_posted(self) -> None:
+        executor = self._executor
+        while executor is not None and self._cancel is not None:
+            try:
+                kind, payload = executor.outbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "progress":
+                self._call("progress", *payload)
+            elif kind == "error":
+                log.error("%s failed: %s\n%s", self.name, payload[0], payload[1])
+                self._call("error", *payload)
+            elif kind == "cancel":
+                log.info("%s cancelled", self.name)
+                self._call("cancel")
+            elif kind == "result":
+                self._call("result", *payload)
+            else:
+                self._on_finished()
+                return
 
-    @Slot()
     def _on_finished(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.deleteLater()
+        self._cancel = None
         log.info("finished %s", self.name)
         callbacks, self._callbacks = self._callbacks, {}
         self.busy_changed.emit(False)

@@ -33,9 +33,15 @@ def window(qtbot, settings_dir):
     yield win
     win.close()  # cancels a running job and stops the worker thread
     assert win.runner._thread is None
+    _delete_now(win)
     leaked = [w for w in QApplication.topLevelWidgets() if w not in before and w.isVisible() and w is not win
               and w.objectName() not in ("errorDialog", "trustDialog")]
     assert not leaked, f"windows left open: {leaked}"
+
+
+@pytest.fixture
+def delete_now():
+    return _delete_now
 
 
 @pytest.fixture
@@ -63,3 +69,14 @@ def _quantize_and_wait(qtbot, window, timeout=120000):
         qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.runner.busy and not window._measuring, timeout=timeout)
     return window.session.result
+
+
+def _delete_now(widget):
+    """Delete a closed window's C++ side now and collect its Python wrappers at a known point."""
+    import gc
+
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    widget.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()

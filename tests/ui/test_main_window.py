@@ -280,7 +280,7 @@ def test_drop_a_recipe_file_opens_it(qtbot, window, tmp_path):
     assert "slower than float" in window.settings_panel.engine_note.text()
 
 
-def test_second_job_is_refused_and_close_during_run_stops_cleanly(qtbot, settings_dir, open_and_wait):
+def test_second_job_is_refused_and_close_during_run_stops_cleanly(qtbot, settings_dir, open_and_wait, delete_now):
     from qtapp.ui.app import make_settings
     from qtapp.ui.main_window import MainWindow
 
@@ -296,7 +296,7 @@ def test_second_job_is_refused_and_close_during_run_stops_cleanly(qtbot, setting
     win.close()  # cancels at the next batch and waits for the worker thread
     assert win.runner._thread is None and not win.runner.busy
     assert session.calibrated is None
-    win.deleteLater()
+    delete_now(win)
 
 
 def test_resnet18_toggle_updates_errors_within_seconds(qtbot, window, open_and_wait):
