@@ -41,12 +41,27 @@ def torchscript_bytes(scripted) -> int:
     return buf.tell()
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds used by the whole machine, by this process) so far; None off Linux."""
+    import os
+
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+    t = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system
+
+
 @dataclass
 class Latency:
     float_ms: float
     quantized_ms: float
     runs: int
     threads: int
+    other_load: float | None = None  # CPU cores other processes kept busy while this measured
 
     @property
     def speedup(self) -> float:
@@ -67,6 +82,7 @@ def measure_latency(float_model, q_model, example: tuple, warmup: int = 5, min_r
             float_model(*example)
             q_model(*example)
         start = time.perf_counter()
+        cpu_before = _cpu_seconds()
         for i in range(max_runs):
             for key, model in (("f", float_model), ("q", q_model)):
                 t0 = time.perf_counter()
@@ -75,4 +91,10 @@ def measure_latency(float_model, q_model, example: tuple, warmup: int = 5, min_r
             yield stage.step(i + 1, f"{i + 1} runs")
             if i + 1 >= min_runs and time.perf_counter() - start > budget_s:
                 break
-    return Latency(statistics.median(times["f"]), statistics.median(times["q"]), len(times["f"]), threads)
+    other_load = None
+    cpu_after = _cpu_seconds()
+    if cpu_before is not None and cpu_after is not None:
+        wall = time.perf_counter() - start
+        other_load = max(0.0, ((cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1])) / wall)
+    return Latency(statistics.median(times["f"]), statistics.median(times["q"]), len(times["f"]), threads,
+                   other_load)

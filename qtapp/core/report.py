@@ -32,6 +32,7 @@ def build_report(session, exports=()) -> dict:
         notes.append("qnnpack targets Arm CPUs; its latency measured on this x86 machine says nothing about "
                      "a phone (on x86 it is typically slower than float)")
     stats = session.calibrated.stats if session.calibrated else {}
+    lat = result.latency if result else None
     if stats.get("distilled"):
         notes.append("QAT data had no labels: fine-tuned by distillation from the float model's outputs")
     if result is not None:
@@ -42,9 +43,11 @@ def build_report(session, exports=()) -> dict:
                              f"({layer.type}): the backend has no int8 pattern for it here")
         if result.script_note and result.script_note != "scripted":
             notes.append(f"TorchScript: {result.script_note}")
+    if lat is not None and lat.other_load is not None and lat.other_load > 0.3:
+        notes.append(f"other processes kept {lat.other_load:.1f} CPU cores busy while latency was measured: "
+                     "the latency figures are inflated; measure again on a quiet machine")
     for e in exports:
         notes += [f"{e.format}: {n}" for n in e.notes]
-    lat = result.latency if result else None
     report = {
         "schema_version": SCHEMA_VERSION,
         "qtapp_version": __version__,
@@ -61,7 +64,8 @@ def build_report(session, exports=()) -> dict:
         "size_bytes": {"float": result.size_float if result else None,
                        "quantized": result.size_quantized if result else None},
         "latency_ms": {"float": lat.float_ms if lat else None, "quantized": lat.quantized_ms if lat else None,
-                       "batch": 1, "threads": lat.threads if lat else None, "runs": lat.runs if lat else None},
+                       "batch": 1, "threads": lat.threads if lat else None, "runs": lat.runs if lat else None,
+                       "other_load_cores": round(lat.other_load, 2) if lat and lat.other_load is not None else None},
         "output": result.output.to_json() if result else None,
         "layers": [layer.to_json() for layer in result.layers] if result else [],
         "exports": [e.to_json() for e in exports],
