@@ -94,9 +94,13 @@ class FxStaticBackend:
 
         recipe = calibrated.recipe
         set_engine(recipe.engine)
+        # Given a mapping, convert_fx deep-copies the model once more and re-checks every qconfig
+        # (~+40% on resnet18); when the float set is the one prepared with, prepare's own mapping
+        # already says the same thing, so pass none.
+        mapping = None if set(float_heads) == set(calibrated.float_at_prepare) else \
+            fx_mapping(recipe, sorted(float_heads), qat=self.name == "qat")
         with quiet_ao():
-            return convert_fx(copy.deepcopy(calibrated.prepared),
-                              qconfig_mapping=fx_mapping(recipe, sorted(float_heads), qat=self.name == "qat"))
+            return convert_fx(copy.deepcopy(calibrated.prepared), qconfig_mapping=mapping)
 
     def reference(self, model):
         from torch.ao.quantization.quantize_fx import fuse_fx

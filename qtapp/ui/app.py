@@ -95,8 +95,12 @@ class ScreenshotDriver:
             if layer:
                 window.select_layer(layer)
         app.processEvents()
-        window.grab().save(self.args.screenshot)
+        if not window.grab().save(self.args.screenshot):
+            print(f"could not write {self.args.screenshot}", file=sys.stderr)
+            window.close()
+            return 1
         print(f"saved {self.args.screenshot}")
+        window.close()  # stops the worker thread before the application goes away
         if self.failed:
             print(f"error shown in the window: {self.failed}", file=sys.stderr)
             return 1

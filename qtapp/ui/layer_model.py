@@ -12,8 +12,9 @@ from PySide6.QtGui import QBrush, QColor, QFont
 
 from ..core.inventory import LayerInventory, LayerInfo
 
-COLUMNS = ("Layer", "Type", "Params", "Output", "Quantize", "SQNR (dB)", "Fusion")
-COL_NAME, COL_TYPE, COL_PARAMS, COL_OUTPUT, COL_QUANT, COL_SQNR, COL_FUSION = range(len(COLUMNS))
+# The toggle and the error sit next to the name: they are what a user scans the tree for.
+COLUMNS = ("Layer", "Int8", "SQNR (dB)", "Type", "Params", "Output", "Fusion")
+COL_NAME, COL_QUANT, COL_SQNR, COL_TYPE, COL_PARAMS, COL_OUTPUT, COL_FUSION = range(len(COLUMNS))
 NameRole = Qt.ItemDataRole.UserRole + 1
 
 
@@ -172,6 +173,9 @@ class QtLayerTreeModel(QAbstractItemModel):
             return info.output_shape or ""
         if col == COL_SQNR:
             res = self._results.get(info.name)
+            if res is None and info.children:  # a container: its worst quantized layer
+                worst = self._worst_under(info.name)
+                return f"min {worst:.1f}" if worst is not None else ""
             if res is None:
                 return ""
             if res.sqnr_db is None:
@@ -183,6 +187,12 @@ class QtLayerTreeModel(QAbstractItemModel):
             if info.group_head and info.group_head != info.name:
                 return f"→ {info.group_head}"
         return None
+
+    def _worst_under(self, name: str) -> float | None:
+        prefix = f"{name}." if name else ""
+        values = [r.sqnr_db for n, r in self._results.items()
+                  if n.startswith(prefix) and r.quantized and r.sqnr_db is not None]
+        return min(values) if values else None
 
     def _tooltip(self, info: LayerInfo) -> str:
         lines = [info.name or "(model)", f"{info.type}, {info.params:,} parameters, {info.bytes / 1024:.1f} KiB"]

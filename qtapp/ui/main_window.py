@@ -285,7 +285,7 @@ class MainWindow(QMainWindow):
         session.inventory.subscribe(self._on_inventory_changed)
         self.tree_hint.setVisible(False)
         self.tree.expandToDepth(1)
-        for col, width in enumerate((170, 110, 80, 86, 64, 76, 130)):
+        for col, width in enumerate((190, 44, 78, 110, 80, 96, 130)):
             self.tree.setColumnWidth(col, width)
         self.settings_panel.show_recipe(session.recipe)
         self._show_result()
