@@ -46,6 +46,7 @@ class OutputMetrics:
     accuracy_float: float | None
     accuracy_quantized: float | None
     samples: int
+    float_rms: float = 0.0  # root-mean-square of the float outputs: tells a dead (all ~0) output
     # Subsampled output values for plots (not in the JSON report).
     ref_values: object = field(default=None, repr=False)
     q_values: object = field(default=None, repr=False)
@@ -63,7 +64,7 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
 
     stage = Stage("evaluate", len(data), cancel)
     sig = noise = 0.0
-    cos_sum, max_err, n = 0.0, 0.0, 0
+    cos_sum, max_err, n, elems = 0.0, 0.0, 0, 0
     agree = correct_f = correct_q = 0
     classify, labelled = True, data.has_labels
     refs, qs = [], []
@@ -81,6 +82,7 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
                 raise RuntimeError(f"quantized output shape {tuple(q.shape)} differs from float {tuple(ref.shape)}")
             diff = ref - q
             sig += float((ref * ref).sum())
+            elems += ref.numel()
             noise += float((diff * diff).sum())
             max_err = max(max_err, float(diff.abs().max()))
             cos_sum += float(torch.nn.functional.cosine_similarity(ref.flatten(1), q.flatten(1), dim=1).sum())
@@ -103,7 +105,7 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
         agree / n if classify else None,
         correct_f / n if classify and labelled else None,
         correct_q / n if classify and labelled else None,
-        n, ref_all.numpy(), q_all.numpy())
+        n, math.sqrt(sig / max(elems, 1)), ref_all.numpy(), q_all.numpy())
 
 
 @dataclass

@@ -43,6 +43,14 @@ def build_report(session, exports=()) -> dict:
                              f"({layer.type}): the backend has no int8 pattern for it here")
         if result.script_note and result.script_note != "scripted":
             notes.append(f"TorchScript: {result.script_note}")
+    out = result.output if result else None
+    if out is not None and out.float_rms < 1e-4:
+        notes.append(f"the float model's outputs are almost zero (RMS {out.float_rms:.2g}): typical of randomly "
+                     "initialised weights, which collapse activations; error figures are meaningless here, "
+                     "load trained weights")
+    elif out is not None and out.cosine < 0.9:
+        notes.append(f"the quantized output barely follows the float one (cosine {out.cosine:.3f}): keep the "
+                     "worst layers float, calibrate on more representative data, or try QAT")
     if lat is not None and lat.other_load is not None and lat.other_load > 0.3:
         notes.append(f"other processes kept {lat.other_load:.1f} CPU cores busy while latency was measured: "
                      "the latency figures are inflated; measure again on a quiet machine")

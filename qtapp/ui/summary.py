@@ -67,6 +67,9 @@ class SummaryView(QLabel):
         calib = session.calib_source
         if calib is not None and not calib.representative and session.recipe.method != "dynamic":
             notes.append("Calibrated on random tensors: not representative of real inputs.")
+        if o.float_rms < 1e-4:
+            notes.append(f"Float outputs are almost zero (RMS {o.float_rms:.2g}), as with random weights: "
+                         "the error figures mean nothing; load trained weights.")
         if session.recipe.engine == "qnnpack":
             notes.append("qnnpack targets Arm: latency measured on x86 says nothing about a phone.")
         if result.float_layers:

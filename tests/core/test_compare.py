@@ -100,3 +100,19 @@ def test_weight_data_of_a_float16_dynamic_layer():
     data = weight_data(model[0], q[0])
     assert data.qscheme == "float16"
     assert abs(data.dequantized - data.float_weight).max() < 1e-3
+
+
+def test_float_rms_flags_a_dead_output():
+    import torch
+
+    from qtapp.core.compare import compare_outputs
+    from qtapp.core.data import DataSource
+    from qtapp.core.progress import drive
+
+    x = torch.ones(4, 3)
+    data = DataSource("ones", "tensor", True, 1, 4, False, lambda: iter([(x, None)]))
+    scale = lambda k: (lambda t: t[:, :2] * k)  # noqa: E731 - tiny stand-in models
+    live = drive(compare_outputs(scale(3.0), scale(3.0), data))
+    dead = drive(compare_outputs(scale(1e-9), scale(0.0), data))
+    assert abs(live.float_rms - 3.0) < 1e-6
+    assert dead.float_rms < 1e-4 and dead.cosine == 0.0
