@@ -290,3 +290,33 @@ def test_input_spec_parsing():
         InputSpec.parse("1,0,8")
     with pytest.raises(UsageError, match="'bfloat8'"):
         InputSpec.parse("1,8", dtype="bfloat8")
+
+
+def test_default_weights_download_shows_progress_and_lands_in_the_hub_cache(tmp_path, monkeypatch):
+    import torch
+
+    from qtapp.core.loading import _download_weights
+
+    source = tmp_path / "src" / "weights-abc123.pth"
+    source.parent.mkdir()
+    source.write_bytes(b"x" * (3 << 20))  # 3 MB: several 1 MB chunks
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    records = list(_download_weights(source.as_uri()))
+    target = tmp_path / "hub" / "checkpoints" / "weights-abc123.pth"
+    assert target.read_bytes() == source.read_bytes()
+    assert [r.done for r in records] == [1 << 20, 2 << 20, 3 << 20]
+    assert all(r.total == 3 << 20 and r.stage == "download weights" for r in records)
+    assert not list(target.parent.glob(".partial-*"))
+    assert list(_download_weights(source.as_uri())) == []  # cached: nothing to fetch
+
+
+def test_default_weights_without_network_says_what_to_do(tmp_path, monkeypatch):
+    import torch
+
+    from qtapp.core.errors import QtappError
+    from qtapp.core.loading import _download_weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(QtappError, match="--weights PATH") as info:
+        list(_download_weights((tmp_path / "missing.pth").as_uri()))
+    assert "could not download" in str(info.value)
