@@ -1,0 +1,183 @@
+"""The main window's file side: opening models and recipes (with the pickle consent), recent
+files, saving recipes, exporting, and drag and drop. A mixin of MainWindow, split out to keep each
+module readable; it uses the window's session, runner, settings and status bar."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from ..core.errors import UsageError
+from ..core.recipe import QuantRecipe
+from ..core.safe_pickle import PickleRefused
+from ..core.session import QuantSession
+from .dialogs import ExportDialog, FactoryDialog, TorchvisionDialog, trust_box
+
+log = logging.getLogger("qtapp.ui")
+MAX_RECENT = 10
+
+
+class FileActionsMixin:
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _remember(self, entry: str) -> None:
+        recent = [entry] + [r for r in self.recent_files() if r != entry]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self._rebuild_recent_menu()
+
+    def _rebuild_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for entry in self.recent_files():
+            action = self.recent_menu.addAction(entry)
+            action.triggered.connect(lambda _=False, e=entry: self.open_path_or_spec(e))
+        self.recent_menu.setEnabled(bool(self.recent_files()))
+
+    def open_path_or_spec(self, entry: str) -> None:
+        if entry.lower().endswith(".json"):
+            self.open_recipe(entry)
+        else:
+            self.open_spec(entry)
+
+    def open_spec(self, spec: str, weights: str | None = None, kwargs: dict | None = None,
+                  input_shape: str | None = None, trust: bool = False) -> None:
+        try:
+            recipe = QuantRecipe(model=spec, weights=weights, kwargs=kwargs or {}, input_shape=input_shape)
+        except UsageError as exc:
+            self._show_error("Cannot open model", exc)
+            return
+        self.open_recipe_object(recipe, trust=trust, remember=spec)
+
+    def open_recipe(self, path: str) -> None:
+        try:
+            recipe = QuantRecipe.load(path)
+        except UsageError as exc:
+            self._show_error("Cannot open recipe", exc)
+            return
+        self.open_recipe_object(recipe, remember=str(Path(path).resolve()))
+
+    def open_recipe_object(self, recipe: QuantRecipe, trust: bool = False, remember: str | None = None) -> None:
+        if not self._check_idle():
+            return
+        self.statusBar().showMessage(f"Opening {recipe.model}…")
+
+        def on_result(session: QuantSession) -> None:
+            self.set_session(session)
+            if remember:
+                self._remember(remember)
+
+        def on_error(exc, details) -> None:
+            if isinstance(exc, PickleRefused) and not trust:
+                if self.ask_trust(exc.path, exc.classes):
+                    log.warning("user agreed to execute code from %s", exc.path)
+                    self._after_job = lambda: self.open_recipe_object(recipe, trust=True, remember=remember)
+                return
+            self._show_error("Cannot open model", exc, details)
+
+        self._after_job = None
+        self._start("open", lambda cancel: QuantSession.open(recipe, trust), on_result, on_error,
+                    on_finished=self._run_after_job)
+
+    def ask_trust(self, path, classes) -> bool:
+        """Ask before loading a pickle that would execute code; nothing runs unless the user agrees."""
+        box = trust_box(self, path, classes)
+        return box.exec() != QMessageBox.StandardButton.Cancel
+
+    def _run_after_job(self) -> None:
+        action, self._after_job = getattr(self, "_after_job", None), None
+        if action is not None:
+            action()
+
+    def _on_open_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open model or recipe", "",
+                                              "Models and recipes (*.pt *.pth *.ptl *.json);;All files (*)")
+        if path:
+            self.open_path_or_spec(path)
+
+    def _on_open_torchvision(self) -> None:
+        dialog = TorchvisionDialog(self)
+        if dialog.exec():
+            spec, weights = dialog.spec()
+            self.open_spec(spec, weights=weights)
+
+    def _on_open_factory(self) -> None:
+        dialog = FactoryDialog(self)
+        if dialog.exec():
+            v = dialog.values()
+            self.open_spec(v["model"], v["weights"], v["kwargs"], v["input_shape"])
+
+    def _on_open_recipe(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open recipe", "", "Recipes (*.json)")
+        if path:
+            self.open_recipe(path)
+
+    def _on_save_recipe(self) -> None:
+        if self.session is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save recipe", "recipe.json", "Recipes (*.json)")
+        if path:
+            self.save_recipe(path)
+
+    def save_recipe(self, path: str) -> None:
+        self.session.recipe.resolve_paths(Path.cwd())
+        self.session.recipe.save(path)
+        self._remember(str(Path(path).resolve()))
+        self.statusBar().showMessage(f"Saved recipe {path}", 5000)
+
+    def open_export_dialog(self) -> ExportDialog | None:
+        if self.session is None or self.session.result is None:
+            self.statusBar().showMessage("Quantize first: there is nothing to export yet", 5000)
+            return None
+        dialog = ExportDialog(self, self.settings.value("export/folder", str(Path.cwd() / "export")))
+        dialog.export_button.clicked.connect(lambda: self.export_to(dialog))
+        self._export_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def export_to(self, dialog: ExportDialog) -> None:
+        from ..core.report import build_report, write_report
+
+        formats, folder, session = dialog.chosen_formats(), Path(dialog.folder.text()), self.session
+        if not formats or not dialog.folder.text().strip():
+            dialog.table.setVisible(False)
+            self.statusBar().showMessage("Choose a folder and at least one format", 5000)
+            return
+        if not self._check_idle():
+            return
+        self.settings.setValue("export/folder", str(folder))
+
+        def job(cancel):
+            results = yield from session.export(folder, formats, cancel)
+            session.recipe.save(folder / "recipe.json")
+            write_report(build_report(session, results), folder / "report.json")
+            return results
+
+        def on_progress_visible(busy):
+            dialog.progress.setVisible(busy)
+            dialog.export_button.setEnabled(not busy)
+
+        def on_progress(p):
+            self._on_job_progress(p)
+            dialog.progress.setRange(0, p.total)
+            dialog.progress.setValue(p.done)
+
+        def on_finished():
+            on_progress_visible(False)
+
+        on_progress_visible(True)
+        self.runner.start("export", job, on_progress=on_progress, on_result=dialog.show_results,
+                          on_error=lambda exc, details: self._show_error("Export failed", exc, details),
+                          on_finished=on_finished)
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and all(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls:
+            self.open_path_or_spec(urls[0].toLocalFile())
+            event.acceptProposedAction()
