@@ -167,8 +167,10 @@ def summary(report: dict, out: Path) -> str:
                      f"on {o['samples']} samples")
     lines.append(f"  size        {s['float'] / 1e6:.2f} MB -> {s['quantized'] / 1e6:.2f} MB "
                  f"({s['quantized'] / s['float']:.0%} of float, TorchScript)")
+    ratio = lat["float"] / lat["quantized"]
+    speed = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
     lines.append(f"  latency     {lat['float']:.2f} ms -> {lat['quantized']:.2f} ms "
-                 f"({lat['float'] / lat['quantized']:.2f}x, batch 1, {lat['threads']} threads, median of {lat['runs']})")
+                 f"({speed}, batch 1, {lat['threads']} threads, median of {lat['runs']})")
     worst = sorted((l for l in report["layers"] if l["quantized"] and l["sqnr_db"] is not None), key=lambda l: l["sqnr_db"])[:3]
     if worst:
         lines.append("  worst layers " + ", ".join(f"{l['name']} {l['sqnr_db']:.1f} dB" for l in worst))

@@ -450,15 +450,23 @@ class OutputErrorPlot(_PlotPanel):
         self._scatter.addItem(pg.ScatterPlotItem(ref, q, size=4, pen=None, brush=_translucent(FLOAT_COLOR, 90),
                                                  name=f"{self._points} output values"))
         sqnr = "" if metrics.sqnr_db is None else f", SQNR {metrics.sqnr_db:.1f} dB"
-        self._scatter.setTitle(f"Quantized vs float output{sqnr}", color=TEXT_COLOR, size="10pt")
+        self._scatter.setTitle(f"Outputs{sqnr}", color=TEXT_COLOR, size="10pt")
         err = q - ref
-        edges = _even_edges(float(err.min()), float(err.max()), int(np.clip(math.sqrt(err.size), 20, 80)))
+        # Bin the central 99.8%: a few outliers would otherwise squeeze the whole distribution into
+        # one bar. How many fell outside is said in the title.
+        lo_e, hi_e = (float(v) for v in np.percentile(err, [0.1, 99.9]))
+        if hi_e <= lo_e:
+            lo_e, hi_e = float(err.min()), float(err.max())
+        outside = int(((err < lo_e) | (err > hi_e)).sum())
+        edges = _even_edges(lo_e, hi_e, int(np.clip(math.sqrt(err.size), 20, 80)))
         self._error.plot(edges, np.histogram(err, edges)[0], stepMode="center", fillLevel=0,
                          fillBrush=_translucent(QUANT_COLOR, 90), pen=pg.mkPen(QUANT_COLOR, width=1.5))
         self._error.addItem(pg.InfiniteLine(0.0, pen=pg.mkPen("#5a5a5a", width=1, style=Qt.PenStyle.DashLine)),
                             ignoreBounds=True)
-        self._error.setTitle(f"Error: mean {err.mean():.3g}, std {err.std():.3g}, max |e| {np.abs(err).max():.3g}",
+        title = f"Error: std {err.std():.2g}, max {np.abs(err).max():.2g}"  # short: a title sets the min width
+        self._error.setTitle(title + (f", {outside} off-scale" if outside else ""),
                              color=TEXT_COLOR, size="10pt")
+        self.error_range = (lo_e, hi_e, outside)
         self._scatter.autoRange()
         self._error.autoRange()
         self._stack.setCurrentWidget(self._content)

@@ -47,7 +47,8 @@ class SummaryView(QLabel):
         pending = "measuring…" if measuring else "–"
         size_ratio = (f"{result.size_quantized / result.size_float:.0%} of float"
                       if result.size_float else pending)
-        speed = f"{lat.speedup:.2f}× faster" if lat else pending
+        speed = pending if not lat else (f"{lat.speedup:.2f}× faster" if lat.speedup >= 1
+                                         else f"{1 / lat.speedup:.2f}× slower")
         rows = [
             ("Size (TorchScript)", _mb(result.size_float) if result.size_float else pending,
              _mb(result.size_quantized) if result.size_quantized else pending, size_ratio),

@@ -305,3 +305,22 @@ def test_export_png_to_an_unwritable_path_raises(qtbot, tmp_path):
     plot = shown(qtbot, OutputErrorPlot())
     with pytest.raises(OSError, match="could not write"):
         plot.export_png(str(tmp_path / "missing-dir" / "x.png"))
+
+
+def test_error_histogram_keeps_outliers_off_scale_and_says_so(qtbot):
+    import numpy as np
+
+    from qtapp.core.compare import OutputMetrics
+    from qtapp.ui.plots import OutputErrorPlot
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=4000)
+    q = ref + rng.normal(scale=0.01, size=4000)
+    q[:3] += 50.0  # three saturated outputs
+    plot = OutputErrorPlot()
+    qtbot.addWidget(plot)
+    plot.set_metrics(OutputMetrics(30.0, 0.99, 50.0, None, None, None, 4000, 1.0, ref, q))
+    lo, hi, outside = plot.error_range
+    assert hi < 1.0 and lo > -1.0  # the binned range follows the bulk, not the 50.0 outliers
+    assert outside >= 3
+    assert "off-scale" in plot._error.titleLabel.text
