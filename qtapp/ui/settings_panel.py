@@ -96,7 +96,8 @@ class SettingsPanel(QWidget):
         self.epochs.valueChanged.connect(lambda v: self._emit_qat(epochs=v))
         self.lr.valueChanged.connect(lambda v: self._emit_qat(lr=v))
         self._recipe: QuantRecipe | None = None
-        self.setEnabled(False)
+        self.show_recipe(QuantRecipe(model="demo"))  # show the defaults until a model is open
+        self.show_recipe(None)
 
     @staticmethod
     def _combo(items) -> QComboBox:
@@ -115,7 +116,7 @@ class SettingsPanel(QWidget):
         self._recipe = recipe
         self.setEnabled(recipe is not None)
         if recipe is None:
-            return
+            return  # the widgets keep showing the last values, disabled
         self._updating = True
         try:
             self.method.setCurrentText(recipe.method)
