@@ -317,3 +317,21 @@ def test_resnet18_toggle_updates_errors_within_seconds(qtbot, window, open_and_w
     assert window.layer_plot.bar_names()[window.layer_plot.bar_names().index("layer4.1.conv2")] == "layer4.1.conv2"
     print(f"resnet18 reconvert + compare after a toggle: {elapsed:.2f} s")
     assert elapsed < 30  # generous bound for a loaded CI machine; a few seconds when idle
+
+
+def test_qat_and_dynamic_from_the_settings_panel(qtbot, window, open_and_wait, quantize_and_wait):
+    session = open_and_wait(qtbot, window, "demo")
+    window.settings_panel.method.setCurrentText("qat")
+    qtbot.waitUntil(lambda: session.recipe.method == "qat" and not window.runner.busy, timeout=30000)
+    assert window.settings_panel.qat_box.isEnabled()
+    window.settings_panel.epochs.setValue(1)
+    qtbot.waitUntil(lambda: session.recipe.qat.epochs == 1 and not window.runner.busy, timeout=10000)
+    result = quantize_and_wait(qtbot, window)
+    assert session.calibrated.stats["epoch_losses"] and len(session.calibrated.stats["epoch_losses"]) == 1
+    assert abs(result.output.accuracy_quantized - result.output.accuracy_float) <= 0.02
+    assert window.summary.figures["accuracy_quantized"] == result.output.accuracy_quantized
+    window.settings_panel.method.setCurrentText("dynamic")
+    qtbot.waitUntil(lambda: session.recipe.method == "dynamic" and not window.runner.busy, timeout=30000)
+    result = quantize_and_wait(qtbot, window)
+    assert [l.name for l in result.layers if l.quantized] == ["fc1", "fc2"]
+    assert window.layer_plot.bar_names() == ["fc1", "fc2"]
