@@ -361,6 +361,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
             else:
                 self.settings_panel.show_recipe(session.recipe)
             if session.result is not None and session.calibrated is None:
+                self.summary.show_result(session)  # marks the result as stale
                 self.statusBar().showMessage("Settings changed: run again to recalibrate", 5000)
 
         def on_error(exc, details) -> None:

@@ -65,6 +65,8 @@ class SummaryView(QLabel):
         if o.top1_agreement is not None:
             error.append(f"top-1 agreement {o.top1_agreement:.1%}")
         notes = []
+        if session.calibrated is None:
+            notes.append("Settings changed since this result: run again to recalibrate.")
         calib = session.calib_source
         if calib is not None and not calib.representative and session.recipe.method != "dynamic":
             notes.append("Calibrated on random tensors: not representative of real inputs.")

@@ -332,6 +332,7 @@ def test_qat_and_dynamic_from_the_settings_panel(qtbot, window, open_and_wait, q
     assert window.summary.figures["accuracy_quantized"] == result.output.accuracy_quantized
     window.settings_panel.method.setCurrentText("dynamic")
     qtbot.waitUntil(lambda: session.recipe.method == "dynamic" and not window.runner.busy, timeout=30000)
+    assert "run again" in window.summary.text()
     result = quantize_and_wait(qtbot, window)
     assert [l.name for l in result.layers if l.quantized] == ["fc1", "fc2"]
     assert window.layer_plot.bar_names() == ["fc1", "fc2"]
