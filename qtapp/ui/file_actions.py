@@ -87,7 +87,7 @@ class FileActionsMixin:
         return box.exec() != QMessageBox.StandardButton.Cancel
 
     def _run_after_job(self) -> None:
-        action, self._after_job = getattr(self, "_after_job", None), None
+        action, self._after_job = self._after_job, None
         if action is not None:
             action()
 
@@ -133,7 +133,6 @@ class FileActionsMixin:
             return None
         dialog = ExportDialog(self, self.settings.value("export/folder", str(Path.cwd() / "export")))
         dialog.export_button.clicked.connect(lambda: self.export_to(dialog))
-        self._export_dialog = dialog
         dialog.open()
         return dialog
 

@@ -7,7 +7,7 @@ whose tristate may have changed). After a run, the SQNR column shows each layer'
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
 from ..core.inventory import LayerInventory, LayerInfo
@@ -213,7 +213,3 @@ class QtLayerTreeModel(QAbstractItemModel):
         checked = Qt.CheckState(value) != Qt.CheckState.Unchecked
         self._inv.set_float(info.name, keep_float=not checked)  # change comes back as dataChanged
         return True
-
-    def name_at(self, index: QModelIndex | QPersistentModelIndex) -> str | None:
-        info = self._info(QModelIndex(index))
-        return info.name if info is not None else None

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGroupBox, QHBoxLayout,
                                QWidget)
 
 from ..core.session import QuantSession
-from .dialogs import ExportDialog, error_box
+from .dialogs import error_box
 from .file_actions import FileActionsMixin
 from .layer_model import COL_NAME, COL_TYPE, NameRole, QtLayerTreeModel
 from .log_panel import LogPanel
@@ -58,7 +58,8 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.runner.busy_changed.connect(self._on_runner_busy_changed)
         self._pending_requantize = False
         self._measuring = False
-        self._export_dialog: ExportDialog | None = None
+        self._measure_next = False  # the quantize job returned: measure once it has finished
+        self._after_job = None  # an action to run once the current job has finished (file_actions)
         self.setWindowTitle("Quantization Studio")
         self.setAcceptDrops(True)
         self._build_widgets()
@@ -246,11 +247,6 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self._start("quantize", lambda cancel: session.quantize(cancel), self._on_quantized,
                     on_finished=self._after_quantize)
 
-    def recalibrate(self) -> None:
-        if self.session is not None:
-            self.session.calibrated = None
-            self.run_quantize()
-
     def _on_quantized(self, _result) -> None:
         self._measure_next = True
         self._show_result()
@@ -260,7 +256,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
     def _after_quantize(self) -> None:
         if self._pending_requantize and self.session is not None and self.session.calibrated is not None:
             self.run_quantize()
-        elif getattr(self, "_measure_next", False):
+        elif self._measure_next:
             self._measure_next = False
             self._start_measure()
 
