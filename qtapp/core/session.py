@@ -157,8 +157,9 @@ class QuantSession:
         float_layers = self.inventory.float_layers
         qmodel = self.calibrated.convert(float_layers)
         self.eval_source = evaluation = self.open_evaluation()
-        # The float side of the comparison does not change between reconversions: cache it.
-        key = (evaluation.description, evaluation.n_batches, evaluation.samples, self.mode)
+        # The float side of the comparison does not change between reconversions: cache it, keyed
+        # by every setting that decides the evaluation inputs (evaluation "auto" follows calibration).
+        key = repr((self.recipe.evaluation, self.recipe.calibration, self.input_spec, self.mode))
         if self._float_side is None or self._float_side[0] != key:
             self._float_side = (key, [], self.calibrated.backend.reference(self.loaded.module))
         _, float_outputs, reference = self._float_side

@@ -151,3 +151,28 @@ def test_convert_refuses_layers_outside_the_inventory(demo_session):
     calibrated = drive(demo_session.calibrate())
     with pytest.raises(UsageError, match="not layers of this model's inventory: block1.1"):
         calibrated.convert(["block1.1"])
+
+
+def test_float_outputs_are_reused_only_for_the_same_evaluation_inputs(tmp_path):
+    """Reconversions reuse the float model's outputs; a change to what is evaluated must not."""
+    from dataclasses import replace
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(tmp_path / f"{i:02d}.png")
+    plain = DataSpec(source=str(tmp_path), batches=2, batch_size=8, preprocess={"mean": [0.0], "std": [1.0]})
+    session = drive(QuantSession.open(QuantRecipe("demo", observer="minmax", calibration=plain, evaluation=plain)))
+    first = drive(session.quantize())
+    session.inventory.set_float("fc2")
+    again = drive(session.quantize())  # same inputs: the cached float side is exact
+    assert np.array_equal(first.output.ref_values, again.output.ref_values)
+    # Same folder, same batching, different preprocessing: the float side must be recomputed.
+    session.update_recipe(evaluation=replace(plain, preprocess={"mean": [0.5], "std": [0.5]}))
+    changed = drive(session.quantize())
+    with torch.no_grad():
+        x = torch.cat([xb for xb, _ in session.open_evaluation()])
+        expected = session.loaded.module(x).flatten().numpy()
+    assert np.allclose(np.sort(changed.output.ref_values), np.sort(expected), atol=1e-5)
