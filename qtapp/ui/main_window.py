@@ -263,14 +263,14 @@ class MainWindow(FileActionsMixin, QMainWindow):
     def _start_measure(self) -> None:
         session = self.session
         self._measuring = True
-        self._show_result()
+        self.summary.show_result(session, measuring=True)  # only size and latency change: no replotting
 
         def done(_result):
             self.statusBar().showMessage("Quantized and measured", 5000)
 
         def finished():
             self._measuring = False
-            self._show_result()
+            self.summary.show_result(session)
             if self._pending_requantize:
                 self.run_quantize()
 
