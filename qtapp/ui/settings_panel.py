@@ -7,11 +7,13 @@ session by the main window. `show_recipe()` refreshes the widgets without emitti
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
+from ..core.data import TENSOR_SUFFIXES
 from ..core.recipe import DTYPES, ENGINES, METHODS, OBSERVERS, STATIC_MODES, QuantRecipe
 
 ENGINE_NOTES = {
@@ -126,8 +128,8 @@ class SettingsPanel(QWidget):
             self.per_channel.setChecked(recipe.per_channel)
             self.dtype.setCurrentText(recipe.dtype)
             src = recipe.calibration.source
-            key = src if src in ("auto", "demo", "random") else ("folder" if not src.endswith(
-                (".npy", ".npz", ".pt", ".pth")) else "file")
+            key = src if src in ("auto", "demo", "random") else (
+                "file" if Path(src).suffix.lower() in TENSOR_SUFFIXES else "folder")
             self.source.setCurrentIndex(self.source.findData(key))
             self.source_path.setText("" if key in ("auto", "demo", "random") else src)
             self.batches.setValue(recipe.calibration.batches)
