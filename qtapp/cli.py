@@ -194,7 +194,7 @@ def _cmd_quantize(args) -> int:
     out = Path(args.out)
     progress = TextProgress()
     try:
-        report = drive(run_recipe(recipe, out, formats, trust=args.trust), progress)
+        report = drive(run_recipe(recipe, out, formats, trust=args.trust, recipe_file=args.recipe), progress)
     finally:
         progress.close()
     print(json.dumps(report, indent=2) if args.json else summary(report, out))

@@ -1,13 +1,13 @@
 """Export to TorchScript (.pt), the lite interpreter (.ptl) and ONNX, each loaded back and checked.
 
-Files are written to a temporary name beside the destination and renamed into place, so a crash
-never leaves a half-written file; a destination that is one of the model's source files is refused.
+Each file is serialised in memory first and written by Python to a temporary name beside the
+destination, then renamed into place: a crash never leaves a half-written file, and a full disk is an
+`OSError` this module turns into one clear message (torch's own C++ writers abort the process on a
+short write). A destination that is one of the model's source files is refused.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +16,7 @@ from ._torchao_compat import quiet_ao
 from .compare import first_tensor, sqnr_db
 from .errors import QtappError, UsageError
 from .progress import CancelToken, Job, Stage
+from .resultset import write_bytes_atomic
 
 FORMATS = ("pt", "ptl", "onnx")
 
@@ -47,16 +48,15 @@ def check_destination(path: Path, protected: list[Path]) -> None:
         raise QtappError(f"refusing to write {path}: it is the model's own source file")
 
 
-def _atomic(path: Path, write) -> None:
-    """Call write(tmp_path) and move the result into place only if it succeeds."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _script_bytes(scripted) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    with quiet_ao():
+        torch.jit.save(scripted, buf)
+    return buf.getvalue()
 
 
 def export_model(model, scripted, example: tuple, formats, out_dir: Path, protected: list[Path],
@@ -92,7 +92,7 @@ def _compare(expected, got) -> float:
 def _export_pt(model, scripted, example, check, expected, path: Path) -> ExportResult:
     import torch
 
-    _atomic(path, lambda tmp: torch.jit.save(scripted, tmp))
+    write_bytes_atomic(path, _script_bytes(scripted))
     with quiet_ao():
         loaded = torch.jit.load(str(path))
         with torch.no_grad():
@@ -122,7 +122,8 @@ def _export_ptl(model, scripted, example, check, expected, path: Path) -> Export
     else:
         notes.append("optimize_for_mobile skipped: this torch build has no XNNPACK (typical of Linux x86 "
                      "wheels); the .ptl is the unoptimised TorchScript, still loadable by the lite interpreter")
-    _atomic(path, lambda tmp: mobile._save_for_lite_interpreter(tmp))
+    with quiet_ao():
+        write_bytes_atomic(path, mobile._save_to_buffer_for_lite_interpreter())
     with quiet_ao(), torch.no_grad():
         diff = _compare(expected, first_tensor(_load_for_lite_interpreter(str(path))(*check)))
     # optimize_for_mobile may reorder float arithmetic; an unoptimised .ptl must match exactly.
@@ -143,18 +144,19 @@ def _export_onnx(model, scripted, example, check, expected, path: Path) -> Expor
     names = [f"input{i}" if len(example) > 1 else "input" for i in range(len(example))]
     source = scripted if isinstance(model, torch.jit.ScriptModule) else model
 
-    def write(tmp):
+    import io
+
+    buf = io.BytesIO()
+    try:
         with quiet_ao(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            torch.onnx.export(source, example, tmp, dynamo=False, input_names=names, output_names=["output"],
+            torch.onnx.export(source, example, buf, dynamo=False, input_names=names, output_names=["output"],
                               dynamic_axes={n: {0: "batch"} for n in names} | {"output": {0: "batch"}})
-        onnx.checker.check_model(tmp)
-
-    try:
-        _atomic(path, write)
+        onnx.checker.check_model(onnx.load_from_string(buf.getvalue()))
     except Exception as exc:  # noqa: BLE001 - the exporter's many failure types all mean "no ONNX file"
         raise QtappError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+    write_bytes_atomic(path, buf.getvalue())
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {n: t.numpy() for n, t in zip(names, check)})[0])
     notes = ["onnx.checker passed; ran in onnxruntime"]

@@ -90,21 +90,6 @@ def test_parse_formats():
         export.parse_formats(" , ")
 
 
-def test_atomic_write_leaves_nothing_when_writing_fails(tmp_path):
-    target = tmp_path / "model.pt"
-
-    def failing(tmp):
-        with open(tmp, "wb") as f:
-            f.write(b"half a model")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        export._atomic(target, failing)
-    assert list(tmp_path.iterdir()) == []
-    export._atomic(target, lambda tmp: open(tmp, "wb").write(b"whole"))
-    assert target.read_bytes() == b"whole" and leftovers(tmp_path) == []
-
-
 @pytest.fixture
 def pickled_model_session(tmp_path):
     """A pickled model at tmp/model.pt (allowlisted classes), quantized dynamically."""
