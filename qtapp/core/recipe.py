@@ -8,7 +8,7 @@ checked against the model's layer inventory when the recipe is applied (see inve
 from __future__ import annotations
 
 import json
-import os
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -52,9 +52,26 @@ class DataSpec:
             unknown = set(self.preprocess) - {"size", "mean", "std"}
             if unknown:
                 raise UsageError(f"unknown preprocess keys {sorted(unknown)}: allowed are size, mean, std")
+            _check_preprocess_values(self.preprocess)
         elif self.preprocess not in ("auto", "imagenet", "none"):
             raise UsageError(f"unknown preprocess {self.preprocess!r}: use auto, imagenet, none or "
                              '{"size": [H, W], "mean": [...], "std": [...]}')
+
+
+def _check_preprocess_values(pre: dict) -> None:
+    size = pre.get("size")
+    if size is not None and (not isinstance(size, list) or len(size) != 2
+                             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size)):
+        raise UsageError(f"preprocess size must be [H, W], two positive integers, got {size!r}")
+    for key in ("mean", "std"):
+        values = pre.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise UsageError(f"preprocess {key} must be a list of numbers, one per input channel, got {values!r}")
+        if key == "std" and any(v == 0 for v in values):
+            raise UsageError(f"preprocess std must not contain 0 (it divides), got {values!r}")
 
 
 @dataclass
@@ -131,6 +148,9 @@ class QuantRecipe:
                 data[key] = sub(**data[key])
         if "model" not in data:
             raise UsageError("recipe has no 'model' key")
+        if "version" not in data:
+            raise UsageError(f"recipe has no 'version' key: this qtapp writes and reads version {RECIPE_VERSION} "
+                             f'(add "version": {RECIPE_VERSION} to a hand-written recipe)')
         recipe = cls(**data)
         if base_dir is not None:
             recipe.resolve_paths(base_dir)
@@ -162,16 +182,51 @@ class QuantRecipe:
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), self.to_json())
 
+    def check_applicable(self) -> None:
+        """Refuse settings that the chosen method would ignore (a recipe run must do what it says).
+        Not checked on every change: the window keeps a dynamic dtype while static is chosen."""
+        if self.method != "dynamic" and self.dtype != "qint8":
+            raise UsageError(f"dtype {self.dtype} applies to dynamic quantization only: {self.method} quantization "
+                             "makes int8 weights and activations. Use --method dynamic, or drop --dtype")
+
     @classmethod
     def load(cls, path: str | Path) -> "QuantRecipe":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UsageError(f"recipe file not found: {path}") from None
+            data = json.loads(_read_recipe_text(path))
         except json.JSONDecodeError as exc:
             raise UsageError(f"recipe {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data, base_dir=path.resolve().parent)
+        except RecursionError:
+            raise UsageError(f"recipe {path} is nested too deeply to be a recipe") from None
+        try:
+            return cls.from_dict(data, base_dir=path.resolve().parent)
+        except UsageError as exc:
+            raise UsageError(f"recipe {path}: {exc}") from None
+
+
+MAX_RECIPE_BYTES = 1 << 20
+
+
+def _read_recipe_text(path: Path) -> str:
+    import stat
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise UsageError(f"recipe file not found: {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read recipe {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"recipe {path} is not a regular file (a folder, FIFO or device): give a .json file")
+    if st.st_size > MAX_RECIPE_BYTES:
+        raise UsageError(f"recipe {path} is {st.st_size / 1e6:.1f} MB: a recipe is a small JSON file "
+                         f"(at most {MAX_RECIPE_BYTES >> 20} MB)")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"recipe {path} is not UTF-8 text (byte {exc.start}): is it a binary file? "
+                         "A recipe is the JSON file qtapp writes as recipe.json") from None
 
 
 def _refuse_unknown(where: str, data: dict, cls) -> None:
@@ -182,6 +237,6 @@ def _refuse_unknown(where: str, data: dict, cls) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from .resultset import write_bytes_atomic
+
+    write_bytes_atomic(Path(path), text.encode("utf-8"))

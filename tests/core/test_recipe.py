@@ -42,16 +42,16 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_defaults_fill_missing_keys():
-    recipe = QuantRecipe.from_dict({"model": "demo"})
+    recipe = QuantRecipe.from_dict({"version": 1, "model": "demo"})
     assert recipe == QuantRecipe(model="demo")
     assert (recipe.method, recipe.engine, recipe.calibration.batches) == ("static", "fbgemm", 8)
 
 
 @pytest.mark.parametrize("data, named", [
-    ({"model": "demo", "engin": "x86"}, "engin"),
-    ({"model": "demo", "calibration": {"batchez": 2}}, "batchez"),
-    ({"model": "demo", "qat": {"epochs": 1, "momentum": 0.9}}, "momentum"),
-    ({"model": "demo", "evaluation": {"source": "demo", "split": "test"}}, "split"),
+    ({"version": 1, "model": "demo", "engin": "x86"}, "engin"),
+    ({"version": 1, "model": "demo", "calibration": {"batchez": 2}}, "batchez"),
+    ({"version": 1, "model": "demo", "qat": {"epochs": 1, "momentum": 0.9}}, "momentum"),
+    ({"version": 1, "model": "demo", "evaluation": {"source": "demo", "split": "test"}}, "split"),
 ])
 def test_unknown_keys_are_refused_by_name(data, named):
     with pytest.raises(UsageError) as exc:
@@ -71,28 +71,28 @@ def test_unknown_version_is_refused():
 ])
 def test_bad_enum_values_are_refused_by_name(key, value):
     with pytest.raises(UsageError) as exc:
-        QuantRecipe.from_dict({"model": "demo", key: value})
+        QuantRecipe.from_dict({"version": 1, "model": "demo", key: value})
     assert f"unknown {key} {value!r}" in str(exc.value)
 
 
 @pytest.mark.parametrize("batches", [0, -1, "8", True, 2.5])
 def test_bad_batches_are_refused(batches):
     with pytest.raises(UsageError) as exc:
-        QuantRecipe.from_dict({"model": "demo", "calibration": {"batches": batches}})
+        QuantRecipe.from_dict({"version": 1, "model": "demo", "calibration": {"batches": batches}})
     assert "batches must be a positive int" in str(exc.value) and repr(batches) in str(exc.value)
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"model": "demo", "calibration": {"batch_size": 0}}, "batch_size must be a positive int"),
-    ({"model": "demo", "qat": {"lr": 0}}, "qat.lr must be a number"),
-    ({"model": "demo", "qat": {"epochs": 0}}, "qat.epochs must be a positive int"),
-    ({"model": "demo", "per_channel": "yes"}, "per_channel must be true or false"),
-    ({"model": "demo", "float_layers": "fc1"}, "float_layers must be a list"),
-    ({"model": "demo", "input_shape": "1,a"}, "cannot read input shape"),
-    ({"model": "demo", "calibration": {"preprocess": {"crop": 3}}}, "unknown preprocess keys ['crop']"),
-    ({"model": "demo", "calibration": "demo"}, "recipe calibration must be a JSON object"),
-    ({"model": ""}, "recipe has no model spec"),
-    ({"method": "static"}, "recipe has no 'model' key"),
+    ({"version": 1, "model": "demo", "calibration": {"batch_size": 0}}, "batch_size must be a positive int"),
+    ({"version": 1, "model": "demo", "qat": {"lr": 0}}, "qat.lr must be a number"),
+    ({"version": 1, "model": "demo", "qat": {"epochs": 0}}, "qat.epochs must be a positive int"),
+    ({"version": 1, "model": "demo", "per_channel": "yes"}, "per_channel must be true or false"),
+    ({"version": 1, "model": "demo", "float_layers": "fc1"}, "float_layers must be a list"),
+    ({"version": 1, "model": "demo", "input_shape": "1,a"}, "cannot read input shape"),
+    ({"version": 1, "model": "demo", "calibration": {"preprocess": {"crop": 3}}}, "unknown preprocess keys ['crop']"),
+    ({"version": 1, "model": "demo", "calibration": "demo"}, "recipe calibration must be a JSON object"),
+    ({"version": 1, "model": ""}, "recipe has no model spec"),
+    ({"version": 1, "method": "static"}, "recipe has no 'model' key"),
     ([1, 2], "a recipe must be a JSON object"),
 ])
 def test_other_bad_values_are_refused(data, message):
@@ -117,7 +117,7 @@ def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch)
         (folder / name).write_text("")
     (folder / "images").mkdir()
     (folder / "recipe.json").write_text(json.dumps({
-        "model": "net.py:build", "weights": "weights.pth",
+        "version": 1, "model": "net.py:build", "weights": "weights.pth",
         "calibration": {"source": "calib.npy"}, "evaluation": {"source": "images"}}))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -132,7 +132,7 @@ def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch)
 
 def test_non_paths_are_left_alone(tmp_path):
     (tmp_path / "recipe.json").write_text(json.dumps({
-        "model": "torchvision.models:resnet18", "weights": "DEFAULT",
+        "version": 1, "model": "torchvision.models:resnet18", "weights": "DEFAULT",
         "calibration": {"source": "random"}, "evaluation": {"source": "demo"}}))
     recipe = QuantRecipe.load(tmp_path / "recipe.json")
     assert recipe.model == "torchvision.models:resnet18" and recipe.weights == "DEFAULT"
