@@ -20,6 +20,7 @@ from .inputs import InputSpec
 from .inventory import LayerInventory
 from .loading import LoadedModel, load_model
 from .measure import Latency, measure_latency, to_torchscript, torchscript_bytes
+from .probe import probe_model
 from .progress import CancelToken, Job
 from .recipe import QuantRecipe
 
@@ -142,6 +143,8 @@ class QuantSession:
         self._check_quantizable()
         cancel = cancel or CancelToken()
         calib = self.open_calibration()
+        if self.recipe.method != "dynamic":  # dynamic quantization never reads calibration data
+            probe_model(self.loaded.module, calib, self.loaded.spec, self.recipe.method)
         backend = backend_for(self.recipe.method, self.mode)
         example = self.input_spec.example()
         calibrated = yield from backend.prepare_and_calibrate(self.loaded.module, self.recipe, self.inventory,
@@ -161,6 +164,7 @@ class QuantSession:
         # by every setting that decides the evaluation inputs (evaluation "auto" follows calibration).
         key = repr((self.recipe.evaluation, self.recipe.calibration, self.input_spec, self.mode))
         if self._float_side is None or self._float_side[0] != key:
+            probe_model(self.loaded.module, evaluation, self.loaded.spec)
             self._float_side = (key, [], self.calibrated.backend.reference(self.loaded.module))
         _, float_outputs, reference = self._float_side
         output = yield from compare_outputs(self.loaded.module, qmodel, evaluation, cancel, float_outputs)

@@ -1,0 +1,97 @@
+"""Check the float model against its data before any long work, and say plainly what does not fit.
+
+One batch through the float model, at batch 1 and at the data's batch size: the output must be a
+tensor (or a tuple/list/dict whose first leaf is one) with the batch first, finite, and, where labels
+are given and the output is a classifier's, the labels must be class ids of that output. QAT needs
+logits. Each failure names the model, the data source and what to do, instead of a torch error deep
+inside calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._torchao_compat import quiet_ao
+from .compare import first_tensor
+from .errors import QtappError
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    output_shape: tuple  # of the first output tensor, at the data's batch size
+    classes: int | None  # the classifier's number of classes, when the output is (N, C)
+
+
+def batch_inputs(x) -> tuple:
+    """A data batch's model inputs as a tuple (one tensor per model input)."""
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def describe_output(out) -> str:
+    if out is None:
+        return "None"
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} of {len(out)} items"
+    if isinstance(out, dict):
+        return f"a dict with keys {', '.join(map(str, list(out)[:5]))}"
+    return f"a {type(out).__name__}"
+
+
+def probe_model(model, source, model_name: str, method: str = "static") -> ProbeResult:
+    import torch
+
+    x, y = next(iter(source))
+    inputs = batch_inputs(x)
+    n = len(inputs[0])
+    where = f"on {source.description}"
+    with torch.no_grad(), quiet_ao():
+        if n > 1:
+            try:
+                model(*(t[:1] for t in inputs))
+            except Exception as exc:  # noqa: BLE001 - the user's model: any failure is reported as such
+                raise QtappError(f"{model_name} fails on one sample {where}: {type(exc).__name__}: "
+                                 f"{_first_line(exc)}") from None
+        try:
+            out = model(*inputs)
+        except Exception as exc:  # noqa: BLE001
+            if n > 1:
+                raise QtappError(f"{model_name} runs on one sample but fails on a batch of {n} {where}: "
+                                 f"{type(exc).__name__}: {_first_line(exc)}. Calibration and evaluation run "
+                                 "in batches: make the model batch-agnostic, or give --batch-size 1") from None
+            raise QtappError(f"{model_name} fails {where}: {type(exc).__name__}: {_first_line(exc)}") from None
+    tensor = first_tensor(out)
+    if tensor is None:
+        raise QtappError(f"{model_name}'s forward returns {describe_output(out)}, not a tensor: the comparison "
+                         "needs a tensor output (or a tuple/list/dict whose first item is one), batch first")
+    if tensor.dim() == 0:
+        raise QtappError(f"{model_name}'s forward returns a scalar (a 0-d tensor): the comparison needs one "
+                         f"output per sample, batch first (N x ...); the batch here has {n} samples")
+    if tensor.shape[0] != n:
+        raise QtappError(f"{model_name}'s output has {tensor.shape[0]} rows for a batch of {n} samples "
+                         f"(output shape {tuple(tensor.shape)}): the output must be batch first")
+    if not tensor.is_floating_point() and not tensor.is_complex():
+        raise QtappError(f"{model_name}'s output is {tensor.dtype}, not floating point: quantization error "
+                         "is measured on float outputs (return logits or features, not argmax ids)")
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise QtappError(f"{model_name}'s float outputs hold {bad} NaN/Inf values out of {tensor.numel()} "
+                         f"{where}: the float model itself is broken on this data (check the weights and "
+                         "the input scaling); quantization cannot be measured against it")
+    classes = tensor.shape[1] if tensor.dim() == 2 and tensor.shape[1] > 1 else None
+    label_max = getattr(source, "label_max", None)  # over the whole source, where the reader knows it
+    if label_max is None and y is not None:
+        label_max = int(y.max())
+    if label_max is not None and classes is not None:
+        top = int(label_max)
+        if top >= classes:
+            raise QtappError(f"labels in {source.description} go up to {top}, but {model_name} outputs "
+                             f"{classes} classes (ids 0..{classes - 1}): these are not its class ids")
+    if method == "qat" and classes is None:
+        raise QtappError(f"QAT fine-tunes on classification logits (N x classes), but {model_name}'s output "
+                         f"is {tuple(tensor.shape)}: use static quantization for this model")
+    return ProbeResult(tuple(tensor.shape), classes)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else "(no message)"

@@ -1,0 +1,60 @@
+"""A model whose output the comparison cannot read, or that breaks on its data, is named with the
+problem before any long work (not a torch error deep inside calibration or comparison)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qtapp.cli import main
+
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
+SPEC = f"{Path(__file__).parent / 'fixtures' / 'odd_models.py'}:build"
+
+
+def run(*argv) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(list(argv))
+    return code, err.getvalue()
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("ReturnsNone", "forward returns None, not a tensor"),
+    ("ReturnsScalar", "returns a scalar"),
+    ("ReturnsStrings", "forward returns a dict with keys label, score, not a tensor"),
+    ("BatchOfOneOnly", "runs on one sample but fails on a batch of 16"),
+    ("NaNOutput", "NaN/Inf values"),
+])
+def test_unusable_outputs_are_named(tmp_path, kind, expected):
+    code, err = run("quantize", SPEC, "--kwargs", json.dumps({"kind": kind}), "--batches", "2",
+                    "--out", str(tmp_path / "out"))
+    assert code == 1 and expected in err, err
+    assert "--debug" not in err  # its own message, not the catch-all
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method", ["static", "dynamic"])
+def test_labels_that_are_not_class_ids_of_the_output_are_refused(tmp_path, method):
+    data = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.normal(size=(32, 4)).astype(np.float32), y=np.arange(32) % 20)
+    code, err = run("quantize", SPEC, "--method", method, "--calib", str(data), "--eval", str(data),
+                    "--out", str(tmp_path / "out"))
+    assert code == 1 and "go up to 19" in err and "outputs 3 classes" in err and str(data) in err, err
+
+
+def test_qat_on_a_model_without_logits_is_refused(tmp_path):
+    code, err = run("quantize", SPEC, "--kwargs", '{"kind": "Features"}', "--method", "qat", "--batches", "2",
+                    "--out", str(tmp_path / "out"))
+    assert code == 1 and "QAT fine-tunes on classification logits" in err and "(16, 3, 1)" in err, err
+
+
+def test_a_working_classifier_passes_the_probe(tmp_path):
+    code, err = run("quantize", SPEC, "--batches", "2", "--format", "pt", "--out", str(tmp_path / "out"))
+    assert code == 0, err
