@@ -255,3 +255,23 @@ def test_result_set_publishes_over_a_previous_set_atomically(tmp_path):
         assert (out / "report.json").read_text() == "old"  # nothing visible before publish
         rs.publish()
     assert (out / "report.json").read_text() == "new" and litter(tmp_path) == []
+
+
+def test_a_weights_download_onto_a_full_disk_says_so(tmp_path, monkeypatch):
+    import torch
+
+    from qtapp.core.loading import _download_weights
+
+    disk = tmp_path / "disk"
+    if not _tmpfs(disk, "1m"):
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        source = tmp_path / "weights-abc123.pth"
+        source.write_bytes(b"x" * (3 << 20))
+        monkeypatch.setattr(torch.hub, "get_dir", lambda: str(disk / "hub"))
+        with pytest.raises(QtappError, match="disk is full") as info:
+            list(_download_weights(source.as_uri()))
+        assert "weights-abc123.pth" in str(info.value)
+        assert list((disk / "hub" / "checkpoints").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -169,6 +169,10 @@ def _download_weights(url: str) -> Job[None]:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
     except OSError as exc:
+        from .resultset import disk_full_error, is_disk_full
+
+        if is_disk_full(exc):
+            raise disk_full_error(target, exc) from None
         raise QtappError(f"could not download pretrained weights from {url}: {exc}. Without a network, "
                          "pass --weights PATH with a local state_dict file, or --weights none.") from None
 
