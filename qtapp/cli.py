@@ -29,7 +29,8 @@ def _model_args(p: argparse.ArgumentParser, spec_required: bool = True) -> None:
     p.add_argument("--weights", help="none | DEFAULT (torchvision, downloads) | path to a state_dict")
     p.add_argument("--kwargs", help='JSON object of keyword arguments for the factory, e.g. \'{"num_classes": 10}\'')
     p.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224 (';' between several inputs)")
-    p.add_argument("--input-dtype", help="input dtype (default float32; int64 for token ids)")
+    p.add_argument("--input-dtype", help="input dtype (default: the calibration file's integer dtype for token "
+                                         "ids, else float32)")
     p.add_argument("--trust", action="store_true",
                    help="load a pickled model that needs classes outside the safe allowlist: EXECUTES code from the file")
 
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx (default {DEFAULT_FORMATS})")
     q.add_argument("--out", required=True, help="output folder for model.*, recipe.json and report.json")
     q.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
+    q.add_argument("--html", action="store_true",
+                   help="also write report.html: one self-contained page (plots included) to share")
 
     i = sub.add_parser("inspect", help="list the layer inventory: types, sizes, shapes, fusion groups")
     _model_args(i)
@@ -151,53 +154,24 @@ class TextProgress:
             self.stream.write("\n")
 
 
-def _fmt(value, spec="{:.2f}", none="n/a") -> str:
-    return none if value is None else spec.format(value)
-
-
-def summary(report: dict, out: Path) -> str:
-    o, s, lat = report["output"], report["size_bytes"], report["latency_ms"]
-    verb = "fine-tuned" if report["method"] == "qat" else "calibrated"
-    lines = [f"{report['model']}: {report['method']} ({report['mode']}) on {report['engine']}, "
-             f"{verb} on {report['calibration']['samples']} samples ({report['calibration']['source']})",
-             f"  output      SQNR {_fmt(o['sqnr_db'], '{:.1f} dB')}, cosine {_fmt(o['cosine'], '{:.5f}')}, "
-             f"max abs error {_fmt(o['max_abs_error'], '{:.4g}')}, top-1 agreement {_fmt(o['top1_agreement'], '{:.1%}')}"]
-    if o["accuracy_float"] is not None:
-        lines.append(f"  accuracy    float {o['accuracy_float']:.2%} -> quantized {o['accuracy_quantized']:.2%} "
-                     f"on {o['samples']} samples")
-    lines.append(f"  size        {s['float'] / 1e6:.2f} MB -> {s['quantized'] / 1e6:.2f} MB "
-                 f"({s['quantized'] / s['float']:.0%} of float, TorchScript)")
-    ratio = lat["float"] / lat["quantized"]
-    speed = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
-    lines.append(f"  latency     {lat['float']:.2f} ms -> {lat['quantized']:.2f} ms "
-                 f"({speed}, batch 1, {lat['threads']} threads, median of {lat['runs']})")
-    worst = sorted((l for l in report["layers"] if l["quantized"] and l["sqnr_db"] is not None), key=lambda l: l["sqnr_db"])[:3]
-    if worst:
-        lines.append("  worst layers " + ", ".join(f"{l['name']} {l['sqnr_db']:.1f} dB" for l in worst))
-    if report["float_layers"]:
-        lines.append(f"  kept float  {', '.join(report['float_layers'])}")
-    for e in report["exports"]:
-        lines.append(f"  wrote       {e['path']} ({e['bytes'] / 1e6:.2f} MB, "
-                     f"{'verified' if e['verified'] else 'NOT verified'}, max abs diff {_fmt(e['max_abs_diff'], '{:.3g}')})")
-    lines.append(f"  wrote       {out / 'recipe.json'}, {out / 'report.json'}")
-    lines += [f"  note: {n}" for n in report["notes"]]
-    return "\n".join(lines)
-
-
 def _cmd_quantize(args) -> int:
     from .core.export import parse_formats
     from .core.pipeline import run_recipe
     from .core.progress import drive
+    from .core.render import report_dict, summary_text
 
     recipe = recipe_from_args(args)
     formats = parse_formats(args.format)
     out = Path(args.out)
     progress = TextProgress()
     try:
-        report = drive(run_recipe(recipe, out, formats, trust=args.trust, recipe_file=args.recipe), progress)
+        result = drive(run_recipe(recipe, out, formats, trust=args.trust, recipe_file=args.recipe,
+                                  html=args.html), progress)
     finally:
         progress.close()
-    print(json.dumps(report, indent=2) if args.json else summary(report, out))
+    print(json.dumps(report_dict(result), indent=2) if args.json else summary_text(result, out))
+    if args.html and not args.json:
+        print(f"  wrote       {out / 'report.html'}")
     return 0
 
 

@@ -105,7 +105,7 @@ def test_cancel_leaves_the_previous_set_intact(previous, tmp_path):
     assert "export" in seen and snapshot(out) == before and litter(tmp_path) == []
 
 
-@pytest.mark.parametrize("stage", ["calibrate", "latency"])
+@pytest.mark.parametrize("stage", ["calibrate", "evaluate"])
 def test_kill_9_at_any_stage_leaves_the_previous_set_and_the_next_run_cleans_up(previous, tmp_path, stage):
     out = copy_of(previous, tmp_path / "out")
     before = snapshot(out)

@@ -28,6 +28,8 @@ class Calibrated:
     prepared: Any  # observed (or fake-quantized, for QAT) model; None for dynamic
     float_at_prepare: frozenset = frozenset()
     stats: dict = field(default_factory=dict)  # batches, samples, train losses ...
+    key: str = ""  # the recipe's calibration_key(): a recipe with another key needs a new calibration
+    data: Any = None  # DataFacts of the calibration source
 
     def convert(self, float_heads):
         unknown = sorted(set(float_heads) - set(self.heads))
@@ -63,11 +65,11 @@ def _feed(model, calib, cancel, stage_name="calibrate") -> Job[dict]:
     samples = batches = 0
     yield stage.step(0, f"0/{len(calib)} batches")
     with torch.no_grad():
-        for x, _y in calib:
+        for inputs, _y in calib:
             cancel.check()
-            model(x)
+            model(*inputs)
             batches += 1
-            samples += len(x)
+            samples += len(inputs[0])
             yield stage.step(batches, f"{batches}/{len(calib)} batches, {samples} samples")
     return {"batches": batches, "samples": samples}
 
@@ -138,21 +140,21 @@ class FxQatBackend(FxStaticBackend):
                 prepared.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
                 prepared.apply(disable_observer)
             running = 0.0
-            for x, y in calib:
+            for inputs, y in calib:
                 cancel.check()
                 with quiet_ao():
-                    out = prepared(x)
+                    out = prepared(*inputs)
                 if y is not None:
                     loss = F.cross_entropy(out, y)
                 else:  # no labels: distil from the float model's own outputs
                     with torch.no_grad():
-                        target = F.softmax(teacher(x), dim=-1)
+                        target = F.softmax(teacher(*inputs), dim=-1)
                     loss = F.kl_div(F.log_softmax(out, dim=-1), target, reduction="batchmean")
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 running += loss.item()
-                samples += len(x)
+                samples += len(inputs[0])
                 step += 1
                 yield stage.step(step, f"epoch {epoch + 1}/{epochs}, loss {loss.item():.4f}")
             losses.append(running / max(per_epoch, 1))

@@ -70,14 +70,14 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
     refs, qs = [], []
     yield stage.step(0, "comparing outputs")
     with torch.no_grad(), quiet_ao():
-        for i, (x, y) in enumerate(data):
+        for i, (inputs, y) in enumerate(data):
             if float_cache is not None and i < len(float_cache):
                 ref = float_cache[i]
             else:
-                ref = first_tensor(float_model(x)).float()
+                ref = first_tensor(float_model(*inputs)).float()
                 if float_cache is not None:
                     float_cache.append(ref)
-            q = first_tensor(q_model(x)).float()
+            q = first_tensor(q_model(*inputs)).float()
             if ref.shape != q.shape:
                 raise RuntimeError(f"quantized output shape {tuple(q.shape)} differs from float {tuple(ref.shape)}")
             diff = ref - q
@@ -156,13 +156,13 @@ def compare_layers(reference, q_model, heads, data, max_batches: int = 2,
     stage = Stage("per-layer error", batches, cancel)
     try:
         with torch.no_grad(), quiet_ao():
-            for i, (x, _y) in enumerate(data):
+            for i, (inputs, _y) in enumerate(data):
                 if i >= batches:
                     break
                 ref_out.clear()
                 q_out.clear()
-                reference(x)
-                q_model(x)
+                reference(*inputs)
+                q_model(*inputs)
                 for name in names:
                     r, q = ref_out.get(name), q_out.get(name)
                     if r is None or q is None or r.shape != q.shape:

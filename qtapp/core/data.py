@@ -1,25 +1,21 @@
 """Calibration and evaluation data: the demo split, random tensors, an image folder or a tensor file.
 
-`open_source()` checks the source up front (it exists, is not empty, its items fit the model's input)
-and returns a `DataSource`: a re-iterable of (x, y-or-None) batches with the facts a report needs.
-Bad items raise a `QtappError` that names the file.
+`open_source()` checks the source up front (a regular file or a folder, not empty, finite values of the
+model's dtype, labels that are class ids, items that fit the model's inputs) and returns a `DataSource`:
+a re-iterable of `(inputs, y)` batches, `inputs` a tuple with one tensor per model input and `y` the
+class ids or None, with the facts a report needs. Bad data raises a `QtappError` that names the file.
 """
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from . import demo
 from .errors import QtappError, UsageError
-from .inputs import InputSpec
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
-TENSOR_SUFFIXES = {".npy", ".npz", ".pt", ".pth"}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .inputs import DTYPES, InputSpec
+from .tensor_files import TENSOR_SUFFIXES, check_regular, peek_dtype, read_tensor_file
 
 
 @dataclass
@@ -31,23 +27,30 @@ class DataSource:
     samples: int
     has_labels: bool
     _batches: Callable[[], Iterator[tuple]]
+    label_max: int | None = None  # the largest class id among the labels used; None without labels
+    dtype: str | None = None  # dtype of the input tensors fed to the model, e.g. "float32", "int64"
+    preprocessing: str = "none"  # what was done to the stored data before it reached the model
+    skipped: list[str] = field(default_factory=list)  # items left out, each "path: reason"
+    notes: list[str] = field(default_factory=list)  # what a report should say about this data
 
-    def __iter__(self):
-        return self._batches()
+    def __iter__(self) -> Iterator[tuple[tuple, object]]:
+        for inputs, y in self._batches():
+            yield (tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)), y
 
     def __len__(self) -> int:
         return self.n_batches
 
 
 def open_source(source: str, input_spec: InputSpec | None, batch_size: int, max_batches: int,
-                preprocess="auto", split: str = "calib", seed: int = 0) -> DataSource:
-    """`split` picks the demo's calibration or evaluation split; `seed` varies random data."""
+                preprocess="auto", split: str = "calib", seed: int = 0, preset=None) -> DataSource:
+    """`split` picks the demo's calibration or evaluation split; `seed` varies random data; `preset`
+    is a torchvision weights' (name, transform) that image folders use when `preprocess` is "auto"."""
     if input_spec is None:
         raise UsageError("the model's input shape is unknown: give it with --input-shape, e.g. 1,3,224,224")
     if source == "demo":
         x, y = demo.load_split(split)
-        _check_sample_shape(tuple(x.shape[1:]), input_spec, "the demo data")
-        return _from_tensors(f"demo {split} split", "demo", x, y, batch_size, max_batches, True)
+        return _from_tensors(f"demo {split} split", "demo", [("x", x)], y, {}, input_spec, batch_size,
+                             max_batches, "none (the demo's stored tensors)")
     if source == "random":
         return _random(input_spec, batch_size, max_batches, seed)
     path = Path(source).expanduser()
@@ -55,145 +58,169 @@ def open_source(source: str, input_spec: InputSpec | None, batch_size: int, max_
         raise QtappError(f"data source not found: {path} (use demo, random, an image folder or a "
                          ".npy/.npz/.pt file)")
     if path.is_dir():
-        return _image_folder(path, input_spec, batch_size, max_batches, preprocess)
+        from .images import open_image_folder
+
+        return open_image_folder(path, input_spec, batch_size, max_batches, preprocess, preset)
+    check_regular(path)
     if path.suffix.lower() in TENSOR_SUFFIXES:
-        x, y = _read_tensor_file(path)
-        _check_sample_shape(tuple(x.shape[1:]), input_spec, str(path))
-        return _from_tensors(str(path), "tensor", x, y, batch_size, max_batches, True)
+        tf = read_tensor_file(path, batch_size * max_batches)
+        return _from_tensors(str(path), "tensor", tf.inputs, tf.y, tf.rows, input_spec, batch_size, max_batches,
+                             "none (tensors used as stored)")
     raise QtappError(f"cannot use {path} as data: expected a folder of images or a .npy/.npz/.pt file")
 
 
-def _check_sample_shape(shape: tuple, spec: InputSpec, what: str) -> None:
-    if shape != spec.sample_shape:
-        expected = "x".join(str(d) for d in ("N", *spec.sample_shape))
-        got = "x".join(str(d) for d in ("N", *shape))
-        raise QtappError(f"{what} holds samples of shape {got}, but the model's input is {expected} "
-                         f"(input spec {spec}). Fix the data or give --input-shape.")
+def file_input_dtype(source: str) -> str | None:
+    """The input dtype a calibration source implies when none is given: "int64" (or "int32") for a
+    tensor file of integer ids; None (float32) for anything else. uint8 is image-like: float."""
+    path = Path(source).expanduser()
+    if source in ("demo", "random", "auto") or path.suffix.lower() not in TENSOR_SUFFIXES or not path.exists() \
+            or path.is_dir():
+        return None  # open_source names what is wrong with a missing source
+    name = peek_dtype(path)
+    if name is None or name in ("uint8", "bool") or name.startswith(("float", "complex", "bfloat")):
+        return None
+    return name if name in DTYPES else "int64"
 
 
-def _from_tensors(desc, kind, x, y, batch_size, max_batches, representative) -> DataSource:
+def check_sample_shapes(shapes: list[tuple], names: list[str], spec: InputSpec, what: str) -> None:
+    expected_shapes = spec.sample_shapes
+    fmt = lambda s: "x".join(str(d) for d in ("N", *s))  # noqa: E731
+    if len(shapes) != len(expected_shapes):
+        raise QtappError(f"{what} holds {len(shapes)} input{'s' if len(shapes) > 1 else ''} ({', '.join(names)}), "
+                         f"but the model takes {len(expected_shapes)} (input spec {spec}). A .npz gives several "
+                         "inputs as x0, x1, ...; a .pt as a tuple of tensors")
+    for i, (shape, expected) in enumerate(zip(shapes, expected_shapes)):
+        if tuple(shape) == expected:
+            continue
+        if len(shapes) == 1:
+            raise QtappError(f"{what} holds samples of shape {fmt(shape)}, but the model's input is {fmt(expected)} "
+                             f"(input spec {spec}). Fix the data or give --input-shape.")
+        raise QtappError(f"{what}: input {i + 1} ({names[i]}) holds samples of shape {fmt(shape)}, but the model's "
+                         f"input {i + 1} is {fmt(expected)} (input spec {spec}). Fix the data or give --input-shape.")
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def to_model_dtype(t, spec: InputSpec, what: str, notes: list[str]):
+    """`t` in the model's input dtype, or a refusal that names the data's dtype and the model's."""
     import torch
 
-    n = min(len(x), batch_size * max_batches)
+    target = getattr(torch, spec.dtype)
+    got = _dtype_name(t.dtype)
+    if t.dtype == target:
+        return t
+    if t.dtype == torch.bool or t.dtype.is_complex:
+        raise QtappError(f"{what} holds {got} values, but the model takes {spec.dtype} inputs: "
+                         f"{got} data cannot feed it; save the inputs as {spec.dtype}")
+    if spec.is_float:
+        if t.dtype.is_floating_point:
+            return t.to(target)
+        if t.dtype == torch.uint8:  # image-like pixels: taken as they are, said in the report
+            notes.append(f"{what} holds uint8 values: fed to the model as {spec.dtype} 0..255, as stored "
+                         "(not scaled to [0, 1] nor normalised)")
+            return t.to(target)
+        raise QtappError(f"{what} holds {got} values, but the model takes {spec.dtype} inputs. Integer data "
+                         "looks like token ids or labels: if the model takes token ids, give --input-dtype int64 "
+                         "(or leave it unset, so an integer calibration file sets it); otherwise save the "
+                         f"inputs as {spec.dtype}")
+    if t.dtype.is_floating_point:
+        raise QtappError(f"{what} holds {got} values, but the model takes {spec.dtype} inputs (integer ids, "
+                         "e.g. token ids): save the ids as integers, or give --input-dtype float32 if the model "
+                         "takes floating-point inputs")
+    info, wide = torch.iinfo(target), _widened(t)
+    if len(t) and (int(wide.min()) < info.min or int(wide.max()) > info.max):
+        raise QtappError(f"{what} holds {got} values outside the range of the model's {spec.dtype} inputs")
+    return t.to(target)
+
+
+def _widened(t):
+    """`t` in a dtype torch can reduce and compare: uint16/32/64 have few kernels (no min, no <)."""
+    import torch
+
+    return t.to(torch.float64) if t.dtype in (torch.uint16, torch.uint32, torch.uint64) else t
+
+
+def check_finite(t, what: str, n: int, stored=None) -> None:
+    """Refuse NaN/Inf in `t` (the data as fed); `stored`, the data as read, tells overflow from NaN."""
+    import torch
+
+    if not t.dtype.is_floating_point:
+        return
+    bad = int((~torch.isfinite(t)).sum())
+    if not bad:
+        return
+    if stored is not None and stored.dtype.is_floating_point and bool(torch.isfinite(stored).all()):
+        raise QtappError(f"{what}: {bad} values are beyond the range of {_dtype_name(t.dtype)} (largest "
+                         f"{float(stored.abs().max()):.3g}): scale the data to the model's input range")
+    raise QtappError(f"{what} holds {bad} NaN/Inf values in the {n} samples used (of {t.numel():,} values): "
+                     "calibration would compute NaN ranges and evaluation NaN errors. Clean the data "
+                     "(e.g. np.nan_to_num) or drop those samples")
+
+
+def check_labels(y, what: str):
+    """`y` as int64 class ids (one per sample, integral, not negative), or a refusal naming the problem."""
+    import torch
+
+    if y.dim() != 1:
+        hint = ": for one-hot or probability rows, give y.argmax(1)" if y.dim() == 2 else ""
+        raise QtappError(f"{what}: labels y are {y.dim()}-D (shape {'x'.join(map(str, y.shape))}): give one "
+                         f"class id per sample, a 1-D array of integers{hint}")
+    got = _dtype_name(y.dtype)
+    if y.dtype == torch.bool or y.dtype.is_complex:
+        raise QtappError(f"{what}: labels y are {got}: give integer class ids 0..C-1")
+    y = _widened(y)
+    if y.dtype.is_floating_point:
+        bad = ~torch.isfinite(y) | (y != torch.round(y))
+        if bool(bad.any()):
+            example = float(y[bad][0])
+            raise QtappError(f"{what}: labels y are not integer class ids: {int(bad.sum())} of the {len(y)} labels "
+                             f"used are fractional or NaN (e.g. {example:g}); give class ids 0..C-1")
+    negative = int((y < 0).sum())
+    if negative:
+        raise QtappError(f"{what}: labels y hold {negative} negative values (lowest {int(y.min())}): class ids "
+                         "are 0..C-1")
+    return y.to(torch.int64)
+
+
+def _from_tensors(desc, kind, named, y, rows, spec, batch_size, max_batches, preprocessing) -> DataSource:
+    names = [name for name, _ in named]
+    total = {name: rows.get(name, len(t)) for name, t in named}
+    for name in names[1:]:
+        if total[name] != total[names[0]]:
+            raise QtappError(f"{desc}: {names[0]} has {total[names[0]]} samples but {name} has {total[name]}: "
+                             "every input needs one row per sample")
+    if y is not None and rows.get("y", len(y)) != total[names[0]]:
+        raise QtappError(f"{desc}: {names[0]} has {total[names[0]]} samples but y has {rows.get('y', len(y))} "
+                         "labels: give one label per sample")
+    check_sample_shapes([tuple(t.shape[1:]) for _, t in named], names, spec, desc)
+    n = min(total[names[0]], batch_size * max_batches)
     if n == 0:
         raise QtappError(f"{desc} is empty: calibration needs at least one sample")
-    x = x[:n].float() if x.dtype.is_floating_point or x.dtype == torch.uint8 else x[:n]
-    y = y[:n] if y is not None else None
+    notes: list[str] = []
+    inputs = []
+    for name, t in named:
+        what = desc if len(named) == 1 else f"{desc} ({name})"
+        fed = to_model_dtype(t[:n], spec, what, notes)
+        check_finite(fed, what, n, t[:n])
+        inputs.append(fed)
+    y = check_labels(y[:n], desc) if y is not None else None
 
     def batches():
         for i in range(0, n, batch_size):
-            yield x[i : i + batch_size], (y[i : i + batch_size] if y is not None else None)
+            yield tuple(t[i : i + batch_size] for t in inputs), (y[i : i + batch_size] if y is not None else None)
 
-    return DataSource(desc, kind, representative, -(-n // batch_size), n, y is not None, batches)
+    return DataSource(desc, kind, True, -(-n // batch_size), n, y is not None, batches,
+                      label_max=int(y.max()) if y is not None else None, dtype=spec.dtype,
+                      preprocessing="; ".join(notes) if notes else preprocessing, notes=notes)
 
 
 def _random(spec: InputSpec, batch_size: int, max_batches: int, seed: int) -> DataSource:
     def batches():
         for i in range(max_batches):
-            yield spec.example(batch=batch_size, seed=seed * 100003 + i)[0], None
+            yield spec.example(batch=batch_size, seed=seed * 100003 + i), None
 
     return DataSource(f"random normal tensors (seed {seed})", "random", False, max_batches,
-                      batch_size * max_batches, False, batches)
-
-
-def _read_tensor_file(path: Path):
-    import numpy as np
-    import torch
-
-    suffix = path.suffix.lower()  # open_source accepts any case: CALIB.NPY is a .npy file
-    try:
-        if suffix == ".npy":
-            return torch.from_numpy(np.load(path, allow_pickle=False)), None
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                if "x" not in data:
-                    raise QtappError(f"{path} has no array named 'x' (found: {', '.join(data.files)})")
-                y = torch.from_numpy(data["y"]) if "y" in data else None
-                return torch.from_numpy(data["x"]), y
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except QtappError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets a message naming it
-        raise QtappError(f"cannot read tensor file {path}: {type(exc).__name__}: {exc}") from None
-    if isinstance(obj, torch.Tensor):
-        return obj, None
-    if isinstance(obj, dict) and isinstance(obj.get("x"), torch.Tensor):
-        return obj["x"], obj.get("y")
-    raise QtappError(f"{path} must hold a tensor or a dict with tensor 'x' (and optional 'y')")
-
-
-def _image_folder(root: Path, spec: InputSpec, batch_size: int, max_batches: int, preprocess) -> DataSource:
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise QtappError(f"no images found under {root} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    # ImageFolder layout: every image sits in a class folder directly under root.
-    classes = sorted({p.parent.name for p in files}) if all(p.parent.parent == root for p in files) else None
-    if classes:
-        # Take the classes in turn, so that a capped read (a few calibration batches of an ImageNet-style
-        # folder) sees every class rather than the first class's files only.
-        by_class: dict[str, list[Path]] = {}
-        for p in files:
-            by_class.setdefault(p.parent.name, []).append(p)
-        files = [p for group in itertools.zip_longest(*(by_class[c] for c in classes)) for p in group if p is not None]
-    files = files[: batch_size * max_batches]
-    transform = _image_transform(spec, preprocess)
-
-    def batches():
-        import torch
-
-        for i in range(0, len(files), batch_size):
-            chunk = files[i : i + batch_size]
-            x = torch.stack([transform(_read_image(p, spec.sample_shape[0]), p) for p in chunk])
-            y = torch.tensor([classes.index(p.parent.name) for p in chunk]) if classes else None
-            yield x, y
-
-    desc = f"image folder {root}" + (f" ({len(classes)} classes)" if classes else "")
-    return DataSource(desc, "folder", True, -(-len(files) // batch_size), len(files), classes is not None, batches)
-
-
-def _read_image(path: Path, channels: int):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise QtappError(f"cannot read image {path}: {exc}") from None
-
-
-def _image_transform(spec: InputSpec, preprocess):
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    if len(spec.sample_shape) != 3:
-        raise UsageError(f"image folders need an image input (C,H,W); the model's input is {spec}")
-    c, h, w = spec.sample_shape
-    if preprocess == "auto":
-        preprocess = "imagenet" if (c, h, w) == (3, 224, 224) else {"size": [h, w]}
-    if preprocess == "imagenet":
-        resize, mean, std = 256 * h // 224, IMAGENET_MEAN, IMAGENET_STD
-    elif preprocess == "none":
-        resize, mean, std = None, (0.0,) * c, (1.0,) * c
-    else:
-        resize = None
-        mean = tuple(preprocess.get("mean", (0.0,) * c))
-        std = tuple(preprocess.get("std", (1.0,) * c))
-        if len(mean) != c or len(std) != c:
-            raise UsageError(f"preprocess mean/std need {c} values, one per input channel")
-    mean_t = torch.tensor(mean).view(c, 1, 1)
-    std_t = torch.tensor(std).view(c, 1, 1)
-
-    def transform(img, path):
-        if resize:  # ImageNet: resize the short side, then centre-crop
-            scale = resize / min(img.size)
-            img = img.resize((max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale))), Image.BILINEAR)
-            left, top = (img.size[0] - w) // 2, (img.size[1] - h) // 2
-            img = img.crop((left, top, left + w, top + h))
-        elif img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-        t = torch.from_numpy(arr).view(h, w, -1).permute(2, 0, 1)
-        return (t - mean_t) / std_t
-
-    return transform
+                      batch_size * max_batches, False, batches, dtype=spec.dtype,
+                      preprocessing="none (random tensors)")

@@ -25,6 +25,8 @@ class InputSpec:
 
     @classmethod
     def parse(cls, text: str, dtype: str = "float32") -> "InputSpec":
+        if not isinstance(text, str):
+            raise UsageError(f"input shape must be text such as 1,3,224,224 (';' between inputs), got {text!r}")
         shapes = []
         for part in text.replace(" ", "").split(";"):
             try:
@@ -50,6 +52,15 @@ class InputSpec:
     def sample_shape(self) -> tuple[int, ...]:
         """Shape of one sample of the first input (without the batch dimension)."""
         return self.shapes[0][1:]
+
+    @property
+    def sample_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """Shape of one sample of each input (without the batch dimension)."""
+        return tuple(s[1:] for s in self.shapes)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.startswith("float")
 
     def example(self, batch: int | None = None, seed: int = 0):
         """Deterministic example tensors, one per input (batch size overridden when given)."""

@@ -39,6 +39,8 @@ class LoadedModel:
     weights: str | None = None
     notes: list[str] = field(default_factory=list)
     declared_input: InputSpec | None = None  # the model's own input when an explicit input spec overrides it
+    # torchvision weights' own image preprocessing, (name, weights.transforms()): image folders use it
+    preprocess: Any = None
 
     @property
     def is_torchscript(self) -> bool:
@@ -136,8 +138,21 @@ def _load_torchvision(spec: str, name: str, weights: str | None, kwargs: dict) -
     size = _TORCHVISION_SIZES.get(name, 224)
     notes = [] if weights_arg or state_path else [
         "weights: none (random initialisation); accuracy figures mean nothing, error figures still do"]
-    return LoadedModel(spec, module.eval(), "eager", InputSpec(((1, 3, size, size),)),
-                       weights=w, notes=notes)
+    preset = weights_arg if weights_arg is not None else _default_weights(name) if state_path else None
+    if preset is not None and state_path is not None:
+        notes.append(f"image folders are preprocessed with {preset}'s preset (a state_dict does not say how its "
+                     "model was trained); give a calibration preprocess in a recipe if yours differs")
+    return LoadedModel(spec, module.eval(), "eager", InputSpec(((1, 3, size, size),)), weights=w, notes=notes,
+                       preprocess=(str(preset), preset.transforms()) if preset is not None else None)
+
+
+def _default_weights(name: str):
+    import torchvision.models as tvm
+
+    try:
+        return tvm.get_model_weights(name.removeprefix("quantized_")).DEFAULT
+    except (ValueError, AttributeError, KeyError):
+        return None
 
 
 def _download_weights(url: str) -> Job[None]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .export import ExportResult
+from .html_report import to_html
 from .progress import CancelToken, Job
 from .recipe import QuantRecipe
-from .report import build_report, write_report
-from .resultset import ResultSet
+from .render import report_dict
+from .report import write_report
+from .results import RunResult
+from .resultset import ResultSet, write_bytes_atomic
 from .session import QuantSession
 
 
@@ -30,7 +32,8 @@ def recipe_reads(recipe: QuantRecipe, recipe_file: Path | None = None) -> list[P
 
 
 def run_recipe(recipe: QuantRecipe, out_dir: Path, formats, trust: bool = False,
-               cancel: CancelToken | None = None, recipe_file: Path | None = None) -> Job[dict]:
+               cancel: CancelToken | None = None, recipe_file: Path | None = None,
+               html: bool = False) -> Job[RunResult]:
     cancel = cancel or CancelToken()
     recipe.resolve_paths(Path.cwd())
     recipe.check_applicable()
@@ -40,13 +43,17 @@ def run_recipe(recipe: QuantRecipe, out_dir: Path, formats, trust: bool = False,
     session.check_export_formats(formats)
     results.reads += session.loaded.protected_paths
     with results:
-        yield from session.quantize(cancel)
-        yield from session.measure(cancel)
-        staged: list[ExportResult] = yield from session.export(results.staging, formats, cancel)
-        exports = [replace(e, path=str(results.final_path(Path(e.path).name))) for e in staged]
-        report = build_report(session, exports)
+        outcome = yield from session.quantize_job(cancel)
+        session.adopt(outcome)
+        staged = yield from session.export_job(results.staging, formats, cancel)
+        result = staged.evolve(exports=tuple(replace(e, path=str(results.final_path(Path(e.path).name)))
+                                             for e in staged.exports))
+        session.adopt_result(result)
+        report = report_dict(result)
         session.recipe.save(results.path("recipe.json"))
         write_report(report, results.path("report.json"))
+        if html:
+            write_bytes_atomic(results.path("report.html"), to_html(result).encode("utf-8"))
         cancel.check()
         results.publish()
-    return report
+    return result

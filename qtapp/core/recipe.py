@@ -33,6 +33,11 @@ def _check_positive(what: str, value: Any, kind=int) -> None:
         raise UsageError(f"{what} must be a positive {kind.__name__}, got {value!r}")
 
 
+# batches x batch_size of one data source: calibration needs hundreds of samples, evaluation thousands;
+# a typo (10^9 batches of random data) must not run for ever.
+MAX_DATA_SAMPLES = 1_000_000
+
+
 @dataclass
 class DataSpec:
     """Where calibration (or evaluation) batches come from: demo, random, a folder or a tensor file."""
@@ -48,6 +53,10 @@ class DataSpec:
             raise UsageError(f"data source must be a non-empty string, got {self.source!r}")
         _check_positive("batches", self.batches)
         _check_positive("batch_size", self.batch_size)
+        if self.batches * self.batch_size > MAX_DATA_SAMPLES:
+            raise UsageError(f"{self.batches:,} batches of {self.batch_size:,} samples is too much data: a data source "
+                             f"reads at most {MAX_DATA_SAMPLES:,} samples (batches x batch_size); calibration needs "
+                             "a few hundred representative samples")
         if isinstance(self.preprocess, dict):
             unknown = set(self.preprocess) - {"size", "mean", "std"}
             if unknown:
@@ -92,7 +101,7 @@ class QuantRecipe:
     weights: str | None = None
     kwargs: dict = field(default_factory=dict)
     input_shape: str | None = None  # "1,3,224,224" (";" between inputs); None = inferred from the model
-    input_dtype: str = "float32"
+    input_dtype: str | None = None  # None = the calibration file's integer dtype (token ids), else float32
     method: str = "static"
     static_mode: str = "auto"  # auto = eager for torchvision's quantizable models, else FX
     engine: str = "fbgemm"
@@ -121,7 +130,8 @@ class QuantRecipe:
             raise UsageError(f"per_channel must be true or false, got {self.per_channel!r}")
         from .inputs import DTYPES as INPUT_DTYPES, InputSpec
 
-        _check_choice("input_dtype", self.input_dtype, INPUT_DTYPES)
+        if self.input_dtype is not None:
+            _check_choice("input_dtype", self.input_dtype, INPUT_DTYPES)
         if self.input_shape is not None:
             InputSpec.parse(self.input_shape)
         if not isinstance(self.float_layers, list) or not all(isinstance(n, str) for n in self.float_layers):
@@ -181,6 +191,17 @@ class QuantRecipe:
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), self.to_json())
+
+    def calibration_key(self) -> str:
+        """Identifies what a calibration depends on: every field of the recipe except those that only
+        decide the conversion or the evaluation. A field added later invalidates calibrations by default."""
+        d = self.to_dict()
+        d.pop("evaluation")
+        if self.method != "qat":  # QAT trains with its float layers; the other methods reconvert
+            d.pop("float_layers")
+        if self.method == "dynamic":  # dynamic "calibration" reads nothing: only the conversion differs
+            d.pop("calibration")
+        return json.dumps(d, sort_keys=True)
 
     def check_applicable(self) -> None:
         """Refuse settings that the chosen method would ignore (a recipe run must do what it says).

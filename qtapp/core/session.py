@@ -1,55 +1,45 @@
 """A quantization session: one loaded model, its recipe and inventory, and the results so far.
 
-The GUI holds one of these and calls its jobs from a worker thread; the CLI drives the same jobs
-with a text progress bar. Calibrate once, then `quantize()` converts and evaluates; after a toggle,
-`quantize()` again reconverts from the stored calibration without recalibrating.
+The session is the owner's state (the CLI's, or the window's on its GUI thread). Its jobs are the
+core workflows (workflows.py) run on a snapshot taken when the job is created: a job never writes to
+the session; the owner calls `adopt()` with the outcome. Calibrate once, then after a toggle the next
+job reconverts from the stored calibration without recalibrating, as long as the recipe's
+`calibration_key()` is unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import copy
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import demo
-from .backends import Calibrated, backend_for
-from .compare import LayerResult, OutputMetrics, compare_layers, compare_outputs
-from .data import DataSource, open_source
-from .errors import UsageError
-from .export import ExportResult, export_model
+from . import demo, workflows
+from .backends import Calibrated
+from .data import DataSource, file_input_dtype, open_source
+from .errors import QtappError, UsageError
+from .export import ExportResult
 from .inputs import InputSpec
 from .inventory import LayerInventory
 from .loading import LoadedModel, load_model
-from .measure import Latency, measure_latency, to_torchscript, torchscript_bytes
-from .probe import probe_model
 from .progress import CancelToken, Job
 from .recipe import QuantRecipe
-
-# Settings whose change invalidates a calibration (the float set does not: it reconverts).
-_CALIBRATION_KEYS = ("method", "static_mode", "engine", "per_channel", "observer", "calibration", "qat",
-                     "model", "weights", "kwargs", "input_shape")
+from .results import RunResult
+from .workflows import InventoryView, QuantizeOutcome, RunSnapshot
 
 
-@dataclass
-class QuantResult:
-    float_layers: list[str]
-    output: OutputMetrics
-    layers: list[LayerResult]
-    quantized_model: object = field(repr=False)
-    latency: Latency | None = None
-    size_float: int | None = None
-    size_quantized: int | None = None
-    scripted: object = field(default=None, repr=False)
-    script_note: str = ""
+
+@dataclass(frozen=True)
+class RecipeChange:
+    recipe: QuantRecipe
+    inventory: LayerInventory | None  # a new inventory when the method or mode changed
 
 
 class QuantSession:
     def __init__(self, loaded: LoadedModel, recipe: QuantRecipe) -> None:
         self.loaded = loaded
         self.recipe = recipe
-        self.calibrated: Calibrated | None = None
-        self.result: QuantResult | None = None
-        self.calib_source: DataSource | None = None
-        self.eval_source: DataSource | None = None
+        self._calibrated: Calibrated | None = None
+        self.result: RunResult | None = None
         self._float_side = None  # (evaluation key, float outputs per batch, fused float reference)
         self.notes: list[str] = list(loaded.notes)
         self.inventory = self._build_inventory()
@@ -58,10 +48,14 @@ class QuantSession:
 
     @classmethod
     def open(cls, recipe: QuantRecipe, trust: bool = False) -> Job["QuantSession"]:
-        input_spec = InputSpec.parse(recipe.input_shape, recipe.input_dtype) if recipe.input_shape else None
+        dtype = recipe.input_dtype or _data_dtype(recipe)
+        input_spec = InputSpec.parse(recipe.input_shape, dtype) if recipe.input_shape else None
         loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, input_spec)
-        if loaded.input_spec is not None and loaded.input_spec.dtype != recipe.input_dtype:
-            loaded.input_spec = InputSpec(loaded.input_spec.shapes, recipe.input_dtype)
+        if loaded.input_spec is not None and loaded.input_spec.dtype != dtype:
+            loaded.input_spec = InputSpec(loaded.input_spec.shapes, dtype)
+        if recipe.input_dtype is None and dtype != "float32":
+            loaded.notes.append(f"input dtype {dtype}: taken from the calibration data {recipe.calibration.source} "
+                                "(no --input-dtype given)")
         return cls(loaded, recipe)
 
     # -- settings ----------------------------------------------------------------------------------
@@ -85,25 +79,36 @@ class QuantSession:
     def _build_inventory(self) -> LayerInventory:
         return LayerInventory.build(self.loaded, self.recipe.method, self.recipe.engine, self.mode)
 
-    def update_recipe(self, **changes) -> None:
-        """Change settings (not the model); rebuilds the inventory when the method or mode changes,
-        keeping float layers that still exist, and drops a calibration the change invalidates."""
+    def prepare_recipe_change(self, **changes) -> "RecipeChange":
+        """The recipe after `changes`, and a new inventory when the method or graph mode changes
+        (building one may trace the model: a job may run this off the owner's thread; it writes nothing)."""
         new = replace(self.recipe, **changes, float_layers=self.inventory.float_layers)
-        old_mode, old_method = self.mode, self.recipe.method
-        self.recipe = new
-        if self.rebuilds_inventory(old_mode, old_method):
-            kept = self.inventory.float_layers
-            self.inventory.unsubscribe(self._on_inventory_changed)
-            self.inventory = self._build_inventory()  # whoever views the inventory must rebind
-            self.inventory.set_float_layers([n for n in kept if n in self.inventory.heads])
-            self.inventory.subscribe(self._on_inventory_changed)
-            self.recipe.float_layers = self.inventory.float_layers
-        if any(k in _CALIBRATION_KEYS for k in changes):
-            self.calibrated = None
+        probe = QuantSession.__new__(QuantSession)
+        probe.loaded, probe.recipe = self.loaded, new
+        new_mode = probe.mode  # refuses an impossible mode before anything changes
+        inventory = None
+        if (new_mode, new.method) != (self.mode, self.recipe.method):
+            inventory = LayerInventory.build(self.loaded, new.method, new.engine, new_mode)
+            inventory.set_float_layers([n for n in self.inventory.float_layers if n in inventory.heads])
+            new.float_layers = inventory.float_layers
+        return RecipeChange(new, inventory)
 
-    def _note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+    def apply_recipe_change(self, change: "RecipeChange") -> bool:
+        """Adopt a prepared change; True when the inventory was replaced (its views must rebind)."""
+        self.recipe = change.recipe
+        dtype = change.recipe.input_dtype or _data_dtype(change.recipe, quiet=True)  # follows the calibration data
+        if self.input_spec is not None and self.input_spec.dtype != dtype:
+            self.loaded.input_spec = InputSpec(self.input_spec.shapes, dtype)
+        if change.inventory is None:
+            return False
+        self.inventory.unsubscribe(self._on_inventory_changed)
+        self.inventory = change.inventory
+        self.inventory.subscribe(self._on_inventory_changed)
+        return True
+
+    def update_recipe(self, **changes) -> None:
+        """Change settings (not the model) in one step; see prepare_recipe_change."""
+        self.apply_recipe_change(self.prepare_recipe_change(**changes))
 
     def rebuilds_inventory(self, old_mode: str, old_method: str) -> bool:
         return (self.mode, self.recipe.method) != (old_mode, old_method)
@@ -111,77 +116,92 @@ class QuantSession:
     def _on_inventory_changed(self, _names) -> None:
         self.recipe.float_layers = self.inventory.float_layers
 
+    @property
+    def calibrated(self) -> Calibrated | None:
+        """The stored calibration, if it still fits the recipe (derived from the recipe's fields)."""
+        c = self._calibrated
+        return c if c is not None and c.key == self.recipe.calibration_key() else None
+
     # -- data ------------------------------------------------------------------------------------------
     def _source(self, spec, split: str, seed: int) -> DataSource:
         source = spec.source
         if source == "auto":
             source = "demo" if self.loaded.spec == "demo" else "random"
-        return open_source(source, self.input_spec, spec.batch_size, spec.batches, spec.preprocess, split, seed)
+        return open_source(source, self.input_spec, spec.batch_size, spec.batches, spec.preprocess, split, seed,
+                           preset=self.loaded.preprocess)
 
     def open_calibration(self) -> DataSource:
-        return self._source(self.recipe.calibration, "calib", seed=0)
+        return self._calibration_source(self.recipe)
 
     def open_evaluation(self) -> DataSource:
-        ev = self.recipe.evaluation
+        return self._evaluation_source(self.recipe)[0]
+
+    def _calibration_source(self, recipe) -> DataSource:
+        return self._source(recipe.calibration, "calib", seed=0)
+
+    def _evaluation_source(self, recipe) -> tuple[DataSource, list[str]]:
+        """The evaluation source `recipe` asks for, and notes about that choice (read-only on self)."""
+        ev, notes = recipe.evaluation, []
         if ev.source == "auto" and self.loaded.spec == "demo":
             ev = replace(ev, batches=-(-len(demo.load_split("eval")[1]) // ev.batch_size))  # all of it
         elif ev.source == "auto":
-            ev = replace(ev, source=self.recipe.calibration.source, preprocess=self.recipe.calibration.preprocess)
+            ev = replace(ev, source=recipe.calibration.source, preprocess=recipe.calibration.preprocess)
             if ev.source not in ("random", "auto"):
-                self._note("evaluated on the calibration data (no separate evaluation source given): "
-                           "not a held-out measurement; pass --eval with other samples")
-        return self._source(ev, "eval", seed=1)
+                notes.append("evaluated on the calibration data (no separate evaluation source given): "
+                             "not a held-out measurement; pass --eval with other samples")
+        return self._source(ev, "eval", seed=1), notes
 
-    # -- jobs --------------------------------------------------------------------------------------------
-    def _check_quantizable(self) -> None:
-        reason = self.loaded.why_not_quantizable()
-        if reason:
-            raise UsageError(reason)
+    # -- workflows -----------------------------------------------------------------------------------
+    def snapshot(self) -> RunSnapshot:
+        """What a job reads, frozen now (on the owner's thread)."""
+        recipe = copy.deepcopy(self.recipe)
+        recipe.float_layers = self.inventory.float_layers
+        inv = InventoryView(tuple(self.inventory.heads), tuple(self.inventory.float_layers),
+                            tuple(self.inventory.quantized_heads))
+        return RunSnapshot(self.loaded, recipe, self.mode, inv, self._calibrated, self._float_side,
+                           lambda: self._calibration_source(recipe),
+                           lambda: self._evaluation_source(recipe),
+                           tuple(dict.fromkeys([*self.notes, *self.inventory.notes])))
 
-    def calibrate(self, cancel: CancelToken | None = None) -> Job[Calibrated]:
-        """Prepare and calibrate (QAT: fine-tune). On cancel the previous calibration stays."""
-        self._check_quantizable()
-        cancel = cancel or CancelToken()
-        calib = self.open_calibration()
-        if self.recipe.method != "dynamic":  # dynamic quantization never reads calibration data
-            probe_model(self.loaded.module, calib, self.loaded.spec, self.recipe.method)
-        backend = backend_for(self.recipe.method, self.mode)
-        example = self.input_spec.example()
-        calibrated = yield from backend.prepare_and_calibrate(self.loaded.module, self.recipe, self.inventory,
-                                                              example, calib, cancel)
-        self.calibrated, self.calib_source = calibrated, calib
-        return calibrated
+    def quantize_job(self, cancel: CancelToken | None = None, measure: bool = True) -> Job[QuantizeOutcome]:
+        """Calibrate if needed, convert, compare and (with `measure`) measure: adopt() the outcome."""
+        return workflows.quantize(self.snapshot(), cancel, measure)
 
-    def quantize(self, cancel: CancelToken | None = None, per_layer_batches: int = 2) -> Job[QuantResult]:
-        """Convert with the current float layers (reusing the calibration) and compare with float."""
-        cancel = cancel or CancelToken()
-        if self.calibrated is None:
-            yield from self.calibrate(cancel)
-        float_layers = self.inventory.float_layers
-        qmodel = self.calibrated.convert(float_layers)
-        self.eval_source = evaluation = self.open_evaluation()
-        # The float side of the comparison does not change between reconversions: cache it, keyed
-        # by every setting that decides the evaluation inputs (evaluation "auto" follows calibration).
-        key = repr((self.recipe.evaluation, self.recipe.calibration, self.input_spec, self.mode))
-        if self._float_side is None or self._float_side[0] != key:
-            probe_model(self.loaded.module, evaluation, self.loaded.spec)
-            self._float_side = (key, [], self.calibrated.backend.reference(self.loaded.module))
-        _, float_outputs, reference = self._float_side
-        output = yield from compare_outputs(self.loaded.module, qmodel, evaluation, cancel, float_outputs)
-        layers = yield from compare_layers(reference, qmodel, self.inventory.heads, evaluation,
-                                           per_layer_batches, cancel)
-        self.result = QuantResult(float_layers, output, layers, qmodel)
+    def adopt(self, outcome: QuantizeOutcome) -> RunResult:
+        self._calibrated, self._float_side, self.result = outcome.calibrated, outcome.float_side, outcome.result
         return self.result
 
-    def measure(self, cancel: CancelToken | None = None) -> Job[QuantResult]:
-        """Size as TorchScript and batch-1 latency of the current result, float beside quantized."""
+    def export_job(self, out_dir: Path, formats, cancel: CancelToken | None = None) -> Job[RunResult]:
+        """Write the current result's files; returns a new result listing them (adopt it with adopt_result)."""
+        self.check_export_formats(formats)
         result = self._need_result()
-        example = self.input_spec.example(batch=1)
-        float_ts, _ = to_torchscript(self.loaded.module, example)
-        result.scripted, result.script_note = to_torchscript(result.quantized_model, example)
-        result.size_float, result.size_quantized = torchscript_bytes(float_ts), torchscript_bytes(result.scripted)
-        result.latency = yield from measure_latency(self.loaded.module, result.quantized_model, example, cancel=cancel)
+        check = self._check_inputs()
+        return workflows.export(result, self.loaded, Path(out_dir), formats, check, self.loaded.protected_paths, cancel)
+
+    def adopt_result(self, result: RunResult) -> RunResult:
+        self.result = result
         return result
+
+    def calibrate_job(self, cancel: CancelToken | None = None) -> Job[Calibrated]:
+        return workflows.calibrate(self.snapshot(), cancel or CancelToken())
+
+    # -- the same, run and adopted in one go (for callers on a single thread) ------------------------------
+    def calibrate(self, cancel: CancelToken | None = None) -> Job[Calibrated]:
+        calibrated = yield from self.calibrate_job(cancel)
+        self._calibrated = calibrated
+        return calibrated
+
+    def quantize(self, cancel: CancelToken | None = None) -> Job[RunResult]:
+        outcome = yield from self.quantize_job(cancel, measure=False)
+        return self.adopt(outcome)
+
+    def measure(self, cancel: CancelToken | None = None) -> Job[RunResult]:
+        result = yield from workflows.measure_result(self._need_result(), self.loaded, cancel)
+        return self.adopt_result(result)
+
+    def export(self, out_dir: Path, formats, cancel: CancelToken | None = None) -> Job[list[ExportResult]]:
+        result = yield from self.export_job(out_dir, formats, cancel)
+        return list(self.adopt_result(result).exports)
 
     def check_export_formats(self, formats) -> None:
         """Refuse up front what cannot be exported, before any long work."""
@@ -189,22 +209,23 @@ class QuantSession:
             raise UsageError("ONNX export of dynamically quantized models is not supported by torch.onnx "
                              "(quantized::linear_dynamic has no ONNX form): export pt/ptl, or use the static method")
 
-    def export(self, out_dir: Path, formats, cancel: CancelToken | None = None) -> Job[list[ExportResult]]:
-        self.check_export_formats(formats)
-        result = self._need_result()
-        example = self.input_spec.example(batch=1)
-        if result.scripted is None:
-            result.scripted, result.script_note = to_torchscript(result.quantized_model, example)
-        check = self._check_inputs()
-        return (yield from export_model(result.quantized_model, result.scripted, example, formats, Path(out_dir),
-                                        self.loaded.protected_paths, check, cancel=cancel))
-
     def _check_inputs(self) -> tuple:
-        source = self.eval_source or self.open_evaluation()
-        x, _ = next(iter(source))
-        return (x[:8],)
+        source = self.open_evaluation()
+        inputs, _ = next(iter(source))
+        return tuple(t[:8] for t in inputs)
 
-    def _need_result(self) -> QuantResult:
+    def _need_result(self) -> RunResult:
         if self.result is None:
             raise UsageError("nothing quantized yet: run calibration / quantize first")
         return self.result
+
+
+def _data_dtype(recipe: QuantRecipe, quiet: bool = False) -> str:
+    """The input dtype when the recipe gives none: an integer calibration file's (token ids), else float32.
+    `quiet`: an unreadable file counts as float32 here; opening it as data names the problem later."""
+    try:
+        return file_input_dtype(recipe.calibration.source) or "float32"
+    except QtappError:
+        if quiet:
+            return "float32"
+        raise

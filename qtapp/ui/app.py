@@ -75,7 +75,7 @@ class ScreenshotDriver:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             app.processEvents()
-            if not self.window.runner.busy and not self.window._measuring and not self.window._pending_requantize:
+            if not self.window.runner.busy and self.window.controller.waiting is None:
                 # give queued results (applied after the thread ends) a chance to land
                 for _ in range(5):
                     app.processEvents()

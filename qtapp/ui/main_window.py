@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGroupBox, QHBoxLayout,
                                QMenu, QProgressBar, QPushButton, QSplitter, QTabWidget, QTreeView, QVBoxLayout,
                                QWidget)
 
+from ..core import workflows
 from ..core.session import QuantSession
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
@@ -22,6 +23,7 @@ from .log_panel import LogPanel
 from .plots import LayerErrorPlot, OutputErrorPlot, WeightHistogramPlot
 from .settings_panel import SettingsPanel
 from .summary import SummaryView
+from .controller import RunController
 from .workers import JobRunner
 
 log = logging.getLogger("qtapp.ui")
@@ -56,9 +58,8 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.session: QuantSession | None = None
         self.runner = JobRunner(self)
         self.runner.busy_changed.connect(self._on_runner_busy_changed)
-        self._pending_requantize = False
-        self._measuring = False
-        self._measure_next = False  # the quantize job returned: measure once it has finished
+        self.controller = RunController(self.runner, self._on_job_progress,
+                                        lambda name, exc, details: self._show_error(f"{name} failed", exc, details), self)
         self._after_job = None  # an action to run once the current job has finished (file_actions)
         self.setWindowTitle("Quantization Studio")
         self.setAcceptDrops(True)
@@ -233,52 +234,30 @@ class MainWindow(FileActionsMixin, QMainWindow):
         return True
 
     def _start(self, name, make_job, on_result, on_error=None, on_finished=None, on_cancel=None):
-        return self.runner.start(name, make_job, on_progress=self._on_job_progress, on_result=on_result,
-                                 on_error=on_error or (lambda exc, details: self._show_error(f"{name} failed", exc, details)),
-                                 on_cancel=on_cancel or (lambda: self.statusBar().showMessage(f"{name} cancelled", 5000)),
-                                 on_finished=on_finished)
+        return self.controller.submit(name, make_job, on_result, on_error,
+                                      on_cancel or (lambda: self.statusBar().showMessage(f"{name} cancelled", 5000)),
+                                      on_finished)
 
     def run_quantize(self) -> None:
-        """Calibrate (unless a valid calibration exists), convert, compare, then measure."""
-        if self.session is None or not self._check_idle():
+        """Calibrate (unless the stored calibration still fits), convert, compare and measure: one job
+        on a snapshot taken now; a job already running is cancelled and this one runs next."""
+        if self.session is None:
             return
-        session = self.session
-        self._pending_requantize = False
-        self._start("quantize", lambda cancel: session.quantize(cancel), self._on_quantized,
-                    on_finished=self._after_quantize)
+        session, snap = self.session, self.session.snapshot()
 
-    def _on_quantized(self, _result) -> None:
-        self._measure_next = True
-        self._show_result()
-        self.result_applied.emit()
-        self.statusBar().showMessage("Quantized; measuring size and latency…")
-
-    def _after_quantize(self) -> None:
-        if self._pending_requantize and self.session is not None and self.session.calibrated is not None:
-            self.run_quantize()
-        elif self._measure_next:
-            self._measure_next = False
-            self._start_measure()
-
-    def _start_measure(self) -> None:
-        session = self.session
-        self._measuring = True
-        self.summary.show_result(session, measuring=True)  # only size and latency change: no replotting
-
-        def done(_result):
+        def on_result(outcome) -> None:
+            if self.session is not session:
+                return  # another model was opened meanwhile
+            session.adopt(outcome)
+            self._show_result()
+            self.result_applied.emit()
             self.statusBar().showMessage("Quantized and measured", 5000)
 
-        def finished():
-            self._measuring = False
-            self.summary.show_result(session)
-            if self._pending_requantize:
-                self.run_quantize()
-
-        self._start("measure", lambda cancel: session.measure(cancel), done, on_finished=finished,
-                    on_cancel=lambda: None)
+        self.controller.submit("quantize", lambda cancel: workflows.quantize(snap, cancel), on_result,
+                               on_cancel=lambda: self.statusBar().showMessage("quantize cancelled", 5000))
 
     def cancel_job(self) -> None:
-        self.runner.cancel()
+        self.controller.cancel()
 
     def _on_job_progress(self, p) -> None:
         if p.total:
@@ -322,7 +301,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.tree_model.set_results(result.layers if result else [])
         self.layer_plot.set_results(result.layers if result else [])
         self.output_plot.set_metrics(result.output if result else None)
-        self.summary.show_result(session, measuring=self._measuring)
+        self.summary.show_result(session)
         self._on_tree_current_changed(self.tree.currentIndex(), None)
         self._update_actions()
 
@@ -330,41 +309,35 @@ class MainWindow(FileActionsMixin, QMainWindow):
         session = self.session
         log.info("float layers: %s", ", ".join(session.inventory.float_layers) or "none")
         self.statusBar().showMessage(f"{len(session.inventory.float_layers)} layer(s) kept float", 4000)
-        if session.calibrated is None:
-            return
-        if self.runner.busy:
-            self._pending_requantize = True
-            if self.runner.name == "measure":
-                self.runner.cancel()
-        else:
+        if session.calibrated is not None:  # reconvert from the stored calibration at once
             self.run_quantize()
 
     # -- settings -------------------------------------------------------------------------------------
     def _on_settings_changed(self, changes: dict) -> None:
         session = self.session
-        if session is None or not self._check_idle():
+        if session is None:
             return
-        old_mode, old_method = session.mode, session.recipe.method
 
-        def apply(cancel):
-            session.update_recipe(**changes)  # may re-trace the model: not on the GUI thread
-            return session
+        def prepare(cancel):
+            return session.prepare_recipe_change(**changes)  # may re-trace the model: not on the GUI thread
             yield  # noqa: unreachable - makes this a job generator
 
-        def on_result(_session) -> None:
-            if session.rebuilds_inventory(old_mode, old_method):
+        def on_result(change) -> None:
+            if self.session is not session:
+                return
+            if session.apply_recipe_change(change):
                 self.set_session(session)
             else:
                 self.settings_panel.show_recipe(session.recipe)
+            self._show_result()
             if session.result is not None and session.calibrated is None:
-                self.summary.show_result(session)  # marks the result as stale
                 self.statusBar().showMessage("Settings changed: run again to recalibrate", 5000)
 
         def on_error(exc, details) -> None:
             self.settings_panel.show_recipe(session.recipe)
             self._show_error("Invalid setting", exc, details)
 
-        self._start("apply settings", apply, on_result, on_error)
+        self.controller.submit("apply settings", prepare, on_result, on_error)
 
     # -- tree and plots -------------------------------------------------------------------------------
     def _on_filter_changed(self, text: str) -> None:

@@ -7,6 +7,8 @@ from html import escape
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
+from ..core import diagnostics
+
 
 def _mb(n) -> str:
     return "–" if n is None else f"{n / 1e6:.2f} MB"
@@ -64,22 +66,15 @@ class SummaryView(QLabel):
                  f"cosine {o.cosine:.5f}", f"max |error| {o.max_abs_error:.4g}"]
         if o.top1_agreement is not None:
             error.append(f"top-1 agreement {o.top1_agreement:.1%}")
-        notes = []
-        if session.calibrated is None:
-            notes.append("Settings changed since this result: run again to recalibrate.")
-        calib = session.calib_source
-        if calib is not None and not calib.representative and session.recipe.method != "dynamic":
-            notes.append("Calibrated on random tensors: not representative of real inputs.")
-        if o.float_rms < 1e-4:
-            notes.append(f"Float outputs are almost zero (RMS {o.float_rms:.2g}), as with random weights: "
-                         "the error figures mean nothing; load trained weights.")
-        if session.recipe.engine == "qnnpack":
-            notes.append("qnnpack targets Arm: latency measured on x86 says nothing about a phone.")
+        notes = [] if session.calibrated is not None else [
+            ("warning", "Settings changed since this result: run again to recalibrate.")]
+        notes += [(n.level, n.text) for n in diagnostics.notes(result)]
         if result.float_layers:
-            notes.append(f"{len(result.float_layers)} layer(s) kept in float.")
-        evaluated = session.eval_source.description if session.eval_source else ""
+            notes.append(("info", f"{len(result.float_layers)} layer(s) kept in float."))
+        evaluated = result.evaluation.description if result.evaluation else ""
         self.setText(
             "<table cellspacing=6><tr><th></th><th align=right>float</th><th align=right>int8</th><th></th></tr>"
             f"{table}</table>"
             f"<p><b>Output error</b> over {o.samples} samples ({escape(evaluated)}):<br>{', '.join(error)}</p>"
-            + "".join(f"<p style='color:#a04000'>{escape(n)}</p>" for n in notes))
+            + "".join(f"<p style='color:{'#a04000' if level == 'warning' else '#555'}'>{escape(text)}</p>"
+                      for level, text in notes))

@@ -43,7 +43,7 @@ def test_compare_outputs_with_a_known_error(demo_loaded):
     assert metrics.top1_agreement == 1.0  # a positive scale keeps every argmax
     assert metrics.accuracy_float == metrics.accuracy_quantized >= 0.95
     with torch.no_grad():
-        ref = torch.cat([demo_loaded.module(x) for x, _ in data])
+        ref = torch.cat([demo_loaded.module(*inputs) for inputs, _ in data])
     assert metrics.max_abs_error == pytest.approx(0.1 * float(ref.abs().max()), rel=1e-4)
     assert len(metrics.ref_values) == len(metrics.q_values) == 1000  # 100 samples x 10 classes
 

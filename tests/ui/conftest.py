@@ -67,7 +67,7 @@ def _quantize_and_wait(qtbot, window, timeout=120000):
 
     with qtbot.waitSignal(window.result_applied, timeout=timeout):
         qtbot.mouseClick(window.run_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: not window.runner.busy and not window._measuring, timeout=timeout)
+    qtbot.waitUntil(lambda: not window.runner.busy and window.controller.waiting is None, timeout=timeout)
     return window.session.result
 
 

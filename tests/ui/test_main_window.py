@@ -91,10 +91,10 @@ def test_toggle_after_run_reconverts_without_recalibrating(qtbot, window, open_a
     with qtbot.waitSignal(window.result_applied, timeout=60000):
         window.tree_model.setData(window.tree_model.index_of("fc2", COL_QUANT), Qt.CheckState.Unchecked,
                                   Qt.ItemDataRole.CheckStateRole)
-    qtbot.waitUntil(lambda: not window.runner.busy and not window._measuring, timeout=60000)
+    qtbot.waitUntil(lambda: not window.runner.busy and window.controller.waiting is None, timeout=60000)
     assert session.calibrated is calibrated
     layer = {l.name: l for l in session.result.layers}["fc2"]
-    assert not layer.quantized and session.result.float_layers == ["fc2"]
+    assert not layer.quantized and session.result.float_layers == ("fc2",)
     assert "(float)" in window.tree_model.data(window.tree_model.index_of("fc2", COL_SQNR)) or layer.sqnr_db is None
 
 

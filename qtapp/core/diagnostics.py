@@ -1,0 +1,76 @@
+"""What a result means and what to distrust: one list of notes, written once.
+
+`notes(result)` is the only place that interprets a `RunResult`: report.json, the CLI summary, the
+window's summary and the HTML report all show exactly these notes. Each note has a stable `code` (for
+tests and tools) and a `level`: "warning" (a figure may mislead, or something did not happen as asked)
+or "info" (what was done).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEAD_OUTPUT_RMS = 1e-4
+POOR_COSINE = 0.9
+BUSY_CORES = 0.3
+
+
+@dataclass(frozen=True)
+class Note:
+    code: str
+    text: str
+    level: str = "warning"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def notes(result) -> list[Note]:
+    out: list[Note] = [Note("model", text, "info") for text in result.model_notes]
+    calib, method = result.calibration, result.method
+    if calib is not None and not calib.representative:
+        out.append(Note("random-calibration",
+                        "calibration used random tensors, which are not representative of real inputs: activation "
+                        "ranges (and so accuracy on real data) may be far off; calibrate on real samples"))
+    for facts in (calib, result.evaluation):
+        if facts is not None and facts.skipped:
+            shown = ", ".join(facts.skipped[:3]) + (f" and {len(facts.skipped) - 3} more" if len(facts.skipped) > 3 else "")
+            out.append(Note("skipped-items", f"{len(facts.skipped)} unreadable item(s) skipped in {facts.description}: {shown}"))
+    if result.engine == "qnnpack":
+        out.append(Note("qnnpack-on-x86", "qnnpack targets Arm CPUs; its latency measured on this x86 machine says "
+                                          "nothing about a phone (on x86 it is typically slower than float)"))
+    if result.calib_stats.get("distilled"):
+        out.append(Note("qat-distilled", "QAT data had no labels: fine-tuned by distillation from the float "
+                                         "model's outputs", "info"))
+    expected = set(result.expected_quantized)
+    for layer in result.layers:
+        if layer.name in expected and not layer.quantized:
+            out.append(Note("not-quantized", f"{layer.name} was to be quantized, but the converted model runs it "
+                                             f"in float ({layer.type}): the backend has no int8 pattern for it here"))
+    if result.script_note and result.script_note != "scripted":
+        out.append(Note("torchscript", f"TorchScript: {result.script_note}", "info"))
+    o = result.output
+    if o is not None and o.float_rms < DEAD_OUTPUT_RMS:
+        out.append(Note("dead-output", f"the float model's outputs are almost zero (RMS {o.float_rms:.2g}): typical "
+                                       "of randomly initialised weights, which collapse activations; error figures "
+                                       "are meaningless here, load trained weights"))
+    elif o is not None and o.cosine < POOR_COSINE:
+        out.append(Note("poor-output", f"the quantized output barely follows the float one (cosine {o.cosine:.3f}): "
+                                       + _advice(result)))
+    lat = result.latency
+    if lat is not None and lat.other_load is not None and lat.other_load > BUSY_CORES:
+        out.append(Note("busy-machine", f"other processes kept {lat.other_load:.1f} CPU cores busy while latency was "
+                                        "measured: the latency figures are inflated; measure again on a quiet machine"))
+    for e in result.exports:
+        out += [Note(f"export-{e.format}", f"{e.format}: {n}", "info") for n in e.notes]
+    return out
+
+
+def _advice(result) -> str:
+    """What to try when int8 breaks the output; only what applies to the method used."""
+    if result.method == "dynamic":
+        return ("keep the worst layers float, or try float16 weights (--dtype float16); dynamic quantization "
+                "reads no calibration data, so more data will not help")
+    if result.method == "qat":
+        return "keep the worst layers float, or fine-tune for more epochs on labelled data"
+    return "keep the worst layers float, calibrate on more representative data, or try QAT"

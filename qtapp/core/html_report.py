@@ -1,0 +1,157 @@
+"""report.html: one self-contained page (no network, no scripts, plots as inline SVG) for a colleague
+without Python. It shows the same summary, notes and per-layer figures as the window and report.json."""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+from .diagnostics import notes
+from .render import report_dict, speed_text
+
+GOOD_DB, FAIR_DB, POOR_DB = 35.0, 25.0, 15.0
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#222}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+.sub{color:#555}table{border-collapse:collapse}td,th{padding:3px 10px;text-align:left}
+th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}.num{text-align:right;font-variant-numeric:tabular-nums}
+.warning{color:#a04000}.info{color:#555}.legend span{display:inline-block;margin-right:14px}
+.sw{display:inline-block;width:10px;height:10px;margin-right:4px}svg text{font:11px system-ui,sans-serif;fill:#333}
+"""
+
+
+def sqnr_colour(db) -> str:
+    if db is None or (isinstance(db, float) and math.isnan(db)):
+        return "#b4b4b4"
+    if db >= GOOD_DB:
+        return "#2ca02c"
+    if db >= FAIR_DB:
+        return "#f0a30a"
+    return "#d62728"
+
+
+def _layer_chart(layers: list[dict]) -> str:
+    if not layers:
+        return "<p class=info>No per-layer figures.</p>"
+    w, h, left, bottom = 1060, 260, 44, 90
+    n = len(layers)
+    finite = [l["sqnr_db"] for l in layers if l["sqnr_db"] is not None and math.isfinite(l["sqnr_db"])]
+    top = max([GOOD_DB + 5, *finite]) * 1.08
+    step = (w - left - 10) / n
+    bars = []
+    for i, l in enumerate(layers):
+        db = l["sqnr_db"]
+        x = left + i * step
+        value = max(db, 0.0) if db is not None and math.isfinite(db) else top
+        bh = (h - bottom - 10) * value / top
+        colour = sqnr_colour(db) if l["quantized"] else "#b4b4b4"
+        label = f"{l['name']}: " + (f"{db:.1f} dB" if db is not None else "identical") + ("" if l["quantized"] else " (kept float)")
+        bars.append(f"<rect x='{x + step * 0.14:.1f}' y='{h - bottom - bh:.1f}' width='{step * 0.72:.1f}' "
+                    f"height='{bh:.1f}' fill='{colour}'><title>{escape(label)}</title></rect>")
+        if n <= 60:
+            bars.append(f"<text transform='translate({x + step / 2:.1f},{h - bottom + 6}) rotate(60)'>"
+                        f"{escape(l['name'][-22:])}</text>")
+    ticks = []
+    for v in range(0, int(top) + 1, 10):
+        y = h - bottom - (h - bottom - 10) * v / top
+        ticks.append(f"<line x1='{left}' x2='{w}' y1='{y:.1f}' y2='{y:.1f}' stroke='#eee'/>"
+                     f"<text x='{left - 6}' y='{y + 4:.1f}' text-anchor='end'>{v}</text>")
+    return (f"<svg width='{w}' height='{h}' role='img' aria-label='per-layer SQNR'>{''.join(ticks)}{''.join(bars)}"
+            f"<text x='4' y='14'>dB</text></svg>")
+
+
+def _error_histogram(ref, q) -> str:
+    import numpy as np
+
+    if ref is None or q is None or len(ref) == 0:
+        return ""
+    err = np.asarray(q, dtype=np.float64) - np.asarray(ref, dtype=np.float64)
+    lo, hi = np.quantile(err, [0.001, 0.999])
+    if hi <= lo:
+        lo, hi = lo - 1e-9, hi + 1e-9
+    counts, edges = np.histogram(np.clip(err, lo, hi), bins=60, range=(lo, hi))
+    w, h, left, bottom = 520, 220, 10, 30
+    peak = counts.max() or 1
+    bw = (w - 2 * left) / len(counts)
+    rects = "".join(f"<rect x='{left + i * bw:.1f}' y='{h - bottom - (h - bottom - 10) * c / peak:.1f}' "
+                    f"width='{bw * 0.95:.1f}' height='{(h - bottom - 10) * c / peak:.1f}' fill='#e8710a'/>"
+                    for i, c in enumerate(counts))
+    return (f"<svg width='{w}' height='{h}' role='img' aria-label='output error histogram'>{rects}"
+            f"<text x='{left}' y='{h - 10}'>{edges[0]:.3g}</text>"
+            f"<text x='{w - left}' y='{h - 10}' text-anchor='end'>{edges[-1]:.3g}</text>"
+            f"<text x='{w / 2}' y='{h - 10}' text-anchor='middle'>int8 − float (central 99.8%)</text></svg>")
+
+
+def _scatter(ref, q) -> str:
+    import numpy as np
+
+    if ref is None or q is None or len(ref) == 0:
+        return ""
+    ref, q = np.asarray(ref, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    lo, hi = float(min(ref.min(), q.min())), float(max(ref.max(), q.max()))
+    if hi <= lo:
+        hi = lo + 1.0
+    size = 220
+    sx = lambda v: 10 + (size - 20) * (v - lo) / (hi - lo)  # noqa: E731 - two tiny projections
+    sy = lambda v: size - 10 - (size - 20) * (v - lo) / (hi - lo)  # noqa: E731
+    pts = "".join(f"<circle cx='{sx(a):.1f}' cy='{sy(b):.1f}' r='1.3' fill='#1f77b4' fill-opacity='.5'/>"
+                  for a, b in zip(ref[:1500], q[:1500]))
+    return (f"<svg width='{size}' height='{size}' role='img' aria-label='float vs int8 outputs'>"
+            f"<line x1='{sx(lo)}' y1='{sy(lo)}' x2='{sx(hi)}' y2='{sy(hi)}' stroke='#999'/>{pts}</svg>")
+
+
+def to_html(result) -> str:
+    r = report_dict(result)
+    o, lat, size = r["output"], r["latency_ms"], r["size_bytes"]
+    rows = []
+    if size["float"]:
+        rows.append(("Size (TorchScript)", f"{size['float'] / 1e6:.2f} MB", f"{size['quantized'] / 1e6:.2f} MB",
+                     f"{size['quantized'] / size['float']:.0%} of float"))
+    if lat["float"] is not None:
+        rows.append((f"Latency (batch 1, {lat['threads']} threads)", f"{lat['float']:.2f} ms",
+                     f"{lat['quantized']:.2f} ms", speed_text(lat["float"], lat["quantized"])))
+    if o["accuracy_float"] is not None:
+        rows.append(("Accuracy", f"{o['accuracy_float']:.2%}", f"{o['accuracy_quantized']:.2%}",
+                     f"{(o['accuracy_quantized'] - o['accuracy_float']) * 100:+.2f} points"))
+    figures = "".join(f"<tr><td>{escape(a)}</td><td class=num>{b}</td><td class=num>{c}</td><td>{escape(d)}</td></tr>"
+                      for a, b, c, d in rows)
+    error = [f"SQNR {o['sqnr_db']:.1f} dB" if o["sqnr_db"] is not None else "outputs identical",
+             f"cosine {o['cosine']:.5f}", f"max |error| {o['max_abs_error']:.4g}"]
+    if o["top1_agreement"] is not None:
+        error.append(f"top-1 agreement {o['top1_agreement']:.1%}")
+    note_items = "".join(f"<li class={n.level}>{escape(n.text)}</li>" for n in notes(result)) or "<li>none</li>"
+    layer_rows = "".join(
+        f"<tr><td>{escape(l['name'])}</td><td>{escape(l['type'])}</td><td>{'int8' if l['quantized'] else 'float'}</td>"
+        f"<td class=num style='color:{sqnr_colour(l['sqnr_db']) if l['quantized'] else '#777'}'>"
+        f"{'' if l['sqnr_db'] is None else format(l['sqnr_db'], '.1f')}</td></tr>" for l in r["layers"])
+    exports = "".join(f"<tr><td>{escape(e['format'])}</td><td>{escape(e['path'])}</td>"
+                      f"<td class=num>{e['bytes'] / 1e6:.2f} MB</td><td>{'yes' if e['verified'] else 'NO'}</td></tr>"
+                      for e in r["exports"])
+    calib = r["calibration"]
+    ev = r["evaluation"] or {}
+    out_values = (result.output.ref_values, result.output.q_values) if result.output is not None else (None, None)
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>{escape(r['model'])}: quantization report</title>
+<style>{_CSS}</style></head><body>
+<h1>{escape(r['model'])}: {escape(r['method'])} int8 quantization</h1>
+<p class=sub>{escape(r['mode'])} on {escape(r['engine'])}, weights {escape(r['dtype'])}; input {escape(r['input'])};
+calibrated on {calib['samples']} samples ({escape(calib['source'])}); evaluated on
+{ev.get('samples', 0)} samples ({escape(ev.get('source', 'none'))}). qtapp {escape(r['qtapp_version'])},
+torch {escape(r['torch_version'])}.</p>
+<table><tr><th></th><th class=num>float</th><th class=num>int8</th><th></th></tr>{figures}</table>
+<p><b>Output error</b>: {', '.join(error)}</p>
+<h2>Notes</h2><ul>{note_items}</ul>
+<h2>Per-layer SQNR</h2>
+<p class=sub>Error accumulated up to each layer's output: the quantized model's tensor against the float
+model's, in dB (higher is better).</p>
+<p class=legend><span><i class=sw style='background:#2ca02c'></i>&ge; {GOOD_DB:.0f} dB good</span>
+<span><i class=sw style='background:#f0a30a'></i>{FAIR_DB:.0f}–{GOOD_DB:.0f} dB fair</span>
+<span><i class=sw style='background:#d62728'></i>&lt; {FAIR_DB:.0f} dB poor</span>
+<span><i class=sw style='background:#b4b4b4'></i>kept float</span></p>
+{_layer_chart(r['layers'])}
+<h2>Output: int8 against float</h2>
+<div style='display:flex;gap:24px;align-items:flex-start'>{_error_histogram(*out_values)}{_scatter(*out_values)}</div>
+<h2>Layers</h2><table><tr><th>layer</th><th>type</th><th>runs as</th><th class=num>SQNR dB</th></tr>{layer_rows}</table>
+{'<h2>Files</h2><table><tr><th>format</th><th>path</th><th class=num>size</th><th>verified</th></tr>' + exports + '</table>' if exports else ''}
+</body></html>
+"""

@@ -1,0 +1,95 @@
+"""Renderings of a `RunResult`: report.json (a dict) and the CLI's text summary.
+
+Both list exactly `diagnostics.notes(result)`; neither interprets the figures on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .diagnostics import notes
+
+SCHEMA_VERSION = 1
+
+
+def report_dict(result) -> dict:
+    import torch
+
+    from .. import __version__
+
+    lat, o, recipe = result.latency, result.output, result.recipe
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "qtapp_version": __version__,
+        "torch_version": torch.__version__,
+        "model": result.model,
+        "input": result.input,
+        "method": result.method,
+        "mode": result.mode,
+        "engine": result.engine,
+        "dtype": result.dtype,
+        "calibration": result.calibration.to_json() if result.calibration else
+        {"source": "none (dynamic quantization)", "batches": 0, "samples": 0, "representative": True,
+         "labels": False},
+        "evaluation": result.evaluation.to_json() if result.evaluation else None,
+        "float_layers": list(result.float_layers),
+        "size_bytes": {"float": result.size_float, "quantized": result.size_quantized},
+        "latency_ms": {"float": lat.float_ms if lat else None, "quantized": lat.quantized_ms if lat else None,
+                       "batch": 1, "threads": lat.threads if lat else None, "runs": lat.runs if lat else None,
+                       "other_load_cores": round(lat.other_load, 2) if lat and lat.other_load is not None else None},
+        "output": o.to_json() if o is not None else None,
+        "layers": [layer.to_json() for layer in result.layers],
+        "exports": [e.to_json() for e in result.exports],
+        "notes": [n.text for n in notes(result)],
+        "diagnostics": [{"code": n.code, "level": n.level, "text": n.text} for n in notes(result)],
+    }
+    if result.method == "qat":
+        report["qat"] = {"epochs": recipe.qat.epochs, "lr": recipe.qat.lr,
+                         "epoch_losses": list(result.calib_stats.get("epoch_losses") or [])}
+    return report
+
+
+def _fmt(value, spec="{:.2f}", none="n/a") -> str:
+    return none if value is None else spec.format(value)
+
+
+def speed_text(float_ms: float, quantized_ms: float) -> str:
+    ratio = float_ms / quantized_ms
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
+def worst_layers(result, n: int = 3) -> list:
+    return sorted((l for l in result.layers if l.quantized and l.sqnr_db is not None), key=lambda l: l.sqnr_db)[:n]
+
+
+def summary_text(result, out: Path | None = None) -> str:
+    o, lat = result.output, result.latency
+    verb = "fine-tuned" if result.method == "qat" else "calibrated"
+    calib = result.calibration
+    head = f"{result.model}: {result.method} ({result.mode}) on {result.engine}"
+    head += f", {verb} on {calib.samples} samples ({calib.description})" if calib else ", no calibration (dynamic)"
+    lines = [head,
+             f"  output      SQNR {_fmt(o.sqnr_db, '{:.1f} dB')}, cosine {_fmt(o.cosine, '{:.5f}')}, "
+             f"max abs error {_fmt(o.max_abs_error, '{:.4g}')}, top-1 agreement {_fmt(o.top1_agreement, '{:.1%}')}"]
+    if o.accuracy_float is not None:
+        lines.append(f"  accuracy    float {o.accuracy_float:.2%} -> quantized {o.accuracy_quantized:.2%} "
+                     f"on {o.samples} samples")
+    if result.size_float:
+        lines.append(f"  size        {result.size_float / 1e6:.2f} MB -> {result.size_quantized / 1e6:.2f} MB "
+                     f"({result.size_quantized / result.size_float:.0%} of float, TorchScript)")
+    if lat is not None:
+        lines.append(f"  latency     {lat.float_ms:.2f} ms -> {lat.quantized_ms:.2f} ms "
+                     f"({speed_text(lat.float_ms, lat.quantized_ms)}, batch 1, {lat.threads} threads, "
+                     f"median of {lat.runs})")
+    worst = worst_layers(result)
+    if worst:
+        lines.append("  worst layers " + ", ".join(f"{l.name} {l.sqnr_db:.1f} dB" for l in worst))
+    if result.float_layers:
+        lines.append(f"  kept float  {', '.join(result.float_layers)}")
+    for e in result.exports:
+        lines.append(f"  wrote       {e.path} ({e.bytes / 1e6:.2f} MB, "
+                     f"{'verified' if e.verified else 'NOT verified'}, max abs diff {_fmt(e.max_abs_diff, '{:.3g}')})")
+    if out is not None:
+        lines.append(f"  wrote       {out / 'recipe.json'}, {out / 'report.json'}")
+    lines += [f"  note: {n.text}" for n in notes(result)]
+    return "\n".join(lines)

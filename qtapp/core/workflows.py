@@ -1,0 +1,124 @@
+"""User actions as core workflows: generators that yield progress and return an immutable outcome.
+
+A workflow reads a snapshot the owner (CLI or window) took on its own thread, never the owner's live
+state, and writes nothing to it: the owner adopts the outcome when the job returns. Cancelling a job
+therefore leaves the owner exactly as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .backends import Calibrated, backend_for
+from .compare import compare_layers, compare_outputs
+from .data import DataSource
+from .export import export_model
+from .measure import measure_latency, to_torchscript, torchscript_bytes
+from .probe import probe_model
+from .progress import CancelToken, Job
+from .results import DataFacts, RunResult
+
+
+@dataclass(frozen=True)
+class InventoryView:
+    """What a backend needs of the layer inventory, frozen at the moment the job was started."""
+
+    heads: tuple[str, ...]
+    float_layers: tuple[str, ...]
+    quantized_heads: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """Everything a quantize job reads, captured by the owner before the job starts."""
+
+    loaded: Any  # LoadedModel: its module is read, never modified
+    recipe: Any  # a private copy of the QuantRecipe
+    mode: str
+    inventory: InventoryView
+    calibrated: Calibrated | None  # reused when its key matches the recipe's
+    float_side: tuple | None  # (key, float outputs per batch, fused float reference), reused when the key matches
+    open_calibration: Callable[[], DataSource]
+    open_evaluation: Callable[[], tuple[DataSource, list[str]]]  # the source and notes about the choice
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuantizeOutcome:
+    calibrated: Calibrated
+    float_side: tuple
+    result: RunResult
+
+
+def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool = True,
+             per_layer_batches: int = 2) -> Job[QuantizeOutcome]:
+    """Calibrate (unless the snapshot's calibration still fits the recipe), convert with the snapshot's
+    float layers, compare with float, and (with `measure`) measure size and latency."""
+    cancel = cancel or CancelToken()
+    recipe, loaded = snap.recipe, snap.loaded
+    reason = loaded.why_not_quantizable()
+    if reason:
+        from .errors import UsageError
+
+        raise UsageError(reason)
+    calibrated = snap.calibrated
+    if calibrated is None or calibrated.key != recipe.calibration_key():
+        calibrated = yield from calibrate(snap, cancel)
+    qmodel = calibrated.convert(snap.inventory.float_layers)
+    evaluation, eval_notes = snap.open_evaluation()
+    key = repr((recipe.evaluation, recipe.calibration, loaded.input_spec, snap.mode))
+    float_side = snap.float_side
+    if float_side is None or float_side[0] != key:
+        probe_model(loaded.module, evaluation, loaded.spec)
+        float_side = (key, [], calibrated.backend.reference(loaded.module))
+    _, float_outputs, reference = float_side
+    # The cached float outputs are filled on first use: a cancelled job may leave them part-filled, so
+    # the job works on its own list and the outcome carries it.
+    outputs = list(float_outputs)
+    output = yield from compare_outputs(loaded.module, qmodel, evaluation, cancel, outputs)
+    layers = yield from compare_layers(reference, qmodel, snap.inventory.heads, evaluation, per_layer_batches, cancel)
+    result = RunResult.capture(
+        recipe=recipe, model=recipe.model, mode=snap.mode, input=str(loaded.input_spec),
+        calibration=calibrated.data if recipe.method != "dynamic" else None,
+        evaluation=DataFacts.of(evaluation), calib_stats=calibrated.stats,
+        float_layers=snap.inventory.float_layers, expected_quantized=snap.inventory.quantized_heads,
+        output=output, layers=layers, model_notes=tuple(dict.fromkeys((*snap.notes, *eval_notes))),
+        quantized_model=qmodel)
+    if measure:
+        result = yield from measure_result(result, loaded, cancel)
+    return QuantizeOutcome(calibrated, (key, outputs, reference), result)
+
+
+def calibrate(snap: RunSnapshot, cancel: CancelToken) -> Job[Calibrated]:
+    recipe, loaded = snap.recipe, snap.loaded
+    calib = snap.open_calibration()
+    if recipe.method != "dynamic":  # dynamic quantization never reads calibration data
+        probe_model(loaded.module, calib, loaded.spec, recipe.method)
+    backend = backend_for(recipe.method, snap.mode)
+    example = loaded.input_spec.example()
+    calibrated = yield from backend.prepare_and_calibrate(loaded.module, recipe, snap.inventory, example, calib, cancel)
+    calibrated.data, calibrated.key = DataFacts.of(calib), recipe.calibration_key()
+    return calibrated
+
+
+def measure_result(result: RunResult, loaded, cancel: CancelToken | None = None) -> Job[RunResult]:
+    """Size as TorchScript and batch-1 latency, float beside quantized: a new result."""
+    example = loaded.input_spec.example(batch=1)
+    float_ts, _ = to_torchscript(loaded.module, example)
+    scripted, note = to_torchscript(result.quantized_model, example)
+    latency = yield from measure_latency(loaded.module, result.quantized_model, example, cancel=cancel)
+    return result.evolve(scripted=scripted, script_note=note, size_float=torchscript_bytes(float_ts),
+                         size_quantized=torchscript_bytes(scripted), latency=latency)
+
+
+def export(result: RunResult, loaded, out_dir: Path, formats, check_inputs: tuple,
+           protected: list[Path], cancel: CancelToken | None = None) -> Job[RunResult]:
+    """Write and verify each format; a new result that lists the files."""
+    example = loaded.input_spec.example(batch=1)
+    scripted, note = (result.scripted, result.script_note) if result.scripted is not None else \
+        to_torchscript(result.quantized_model, example)
+    exports = yield from export_model(result.quantized_model, scripted, example, formats, Path(out_dir), protected,
+                                      check_inputs, cancel=cancel)
+    return result.evolve(scripted=scripted, script_note=note, exports=tuple(exports))

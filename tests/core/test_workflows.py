@@ -1,0 +1,104 @@
+"""The run layer: jobs read a snapshot and return an immutable outcome; the owner adopts it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from qtapp.core import diagnostics
+from qtapp.core.progress import drive
+from qtapp.core.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.render import report_dict, summary_text
+from qtapp.core.results import RunResult
+from qtapp.core.session import QuantSession
+
+
+def test_a_job_never_writes_to_the_session(demo_loaded):
+    s = QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=2)))
+    job = s.quantize_job(measure=False)
+    s.inventory.set_float("fc1")  # a toggle while the job runs does not reach the running job
+    outcome = drive(job)
+    assert s.result is None and s.calibrated is None  # nothing adopted yet
+    assert outcome.result.float_layers == ()
+    s.adopt(outcome)
+    assert s.result is outcome.result and s.calibrated is outcome.calibrated
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outcome.result.output = None
+    # The result keeps its own copy of the recipe: later edits of the session's recipe don't reach it.
+    s.update_recipe(engine="x86")
+    assert outcome.result.engine == "fbgemm" and outcome.result.recipe.float_layers == []
+
+
+def test_changing_the_dynamic_dtype_reconverts_with_that_dtype(seq_loaded):
+    """The window used to keep qint8 weights after a switch to float16 while the report said float16."""
+    s = QuantSession(seq_loaded, QuantRecipe(model=seq_loaded.spec, method="dynamic"))
+    first = drive(s.quantize())
+    s.update_recipe(dtype="float16")
+    second = drive(s.quantize())
+    schemes = {l.weight.qscheme for l in second.layers if l.weight is not None and l.quantized}
+    assert schemes == {"float16"}
+    assert {l.weight.qscheme for l in first.layers if l.weight is not None and l.quantized} != {"float16"}
+    assert report_dict(second)["dtype"] == "float16"
+    assert second.output.sqnr_db > first.output.sqnr_db + 10
+
+
+def _other_value(name, value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, str):
+        return {"static": "qat", "fbgemm": "x86", "qint8": "float16", "histogram": "minmax", "auto": "fx",
+                "float32": "int64"}.get(value, value + "x")
+    if isinstance(value, (DataSpec, QatSpec)):
+        return dataclasses.replace(value, batches=value.batches + 1) if isinstance(value, DataSpec) else \
+            dataclasses.replace(value, epochs=value.epochs + 1)
+    if isinstance(value, dict):
+        return {**value, "extra": 1}
+    if isinstance(value, list):
+        return [*value, "fc1"]
+    if value is None:
+        return "int64" if name == "input_dtype" else "1,1,8,8"
+    return value + 1
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(QuantRecipe)
+                                  if f.name not in ("version", "evaluation", "float_layers")])
+def test_every_recipe_field_but_the_conversion_ones_invalidates_a_calibration(name):
+    """Derived from the recipe's fields: a field added later is covered without a hand-kept list."""
+    base = QuantRecipe(model="demo", method="qat" if name == "qat" else "static")
+    changed = dataclasses.replace(base, **{name: _other_value(name, getattr(base, name))})
+    assert changed.calibration_key() != base.calibration_key()
+
+
+def test_float_layers_and_evaluation_reconvert_without_recalibrating():
+    base = QuantRecipe(model="demo")
+    assert dataclasses.replace(base, float_layers=["fc1"]).calibration_key() == base.calibration_key()
+    assert dataclasses.replace(base, evaluation=DataSpec(source="random")).calibration_key() == base.calibration_key()
+    qat = QuantRecipe(model="demo", method="qat")
+    assert dataclasses.replace(qat, float_layers=["fc1"]).calibration_key() != qat.calibration_key()
+
+
+def test_notes_are_written_once_and_rendered_everywhere(demo_loaded):
+    s = QuantSession(demo_loaded, QuantRecipe(model="demo", engine="qnnpack", calibration=DataSpec(source="random", batches=2)))
+    result = drive(s.quantize())
+    notes = [n.text for n in diagnostics.notes(result)]
+    assert any("random tensors" in n for n in notes) and any("qnnpack" in n for n in notes)
+    assert report_dict(result)["notes"] == notes
+    text = summary_text(result)
+    assert [line[len("  note: "):] for line in text.splitlines() if line.startswith("  note: ")] == notes
+
+
+def test_advice_for_a_broken_dynamic_model_does_not_say_calibrate(seq_loaded):
+    s = QuantSession(seq_loaded, QuantRecipe(model=seq_loaded.spec, method="dynamic"))
+    result = drive(s.quantize())
+    broken = result.evolve(output=dataclasses.replace(result.output, cosine=0.5))
+    advice = [n.text for n in diagnostics.notes(broken) if n.code == "poor-output"]
+    assert advice and "calibrate on more" not in advice[0] and "float16" in advice[0]
+
+
+def test_report_json_round_trips(demo_loaded):
+    s = QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=2)))
+    report = report_dict(drive(s.quantize()))
+    assert json.loads(json.dumps(report)) == report
+    assert isinstance(s.result, RunResult)

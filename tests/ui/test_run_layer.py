@@ -1,0 +1,61 @@
+"""The window on the run layer: one job per action, results adopted on the GUI thread, the newest
+action wins, and every figure shown is the figure of report.json for the same result."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from qtapp.core.render import report_dict
+from qtapp.ui.layer_model import COL_QUANT
+
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
+
+
+def wait_idle(qtbot, window, timeout=120000):
+    qtbot.waitUntil(lambda: not window.runner.busy and window.controller.waiting is None, timeout=timeout)
+
+
+def test_switching_the_dynamic_dtype_runs_with_that_dtype(qtbot, window, seq_spec, open_and_wait, quantize_and_wait):
+    """Defect 2: float16 used to change nothing (qint8 weights) while the report said float16."""
+    session = open_and_wait(qtbot, window, seq_spec)
+    window.settings_panel.method.setCurrentText("dynamic")
+    wait_idle(qtbot, window)
+    first = quantize_and_wait(qtbot, window)
+    window.settings_panel.dtype.setCurrentText("float16")
+    qtbot.waitUntil(lambda: session.recipe.dtype == "float16", timeout=30000)
+    wait_idle(qtbot, window)
+    second = quantize_and_wait(qtbot, window)
+    assert {l.weight.qscheme for l in second.layers if l.quantized and l.weight is not None} == {"float16"}
+    assert second.size_quantized > first.size_quantized  # float16 weights take twice the bytes of int8
+    assert report_dict(second)["dtype"] == "float16"
+
+
+def test_the_summary_shows_the_figures_of_report_json(qtbot, window, open_and_wait, quantize_and_wait):
+    open_and_wait(qtbot, window, "demo")
+    result = quantize_and_wait(qtbot, window)
+    report = report_dict(result)
+    figures = window.summary.figures
+    assert figures["size_float"] == report["size_bytes"]["float"]
+    assert figures["size_quantized"] == report["size_bytes"]["quantized"]
+    assert figures["latency_float"] == report["latency_ms"]["float"]
+    assert figures["latency_quantized"] == report["latency_ms"]["quantized"]
+    assert figures["accuracy_quantized"] == report["output"]["accuracy_quantized"]
+    assert figures["sqnr_db"] == report["output"]["sqnr_db"]
+    text = window.summary.text()
+    for note in report["notes"]:
+        assert note.replace("'", "&#x27;") in text
+
+
+def test_a_toggle_during_a_run_cancels_it_and_the_window_ends_on_the_toggled_result(
+        qtbot, window, open_and_wait, quantize_and_wait):
+    session = open_and_wait(qtbot, window, "demo")
+    quantize_and_wait(qtbot, window)  # a calibration to reconvert from
+    window.run_quantize()
+    assert window.runner.busy
+    window.tree_model.setData(window.tree_model.index_of("fc2", COL_QUANT), Qt.CheckState.Unchecked,
+                              Qt.ItemDataRole.CheckStateRole)
+    assert window.controller.waiting == "quantize"  # the toggle's reconversion waits for the cancel
+    wait_idle(qtbot, window)
+    assert session.result.float_layers == ("fc2",)
+    assert {l.name: l.quantized for l in session.result.layers}["fc2"] is False
