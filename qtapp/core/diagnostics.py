@@ -27,7 +27,7 @@ class Note:
 
 def notes(result) -> list[Note]:
     out: list[Note] = [Note("model", text, "info") for text in result.model_notes]
-    calib, method = result.calibration, result.method
+    calib = result.calibration
     if calib is not None and not calib.representative:
         out.append(Note("random-calibration",
                         "calibration used random tensors, which are not representative of real inputs: activation "

@@ -48,7 +48,7 @@ def check_destination(path: Path, protected: list[Path]) -> None:
         raise QtappError(f"refusing to write {path}: it is the model's own source file")
 
 
-def _script_bytes(scripted) -> bytes:
+def script_bytes(scripted) -> bytes:
     import io
 
     import torch
@@ -92,7 +92,7 @@ def _compare(expected, got) -> float:
 def _export_pt(model, scripted, example, check, expected, path: Path) -> ExportResult:
     import torch
 
-    write_bytes_atomic(path, _script_bytes(scripted))
+    write_bytes_atomic(path, script_bytes(scripted))
     with quiet_ao():
         loaded = torch.jit.load(str(path))
         with torch.no_grad():

@@ -1,10 +1,8 @@
-"""Size on disk (as TorchScript) and batch-1 latency, float and quantized measured side by side."""
+"""TorchScript conversion, and batch-1 latency of TorchScript files timed side by side in a clean process."""
 
 from __future__ import annotations
 
-import io
 import statistics
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -30,15 +28,6 @@ def to_torchscript(model, example: tuple):
             except Exception as trace_exc:  # noqa: BLE001
                 raise RuntimeError(f"cannot convert to TorchScript: script failed ({script_exc!s:.200}); "
                                    f"trace failed ({trace_exc!s:.200})") from trace_exc
-
-
-def torchscript_bytes(scripted) -> int:
-    import torch
-
-    buf = io.BytesIO()
-    with quiet_ao():
-        torch.jit.save(scripted, buf)
-    return buf.tell()
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -68,33 +57,54 @@ class Latency:
         return self.float_ms / self.quantized_ms
 
 
-def measure_latency(float_model, q_model, example: tuple, warmup: int = 5, min_runs: int = 10,
-                    max_runs: int = 50, budget_s: float = 4.0, cancel: CancelToken | None = None) -> Job[Latency]:
-    """Median batch-1 latency, float and quantized interleaved run by run so that both see the
-    same machine state (a background spike hits both, not one)."""
+def measure_files(float_path, quantized_path, example: tuple, threads: int | None = None, warmup: int = 5,
+                  min_runs: int = 10, max_runs: int = 50, budget_s: float = 4.0,
+                  cancel: CancelToken | None = None) -> Job[Latency]:
+    """Batch-1 latency of two TorchScript files, timed in a separate process that loads only them
+    (as a deployment would), with `threads` intra-op threads, float and int8 interleaved."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
     import torch
 
-    threads = torch.get_num_threads()
-    times = {"f": [], "q": []}
-    stage = Stage("latency", max_runs, cancel)
-    with torch.no_grad(), quiet_ao():
-        for _ in range(warmup):
-            float_model(*example)
-            q_model(*example)
-        start = time.perf_counter()
-        cpu_before = _cpu_seconds()
-        for i in range(max_runs):
-            for key, model in (("f", float_model), ("q", q_model)):
-                t0 = time.perf_counter()
-                model(*example)
-                times[key].append((time.perf_counter() - t0) * 1000)
-            yield stage.step(i + 1, f"{i + 1} runs")
-            if i + 1 >= min_runs and time.perf_counter() - start > budget_s:
-                break
-    other_load = None
-    cpu_after = _cpu_seconds()
-    if cpu_before is not None and cpu_after is not None:
-        wall = time.perf_counter() - start
-        other_load = max(0.0, ((cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1])) / wall)
-    return Latency(statistics.median(times["f"]), statistics.median(times["q"]), len(times["f"]), threads,
-                   other_load)
+    from .errors import QtappError
+
+    threads = threads or torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="qtapp-latency-") as tmp:
+        inputs = Path(tmp) / "inputs.pt"
+        torch.save(list(example), inputs)
+        spec = Path(tmp) / "spec.json"
+        spec.write_text(json.dumps({"float": str(float_path), "quantized": str(quantized_path), "inputs": str(inputs),
+                                    "threads": threads, "warmup": warmup, "min_runs": min_runs,
+                                    "max_runs": max_runs, "budget_s": budget_s}))
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        proc = subprocess.Popen([sys.executable, "-m", "qtapp.core.latency_worker", str(spec)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        stage = Stage("latency", max_runs, cancel)
+        times, last = {"float": [], "quantized": []}, {}
+        try:
+            yield stage.step(0, "starting a clean process")
+            for line in proc.stdout:
+                row = json.loads(line)
+                if "round" not in row:
+                    last = row
+                    continue
+                if row["round"] == 1:  # time left from the pace of the timed rounds, not the process start
+                    stage = Stage("latency", max_runs, cancel)
+                times["float"].append(row["float_ms"])
+                times["quantized"].append(row["quantized_ms"])
+                yield stage.step(row["round"], f"{row['round']} runs in a separate process")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            stderr = proc.stderr.read()
+            proc.wait()
+        if proc.returncode != 0 or not times["float"]:
+            tail = stderr.strip().splitlines()[-1:] or ["no output"]
+            raise QtappError(f"timing the TorchScript files in a separate process failed: {tail[0][:300]}")
+    return Latency(statistics.median(times["float"]), statistics.median(times["quantized"]), len(times["float"]),
+                   int(last.get("threads", threads)), last.get("other_load"))

@@ -1,23 +1,61 @@
-"""Latency measurement: medians of interleaved runs, and the machine's other load recorded."""
+"""Latency of the files that ship: TorchScript timed in a separate process, interleaved, with the
+thread count and the machine's other load recorded."""
 
+from __future__ import annotations
+
+import subprocess
 import sys
 
 import pytest
 import torch
 
-from qtapp.core.measure import measure_latency
-from qtapp.core.progress import drive
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
+
+from qtapp.core.errors import Cancelled
+from qtapp.core.measure import measure_files
+from qtapp.core.progress import CancelToken, drive
 
 
-def test_latency_records_runs_threads_and_other_load():
-    fast = torch.nn.Linear(8, 8).eval()
-    slow = torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(30)]).eval()
-    example = (torch.randn(1, 8),)
-    lat = drive(measure_latency(fast, torch.nn.Sequential(torch.nn.Linear(8, 256), slow).eval(), example,
-                                min_runs=5, max_runs=10))
-    assert lat.runs >= 5 and lat.threads == torch.get_num_threads()
-    assert lat.quantized_ms > lat.float_ms  # the "quantized" side here is much bigger: must be slower
-    if sys.platform.startswith("linux"):
-        assert lat.other_load is not None and lat.other_load >= 0.0
-    else:
-        pytest.skip("other-load accounting reads /proc/stat")
+@pytest.fixture
+def two_files(tmp_path):
+    fast = torch.jit.script(torch.nn.Linear(8, 8).eval())
+    slow = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(8, 256),
+                                                *[torch.nn.Linear(256, 256) for _ in range(30)]).eval())
+    paths = tmp_path / "fast.pt", tmp_path / "slow.pt"
+    torch.jit.save(fast, str(paths[0]))
+    torch.jit.save(slow, str(paths[1]))
+    return paths
+
+
+def test_files_are_timed_in_another_process_with_the_threads_asked(two_files):
+    records = []
+    lat = drive(measure_files(*two_files, (torch.randn(1, 8),), threads=1, min_runs=5, max_runs=10), records.append)
+    assert lat.runs >= 5 and lat.threads == 1
+    assert lat.quantized_ms > lat.float_ms  # the second file is much bigger: must be slower
+    assert lat.other_load is not None and lat.other_load >= 0.0
+    # time left comes from the pace of the timed rounds, not from the process start-up
+    first = next(r for r in records if r.done == 1)
+    assert first.eta_s is not None and first.eta_s < 10
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="other-load accounting reads /proc/stat")
+def test_a_busy_machine_is_recorded(two_files):
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        lat = drive(measure_files(*two_files, (torch.randn(1, 8),), threads=1, min_runs=10, max_runs=40, budget_s=2))
+    finally:
+        hog.kill()
+        hog.wait()
+    assert lat.other_load > 0.5  # the busy loop kept about one core busy
+
+
+def test_cancel_stops_the_timing_process(two_files):
+    cancel = CancelToken()
+
+    def on_progress(p):
+        if p.done >= 2:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        drive(measure_files(*two_files, (torch.randn(1, 8),), min_runs=40, max_runs=40, budget_s=60, cancel=cancel),
+              on_progress)

@@ -1,0 +1,53 @@
+"""Time TorchScript files the way a deployment runs them: a fresh process that loads the files and
+nothing else, a fixed thread count, float and int8 interleaved run by run.
+
+Run by measure.measure_files (not by users): `python -m qtapp.core.latency_worker SPEC.json`. Prints
+one JSON line per timed round ({"round", "float_ms", "quantized_ms"}) and a last line with the thread
+count and how many CPU cores other processes kept busy meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+from qtapp.core.measure import _cpu_seconds
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[0]) as f:
+        spec = json.load(f)
+    import torch
+
+    torch.set_num_threads(int(spec["threads"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's TorchScript deprecation notices: not this run's business
+        models = {key: torch.jit.load(spec[key], map_location="cpu").eval() for key in ("float", "quantized")}
+        inputs = tuple(torch.load(spec["inputs"], weights_only=True))
+        with torch.inference_mode():
+            for _ in range(int(spec["warmup"])):
+                for model in models.values():
+                    model(*inputs)
+            start = time.perf_counter()
+            before = _cpu_seconds()
+            for i in range(int(spec["max_runs"])):
+                row = {"round": i + 1}
+                for key, model in models.items():
+                    t0 = time.perf_counter()
+                    model(*inputs)
+                    row[f"{key}_ms"] = (time.perf_counter() - t0) * 1000
+                print(json.dumps(row), flush=True)
+                if i + 1 >= int(spec["min_runs"]) and time.perf_counter() - start > float(spec["budget_s"]):
+                    break
+    wall, after = time.perf_counter() - start, _cpu_seconds()
+    other = None
+    if before is not None and after is not None:  # machine CPU time minus this process's, per second
+        other = max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
+    print(json.dumps({"other_load": other, "threads": torch.get_num_threads()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
