@@ -15,6 +15,18 @@ from ..core.inventory import LayerInventory, LayerInfo
 # The toggle and the error sit next to the name: they are what a user scans the tree for.
 COLUMNS = ("Layer", "Int8", "SQNR (dB)", "Type", "Params", "Output", "Fusion")
 COL_NAME, COL_QUANT, COL_SQNR, COL_TYPE, COL_PARAMS, COL_OUTPUT, COL_FUSION = range(len(COLUMNS))
+HEADER_TIPS = (
+    "Module name; a BatchNorm or ReLU folded into a conv follows its group's head (italic)",
+    "Checked: converted to int8. Unchecked: kept in float (a toggle reconverts without recalibrating)",
+    "Error accumulated up to this layer's output: the quantized model's tensor against the float model's, "
+    "in dB (higher is better). A layer kept float still shows the error that reaches it from the layers "
+    "before, marked (float). Colour: red at or below 15 dB, amber at 25 dB, green at or above 35 dB. "
+    "A container shows its worst layer (min).",
+    "Module type in the float model",
+    "Parameters of this module and everything under it",
+    "Output shape at the model's example input",
+    "Modules fused into this layer before quantization (conv + BatchNorm + ReLU run as one int8 op)",
+)
 NameRole = Qt.ItemDataRole.UserRole + 1
 
 
@@ -112,6 +124,8 @@ class QtLayerTreeModel(QAbstractItemModel):
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return HEADER_TIPS[section]
         return None
 
     # -- data --------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGroupBox, QHBoxLayout,
                                QMenu, QProgressBar, QPushButton, QSplitter, QTabWidget, QTreeView, QVBoxLayout,
                                QWidget)
 
-from ..core import workflows
+from ..core import render, workflows
 from ..core.session import QuantSession
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
@@ -250,6 +250,10 @@ class MainWindow(FileActionsMixin, QMainWindow):
                 return  # another model was opened meanwhile
             session.adopt(outcome)
             self._show_result()
+            if self.selected_layer() is None:  # point at the layer that hurts most
+                worst = render.worst_layers(outcome.result, 1)
+                if worst:
+                    self.select_layer(worst[0].name)
             self.result_applied.emit()
             self.statusBar().showMessage("Quantized and measured", 5000)
 
@@ -279,8 +283,11 @@ class MainWindow(FileActionsMixin, QMainWindow):
 
     def _update_actions(self) -> None:
         busy, loaded = self.runner.busy, self.session is not None
-        self.run_button.setEnabled(loaded and not busy)
-        self.run_action.setEnabled(loaded and not busy)
+        why_not = self.session.loaded.why_not_quantizable() if loaded else None
+        runnable = loaded and why_not is None
+        self.run_button.setEnabled(runnable and not busy)
+        self.run_action.setEnabled(runnable and not busy)
+        self.run_button.setToolTip(why_not or "Calibrate, convert, compare and measure (Ctrl+R)")
         self.cancel_button.setEnabled(busy)
         self.cancel_action.setEnabled(busy)
         self.settings_panel.setEnabled(loaded and not busy)
@@ -298,8 +305,10 @@ class MainWindow(FileActionsMixin, QMainWindow):
     def _show_result(self) -> None:
         session = self.session
         result = session.result if session is not None else None
-        self.tree_model.set_results(result.layers if result else [])
-        self.layer_plot.set_results(result.layers if result else [])
+        # Per-layer figures of a result made with another method or mode name other layers: not shown.
+        layers = result.layers if result is not None and result.mode == session.mode else []
+        self.tree_model.set_results(layers)
+        self.layer_plot.set_results(layers)
         self.output_plot.set_metrics(result.output if result else None)
         self.summary.show_result(session)
         self._on_tree_current_changed(self.tree.currentIndex(), None)

@@ -118,7 +118,7 @@ def test_layers_without_sqnr_keep_their_slot(qtbot):
     plot.set_results(layers)
     assert plot.bar_names() == ["a", "b", "c"] and plot.bar_heights() == [12.0, None, 40.0]
     assert plot.bar_colors()[1] is None
-    assert plot.tooltip_for("b") == "b: no measurable error"
+    assert plot.tooltip_for("b").startswith("<b>b: no measurable error</b><br>")
     plot.highlight("b")
     assert plot.highlighted() == "b"
 
@@ -169,8 +169,9 @@ def test_tooltip_names_the_layer_and_its_sqnr(qtbot, runs):
     plot = shown(qtbot, LayerErrorPlot())
     plot.set_results(result.layers)
     fc1, fc2 = layer(result, "fc1"), layer(result, "fc2")
-    assert plot.tooltip_for("fc1") == f"fc1: {fc1.sqnr_db:.1f} dB"
-    assert plot.tooltip_for("fc2") == f"fc2: {fc2.sqnr_db:.1f} dB (kept in float)"
+    assert plot.tooltip_for("fc1").startswith(f"<b>fc1: {fc1.sqnr_db:.1f} dB</b>")
+    assert plot.tooltip_for("fc2").startswith(f"<b>fc2: {fc2.sqnr_db:.1f} dB (kept in float)</b>")
+    assert "accumulates" in plot.tooltip_for("fc2") and "15 dB" in plot.tooltip_for("fc2")
 
 
 def test_tick_labels_thin_out_when_there_are_many_layers(qtbot):

@@ -59,3 +59,46 @@ def test_a_toggle_during_a_run_cancels_it_and_the_window_ends_on_the_toggled_res
     wait_idle(qtbot, window)
     assert session.result.float_layers == ("fc2",)
     assert {l.name: l.quantized for l in session.result.layers}["fc2"] is False
+
+
+def test_after_a_run_the_worst_layer_is_selected(qtbot, window, open_and_wait, quantize_and_wait):
+    """Defect 11: the weight pane used to say "Select a quantized layer" after every run."""
+    open_and_wait(qtbot, window, "demo")
+    result = quantize_and_wait(qtbot, window)
+    worst = min((l for l in result.layers if l.quantized), key=lambda l: l.sqnr_db)
+    assert window.selected_layer() == worst.name
+    assert window.layer_plot.highlighted() == worst.name
+
+
+def test_a_torchscript_model_cannot_be_run(qtbot, window, tmp_path, open_and_wait):
+    """Defect 9: a TorchScript file opened with Calibrate enabled and failed only when clicked."""
+    import torch
+
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), str(path))
+    open_and_wait(qtbot, window, str(path))
+    assert not window.run_button.isEnabled() and not window.run_action.isEnabled()
+    assert "TorchScript" in window.run_button.toolTip()
+
+
+def test_results_of_another_method_are_not_shown_as_current(qtbot, window, open_and_wait, quantize_and_wait):
+    """Defect 4: after static -> dynamic the tree kept the old SQNR cells and the chart its bars."""
+    from qtapp.ui.layer_model import COL_SQNR
+
+    session = open_and_wait(qtbot, window, "demo")
+    quantize_and_wait(qtbot, window)
+    assert window.tree_model.data(window.tree_model.index_of("block1.0", COL_SQNR))
+    window.settings_panel.method.setCurrentText("dynamic")
+    qtbot.waitUntil(lambda: session.inventory.method == "dynamic" and not window.runner.busy, timeout=30000)
+    assert window.tree_model.data(window.tree_model.index_of("fc1", COL_SQNR)) in ("", None)
+    assert window.layer_plot.bar_names() == []
+    assert "Settings changed since this result" in window.summary.text()
+
+
+def test_columns_say_what_they_show(window):
+    """Defect 7: nothing said the SQNR column is the error accumulated up to the layer."""
+    from qtapp.ui.layer_model import COL_QUANT, COL_SQNR
+
+    tip = window.tree_model.headerData(COL_SQNR, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+    assert "accumulated" in tip and "15 dB" in tip and "35 dB" in tip
+    assert window.tree_model.headerData(COL_QUANT, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
