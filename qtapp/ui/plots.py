@@ -67,9 +67,24 @@ def int_dtype_name(qmin: int, qmax: int) -> str:
     return f"[{qmin}, {qmax}]"
 
 
+def _elastic_title(item) -> None:
+    """pyqtgraph makes a plot at least as wide as its title; a long title then pushes the plot's right
+    side out of view in a narrow window. Keep only the title's height as a minimum."""
+    label = item.titleLabel
+
+    def update_min() -> None:
+        bounds = label.itemRect()
+        label.setMinimumWidth(0)
+        label.setMinimumHeight(bounds.height())
+
+    label.updateMin = update_min
+
+
 def _plot_widget(bottom: str, left: str) -> pg.PlotWidget:
     view = pg.PlotWidget()
+    view.setMinimumWidth(200)
     item = view.getPlotItem()
+    _elastic_title(item)
     for side, text in (("bottom", bottom), ("left", left)):
         item.setLabel(side, text, color=TEXT_COLOR)
         item.getAxis(side).enableAutoSIPrefix(False)
@@ -229,7 +244,7 @@ class LayerErrorPlot(_PlotPanel):
         key = " ".join(_swatch(sqnr_color(db), text) for db, text in ((15.0, "≤15"), (25.0, "25"), (35.0, "≥35 dB")))
         if not all(self._quantized):
             key += f" &nbsp; {_swatch(KEPT_FLOAT_COLOR, 'kept in float')}"
-        self._plot.setTitle(f"{self.TITLE} &nbsp;&nbsp; {key}", color=TEXT_COLOR, size="10pt")
+        self._plot.setTitle(f"{self.TITLE}<br>{key}", color=TEXT_COLOR, size="10pt")
         finite = [self._heights[i] for i in drawn] or [0.0]
         lo, hi = min(0.0, min(finite)), max(0.0, max(finite))
         span = max(hi - lo, 1.0)
@@ -348,7 +363,6 @@ class WeightHistogramPlot(_PlotPanel):
         n_scales = 0 if dq is None or weight.scales is None or weight.qscheme == "float16" else np.size(weight.scales)
         dtype = "float16" if weight.qscheme == "float16" else int_dtype_name(weight.qmin, weight.qmax)
         edges = self._edges(weight, lo, hi, fw.size, n_scales == 1)
-        _legend(self._hist)
         self._hist.plot(edges, np.histogram(fw, edges)[0], stepMode="center", fillLevel=0, name="float",
                         fillBrush=_translucent(FLOAT_COLOR, 70), pen=pg.mkPen(FLOAT_COLOR, width=1.5))
         if dq is None:
@@ -359,7 +373,9 @@ class WeightHistogramPlot(_PlotPanel):
                             name="float16" if dtype == "float16" else f"{dtype} dequantized")
             axis = f", axis {weight.axis}" if weight.axis is not None and n_scales > 1 else ""
             scheme = dtype if dtype == "float16" else f"{weight.qscheme} ({dtype}{axis})"
-        self._hist.setTitle(f"<b>{name}</b> — {scheme}", color=TEXT_COLOR, size="10pt")
+        names = [item.name() for item in self._hist.listDataItems() if item.name()]
+        key = " &nbsp; ".join(_swatch(c, n) for c, n in zip((FLOAT_COLOR, QUANT_COLOR), names))
+        self._hist.setTitle(f"<b>{name}</b> — {scheme}<br>{key}", color=TEXT_COLOR, size="10pt")
         if n_scales == 1:
             lo, hi = self._draw_per_tensor(weight, dtype, lo, hi)
         self._hist.setXRange(lo, hi, padding=0.04)
@@ -413,7 +429,7 @@ class WeightHistogramPlot(_PlotPanel):
         self._chan.addItem(pg.BarGraphItem(x=x, y0=rows.min(axis=1), y1=rows.max(axis=1), width=0.45,
                                            brush=FLOAT_COLOR, pen=pg.mkPen(FLOAT_COLOR)))
         key = f"{_swatch(FLOAT_COLOR, 'float min–max')} &nbsp; {_swatch(QUANT_COLOR.lighter(150), f'{dtype} range')}"
-        self._chan.setTitle(f"Per-channel ranges, {self._channels} output channels: &nbsp; {key}",
+        self._chan.setTitle(f"Per-channel ranges, {self._channels} output channels<br>{key}",
                             color=TEXT_COLOR, size="9pt")
         self._chan.setXRange(-0.6, self._channels - 0.4, padding=0)
         self._chan.enableAutoRange(axis="y")
