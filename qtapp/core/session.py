@@ -43,7 +43,8 @@ class QuantSession:
         self._float_side = None  # (evaluation key, float outputs per batch, fused float reference)
         self.notes: list[str] = list(loaded.notes)
         self.inventory = self._build_inventory()
-        self.notes += self.inventory.set_float_layers(recipe.float_layers)
+        applicable, _ = _split_choices(self.inventory, recipe.float_layers)
+        self.notes += self.inventory.set_float_layers(applicable)
         self.inventory.subscribe(self._on_inventory_changed)
 
     @classmethod
@@ -82,15 +83,16 @@ class QuantSession:
     def prepare_recipe_change(self, **changes) -> "RecipeChange":
         """The recipe after `changes`, and a new inventory when the method or graph mode changes
         (building one may trace the model: a job may run this off the owner's thread; it writes nothing)."""
-        new = replace(self.recipe, **changes, float_layers=self.inventory.float_layers)
+        new = replace(self.recipe, **changes, float_layers=list(self.recipe.float_layers))
         probe = QuantSession.__new__(QuantSession)
         probe.loaded, probe.recipe = self.loaded, new
         new_mode = probe.mode  # refuses an impossible mode before anything changes
         inventory = None
         if (new_mode, new.method) != (self.mode, self.recipe.method):
+            # Every kept-float choice stays in the recipe; the new inventory applies those it can.
             inventory = LayerInventory.build(self.loaded, new.method, new.engine, new_mode)
-            inventory.set_float_layers([n for n in self.inventory.float_layers if n in inventory.heads])
-            new.float_layers = inventory.float_layers
+            applicable, _ = _split_choices(inventory, new.float_layers)
+            inventory.set_float_layers(applicable)
         return RecipeChange(new, inventory)
 
     def apply_recipe_change(self, change: "RecipeChange") -> bool:
@@ -114,7 +116,13 @@ class QuantSession:
         return (self.mode, self.recipe.method) != (old_mode, old_method)
 
     def _on_inventory_changed(self, _names) -> None:
-        self.recipe.float_layers = self.inventory.float_layers
+        self.recipe.float_layers = sorted({*self.inventory.float_layers, *self.inapplicable_float_layers})
+
+    @property
+    def inapplicable_float_layers(self) -> list[str]:
+        """Kept-float choices of the recipe that the current method cannot keep float (a conv under
+        dynamic quantization): kept in the recipe for the methods that can."""
+        return _split_choices(self.inventory, self.recipe.float_layers)[1]
 
     @property
     def calibrated(self) -> Calibrated | None:
@@ -158,10 +166,14 @@ class QuantSession:
         recipe.float_layers = self.inventory.float_layers
         inv = InventoryView(tuple(self.inventory.heads), tuple(self.inventory.float_layers),
                             tuple(self.inventory.quantized_heads))
+        notes = [*self.notes, *self.inventory.notes]
+        if self.inapplicable_float_layers:
+            notes.append(f"kept-float choices {', '.join(self.inapplicable_float_layers)} do not apply to "
+                         f"{self.recipe.method} quantization; they stay in the recipe for the methods that use them")
         return RunSnapshot(self.loaded, recipe, self.mode, inv, self._calibrated, self._float_side,
                            lambda: self._calibration_source(recipe),
                            lambda: self._evaluation_source(recipe),
-                           tuple(dict.fromkeys([*self.notes, *self.inventory.notes])))
+                           tuple(dict.fromkeys(notes)))
 
     def quantize_job(self, cancel: CancelToken | None = None, measure: bool = True) -> Job[QuantizeOutcome]:
         """Calibrate if needed, convert, compare and (with `measure`) measure: adopt() the outcome."""
@@ -229,3 +241,15 @@ def _data_dtype(recipe: QuantRecipe, quiet: bool = False) -> str:
         if quiet:
             return "float32"
         raise
+
+
+def _split_choices(inventory: LayerInventory, names) -> tuple[list[str], list[str]]:
+    """(choices the inventory can keep float, layers of the model it cannot toggle under its method).
+    A name that is no layer of the model at all is refused by the inventory, with suggestions."""
+    applicable, inapplicable = [], []
+    for name in names:
+        if name in inventory and not inventory.resolve(name, strict=False):
+            inapplicable.append(name)
+        else:
+            applicable.append(name)
+    return applicable, inapplicable

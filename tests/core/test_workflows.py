@@ -102,3 +102,26 @@ def test_report_json_round_trips(demo_loaded):
     report = report_dict(drive(s.quantize()))
     assert json.loads(json.dumps(report)) == report
     assert isinstance(s.result, RunResult)
+
+
+def test_kept_float_choices_survive_a_method_that_cannot_keep_them(demo_loaded):
+    """Defect 5: choices were dropped silently on static -> dynamic and not restored on the way back."""
+    s = QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=2)))
+    s.inventory.set_float(["block1.0", "fc1"])
+    s.update_recipe(method="dynamic")
+    assert s.inventory.float_layers == ["fc1"]  # dynamic can keep fc1 float, not a conv
+    assert s.recipe.float_layers == ["block1.0", "fc1"] and s.inapplicable_float_layers == ["block1.0"]
+    result = drive(s.quantize())
+    assert result.float_layers == ("fc1",)
+    assert any("block1.0 do not apply to dynamic" in n.text for n in diagnostics.notes(result))
+    s.inventory.set_float("fc2")  # a toggle under dynamic keeps the conv choice too
+    assert s.recipe.float_layers == ["block1.0", "fc1", "fc2"]
+    s.update_recipe(method="static")
+    assert s.inventory.float_layers == ["block1.0", "fc1", "fc2"] and s.inapplicable_float_layers == []
+
+
+def test_a_recipe_with_choices_for_another_method_opens(demo_loaded, tmp_path):
+    recipe = QuantRecipe(model="demo", method="dynamic", float_layers=["block1.0", "fc1"])
+    recipe.save(tmp_path / "r.json")
+    s = QuantSession(demo_loaded, QuantRecipe.load(tmp_path / "r.json"))
+    assert s.inventory.float_layers == ["fc1"] and s.inapplicable_float_layers == ["block1.0"]
