@@ -13,26 +13,37 @@ from pathlib import Path
 
 from .errors import QtappError
 
-_TRUSTED_PREFIXES = ("torch.nn.", "torchvision.models.", "torchvision.ops.")
-_TRUSTED_EXTRA = {"builtins.set", "builtins.frozenset", "torch.Size", "functools.partial"}
+# Torch's weights-only unpickler lets a pickle CALL any global it is allowed to name. So the allowlist
+# names classes (constructing a module or a Parameter runs no code from the file) and a few pure tensor
+# functions that modules keep as attributes (TransformerEncoderLayer's activation), never whole
+# packages' functions: some torch.nn functions import any module by name (torch.nn.attention's
+# _fa3_import_module), which would run code from the working directory.
+MODULE_PREFIXES = ("torch.nn.", "torchvision.models.", "torchvision.ops.")
+ALLOWED_CLASSES = frozenset({"builtins.set", "builtins.frozenset", "torch.Size", "functools.partial",
+                             "torch.nn.parameter.Parameter", "torch.nn.parameter.Buffer"})
+ALLOWED_FUNCTIONS = frozenset(f"torch.nn.functional.{name}" for name in (
+    "relu", "relu6", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "sigmoid", "tanh", "elu", "selu",
+    "celu", "leaky_relu", "softplus", "softmax", "log_softmax", "glu", "hardtanh", "logsigmoid"))
+
+
+def _import(qualname: str):
+    module_name, _, attr = qualname.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
 def _resolve_allowed(qualname: str):
     """The object named `qualname` if it is on the allowlist, else None."""
-    if not qualname.startswith(_TRUSTED_PREFIXES) and qualname not in _TRUSTED_EXTRA:
+    if qualname in ALLOWED_CLASSES or qualname in ALLOWED_FUNCTIONS:
+        return _import(qualname)
+    if not qualname.startswith(MODULE_PREFIXES):
         return None
-    module_name, _, attr = qualname.rpartition(".")
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError):
-        return None
+    obj = _import(qualname)
     import torch.nn as nn
 
-    if qualname in _TRUSTED_EXTRA or (inspect.isclass(obj) and issubclass(obj, nn.Module)):
-        return obj
-    if qualname.startswith("torch.nn.") and (inspect.isclass(obj) or inspect.isfunction(obj)):
-        return obj  # e.g. torch.nn.parameter.Parameter, activation functions referenced by modules
-    return None
+    return obj if inspect.isclass(obj) and issubclass(obj, nn.Module) else None
 
 
 def load_pickled_module(path: Path, trust: bool):
