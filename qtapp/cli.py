@@ -32,7 +32,8 @@ def _model_args(p: argparse.ArgumentParser, spec_required: bool = True) -> None:
     p.add_argument("--input-dtype", help="input dtype (default: the calibration file's integer dtype for token "
                                          "ids, else float32)")
     p.add_argument("--trust", action="store_true",
-                   help="load a pickled model that needs classes outside the safe allowlist: EXECUTES code from the file")
+                   help="run code a file asks for: a pickled model with classes outside the safe allowlist, or a "
+                        "Python factory named by a --recipe file. EXECUTES that code")
 
 
 def _quant_args(p: argparse.ArgumentParser) -> None:
@@ -123,6 +124,12 @@ def recipe_from_args(args):
     return recipe
 
 
+def _named_by(args) -> Path | None:
+    """The recipe file the model spec comes from, when the user did not type a SPEC (which is consent)."""
+    recipe_file = getattr(args, "recipe", None)
+    return Path(recipe_file) if recipe_file and not args.spec else None
+
+
 class TextProgress:
     """A one-line progress bar on stderr (a plain line per stage when stderr is not a terminal)."""
 
@@ -166,7 +173,7 @@ def _cmd_quantize(args) -> int:
     progress = TextProgress()
     try:
         result = drive(run_recipe(recipe, out, formats, trust=args.trust, recipe_file=args.recipe,
-                                  html=args.html), progress)
+                                  html=args.html, model_named_by=_named_by(args)), progress)
     finally:
         progress.close()
     print(json.dumps(report_dict(result), indent=2) if args.json else summary_text(result, out))
@@ -180,7 +187,7 @@ def _cmd_inspect(args) -> int:
     from .core.session import QuantSession
 
     recipe = recipe_from_args(args)
-    session = drive(QuantSession.open(recipe, trust=args.trust), TextProgress())
+    session = drive(QuantSession.open(recipe, trust=args.trust, named_by=_named_by(args)), TextProgress())
     inv = session.inventory
     if args.json:
         print(json.dumps({"model": recipe.model, "input": str(session.input_spec) if session.input_spec else None,

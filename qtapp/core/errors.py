@@ -18,3 +18,15 @@ class Cancelled(QtappError):
 
     def __init__(self, message: str = "cancelled by the user") -> None:
         super().__init__(message)
+
+
+class CodeConsentRequired(QtappError):
+    """A file (a recipe) names Python code to run: it runs only with the user's consent (--trust, or
+    the window's dialog). What the user typed as the model spec is consent; what a file says is not."""
+
+    def __init__(self, spec: str, source) -> None:
+        self.spec, self.source = spec, source
+        super().__init__(
+            f"{source} names the Python callable {spec} as its model; running it executes code from outside "
+            "this app (a recipe is data, and may come from anyone). If you trust the recipe, pass --trust; "
+            "or give the model yourself as SPEC on the command line.")

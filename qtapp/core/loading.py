@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import demo
-from .errors import QtappError, UsageError
+from .errors import CodeConsentRequired, QtappError, UsageError
 from .inputs import InputSpec
 from .progress import Job, Stage
 from .safe_pickle import load_pickled_module
@@ -68,8 +68,11 @@ class LoadedModel:
 
 
 def load_model(spec: str, weights: str | None = None, kwargs: dict | None = None, trust: bool = False,
-               input_spec: InputSpec | None = None) -> Job[LoadedModel]:
-    """A job (generator) that loads `spec`; it yields progress only while downloading weights."""
+               input_spec: InputSpec | None = None, named_by: Path | None = None) -> Job[LoadedModel]:
+    """A job (generator) that loads `spec`; it yields progress only while downloading weights.
+
+    `named_by` is the file (a recipe) the spec was read from, when the user did not type it: a factory
+    named by a file is code the user has not agreed to run, and needs `trust`."""
     kwargs = dict(kwargs or {})
     spec = spec.strip()
     if not spec:
@@ -82,6 +85,8 @@ def load_model(spec: str, weights: str | None = None, kwargs: dict | None = None
     elif spec.startswith("torchvision:"):
         loaded = yield from _load_torchvision(spec, spec.split(":", 1)[1], weights, kwargs)
     elif _looks_like_factory(spec):
+        if named_by is not None and not trust:  # checked before anything is imported
+            raise CodeConsentRequired(spec, named_by)
         loaded = _load_factory(spec, weights, kwargs)
     else:
         path = Path(spec).expanduser()

@@ -33,13 +33,14 @@ def recipe_reads(recipe: QuantRecipe, recipe_file: Path | None = None) -> list[P
 
 def run_recipe(recipe: QuantRecipe, out_dir: Path, formats, trust: bool = False,
                cancel: CancelToken | None = None, recipe_file: Path | None = None,
-               html: bool = False) -> Job[RunResult]:
+               html: bool = False, model_named_by: Path | None = None) -> Job[RunResult]:
+    """`model_named_by`: the recipe file the model spec was read from (not typed by the user)."""
     cancel = cancel or CancelToken()
     recipe.resolve_paths(Path.cwd())
     recipe.check_applicable()
     results = ResultSet(Path(out_dir), recipe_reads(recipe, recipe_file))
     results.check()  # before any work: a refusal costs nothing
-    session = yield from QuantSession.open(recipe, trust)
+    session = yield from QuantSession.open(recipe, trust, named_by=model_named_by)
     session.check_export_formats(formats)
     results.reads += session.loaded.protected_paths
     with results:

@@ -48,10 +48,12 @@ class QuantSession:
         self.inventory.subscribe(self._on_inventory_changed)
 
     @classmethod
-    def open(cls, recipe: QuantRecipe, trust: bool = False) -> Job["QuantSession"]:
+    def open(cls, recipe: QuantRecipe, trust: bool = False, named_by: Path | None = None) -> Job["QuantSession"]:
+        """Load the recipe's model. `named_by`: the recipe file, when the model spec came from it (not
+        typed by the user): a Python factory it names then needs `trust` (see loading.load_model)."""
         dtype = recipe.input_dtype or _data_dtype(recipe)
         input_spec = InputSpec.parse(recipe.input_shape, dtype) if recipe.input_shape else None
-        loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, input_spec)
+        loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, input_spec, named_by)
         if loaded.input_spec is not None and loaded.input_spec.dtype != dtype:
             loaded.input_spec = InputSpec(loaded.input_spec.shapes, dtype)
         if recipe.input_dtype is None and dtype != "float32":

@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from ..core.errors import UsageError
+from ..core.errors import CodeConsentRequired, UsageError
 from ..core.recipe import QuantRecipe
 from ..core.safe_pickle import PickleRefused
 from ..core.session import QuantSession
-from .dialogs import ExportDialog, FactoryDialog, TorchvisionDialog, trust_box
+from .dialogs import ExportDialog, FactoryDialog, TorchvisionDialog, code_consent_box, trust_box
 
 log = logging.getLogger("qtapp.ui")
 MAX_RECENT = 10
@@ -57,11 +58,11 @@ class FileActionsMixin:
         except UsageError as exc:
             self._show_error("Cannot open recipe", exc)
             return
-        self.open_recipe_object(recipe, remember=str(Path(path).resolve()))
+        # The recipe names the model: a Python factory in it runs only with the user's consent.
+        self.open_recipe_object(recipe, remember=str(Path(path).resolve()), named_by=Path(path))
 
-    def open_recipe_object(self, recipe: QuantRecipe, trust: bool = False, remember: str | None = None) -> None:
-        if not self._check_idle():
-            return
+    def open_recipe_object(self, recipe: QuantRecipe, trust: bool = False, remember: str | None = None,
+                           named_by: Path | None = None) -> None:
         self.statusBar().showMessage(f"Opening {recipe.model}…")
 
         def on_result(session: QuantSession) -> None:
@@ -69,27 +70,33 @@ class FileActionsMixin:
             if remember:
                 self._remember(remember)
 
+        def again_trusted() -> None:
+            log.warning("user agreed to execute code for %s", recipe.model)
+            self.open_recipe_object(recipe, trust=True, remember=remember, named_by=named_by)
+
         def on_error(exc, details) -> None:
             if isinstance(exc, PickleRefused) and not trust:
-                if self.ask_trust(exc.path, exc.classes):
-                    log.warning("user agreed to execute code from %s", exc.path)
-                    self._after_job = lambda: self.open_recipe_object(recipe, trust=True, remember=remember)
-                return
-            self._show_error("Cannot open model", exc, details)
+                self.ask_consent(trust_box(self, exc.path, exc.classes), again_trusted)
+            elif isinstance(exc, CodeConsentRequired) and not trust:
+                self.ask_consent(code_consent_box(self, exc.spec, exc.source), again_trusted)
+            else:
+                self._show_error("Cannot open model", exc, details)
 
-        self._after_job = None
-        self._start("open", lambda cancel: QuantSession.open(recipe, trust), on_result, on_error,
-                    on_finished=self._run_after_job)
+        self._start("open", lambda cancel: QuantSession.open(recipe, trust, named_by=named_by), on_result, on_error)
 
-    def ask_trust(self, path, classes) -> bool:
-        """Ask before loading a pickle that would execute code; nothing runs unless the user agrees."""
-        box = trust_box(self, path, classes)
-        return box.exec() != QMessageBox.StandardButton.Cancel
+    def ask_consent(self, box: QMessageBox, on_yes) -> QMessageBox:
+        """Show a consent dialog (window-modal, not a nested event loop); `on_yes` runs only if the user
+        presses its accept button. Nothing runs on Cancel or when the dialog is closed."""
+        def on_clicked(button) -> None:
+            if box.buttonRole(button) == QMessageBox.ButtonRole.AcceptRole:
+                on_yes()
+            else:
+                self.statusBar().showMessage("Not opened: nothing from the file was run", 5000)
 
-    def _run_after_job(self) -> None:
-        action, self._after_job = self._after_job, None
-        if action is not None:
-            action()
+        box.buttonClicked.connect(on_clicked)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        return box
 
     def _on_open_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open model or recipe", "",

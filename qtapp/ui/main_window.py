@@ -60,7 +60,6 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.runner.busy_changed.connect(self._on_runner_busy_changed)
         self.controller = RunController(self.runner, self._on_job_progress,
                                         lambda name, exc, details: self._show_error(f"{name} failed", exc, details), self)
-        self._after_job = None  # an action to run once the current job has finished (file_actions)
         self.setWindowTitle("Quantization Studio")
         self.setAcceptDrops(True)
         self._build_widgets()

@@ -35,7 +35,7 @@ def window(qtbot, settings_dir):
     assert win.runner._thread is None
     _delete_now(win)
     leaked = [w for w in QApplication.topLevelWidgets() if w not in before and w.isVisible() and w is not win
-              and w.objectName() not in ("errorDialog", "trustDialog")]
+              and w.objectName() not in ("errorDialog", "trustDialog", "codeConsentDialog")]
     assert not leaked, f"windows left open: {leaked}"
 
 

@@ -155,6 +155,24 @@ def test_bad_file_opens_error_dialog(qtbot, window, tmp_path):
     assert window.session is None
 
 
+def consent_dialog(qtbot, window, name):
+    """The visible consent dialog named `name` (waits for it)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    def visible():
+        return [b for b in window.findChildren(QMessageBox, name) if b.isVisible()]
+
+    qtbot.waitUntil(lambda: bool(visible()), timeout=30000)
+    return visible()[0]
+
+
+def answer(box, accept: bool) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    role = QMessageBox.ButtonRole.AcceptRole if accept else QMessageBox.ButtonRole.RejectRole
+    next(b for b in box.buttons() if box.buttonRole(b) == role).click()
+
+
 def test_untrusted_pickle_asks_and_runs_nothing_when_refused(qtbot, window, tmp_path, monkeypatch):
     import sys
 
@@ -174,16 +192,16 @@ def test_untrusted_pickle_asks_and_runs_nothing_when_refused(qtbot, window, tmp_
     torch.save(evilpkg.Net(), path)
     marker.unlink()
     del sys.modules["evilpkg"]
-    asked = []
-    monkeypatch.setattr(window, "ask_trust", lambda p, classes: asked.append(classes) or False)
-    with qtbot.waitSignal(window.runner.busy_changed, timeout=30000, check_params_cb=lambda busy: not busy):
-        window.open_spec(str(path))
-    qtbot.wait(100)
-    assert asked == [["evilpkg.Net"]]
+    window.open_spec(str(path))
+    box = consent_dialog(qtbot, window, "trustDialog")
+    assert "evilpkg.Net" in box.text()
+    answer(box, accept=False)
+    qtbot.wait(200)
     assert not marker.exists() and window.session is None
-    monkeypatch.setattr(window, "ask_trust", lambda p, classes: True)
+    # Defect 1: accepting the dialog used to do nothing (the status bar stayed on "Opening ...").
+    window.open_spec(str(path), input_shape="1,4")
     with qtbot.waitSignal(window.session_changed, timeout=30000):
-        window.open_spec(str(path), input_shape="1,4")
+        answer(consent_dialog(qtbot, window, "trustDialog"), accept=True)
     assert marker.exists() and type(window.session.loaded.module).__name__ == "Net"
 
 
