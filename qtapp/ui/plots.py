@@ -312,7 +312,12 @@ class LayerErrorPlot(_PlotPanel):
         every = max(1, math.ceil(visible * label_px / max(self._plot.vb.width(), 1.0)))
         major = [(i, s) for i, s in enumerate(self._short) if i % every == 0]
         minor = [(i, "") for i in range(len(self._short)) if i % every]
+        self._labelled = major
         axis.setTicks([major, minor])
+
+    def labelled_ticks(self) -> list[tuple[int, str]]:
+        """The (bar index, label) pairs the x axis shows now (the rest are unlabelled minor ticks)."""
+        return list(getattr(self, "_labelled", []))
 
 
 class WeightHistogramPlot(_PlotPanel):
@@ -483,10 +488,14 @@ class OutputErrorPlot(_PlotPanel):
                          fillBrush=_translucent(QUANT_COLOR, 90), pen=pg.mkPen(QUANT_COLOR, width=1.5))
         self._error.addItem(pg.InfiniteLine(0.0, pen=pg.mkPen("#5a5a5a", width=1, style=Qt.PenStyle.DashLine)),
                             ignoreBounds=True)
-        title = f"Error: std {err.std():.2g}, max {np.abs(err).max():.2g}"  # short: a title sets the min width
+        title = f"Error: std {err.std():.2g}, max {np.abs(err).max():.2g}"  # short: it must fit a narrow plot
         self._error.setTitle(title + (f", {outside} off-scale" if outside else ""),
                              color=TEXT_COLOR, size="10pt")
         self.error_range = (lo_e, hi_e, outside)
         self._scatter.autoRange()
         self._error.autoRange()
         self._stack.setCurrentWidget(self._content)
+
+    def error_title(self) -> str:
+        """The error histogram's title as drawn (its text, without markup)."""
+        return self._error.titleLabel.text

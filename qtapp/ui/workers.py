@@ -79,6 +79,11 @@ class JobRunner(QObject):
     def busy(self) -> bool:
         return self._cancel is not None
 
+    @property
+    def thread_running(self) -> bool:
+        """Whether the worker thread exists (it is stopped and released by shutdown())."""
+        return self._thread is not None
+
     def _ensure_thread(self) -> _Executor:
         if self._thread is None:
             self._thread = QThread()

@@ -32,7 +32,7 @@ def window(qtbot, settings_dir):
     win.show()
     yield win
     win.close()  # cancels a running job and stops the worker thread
-    assert win.runner._thread is None
+    assert not win.runner.thread_running
     _delete_now(win)
     leaked = [w for w in QApplication.topLevelWidgets() if w not in before and w.isVisible() and w is not win
               and w.objectName() not in ("errorDialog", "trustDialog", "codeConsentDialog")]

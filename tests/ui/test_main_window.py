@@ -312,7 +312,7 @@ def test_second_job_is_refused_and_close_during_run_stops_cleanly(qtbot, setting
     assert not win.run_button.isEnabled()
     assert win.runner.start("second", lambda cancel: iter(())) is False
     win.close()  # cancels at the next batch and waits for the worker thread
-    assert win.runner._thread is None and not win.runner.busy
+    assert not win.runner.thread_running and not win.runner.busy
     assert session.calibrated is None
     delete_now(win)
 

@@ -178,12 +178,11 @@ def test_tick_labels_thin_out_when_there_are_many_layers(qtbot):
     layers = [LayerResult(f"features.{i}.conv", "Conv2d", True, 20.0 + i % 20) for i in range(150)]
     plot = shown(qtbot, LayerErrorPlot(), size=(700, 380))
     plot.set_results(layers)
-    axis = plot.findChild(pg.PlotWidget).getPlotItem().getAxis("bottom")
-    labelled = [(pos, text) for pos, text in axis._tickLevels[0]]
+    labelled = plot.labelled_ticks()
     assert 3 <= len(labelled) < 40
     assert all(text == short_name(layers[int(pos)].name) for pos, text in labelled)
     plot.resize(1400, 380)
-    qtbot.waitUntil(lambda: len(axis._tickLevels[0]) > len(labelled))
+    qtbot.waitUntil(lambda: len(plot.labelled_ticks()) > len(labelled))
 
 
 # -- weight histogram -------------------------------------------------------------------------------
@@ -324,4 +323,4 @@ def test_error_histogram_keeps_outliers_off_scale_and_says_so(qtbot):
     lo, hi, outside = plot.error_range
     assert hi < 1.0 and lo > -1.0  # the binned range follows the bulk, not the 50.0 outliers
     assert outside >= 3
-    assert "off-scale" in plot._error.titleLabel.text
+    assert "off-scale" in plot.error_title()
