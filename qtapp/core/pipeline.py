@@ -46,7 +46,7 @@ def run_recipe(recipe: QuantRecipe, out_dir: Path, formats, trust: bool = False,
     with results:
         outcome = yield from session.quantize_job(cancel)
         session.adopt(outcome)
-        staged = yield from session.export_job(results.staging, formats, cancel)
+        staged = yield from session.export_job(results.staging, formats)(cancel)
         result = staged.evolve(exports=tuple(replace(e, path=str(results.final_path(Path(e.path).name)))
                                              for e in staged.exports))
         session.adopt_result(result)

@@ -185,12 +185,13 @@ class QuantSession:
         self._calibrated, self._float_side, self.result = outcome.calibrated, outcome.float_side, outcome.result
         return self.result
 
-    def export_job(self, out_dir: Path, formats, cancel: CancelToken | None = None) -> Job[RunResult]:
-        """Write the current result's files; returns a new result listing them (adopt it with adopt_result)."""
+    def export_job(self, out_dir: Path, formats):
+        """A job maker `(cancel) -> Job[RunResult]` that writes the current result's files, checked and
+        snapshotted now; the job returns a new result listing them (adopt it with adopt_result)."""
         self.check_export_formats(formats)
-        result = self._need_result()
-        check = self._check_inputs()
-        return workflows.export(result, self.loaded, Path(out_dir), formats, check, self.loaded.protected_paths, cancel)
+        result, check, protected = self._need_result(), self._check_inputs(), self.loaded.protected_paths
+        return lambda cancel=None: workflows.export(result, self.loaded, Path(out_dir), formats, check, protected,
+                                                    cancel)
 
     def adopt_result(self, result: RunResult) -> RunResult:
         self.result = result
@@ -214,7 +215,7 @@ class QuantSession:
         return self.adopt_result(result)
 
     def export(self, out_dir: Path, formats, cancel: CancelToken | None = None) -> Job[list[ExportResult]]:
-        result = yield from self.export_job(out_dir, formats, cancel)
+        result = yield from self.export_job(out_dir, formats)(cancel)
         return list(self.adopt_result(result).exports)
 
     def check_export_formats(self, formats) -> None:

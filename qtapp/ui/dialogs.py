@@ -149,7 +149,8 @@ def _row(*widgets) -> QWidget:
 class ExportDialog(QDialog):
     """Choose a folder and formats; the main window runs the export job and fills in the results."""
 
-    def __init__(self, parent=None, folder: str = "") -> None:
+    def __init__(self, parent=None, folder: str = "", unavailable: dict | None = None) -> None:
+        """`unavailable`: format -> why it cannot be exported for this model (shown, not tickable)."""
         super().__init__(parent)
         self.setWindowTitle("Export quantized model")
         self.folder = QLineEdit(folder)
@@ -159,12 +160,20 @@ class ExportDialog(QDialog):
                         (("pt", "TorchScript (.pt)"), ("ptl", "Lite interpreter (.ptl, mobile)"), ("onnx", "ONNX (.onnx)"))}
         self.formats["pt"].setChecked(True)
         self.formats["ptl"].setChecked(True)
+        for fmt, why in (unavailable or {}).items():
+            self.formats[fmt].setChecked(False)
+            self.formats[fmt].setEnabled(False)
+            self.formats[fmt].setToolTip(why)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["Format", "File", "Size", "Verified", "Notes"])
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setWordWrap(True)  # notes are sentences: wrap them rather than cut them
         self.table.setVisible(False)
+        self.open_folder_button = QPushButton("Open folder")
+        self.open_folder_button.setEnabled(False)
+        self.open_folder_button.clicked.connect(self._on_open_folder_clicked)
         self.export_button = QPushButton("Export")
         self.export_button.setDefault(True)
         close = QPushButton("Close")
@@ -179,7 +188,7 @@ class ExportDialog(QDialog):
         layout.addWidget(note)
         layout.addWidget(self.progress)
         layout.addWidget(self.table)
-        layout.addLayout(_hbox(self.export_button, close))
+        layout.addLayout(_hbox(self.open_folder_button, self.export_button, close))
         self.resize(760, 260)
 
     def _on_browse_clicked(self) -> None:
@@ -201,7 +210,16 @@ class ExportDialog(QDialog):
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
                 self.table.setItem(row, col, item)
         self.table.resizeColumnsToContents()
-        self.resize(max(self.width(), 900), 320)
+        self.table.setColumnWidth(4, 420)
+        self.table.resizeRowsToContents()
+        self.open_folder_button.setEnabled(bool(results))
+        self.resize(max(self.width(), 1000), 220 + self.table.verticalHeader().length())
+
+    def _on_open_folder_clicked(self) -> None:
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+
+        QDesktopServices.openUrl(QUrl.fromLocalFile(self.folder.text()))
 
 
 def _hbox(*widgets):

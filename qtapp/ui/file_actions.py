@@ -4,6 +4,7 @@ module readable; it uses the window's session, runner, settings and status bar."
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -40,8 +41,23 @@ class FileActionsMixin:
     def open_path_or_spec(self, entry: str) -> None:
         if entry.lower().endswith(".json"):
             self.open_recipe(entry)
+        elif entry.lower().endswith(".py"):  # a Python file: which callable builds the model? Ask.
+            self.open_factory_dialog(f"{entry}:")
         else:
             self.open_spec(entry)
+
+    def open_factory_dialog(self, target: str = "") -> FactoryDialog:
+        """The Python-factory dialog (prefilled with `target`); opening it runs nothing until Open."""
+        dialog = FactoryDialog(self)
+        dialog.target.setText(target)
+
+        def on_accepted() -> None:
+            v = dialog.values()
+            self.open_spec(v["model"], v["weights"], v["kwargs"], v["input_shape"])
+
+        dialog.accepted.connect(on_accepted)
+        dialog.open()
+        return dialog
 
     def open_spec(self, spec: str, weights: str | None = None, kwargs: dict | None = None,
                   input_shape: str | None = None, trust: bool = False) -> None:
@@ -111,10 +127,7 @@ class FileActionsMixin:
             self.open_spec(spec, weights=weights)
 
     def _on_open_factory(self) -> None:
-        dialog = FactoryDialog(self)
-        if dialog.exec():
-            v = dialog.values()
-            self.open_spec(v["model"], v["weights"], v["kwargs"], v["input_shape"])
+        self.open_factory_dialog()
 
     def _on_open_recipe(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open recipe", "", "Recipes (*.json)")
@@ -138,32 +151,42 @@ class FileActionsMixin:
         if self.session is None or self.session.result is None:
             self.statusBar().showMessage("Quantize first: there is nothing to export yet", 5000)
             return None
-        dialog = ExportDialog(self, self.settings.value("export/folder", str(Path.cwd() / "export")))
+        unavailable = {}
+        if self.session.recipe.method == "dynamic":
+            unavailable["onnx"] = ("torch cannot export dynamically quantized layers to ONNX "
+                                   "(quantized::linear_dynamic has no ONNX form): use the static method for ONNX")
+        dialog = ExportDialog(self, self.settings.value("export/folder", str(Path.cwd() / "export")), unavailable)
         dialog.export_button.clicked.connect(lambda: self.export_to(dialog))
         dialog.open()
         return dialog
 
     def export_to(self, dialog: ExportDialog) -> None:
-        from ..core.report import build_report, write_report
+        from ..core.render import report_dict
+        from ..core.report import write_report
 
         formats, folder, session = dialog.chosen_formats(), Path(dialog.folder.text()), self.session
         if not formats or not dialog.folder.text().strip():
             dialog.table.setVisible(False)
             self.statusBar().showMessage("Choose a folder and at least one format", 5000)
             return
-        if not self._check_idle():
-            return
         self.settings.setValue("export/folder", str(folder))
+        recipe = copy.deepcopy(session.recipe)
+        try:
+            export = session.export_job(folder, formats)  # checked, and the current result taken, now
+        except UsageError as exc:
+            self._show_error("Cannot export", exc)
+            return
 
         def job(cancel):
-            results = yield from session.export(folder, formats, cancel)
-            session.recipe.save(folder / "recipe.json")
-            write_report(build_report(session, results), folder / "report.json")
-            return results
+            result = yield from export(cancel)
+            recipe.save(folder / "recipe.json")
+            write_report(report_dict(result), folder / "report.json")
+            return result
 
-        def on_progress_visible(busy):
-            dialog.progress.setVisible(busy)
-            dialog.export_button.setEnabled(not busy)
+        def on_result(result) -> None:
+            if self.session is session:
+                session.adopt_result(result)
+            dialog.show_results(result.exports)
 
         def on_progress(p):
             self._on_job_progress(p)
@@ -171,12 +194,14 @@ class FileActionsMixin:
             dialog.progress.setValue(p.done)
 
         def on_finished():
-            on_progress_visible(False)
+            dialog.progress.setVisible(False)
+            dialog.export_button.setEnabled(True)
 
-        on_progress_visible(True)
-        self.runner.start("export", job, on_progress=on_progress, on_result=dialog.show_results,
-                          on_error=lambda exc, details: self._show_error("Export failed", exc, details),
-                          on_finished=on_finished)
+        dialog.progress.setVisible(True)
+        dialog.export_button.setEnabled(False)
+        self.controller.submit("export", job, on_result,
+                               on_error=lambda exc, details: self._show_error("Export failed", exc, details),
+                               on_finished=on_finished)
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls() and all(u.isLocalFile() for u in event.mimeData().urls()):

@@ -102,3 +102,48 @@ def test_columns_say_what_they_show(window):
     tip = window.tree_model.headerData(COL_SQNR, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
     assert "accumulated" in tip and "15 dB" in tip and "35 dB" in tip
     assert window.tree_model.headerData(COL_QUANT, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole)
+
+
+def test_a_dropped_python_file_opens_the_factory_dialog(qtbot, window, tmp_path):
+    """Defect 9: a dropped .py file was opened as a model file and failed."""
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    from qtapp.ui.dialogs import FactoryDialog
+
+    canary = tmp_path / "CANARY"
+    path = tmp_path / "net.py"
+    path.write_text(f"open({str(canary)!r}, 'w').write('ran')\nimport torch.nn as nn\n"
+                    "def build():\n    m = nn.Sequential(nn.Linear(4, 3))\n    m.example_input_shape = (1, 4)\n"
+                    "    return m\n")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    window.dropEvent(QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                                Qt.KeyboardModifier.NoModifier))
+    qtbot.waitUntil(lambda: any(d.isVisible() for d in window.findChildren(FactoryDialog)), timeout=5000)
+    dialog = next(d for d in window.findChildren(FactoryDialog) if d.isVisible())
+    assert dialog.target.text() == f"{path}:" and not canary.exists()  # nothing ran before the user says which
+    dialog.target.setText(f"{path}:build")
+    with qtbot.waitSignal(window.session_changed, timeout=30000):
+        dialog.accept()
+    assert window.session.recipe.model == f"{path}:build"
+
+
+def test_export_of_a_dynamic_model_offers_no_onnx_and_shows_whole_notes(qtbot, window, seq_spec, tmp_path,
+                                                                       open_and_wait, quantize_and_wait):
+    """Defect 12: ONNX was tickable for dynamic models until Export was pressed; no way to open the folder."""
+    session = open_and_wait(qtbot, window, seq_spec)
+    window.settings_panel.method.setCurrentText("dynamic")
+    qtbot.waitUntil(lambda: session.inventory.method == "dynamic" and not window.runner.busy, timeout=30000)
+    quantize_and_wait(qtbot, window)
+    dialog = window.open_export_dialog()
+    assert not dialog.formats["onnx"].isEnabled() and not dialog.formats["onnx"].isChecked()
+    assert "dynamic" in dialog.formats["onnx"].toolTip()
+    assert not dialog.open_folder_button.isEnabled()
+    dialog.folder.setText(str(tmp_path / "out"))
+    dialog.export_button.click()
+    qtbot.waitUntil(lambda: dialog.table.rowCount() == 2 and not window.runner.busy, timeout=60000)
+    assert dialog.open_folder_button.isEnabled()
+    assert dialog.table.wordWrap()
+    assert (tmp_path / "out" / "report.json").exists() and session.result.exports  # adopted on the GUI thread
+    dialog.close()
