@@ -14,7 +14,9 @@ from ..core.errors import QtappError
 
 def error_box(parent: QWidget, title: str, exc: BaseException, details: str = "") -> QMessageBox:
     """A plain message for the user; the traceback behind 'Show Details…'. Not yet shown."""
-    box = QMessageBox(QMessageBox.Icon.Critical, title, str(exc) if isinstance(exc, QtappError)
+    from .messages import for_window
+
+    box = QMessageBox(QMessageBox.Icon.Critical, title, for_window(str(exc)) if isinstance(exc, QtappError)
                       else f"{type(exc).__name__}: {exc}", QMessageBox.StandardButton.Ok, parent)
     if details:
         box.setDetailedText(details)

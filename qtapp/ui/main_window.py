@@ -20,6 +20,7 @@ from .dialogs import error_box
 from .file_actions import FileActionsMixin
 from .layer_model import COL_NAME, COL_TYPE, NameRole, QtLayerTreeModel
 from .log_panel import LogPanel
+from .messages import for_window
 from .plots import LayerErrorPlot, OutputErrorPlot, WeightHistogramPlot
 from .settings_panel import SettingsPanel
 from .summary import SummaryView
@@ -295,8 +296,8 @@ class MainWindow(FileActionsMixin, QMainWindow):
 
     def _show_error(self, title: str, exc, details: str = "") -> None:
         log.error("%s: %s", title, exc)
-        self.statusBar().showMessage(f"{title}: {exc}", 10000)
-        self.job_failed.emit(str(exc))
+        self.statusBar().showMessage(f"{title}: {for_window(str(exc))}", 10000)
+        self.job_failed.emit(for_window(str(exc)))
         box = error_box(self, title, exc, details)
         box.open()
 

@@ -147,3 +147,32 @@ def test_export_of_a_dynamic_model_offers_no_onnx_and_shows_whole_notes(qtbot, w
     assert dialog.table.wordWrap()
     assert (tmp_path / "out" / "report.json").exists() and session.result.exports  # adopted on the GUI thread
     dialog.close()
+
+
+def test_error_dialogs_name_the_window_controls_not_cli_flags(qtbot, window, tmp_path):
+    """Defect 8: the window's errors said "give --input-shape", "pass --trust" ..."""
+    from PySide6.QtWidgets import QMessageBox
+
+    path = tmp_path / "net.py"
+    path.write_text("import torch.nn as nn\ndef build():\n    return nn.Sequential(nn.Linear(4, 3))\n")
+    messages = []
+    window.job_failed.connect(messages.append)
+    with qtbot.waitSignal(window.session_changed, timeout=30000):
+        window.open_spec(f"{path}:build")  # no input shape: the model does not declare one
+    window.run_quantize()
+    qtbot.waitUntil(lambda: bool(messages), timeout=30000)
+    box = next(b for b in window.findChildren(QMessageBox, "errorDialog") if b.isVisible())
+    assert "Input shape field" in box.text() and "--" not in box.text(), box.text()
+    box.close()
+
+
+def test_every_cli_flag_in_core_messages_has_window_words():
+    import re
+    from pathlib import Path
+
+    from qtapp.ui.messages import for_window
+
+    core = Path(__file__).resolve().parents[2] / "qtapp" / "core"
+    flags = {m for f in core.glob("*.py") for m in re.findall(r"--[a-z][a-z-]+", f.read_text())}
+    left = {flag for flag in flags if "--" in for_window(f"give {flag} 3")}
+    assert left == set(), f"core messages use CLI flags the window has no words for: {sorted(left)}"

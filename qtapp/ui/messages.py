@@ -1,0 +1,40 @@
+"""Core messages say what to do in the CLI's words (--input-shape, --trust ...). The window names its
+own controls instead: this module rewrites a message for the window, in one place."""
+
+from __future__ import annotations
+
+import re
+
+# Longest flags first, so that --input-shape is not read as --input.
+WINDOW_WORDS = {
+    "--input-shape": "the Input shape field (File ▸ Open Python factory)",
+    "--input-dtype": "an input_dtype in a recipe",
+    "--static-mode": "Static mode",
+    "--batch-size": "Batch size (Calibration data)",
+    "--batches": "Batches (Calibration data)",
+    "--weights": "the Weights field (File ▸ Open from torchvision / Python factory)",
+    "--kwargs": "the kwargs field (File ▸ Open Python factory)",
+    "--method": "Method",
+    "--engine": "Engine",
+    "--dtype": "Dynamic dtype",
+    "--calib": "the calibration Source",
+    "--eval": "an evaluation source in a recipe",
+    "--float": "the Int8 checkboxes of the layer tree",
+    "--trust": "the consent dialog",
+    "--out": "the output folder",
+    "--format": "the formats of File ▸ Export",
+    "--debug": "Show Details",
+}
+_FLAG = re.compile("|".join(re.escape(f) for f in sorted(WINDOW_WORDS, key=len, reverse=True)) + r"\b")
+_PHRASES = (
+    (re.compile(r"Run `qtapp-cli inspect` to list layers\."), "The layer tree lists them."),
+    (re.compile(r"give the model yourself as SPEC on the command line"), "open the model yourself (File menu)"),
+    (re.compile(r"on the command line"), "in the window"),
+    (re.compile(r"\bSPEC\b"), "the model"),
+)
+
+
+def for_window(text: str) -> str:
+    for pattern, words in _PHRASES:
+        text = pattern.sub(words, text)
+    return _FLAG.sub(lambda m: WINDOW_WORDS[m.group(0)], text)
