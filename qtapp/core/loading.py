@@ -134,15 +134,21 @@ def _load_torchvision(spec: str, name: str, weights: str | None, kwargs: dict) -
             builder_kwargs["quantize"] = False
     elif w.lower() != "none":
         state_path = Path(w).expanduser()
+    import torch
+
     try:
-        module = tvm.get_model(name, weights=weights_arg, **builder_kwargs)
+        # Random initialisation from a fixed seed: the same spec gives the same model in every run, so
+        # a recipe re-run reproduces its figures (and the user's own RNG state is left alone).
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            module = tvm.get_model(name, weights=weights_arg, **builder_kwargs)
     except TypeError as exc:
         raise UsageError(f"torchvision:{name} rejected --kwargs {kwargs}: {exc}") from None
     if state_path is not None:
         _load_state_dict_into(module, state_path)
     size = _TORCHVISION_SIZES.get(name, 224)
     notes = [] if weights_arg or state_path else [
-        "weights: none (random initialisation); accuracy figures mean nothing, error figures still do"]
+        "weights: none (random initialisation, seed 0); accuracy figures mean nothing, error figures still do"]
     preset = weights_arg if weights_arg is not None else _default_weights(name) if state_path else None
     if preset is not None and state_path is not None:
         notes.append(f"image folders are preprocessed with {preset}'s preset (a state_dict does not say how its "

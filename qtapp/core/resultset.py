@@ -90,6 +90,7 @@ class ResultSet:
     """
 
     def __init__(self, out: Path, reads: list[Path] = ()) -> None:
+        self.given = Path(out)  # as the user wrote it: what messages and reports name
         self.out = Path(out).expanduser().absolute()
         self.reads = [Path(p).expanduser().resolve() for p in reads if p]
         self.staging: Path | None = None
@@ -142,7 +143,7 @@ class ResultSet:
 
     def final_path(self, name: str) -> Path:
         """Where `name` will be once published (what reports and messages should name)."""
-        return self.out / name
+        return self.given / name
 
     def publish(self) -> None:
         """Swap the staged folder in; the previous result set is removed only after the swap."""

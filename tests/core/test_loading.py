@@ -320,3 +320,18 @@ def test_default_weights_without_network_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(QtappError, match="--weights PATH") as info:
         list(_download_weights((tmp_path / "missing.pth").as_uri()))
     assert "could not download" in str(info.value)
+
+
+def test_a_torchvision_model_without_weights_is_the_same_in_every_run():
+    """Random initialisation is seeded: a recipe re-run reproduces its figures."""
+    import torch
+
+    from qtapp.core.loading import load_model
+    from qtapp.core.progress import drive
+
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a = drive(load_model("torchvision:squeezenet1_0")).module
+    b = drive(load_model("torchvision:squeezenet1_0")).module
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is left alone
