@@ -133,7 +133,7 @@ def timed(fn):
 def fixed_source(batches: list, like: DataSource) -> DataSource:
     """The app's DataSource interface over batches materialized up front."""
     return DataSource(like.description + " (pre-materialized)", like.kind, like.representative, len(batches),
-                      sum(len(x) for x, _ in batches), like.has_labels, lambda: iter(batches))
+                      sum(len(inputs[0]) for inputs, _ in batches), like.has_labels, lambda: iter(batches))
 
 
 def order_for(rep: int, names: list[str]) -> list[str]:
@@ -234,15 +234,15 @@ def main(argv=None) -> int:
     shipped_source = session.open_calibration()  # what calibrate() iterates: generates lazily
     batches = list(shipped_source)
     reference = list(open_source("random", spec, args.batch_size, args.batches))
-    assert len(batches) == args.batches and all(torch.equal(a[0], b[0]) for a, b in zip(batches, reference)), \
+    assert len(batches) == args.batches and all(torch.equal(a[0][0], b[0][0]) for a, b in zip(batches, reference)), \
         "the app's calibration batches differ from open_source('random', ...)"
-    direct_inputs = [x for x, _ in batches]
+    direct_inputs = [inputs[0] for inputs, _ in batches]  # one-input model: the tensor itself
     app_fixed = fixed_source(batches, shipped_source)
 
     # Two app sessions on the same loaded model: one as shipped (its calibrate() makes the random
-    # batches while it runs), one whose open_calibration() hands out the pre-made batches.
+    # batches while it runs), one whose calibration_source() hands out the pre-made batches.
     session_fixed = QuantSession(session.loaded, recipe)
-    session_fixed.open_calibration = lambda: app_fixed
+    session_fixed.calibration_source = lambda recipe: app_fixed
 
     def direct_calibrate():
         from torch.ao.quantization.quantize_fx import prepare_fx

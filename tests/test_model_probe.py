@@ -58,3 +58,14 @@ def test_qat_on_a_model_without_logits_is_refused(tmp_path):
 def test_a_working_classifier_passes_the_probe(tmp_path):
     code, err = run("quantize", SPEC, "--batches", "2", "--format", "pt", "--out", str(tmp_path / "out"))
     assert code == 0, err
+
+
+@pytest.mark.parametrize("method", ["static", "dynamic"])
+def test_nan_outputs_on_a_later_batch_are_named(tmp_path, method):
+    x = np.ones((64, 4), np.float32)
+    x[40:] *= 100.0  # batches 3 and 4 (of 16) make the model return NaN
+    data = tmp_path / "data.npy"
+    np.save(data, x)
+    code, err = run("quantize", SPEC, "--kwargs", '{"kind": "NaNOnLargeInputs"}', "--method", method,
+                    "--calib", str(data), "--eval", str(data), "--batches", "4", "--out", str(tmp_path / "out"))
+    assert code == 1 and "NaN/Inf" in err and "batch 3" in err and str(data) in err, err

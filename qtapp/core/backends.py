@@ -67,7 +67,16 @@ def _feed(model, calib, cancel, stage_name="calibrate") -> Job[dict]:
     with torch.no_grad():
         for inputs, _y in calib:
             cancel.check()
-            model(*inputs)
+            try:
+                model(*inputs)
+            except RuntimeError as exc:
+                if "finite" not in str(exc) and "nan" not in str(exc).lower():
+                    raise
+                # A histogram observer meets NaN/Inf activations: the model, not the data (checked on
+                # reading), produced them on this batch.
+                raise QtappError(f"batch {batches + 1} of {calib.description} makes the float model produce "
+                                 "NaN/Inf activations, which cannot be calibrated: check the model's weights "
+                                 "and the input scaling") from None
             batches += 1
             samples += len(inputs[0])
             yield stage.step(batches, f"{batches}/{len(calib)} batches, {samples} samples")

@@ -75,6 +75,12 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
                 ref = float_cache[i]
             else:
                 ref = first_tensor(float_model(*inputs)).float()
+                if not bool(torch.isfinite(ref).all()):
+                    from .errors import QtappError
+
+                    raise QtappError(f"the float model's outputs hold {int((~torch.isfinite(ref)).sum())} NaN/Inf "
+                                     f"values on batch {i + 1} of {data.description}: quantization error cannot "
+                                     "be measured against them; check the model's weights and the input scaling")
                 if float_cache is not None:
                     float_cache.append(ref)
             q = first_tensor(q_model(*inputs)).float()

@@ -141,15 +141,15 @@ class QuantSession:
                            preset=self.loaded.preprocess)
 
     def open_calibration(self) -> DataSource:
-        return self._calibration_source(self.recipe)
+        return self.calibration_source(self.recipe)
 
     def open_evaluation(self) -> DataSource:
-        return self._evaluation_source(self.recipe)[0]
+        return self.evaluation_source(self.recipe)[0]
 
-    def _calibration_source(self, recipe) -> DataSource:
+    def calibration_source(self, recipe) -> DataSource:
         return self._source(recipe.calibration, "calib", seed=0)
 
-    def _evaluation_source(self, recipe) -> tuple[DataSource, list[str]]:
+    def evaluation_source(self, recipe) -> tuple[DataSource, list[str]]:
         """The evaluation source `recipe` asks for, and notes about that choice (read-only on self)."""
         ev, notes = recipe.evaluation, []
         if ev.source == "auto" and self.loaded.spec == "demo":
@@ -173,8 +173,8 @@ class QuantSession:
             notes.append(f"kept-float choices {', '.join(self.inapplicable_float_layers)} do not apply to "
                          f"{self.recipe.method} quantization; they stay in the recipe for the methods that use them")
         return RunSnapshot(self.loaded, recipe, self.mode, inv, self._calibrated, self._float_side,
-                           lambda: self._calibration_source(recipe),
-                           lambda: self._evaluation_source(recipe),
+                           lambda: self.calibration_source(recipe),
+                           lambda: self.evaluation_source(recipe),
                            tuple(dict.fromkeys(notes)))
 
     def quantize_job(self, cancel: CancelToken | None = None, measure: bool = True) -> Job[QuantizeOutcome]:
