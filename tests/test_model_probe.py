@@ -28,7 +28,7 @@ def run(*argv) -> tuple[int, str]:
     ("ReturnsNone", "forward returns None, not a tensor"),
     ("ReturnsScalar", "returns a scalar"),
     ("ReturnsStrings", "forward returns a dict with keys label, score, not a tensor"),
-    ("BatchOfOneOnly", "runs on one sample but fails on a batch of 16"),
+    ("BatchOfOneOnly", "runs on one sample but fails on a batch of 2"),
     ("NaNOutput", "NaN/Inf values"),
 ])
 def test_unusable_outputs_are_named(tmp_path, kind, expected):
@@ -52,7 +52,7 @@ def test_labels_that_are_not_class_ids_of_the_output_are_refused(tmp_path, metho
 def test_qat_on_a_model_without_logits_is_refused(tmp_path):
     code, err = run("quantize", SPEC, "--kwargs", '{"kind": "Features"}', "--method", "qat", "--batches", "2",
                     "--out", str(tmp_path / "out"))
-    assert code == 1 and "QAT fine-tunes on classification logits" in err and "(16, 3, 1)" in err, err
+    assert code == 1 and "QAT fine-tunes on classification logits" in err and "(2, 3, 1)" in err, err
 
 
 def test_a_working_classifier_passes_the_probe(tmp_path):

@@ -1,6 +1,6 @@
 """Check the float model against its data before any long work, and say plainly what does not fit.
 
-One batch through the float model, at batch 1 and at the data's batch size: the output must be a
+The first samples of one batch through the float model, at batch 1 and 2: the output must be a
 tensor (or a tuple/list/dict whose first leaf is one) with the batch first, finite, and, where labels
 are given and the output is a classifier's, the labels must be class ids of that output. QAT needs
 logits. Each failure names the model, the data source and what to do, instead of a torch error deep
@@ -41,7 +41,10 @@ def probe_model(model, source, model_name: str, method: str = "static") -> Probe
     import torch
 
     x, y = next(iter(source))
-    inputs = batch_inputs(x)
+    # One sample, then two: enough to see a model that only works at batch 1, at a small fraction of a
+    # calibration batch's cost (NaN on later samples is caught where they are used).
+    inputs = tuple(t[:2] for t in batch_inputs(x))
+    y = y[:2] if y is not None else None
     n = len(inputs[0])
     where = f"on {source.description}"
     with torch.no_grad(), quiet_ao():
