@@ -10,8 +10,8 @@ import logging
 
 from PySide6.QtCore import QSettings, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMainWindow,
-                               QMenu, QProgressBar, QPushButton, QSplitter, QTabWidget, QTreeView, QVBoxLayout,
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMainWindow,
+                               QMenu, QProgressBar, QPushButton, QScrollArea, QSplitter, QTabWidget, QTreeView, QVBoxLayout,
                                QWidget)
 
 from ..core import render, workflows
@@ -135,15 +135,23 @@ class MainWindow(FileActionsMixin, QMainWindow):
         summary_box = QGroupBox("Summary")
         QVBoxLayout(summary_box).addWidget(self.summary)
         rv.addWidget(summary_box, 1)
+        # The settings column scrolls rather than squeezes its controls when the window is short
+        # (1280x720), or when the summary holds many notes.
+        right_scroll = QScrollArea()
+        right_scroll.setWidgetResizable(True)
+        right_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        right_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        right_scroll.setWidget(right)
+        right_scroll.setMinimumWidth(right.minimumSizeHint().width() + 16)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.plots)
-        self.splitter.addWidget(right)
+        self.splitter.addWidget(right_scroll)
         self.splitter.setStretchFactor(0, 4)
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([560, 600, 330])
+        self.splitter.setSizes([650, 500, 330])  # the tree's seven columns fit at the default 1480 px
         self.setCentralWidget(self.splitter)
 
         self.log_panel = LogPanel()
@@ -212,7 +220,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
         session.inventory.subscribe(self._on_inventory_changed)
         self.tree_hint.setVisible(False)
         self.tree.expandToDepth(1)
-        for col, width in enumerate((190, 44, 78, 110, 80, 96, 130)):
+        for col, width in enumerate((150, 40, 74, 100, 74, 92, 110)):
             self.tree.setColumnWidth(col, width)
         self.settings_panel.show_recipe(session.recipe)
         self._show_result()

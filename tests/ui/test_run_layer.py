@@ -176,3 +176,25 @@ def test_every_cli_flag_in_core_messages_has_window_words():
     flags = {m for f in core.glob("*.py") for m in re.findall(r"--[a-z][a-z-]+", f.read_text())}
     left = {flag for flag in flags if "--" in for_window(f"give {flag} 3")}
     assert left == set(), f"core messages use CLI flags the window has no words for: {sorted(left)}"
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1480, 900)])
+def test_nothing_is_squashed_or_cut_at_common_sizes(qtbot, window, open_and_wait, quantize_and_wait, size):
+    """Defect 6: at 1280x720 the combos were squashed and the SQNR chart lost its right-hand bars."""
+    from qtapp.ui.layer_model import COLUMNS
+
+    window.resize(*size)
+    open_and_wait(qtbot, window, "demo")
+    window.settings_panel.engine.setCurrentText("x86")  # a longer engine note
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=30000)
+    quantize_and_wait(qtbot, window)
+    qtbot.wait(50)
+    for combo in (window.settings_panel.method, window.settings_panel.engine, window.settings_panel.observer):
+        assert combo.height() >= combo.minimumSizeHint().height()
+    chart = window.layer_plot
+    assert chart.minimumSizeHint().width() <= chart.width()  # nothing drawn beyond the visible width
+    assert chart.mapTo(window, chart.rect().topRight()).x() <= window.plots.mapTo(window, window.plots.rect().topRight()).x()
+    if size == (1480, 900):  # the default size shows every column of the tree
+        header = window.tree.header()
+        last = header.sectionViewportPosition(len(COLUMNS) - 1)
+        assert last < window.tree.viewport().width()
