@@ -163,7 +163,7 @@ class TextProgress:
 
 def _cmd_quantize(args) -> int:
     from .core.export import parse_formats
-    from .core.pipeline import run_recipe
+    from .core.workflows import quantize_to_folder
     from .core.progress import drive
     from .core.render import report_dict, summary_text
 
@@ -172,7 +172,7 @@ def _cmd_quantize(args) -> int:
     out = Path(args.out)
     progress = TextProgress()
     try:
-        result = drive(run_recipe(recipe, out, formats, trust=args.trust, recipe_file=args.recipe,
+        result = drive(quantize_to_folder(recipe, out, formats, trust=args.trust, recipe_file=args.recipe,
                                   html=args.html, model_named_by=_named_by(args)), progress)
     finally:
         progress.close()

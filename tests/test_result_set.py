@@ -87,7 +87,7 @@ def test_a_late_failure_leaves_the_previous_set_intact(previous, tmp_path):
 
 
 def test_cancel_leaves_the_previous_set_intact(previous, tmp_path):
-    from qtapp.core.pipeline import run_recipe
+    from qtapp.core.workflows import quantize_to_folder
 
     out = copy_of(previous, tmp_path / "out")
     before = snapshot(out)
@@ -100,7 +100,7 @@ def test_cancel_leaves_the_previous_set_intact(previous, tmp_path):
             cancel.cancel()
 
     with pytest.raises(Cancelled):
-        drive(run_recipe(QuantRecipe(model="demo", calibration=DataSpec(batches=2)), out, ["pt", "ptl"],
+        drive(quantize_to_folder(QuantRecipe(model="demo", calibration=DataSpec(batches=2)), out, ["pt", "ptl"],
                          cancel=cancel), on_progress)
     assert "export" in seen and snapshot(out) == before and litter(tmp_path) == []
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import io
-import pickle
 import pkgutil
 import sys
 import zipfile
