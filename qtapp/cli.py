@@ -229,10 +229,20 @@ def _cmd_export(args) -> int:
     loaded = drive(load_model(args.spec, args.weights, _kwargs(args.kwargs), args.trust, spec), TextProgress())
     if loaded.input_spec is None:
         raise UsageError("the model's input shape is unknown: give it with --input-shape, e.g. 1,3,224,224")
+    from dataclasses import replace
+
+    from .core.resultset import ResultSet
+
     example = loaded.input_spec.example()
-    scripted, how = to_torchscript(loaded.module, example)
-    results = drive(export_model(loaded.module, scripted, example, formats, Path(args.out), loaded.protected_paths),
-                    TextProgress())
+    # The same guarantees as quantize: --out is checked against what the run reads and against files
+    # that are not a result, and it receives the whole set of files or none.
+    results_set = ResultSet(Path(args.out), loaded.protected_paths)
+    with results_set:
+        scripted, how = to_torchscript(loaded.module, example)
+        staged = drive(export_model(loaded.module, scripted, example, formats, results_set.staging,
+                                    loaded.protected_paths), TextProgress())
+        results_set.publish()
+    results = [replace(r, path=str(results_set.final_path(Path(r.path).name))) for r in staged]
     for r in results:
         print(f"wrote {r.path} ({r.bytes / 1e6:.2f} MB, {'verified' if r.verified else 'NOT verified'})")
         for n in r.notes:

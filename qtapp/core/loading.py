@@ -207,7 +207,10 @@ def _load_state_dict_into(module, path: Path) -> None:
     import torch
 
     if not path.exists():
-        raise QtappError(f"weights file not found: {path}")
+        raise QtappError(f"weights file not found: {path} (--weights takes none, DEFAULT or a state_dict file)")
+    _require_regular(path, "weights file")
+    if path.stat().st_size == 0:
+        raise QtappError(f"weights file {path} is empty")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same user-facing message
@@ -232,6 +235,7 @@ def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
         path = Path(target).expanduser().resolve()
         if not path.exists():
             raise QtappError(f"factory file not found: {path}")
+        _require_regular(path, "factory file")
         source_path = path
         mod_name = f"qtapp_user_{abs(hash(str(path)))}"
         sys.path.insert(0, str(path.parent))  # so the file's sibling imports work
@@ -240,6 +244,8 @@ def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
             module = importlib.util.module_from_spec(mspec)
             sys.modules[mod_name] = module
             mspec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the user's file: any failure while importing it is named
+            raise QtappError(f"importing {path} failed: {type(exc).__name__}: {_one_line(exc)}") from None
         finally:
             sys.path.remove(str(path.parent))
     else:
@@ -247,13 +253,25 @@ def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
             module = importlib.import_module(target)
         except ImportError as exc:
             raise QtappError(f"cannot import {target!r} for {spec}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the user's module raised while being imported
+            raise QtappError(f"importing {target} failed: {type(exc).__name__}: {_one_line(exc)}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise QtappError(f"{target} has no callable named {attr!r}")
+    import inspect
+
     try:
-        model = factory(**kwargs)
+        inspect.signature(factory).bind(**kwargs)
     except TypeError as exc:
         raise UsageError(f"{spec} rejected --kwargs {kwargs}: {exc}") from None
+    except ValueError:
+        pass  # no signature to check (a builtin): the call below says what is wrong
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's factory: any failure while building is named
+        given = f" with --kwargs {kwargs}" if kwargs else ""
+        raise QtappError(f"{spec} raised {type(exc).__name__} while building the model{given}: "
+                         f"{_one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise QtappError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
     w = weights or "none"
@@ -286,6 +304,13 @@ def _is_torchscript(path: Path) -> bool:
 def _load_file(spec: str, path: Path, trust: bool) -> LoadedModel:
     import torch
 
+    if path.is_dir():
+        raise QtappError(f"{path} is a folder, not a model file: give a .pt/.pth file, or a spec such as "
+                         "file.py:callable")
+    _require_regular(path, "model file")
+    if path.stat().st_size == 0:
+        raise QtappError(f"model file {path} is empty")
+
     if _is_torchscript(path):
         try:
             module = torch.jit.load(str(path), map_location="cpu")
@@ -307,3 +332,16 @@ def _load_file(spec: str, path: Path, trust: bool) -> LoadedModel:
             f"pass the file as its weights, e.g. `torchvision:resnet18 --weights {path}` or "
             f"`my_package.models:build_model --weights {path}`.")
     raise QtappError(f"{path} holds a {type(obj).__name__}, not a model")
+
+
+def _require_regular(path: Path, what: str) -> None:
+    """Refuse FIFOs, devices and sockets before opening them (reading a FIFO blocks for ever)."""
+    import stat
+
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise QtappError(f"{what} {path} is not a regular file (a FIFO, socket or device)")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0][:300] if lines else "(no message)"

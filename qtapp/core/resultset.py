@@ -61,6 +61,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for colleagues too
         os.replace(tmp, path)
     except OSError as exc:
         if is_disk_full(exc):
@@ -98,6 +99,11 @@ class ResultSet:
     # -- before any work -----------------------------------------------------------------------------
     def check(self) -> None:
         out = self.out.resolve()
+        for ancestor in out.parents:
+            if ancestor.exists():
+                if not ancestor.is_dir():
+                    raise UsageError(f"--out {self.given}: {ancestor} is a file, not a folder")
+                break
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {self.out} is a file: give a folder for the results")
         cwd = Path.cwd().resolve()
@@ -127,9 +133,17 @@ class ResultSet:
     def __enter__(self) -> "ResultSet":
         self.check()
         parent = self.out.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(parent, self.out.name)
-        self.staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.out.name}.staging-{os.getpid()}-"))
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale(parent, self.out.name)
+            self.staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.out.name}.staging-{os.getpid()}-"))
+        except (FileExistsError, NotADirectoryError):
+            raise UsageError(f"--out {self.given}: a part of that path is a file, not a folder") from None
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.out, exc) from None
+            raise QtappError(f"cannot create the results folder {self.given} (beside it, the run stages its "
+                             f"files first): {exc.strerror}") from None
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -53,13 +53,17 @@ def load_pickled_module(path: Path, trust: bool):
 
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception as exc:  # noqa: BLE001 - not a torch zip checkpoint at all
+    except Exception:  # noqa: BLE001 - not a torch zip checkpoint: told apart below (pickle or garbage)
         unsafe = None
-        zip_error = exc
     if unsafe is None:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if not head.startswith(b"\x80"):  # not a pickle either: no amount of trust makes it a model
+            raise QtappError(f"{path} is not a PyTorch model file (neither a torch checkpoint nor a pickle): "
+                             "it may be truncated or of another format")
         if not trust:
-            raise QtappError(f"{path} is not a PyTorch checkpoint this app can read safely ({zip_error}). "
-                             "If it is a legacy pickle you trust, pass --trust (this executes code from the file).")
+            raise QtappError(f"{path} is a legacy pickle, which cannot be read without running code from it. "
+                             "If you trust the file, pass --trust (this executes code from the file).")
         return _load_trusted(path)
     allowed, refused = [], []
     for name in unsafe:

@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pickle
+
 import pytest
 import torch
 import torch.nn as nn
@@ -244,8 +246,13 @@ def test_pickled_custom_class_is_refused_without_running_its_code(tmp_path, monk
 def test_non_checkpoint_file_is_refused_without_trust(tmp_path):
     path = tmp_path / "legacy.pt"
     path.write_bytes(b"not a zip, not a pickle")
-    with pytest.raises(QtappError, match="not a PyTorch checkpoint this app can read safely"):
+    with pytest.raises(QtappError, match="not a PyTorch model file") as exc:
         load(str(path))
+    assert "--trust" not in str(exc.value)  # trust cannot make garbage a model: don't suggest running it
+    path.write_bytes(pickle.dumps([1, 2]))  # a legacy (non-zip) pickle: only trust can read it
+    with pytest.raises(QtappError, match="legacy pickle") as exc:
+        load(str(path))
+    assert "--trust" in str(exc.value)
 
 
 def test_model_files_take_no_weights_or_kwargs(tmp_path):

@@ -1,0 +1,91 @@
+"""Model specs, weights and --out as a hostile user gives them: one named message each, no hang, and
+export keeps the same result-set guarantees as quantize (found by a sweep of ~230 hostile inputs)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+
+import pytest
+
+from qtapp.cli import main
+
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
+
+
+def run(*argv) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main([str(a) for a in argv])
+    return code, err.getvalue()
+
+
+def one_line(err: str) -> str:
+    lines = [l for l in err.splitlines() if l.startswith("qtapp-cli: error")]
+    assert len(lines) == 1 and "--debug" not in lines[0], err
+    return lines[0]
+
+
+def test_a_fifo_as_model_or_weights_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    assert "not a regular file" in one_line(run("inspect", fifo)[1])
+    factory = tmp_path / "net.py"
+    factory.write_text("import torch.nn as nn\ndef build():\n    return nn.Linear(4, 2)\n")
+    assert "not a regular file" in one_line(run("inspect", f"{factory}:build", "--weights", fifo)[1])
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("def f(:\n", "importing"),
+    ("raise RuntimeError('import boom')\n", "import boom"),
+    ("import nonexistent_module_xyz\n", "nonexistent_module_xyz"),
+    ("def f():\n    raise ValueError('factory boom')\n", "raised ValueError while building the model: factory boom"),
+    ("def f():\n    return None + 1\n", "raised TypeError while building the model"),
+])
+def test_broken_factory_files_are_named(tmp_path, source, expected):
+    path = tmp_path / "m.py"
+    path.write_text(source)
+    code, err = run("inspect", f"{path}:f")
+    line = one_line(err)
+    assert code == 1 and expected in line and "m.py" in line
+    assert "--kwargs" not in line  # no kwargs were given: do not blame them
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage bytes", None])
+def test_empty_garbage_and_folder_models_are_not_told_to_trust(tmp_path, content):
+    path = tmp_path / "m.pt"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    line = one_line(run("inspect", path)[1])
+    assert "--trust" not in line and str(path) in line
+
+
+def test_export_keeps_foreign_files_and_never_mixes_sets(tmp_path):
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"the user's own model")
+    (out / "mine.txt").write_text("notes")
+    code, err = run("export", "demo", "--out", out)
+    assert code == 2 and "mine.txt" in err
+    assert (out / "model.pt").read_bytes() == b"the user's own model"
+
+
+def test_out_under_a_file_is_named(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    code, err = run("quantize", "demo", "--batches", "2", "--out", tmp_path / "afile" / "sub")
+    assert code == 2 and "is a file, not a folder" in one_line(err)
+
+
+def test_result_files_are_readable_by_others(tmp_path):
+    old = os.umask(0o022)
+    try:
+        code, err = run("quantize", "demo", "--batches", "2", "--format", "pt", "--out", tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    for name in ("model.pt", "report.json", "recipe.json"):
+        assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o644
