@@ -252,7 +252,7 @@ def _cmd_export(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .core.errors import Cancelled, QtappError, UsageError
+    from .core.errors import Cancelled, QtappError, UsageError, first_line
 
     handler = {"quantize": _cmd_quantize, "inspect": _cmd_inspect, "export": _cmd_export}[args.command]
     try:
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug or a torch failure: short message, traceback with --debug
         if args.debug:
             raise
-        print(f"qtapp-cli: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        print(f"qtapp-cli: error: {type(exc).__name__}: {first_line(exc)} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return 1
 

@@ -20,6 +20,13 @@ class Cancelled(QtappError):
         super().__init__(message)
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's text, for one-line messages (torch's messages often
+    start with a newline or run to dozens of lines)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0][:limit] if lines else "(no message)"
+
+
 class CodeConsentRequired(QtappError):
     """A file (a recipe) names Python code to run: it runs only with the user's consent (--trust, or
     the window's dialog). What the user typed as the model spec is consent; what a file says is not."""

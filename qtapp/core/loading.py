@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import demo
-from .errors import CodeConsentRequired, QtappError, UsageError
+from .errors import CodeConsentRequired, QtappError, UsageError, first_line
 from .inputs import InputSpec
 from .progress import Job, Stage
 from .safe_pickle import load_pickled_module
@@ -245,7 +245,7 @@ def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
             sys.modules[mod_name] = module
             mspec.loader.exec_module(module)
         except Exception as exc:  # noqa: BLE001 - the user's file: any failure while importing it is named
-            raise QtappError(f"importing {path} failed: {type(exc).__name__}: {_one_line(exc)}") from None
+            raise QtappError(f"importing {path} failed: {type(exc).__name__}: {first_line(exc)}") from None
         finally:
             sys.path.remove(str(path.parent))
     else:
@@ -254,7 +254,7 @@ def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
         except ImportError as exc:
             raise QtappError(f"cannot import {target!r} for {spec}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - the user's module raised while being imported
-            raise QtappError(f"importing {target} failed: {type(exc).__name__}: {_one_line(exc)}") from None
+            raise QtappError(f"importing {target} failed: {type(exc).__name__}: {first_line(exc)}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise QtappError(f"{target} has no callable named {attr!r}")
@@ -271,7 +271,7 @@ def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
     except Exception as exc:  # noqa: BLE001 - the user's factory: any failure while building is named
         given = f" with --kwargs {kwargs}" if kwargs else ""
         raise QtappError(f"{spec} raised {type(exc).__name__} while building the model{given}: "
-                         f"{_one_line(exc)}") from None
+                         f"{first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise QtappError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
     w = weights or "none"
@@ -340,8 +340,3 @@ def _require_regular(path: Path, what: str) -> None:
 
     if not stat.S_ISREG(path.stat().st_mode):
         raise QtappError(f"{what} {path} is not a regular file (a FIFO, socket or device)")
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0][:300] if lines else "(no message)"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ._torchao_compat import quiet_ao
 from .compare import first_tensor
-from .errors import QtappError
+from .errors import QtappError, first_line
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,15 @@ def probe_model(model, source, model_name: str, method: str = "static") -> Probe
                 model(*(t[:1] for t in inputs))
             except Exception as exc:  # noqa: BLE001 - the user's model: any failure is reported as such
                 raise QtappError(f"{model_name} fails on one sample {where}: {type(exc).__name__}: "
-                                 f"{_first_line(exc)}") from None
+                                 f"{first_line(exc)}") from None
         try:
             out = model(*inputs)
         except Exception as exc:  # noqa: BLE001
             if n > 1:
                 raise QtappError(f"{model_name} runs on one sample but fails on a batch of {n} {where}: "
-                                 f"{type(exc).__name__}: {_first_line(exc)}. Calibration and evaluation run "
+                                 f"{type(exc).__name__}: {first_line(exc)}. Calibration and evaluation run "
                                  "in batches: make the model batch-agnostic, or give --batch-size 1") from None
-            raise QtappError(f"{model_name} fails {where}: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise QtappError(f"{model_name} fails {where}: {type(exc).__name__}: {first_line(exc)}") from None
     tensor = first_tensor(out)
     if tensor is None:
         raise QtappError(f"{model_name}'s forward returns {describe_output(out)}, not a tensor: the comparison "
@@ -93,8 +93,3 @@ def probe_model(model, source, model_name: str, method: str = "static") -> Probe
         raise QtappError(f"QAT fine-tunes on classification logits (N x classes), but {model_name}'s output "
                          f"is {tuple(tensor.shape)}: use static quantization for this model")
     return ProbeResult(tuple(tensor.shape), classes)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else "(no message)"

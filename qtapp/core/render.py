@@ -10,6 +10,9 @@ from pathlib import Path
 from .diagnostics import notes
 
 SCHEMA_VERSION = 1
+# Per-layer SQNR bands, the same in the window, the tree and report.html: red at or below POOR, amber
+# at FAIR, green at or above GOOD.
+SQNR_POOR_DB, SQNR_FAIR_DB, SQNR_GOOD_DB = 15.0, 25.0, 35.0
 
 
 def report_dict(result) -> dict:
@@ -18,6 +21,7 @@ def report_dict(result) -> dict:
     from .. import __version__
 
     lat, o, recipe = result.latency, result.output, result.recipe
+    found = notes(result)
     report = {
         "schema_version": SCHEMA_VERSION,
         "qtapp_version": __version__,
@@ -40,8 +44,8 @@ def report_dict(result) -> dict:
         "output": o.to_json() if o is not None else None,
         "layers": [layer.to_json() for layer in result.layers],
         "exports": [e.to_json() for e in result.exports],
-        "notes": [n.text for n in notes(result)],
-        "diagnostics": [{"code": n.code, "level": n.level, "text": n.text} for n in notes(result)],
+        "notes": [n.text for n in found],
+        "diagnostics": [{"code": n.code, "level": n.level, "text": n.text} for n in found],
     }
     if result.method == "qat":
         report["qat"] = {"epochs": recipe.qat.epochs, "lr": recipe.qat.lr,

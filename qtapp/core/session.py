@@ -114,9 +114,6 @@ class QuantSession:
         """Change settings (not the model) in one step; see prepare_recipe_change."""
         self.apply_recipe_change(self.prepare_recipe_change(**changes))
 
-    def rebuilds_inventory(self, old_mode: str, old_method: str) -> bool:
-        return (self.mode, self.recipe.method) != (old_mode, old_method)
-
     def _on_inventory_changed(self, _names) -> None:
         self.recipe.float_layers = sorted({*self.inventory.float_layers, *self.inapplicable_float_layers})
 

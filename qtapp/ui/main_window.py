@@ -235,12 +235,6 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.session_changed.emit()
 
     # -- jobs ---------------------------------------------------------------------------------------------
-    def _check_idle(self) -> bool:
-        if self.runner.busy:
-            self.statusBar().showMessage(f"Busy with {self.runner.name}: cancel it first (Esc)", 5000)
-            return False
-        return True
-
     def _start(self, name, make_job, on_result, on_error=None, on_finished=None, on_cancel=None):
         return self.controller.submit(name, make_job, on_result, on_error,
                                       on_cancel or (lambda: self.statusBar().showMessage(f"{name} cancelled", 5000)),

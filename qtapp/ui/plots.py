@@ -15,6 +15,8 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QStackedLayout, QToolTip, QVBoxLayout, QWidget
 
+from ..core.render import SQNR_FAIR_DB, SQNR_GOOD_DB, SQNR_POOR_DB
+
 if TYPE_CHECKING:  # the core module pulls nothing heavy, but the plots need only its shapes
     from ..core.compare import LayerResult, OutputMetrics, WeightData
 
@@ -28,7 +30,7 @@ QUANT_COLOR = QColor("#e8710a")
 KEPT_FLOAT_COLOR = QColor("#b4b4b4")
 TEXT_COLOR = "#444444"
 BAR_WIDTH = 0.72
-_SQNR_STOPS = ((15.0, QColor("#d62728")), (25.0, QColor("#f0a30a")), (35.0, QColor("#2ca02c")))
+_SQNR_STOPS = ((SQNR_POOR_DB, QColor("#d62728")), (SQNR_FAIR_DB, QColor("#f0a30a")), (SQNR_GOOD_DB, QColor("#2ca02c")))
 
 
 def sqnr_color(db: float | None) -> QColor:
@@ -241,7 +243,9 @@ class LayerErrorPlot(_PlotPanel):
             label.setFont(QFont(self.font().family(), 8))
             label.setPos(i, self._heights[i])
             self._plot.addItem(label)
-        key = " ".join(_swatch(sqnr_color(db), text) for db, text in ((15.0, "≤15"), (25.0, "25"), (35.0, "≥35 dB")))
+        key = " ".join(_swatch(sqnr_color(db), text) for db, text in (
+            (SQNR_POOR_DB, f"≤{SQNR_POOR_DB:.0f}"), (SQNR_FAIR_DB, f"{SQNR_FAIR_DB:.0f}"),
+            (SQNR_GOOD_DB, f"≥{SQNR_GOOD_DB:.0f} dB")))
         if not all(self._quantized):
             key += f" &nbsp; {_swatch(KEPT_FLOAT_COLOR, 'kept in float')}"
         self._plot.setTitle(f"{self.TITLE}<br>{key}", color=TEXT_COLOR, size="10pt")
