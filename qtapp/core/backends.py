@@ -254,7 +254,12 @@ class DynamicBackend:
         spec = {h: qconfig for h in calibrated.heads if h not in set(float_heads)}
         dtype = torch.float16 if recipe.dtype == "float16" else torch.qint8
         with quiet_ao():
-            return quantize_dynamic(copy.deepcopy(calibrated.model).eval(), spec, dtype=dtype)
+            quantized = quantize_dynamic(copy.deepcopy(calibrated.model).eval(), spec, dtype=dtype)
+        if any(isinstance(m, torch.nn.MultiheadAttention) for m in quantized.modules()):
+            # The attention fast path reads its Linear layers' weights as tensors; dynamically quantized
+            # Linears hold packed params instead ("'function' object has no attribute 'device'").
+            torch.backends.mha.set_fastpath_enabled(False)
+        return quantized
 
     def reference(self, model):
         return model

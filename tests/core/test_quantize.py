@@ -137,3 +137,17 @@ def test_qat_cannot_quantize_a_layer_it_trained_in_float(demo_loaded):
 def test_eager_mode_needs_a_quantizable_model(demo_loaded):
     with pytest.raises(UsageError, match="eager mode needs one of torchvision's quantizable models"):
         QuantSession(demo_loaded, QuantRecipe(model="demo", static_mode="eager"))
+
+
+def test_dynamic_quantization_of_a_transformer_layer_runs():
+    """The attention fast path read a dynamically quantized Linear's weight as a tensor and failed with
+    "'function' object has no attribute 'device'" when the comparison ran the model."""
+    from qtapp.core.inputs import InputSpec
+    from qtapp.core.loading import LoadedModel
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.TransformerEncoderLayer(16, 2, 32, activation="gelu", batch_first=True)).eval()
+    loaded = LoadedModel("tx", model, "eager", InputSpec(((2, 5, 16),)))
+    session = QuantSession(loaded, QuantRecipe(model="tx", method="dynamic", calibration=DataSpec(batches=2)))
+    result = drive(session.quantize())
+    assert result.output.sqnr_db > 20 and any(l.quantized for l in result.layers)
