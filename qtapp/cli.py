@@ -59,18 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantize", help="quantize, compare, measure and export a model")
     _model_args(q, spec_required=False)
     _quant_args(q)
-    q.add_argument("--calib", help="demo | random | image folder | .npy/.npz/.pt file (default: the model's own data, else random)")
-    q.add_argument("--eval", dest="eval_source", help="evaluation data, same forms as --calib (default: the demo's held-out split, else the calibration source)")
-    q.add_argument("--batches", type=int, help="calibration batches (default 8)")
-    q.add_argument("--batch-size", type=int, help="calibration and evaluation batch size (default 16)")
-    q.add_argument("--epochs", type=int, help="QAT epochs (default 2)")
-    q.add_argument("--lr", type=float, help="QAT learning rate (default 1e-4)")
-    q.add_argument("--recipe", help="run this recipe file; options given here override it")
+    _run_args(q)
     q.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx (default {DEFAULT_FORMATS})")
     q.add_argument("--out", required=True, help="output folder for model.*, recipe.json and report.json")
     q.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
     q.add_argument("--html", action="store_true",
                    help="also write report.html: one self-contained page (plots included) to share")
+
+    a = sub.add_parser("analyze", help="every quantization point: its error (local and accumulated), its "
+                                       "activation range, and a diagnosis of the points worse than the rest")
+    _model_args(a, spec_required=False)
+    _quant_args(a)
+    _run_args(a)
+    a.add_argument("--out", help="also write report.json and recipe.json (report.html with --html) to this folder")
+    a.add_argument("--top", type=int, default=8, help="how many of the worst points to print (default 8)")
+    a.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
+    a.add_argument("--html", action="store_true", help="with --out: also write report.html")
 
     i = sub.add_parser("inspect", help="list the layer inventory: types, sizes, shapes, fusion groups")
     _model_args(i)
@@ -82,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", default=DEFAULT_FORMATS, help=f"from pt,ptl,onnx (default {DEFAULT_FORMATS})")
     e.add_argument("--out", required=True)
     return parser
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib", help="demo | random | image folder | .npy/.npz/.pt file (default: the model's own data, else random)")
+    p.add_argument("--eval", dest="eval_source", help="evaluation data, same forms as --calib (default: the demo's held-out split, else the calibration source)")
+    p.add_argument("--batches", type=int, help="calibration batches (default 8)")
+    p.add_argument("--batch-size", type=int, help="calibration and evaluation batch size (default 16)")
+    p.add_argument("--epochs", type=int, help="QAT epochs (default 2)")
+    p.add_argument("--lr", type=float, help="QAT learning rate (default 1e-4)")
+    p.add_argument("--recipe", help="run this recipe file; options given here override it")
 
 
 def _kwargs(text: str | None) -> dict | None:
@@ -182,6 +196,40 @@ def _cmd_quantize(args) -> int:
     return 0
 
 
+def _cmd_analyze(args) -> int:
+    from .core.progress import drive
+    from .core.render import points_text, report_dict, summary_text
+    from .core.workflows import analyze, quantize_to_folder
+
+    recipe = recipe_from_args(args)
+    if args.top <= 0:
+        from .core.errors import UsageError
+
+        raise UsageError(f"--top must be a positive number of points, got {args.top}")
+    progress = TextProgress()
+    try:
+        if args.out:
+            result = drive(quantize_to_folder(recipe, Path(args.out), [], trust=args.trust, recipe_file=args.recipe,
+                                              html=args.html, model_named_by=_named_by(args), measure=False), progress)
+        else:
+            result = drive(analyze(recipe, trust=args.trust, model_named_by=_named_by(args)), progress)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps(report_dict(result), indent=2))
+        return 0
+    summary = summary_text(result, Path(args.out) if args.out else None).splitlines()
+    head = [line for line in summary if not line.startswith(("  worst points", "  diagnosis"))]
+    print("\n".join(head[:2]))
+    print("\n".join(points_text(result, args.top)))
+    print("\n".join(head[2:]))
+    if args.out and args.html:
+        print(f"  wrote       {Path(args.out) / 'report.html'}")
+    elif not args.out:
+        print("  (give --out DIR to write report.json and recipe.json)")
+    return 0
+
+
 def _cmd_inspect(args) -> int:
     from .core.progress import drive
     from .core.session import QuantSession
@@ -199,7 +247,9 @@ def _cmd_inspect(args) -> int:
     for info in inv:
         if not info.name:
             continue
-        depth = info.name.count(".")
+        depth, parent = 0, info.parent
+        while parent:
+            depth, parent = depth + 1, inv[parent].parent
         state = inv.state(info.name)
         mark = {"quantized": "[x]", "float": "[ ]", "partial": "[~]", None: "   "}[state]
         extra = ""
@@ -254,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .core.errors import Cancelled, QtappError, UsageError, first_line
 
-    handler = {"quantize": _cmd_quantize, "inspect": _cmd_inspect, "export": _cmd_export}[args.command]
+    handler = {"quantize": _cmd_quantize, "analyze": _cmd_analyze, "inspect": _cmd_inspect,
+               "export": _cmd_export}[args.command]
     try:
         return handler(args)
     except UsageError as exc:

@@ -26,7 +26,9 @@ REPORT_SCHEMA = {
     "size_bytes": {"float", "quantized"},
     "latency_ms": {"float", "quantized", "batch", "threads"},
     "output": {"sqnr_db", "cosine", "max_abs_error", "top1_agreement", "accuracy_float", "accuracy_quantized"},
-    "layers": {"name", "type", "quantized", "sqnr_db"},
+    "layers": {"name", "kind", "type", "quantized", "sqnr_db", "accumulated_sqnr_db", "local_sqnr_db",
+               "normalised_error", "range", "diagnosis"},
+    "points": {"count", "quantized", "bad", "worst"},
     "exports": {"format", "path", "bytes", "verified", "max_abs_diff"},
     "notes": None,
 }
@@ -87,7 +89,7 @@ def test_report_has_every_key_of_the_schema(demo_run):
 
 def test_report_values_for_the_demo(demo_run):
     report = read_report(demo_run[3])
-    assert (report["schema_version"], report["qtapp_version"]) == (1, "0.1.0")
+    assert (report["schema_version"], report["qtapp_version"]) == (2, "0.1.0")
     assert report["torch_version"] == torch.__version__
     assert (report["model"], report["method"], report["engine"]) == ("demo", "static", "fbgemm")
     calib = report["calibration"]
@@ -98,8 +100,14 @@ def test_report_values_for_the_demo(demo_run):
     assert out["accuracy_float"] - out["accuracy_quantized"] <= 0.02 and out["accuracy_float"] > 0.95
     lat = report["latency_ms"]
     assert lat["batch"] == 1 and lat["threads"] >= 1 and lat["float"] > 0 and lat["quantized"] > 0
-    assert [layer["name"] for layer in report["layers"]] == ["block1.0", "block2.0", "block3.0", "fc1", "fc2"]
+    layers = {layer["name"]: layer for layer in report["layers"]}
+    assert list(layers) == ["input:x", "block1.0", "block2.0", "pool", "block3.0", "gap", "flatten", "fc1", "fc2"]
     assert all(layer["quantized"] for layer in report["layers"])
+    assert layers["block2.0"]["kind"] == "module" and layers["input:x"]["kind"] == "input"
+    assert layers["block2.0"]["sqnr_db"] == layers["block2.0"]["accumulated_sqnr_db"]  # the old key, kept
+    for layer in layers.values():  # rounding to a well-fitted range: close to the ideal 1/sqrt(12)
+        assert 15 < layer["local_sqnr_db"] < 60 and 0.1 < layer["normalised_error"] < 0.4
+    assert layers["pool"]["range"]["levels_total"] == 128  # fbgemm's activations use 7 bits
     exports = {e["format"]: e for e in report["exports"]}
     assert set(exports) == {"pt", "ptl"}
     for fmt, e in exports.items():

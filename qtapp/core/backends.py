@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._torchao_compat import quiet_ao
-from .errors import QtappError, UsageError
+from .errors import QtappError, UsageError, first_line
 from .progress import CancelToken, Job, Stage
 
 
@@ -30,12 +30,47 @@ class Calibrated:
     stats: dict = field(default_factory=dict)  # batches, samples, train losses ...
     key: str = ""  # the recipe's calibration_key(): a recipe with another key needs a new calibration
     data: Any = None  # DataFacts of the calibration source
+    points: tuple = ()  # QuantPoint of the prepared model, in graph order
+
+    @property
+    def point_map(self) -> dict:
+        return {p.name: p for p in self.points}
 
     def convert(self, float_heads):
         unknown = sorted(set(float_heads) - set(self.heads))
         if unknown:
             raise UsageError(f"not layers of this model's inventory: {', '.join(unknown)}")
         return self.backend.convert(self, float_heads)
+
+    def convert_checked(self, float_heads, check_inputs=None) -> tuple[Any, dict[str, str]]:
+        """Convert with `float_heads` float; where torch fails to keep a point float (convert or the first
+        forward raises), find which, convert that one in int8 instead, and say why:
+        (model, {point: reason it stayed int8})."""
+        import torch
+
+        def attempt(heads):
+            model = self.convert(heads)
+            if check_inputs is not None:
+                with torch.no_grad(), quiet_ao():
+                    model(*check_inputs)
+            return model
+
+        float_heads = list(float_heads)
+        try:
+            return attempt(float_heads), {}
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - torch's failure, traced to the point that caused it below
+            first_error = exc
+        refused = {}
+        for name in float_heads:
+            try:
+                attempt([name])
+            except Exception as exc:  # noqa: BLE001 - this point cannot be kept float: say so on it
+                refused[name] = f"torch could not keep it float ({type(exc).__name__}: {first_line(exc)})"
+        if not refused:
+            raise first_error
+        return attempt([h for h in float_heads if h not in refused]), refused
 
 
 class QuantBackend(Protocol):
@@ -95,8 +130,9 @@ class FxStaticBackend:
         # Observe every candidate layer, so any float set can be converted later without recalibrating.
         with quiet_ao():
             prepared = prepare_fx(copy.deepcopy(model).eval(), fx_mapping(recipe), example)
+            points = _fx_calibrated_points(prepared, inventory)
             stats = yield from _feed(prepared, calib, cancel)
-        return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, frozenset(), stats)
+        return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, frozenset(), stats, points=points)
 
     def convert(self, calibrated, float_heads):
         from torch.ao.quantization.quantize_fx import convert_fx
@@ -109,7 +145,7 @@ class FxStaticBackend:
         # (~+40% on resnet18); when the float set is the one prepared with, prepare's own mapping
         # already says the same thing, so pass none.
         mapping = None if set(float_heads) == set(calibrated.float_at_prepare) else \
-            fx_mapping(recipe, sorted(float_heads), qat=self.name == "qat")
+            fx_mapping(recipe, sorted(float_heads), qat=self.name == "qat", points=calibrated.point_map)
         with quiet_ao():
             return convert_fx(copy.deepcopy(calibrated.prepared), qconfig_mapping=mapping)
 
@@ -136,8 +172,11 @@ class FxQatBackend(FxStaticBackend):
         set_engine(recipe.engine)
         float_heads = frozenset(inventory.float_layers)
         teacher = model.eval()
+        points = {p.name: p for p in inventory.points}
         with quiet_ao():
-            prepared = prepare_qat_fx(copy.deepcopy(model).train(), fx_mapping(recipe, sorted(float_heads), qat=True), example)
+            prepared = prepare_qat_fx(copy.deepcopy(model).train(),
+                                      fx_mapping(recipe, sorted(float_heads), qat=True, points=points), example)
+            calibrated_points = _fx_calibrated_points(prepared, inventory)
         opt = torch.optim.SGD(prepared.parameters(), lr=recipe.qat.lr, momentum=0.9)
         epochs, per_epoch = recipe.qat.epochs, len(calib)
         stage = Stage("QAT fine-tune", epochs * per_epoch, cancel)
@@ -170,7 +209,7 @@ class FxQatBackend(FxStaticBackend):
         prepared.eval()
         return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, float_heads,
                           {"batches": step, "samples": samples, "epoch_losses": losses,
-                           "distilled": not calib.has_labels})
+                           "distilled": not calib.has_labels}, points=calibrated_points)
 
     def convert(self, calibrated, float_heads):
         missing = sorted(calibrated.float_at_prepare - set(float_heads))
@@ -191,13 +230,18 @@ class EagerStaticBackend:
 
         from .qconfigs import static_qconfig
 
+        from .points import eager_points, merge_classification
+
         set_engine(recipe.engine)
         prepared = self.reference(model)
         prepared.qconfig = static_qconfig(recipe)
         with quiet_ao():
             prepare(prepared, inplace=True)
+            # Listing the points runs one example: on a copy, so calibration sees only calibration data.
+            points = merge_classification(eager_points(copy.deepcopy(prepared), example), inventory.points)
             stats = yield from _feed(prepared, calib, cancel)
-        return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, frozenset(), stats)
+        return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, frozenset(), stats,
+                          points=tuple(points))
 
     def convert(self, calibrated, float_heads):
         import torch.nn as nn
@@ -242,7 +286,8 @@ class DynamicBackend:
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
         set_engine(recipe.engine)
         yield Stage("calibrate", 1, cancel).step(1, "dynamic quantization needs no calibration")
-        return Calibrated(self, recipe, model, tuple(inventory.heads), None, frozenset(), {"batches": 0, "samples": 0})
+        return Calibrated(self, recipe, model, tuple(inventory.heads), None, frozenset(), {"batches": 0, "samples": 0},
+                          points=tuple(inventory.points))
 
     def convert(self, calibrated, float_heads):
         import torch
@@ -250,8 +295,15 @@ class DynamicBackend:
 
         recipe = calibrated.recipe
         set_engine(recipe.engine)
+        from torch.ao.quantization import float_qparams_weight_only_qconfig
+
         qconfig = float16_dynamic_qconfig if recipe.dtype == "float16" else default_dynamic_qconfig
-        spec = {h: qconfig for h in calibrated.heads if h not in set(float_heads)}
+        modules = dict(calibrated.model.named_modules())
+        # Embeddings: int8 rows with a float scale each (float16 has no embedding kernel: they stay float).
+        embedding = (torch.nn.Embedding, torch.nn.EmbeddingBag)
+        spec = {h: float_qparams_weight_only_qconfig if isinstance(modules[h], embedding) else qconfig
+                for h in calibrated.heads if h not in set(float_heads)
+                and not (recipe.dtype == "float16" and isinstance(modules[h], embedding))}
         dtype = torch.float16 if recipe.dtype == "float16" else torch.qint8
         with quiet_ao():
             quantized = quantize_dynamic(copy.deepcopy(calibrated.model).eval(), spec, dtype=dtype)
@@ -263,6 +315,13 @@ class DynamicBackend:
 
     def reference(self, model):
         return model
+
+
+def _fx_calibrated_points(prepared, inventory) -> tuple:
+    """The points of the model being calibrated, classified as the inventory found them."""
+    from .points import fx_points, merge_classification
+
+    return tuple(merge_classification(fx_points(prepared), inventory.points))
 
 
 def backend_for(method: str, mode: str) -> QuantBackend:

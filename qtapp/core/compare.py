@@ -1,4 +1,4 @@
-"""Float versus quantized: output metrics, per-layer SQNR from one pass, and per-layer weight data."""
+"""Float versus quantized: output metrics, and a layer's float and int8 weights (per-point errors: point_analysis)."""
 
 from __future__ import annotations
 
@@ -126,63 +126,6 @@ class WeightData:
     qmax: int = 127
 
 
-@dataclass
-class LayerResult:
-    name: str
-    type: str  # type in the converted model
-    quantized: bool
-    sqnr_db: float | None
-    weight: WeightData | None = field(default=None, repr=False)
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "type": self.type, "quantized": self.quantized, "sqnr_db": self.sqnr_db}
-
-
-def compare_layers(reference, q_model, heads, data, max_batches: int = 2,
-                   cancel: CancelToken | None = None) -> Job[list[LayerResult]]:
-    """SQNR of each head's output in `q_model` against the same-named module of the fused float
-    `reference`, collected with forward hooks over one pass of each model."""
-    import torch
-
-    ref_mods = dict(reference.named_modules())
-    q_mods = dict(q_model.named_modules())
-    names = [h for h in heads if h in ref_mods and h in q_mods]
-    acc = {h: [0.0, 0.0] for h in names}
-    ref_out: dict[str, object] = {}
-    q_out: dict[str, object] = {}
-
-    def make_hook(store, name):
-        def hook(_m, _inp, out):
-            store.setdefault(name, first_tensor(out))  # a module called twice: its first call
-        return hook
-
-    handles = [ref_mods[h].register_forward_hook(make_hook(ref_out, h)) for h in names]
-    handles += [q_mods[h].register_forward_hook(make_hook(q_out, h)) for h in names]
-    batches = min(len(data), max_batches)
-    stage = Stage("per-layer error", batches, cancel)
-    try:
-        with torch.no_grad(), quiet_ao():
-            for i, (inputs, _y) in enumerate(data):
-                if i >= batches:
-                    break
-                ref_out.clear()
-                q_out.clear()
-                reference(*inputs)
-                q_model(*inputs)
-                for name in names:
-                    r, q = ref_out.get(name), q_out.get(name)
-                    if r is None or q is None or r.shape != q.shape:
-                        continue
-                    acc[name][0] += float((r.float() ** 2).sum())
-                    acc[name][1] += float(((r.float() - q.float()) ** 2).sum())
-                yield stage.step(i + 1, f"batch {i + 1}/{batches}")
-    finally:
-        for h in handles:
-            h.remove()
-    return [LayerResult(h, type(q_mods[h]).__name__, is_quantized_module(q_mods[h]), sqnr_db(*acc[h]),
-                        weight_data(ref_mods[h], q_mods[h])) for h in names]
-
-
 def _float_weight(m):
     import torch
 
@@ -209,7 +152,7 @@ def weight_data(ref_module, q_module) -> WeightData | None:
         return WeightData(fw_np, None)
     if not qw.is_quantized:  # float16 dynamic: weights stored in half precision
         return WeightData(fw_np, qw.detach().float().numpy(), qscheme="float16")
-    if qw.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+    if qw.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams):
         scales, zps, axis = qw.q_per_channel_scales().numpy(), qw.q_per_channel_zero_points().numpy(), qw.q_per_channel_axis()
     else:
         import numpy as np

@@ -1,8 +1,12 @@
-"""The layer inventory: every named module as a tree, what it is, and whether it is kept in float.
+"""The layer inventory: every named module as a tree, every quantization point in it, and what is float.
 
 This object owns the per-layer quantize toggles (the GUI's tree is a view over it). Toggles act on
 fusion-group heads: a BatchNorm folded into its conv toggles the conv, and says so; a container
 toggles every quantizable layer under it; a name that does not exist is refused, never ignored.
+
+Quantization points (points.py) that are not modules (a functional `add`, a model input) are rows of
+their own under the module they are called in, named `layer1.0/add`; a module's own point (its output)
+is on its row. A point torch can keep float after calibration is a toggle target like a layer.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import UsageError
+from ._torchao_compat import quiet_ao
+from .errors import UsageError, first_line
 from .fusion import eager_fusion_groups, fx_fusion_groups
+from .points import QuantPoint
 
 
 @dataclass
@@ -27,13 +33,20 @@ class LayerInfo:
     group_head: str | None = None  # set on every member of a fusion group, head included
     group: list[str] = field(default_factory=list)  # on heads: the whole group
     children: list[str] = field(default_factory=list)
+    kind: str = "module"  # "module", or "op" / "input" for a point that is not a module
+    scope: str | None = None  # for op and input rows: the module row they are listed under
+    point: QuantPoint | None = None  # the quantization point of this row, if it is one
 
     @property
     def parent(self) -> str | None:
+        if self.scope is not None:
+            return self.scope
         return None if not self.name else self.name.rpartition(".")[0]
 
     @property
     def short_name(self) -> str:
+        if self.kind != "module" and self.point is not None:
+            return self.point.label
         return self.name.rpartition(".")[2] or "(model)"
 
 
@@ -41,13 +54,13 @@ def static_kinds():
     import torch.nn as nn
 
     return (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-            nn.Linear, nn.BatchNorm2d, nn.BatchNorm3d)
+            nn.Linear, nn.BatchNorm2d, nn.BatchNorm3d, nn.Embedding, nn.EmbeddingBag)
 
 
 def dynamic_kinds():
     import torch.nn as nn
 
-    return (nn.Linear, nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell, nn.RNNCell)
+    return (nn.Linear, nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell, nn.RNNCell, nn.Embedding, nn.EmbeddingBag)
 
 
 class LayerInventory:
@@ -58,6 +71,7 @@ class LayerInventory:
         self.notes = notes or []
         self.float_heads: set[str] = set()
         self._listeners: list[Callable[[list[str]], None]] = []
+        self.points: dict[str, QuantPoint] = {}
 
     # -- building --------------------------------------------------------------------------------
     @classmethod
@@ -73,14 +87,64 @@ class LayerInventory:
         if loaded.input_spec is not None:
             _probe_shapes(module, loaded.input_spec, layers, loaded.declared_input)
         groups: dict[str, list[str]] = {}
+        points: list[QuantPoint] = []
         if mode in ("fx", "eager"):
             try:
                 groups = fx_fusion_groups(module) if mode == "fx" else eager_fusion_groups(module)
             except Exception as exc:  # noqa: BLE001 - an untraceable model is reported, not fatal here
                 notes.append(f"FX cannot trace this model ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                              "static and QAT quantization will fail; dynamic quantization still works")
+            else:
+                points, note = _static_points(module, mode, engine, loaded.input_spec)
+                notes += [note] if note else []
         _mark_quantizable(module, layers, groups, method, mode)
-        return cls(layers, method, mode, engine, notes)
+        if mode == "dynamic":
+            from .points import dynamic_points
+
+            points = dynamic_points(module, [n for n, i in layers.items() if i.quantizable])
+        inventory = cls(layers, method, mode, engine, notes)
+        inventory._add_points(points)
+        return inventory
+
+    def _add_points(self, points: list[QuantPoint]) -> None:
+        """Attach each point to its module's row, or give it a row of its own under the module it is
+        called in (ops, inputs, a module's second call), placed among its siblings in execution order."""
+        first_seen: dict[str, int] = {}
+        for i, p in enumerate(points):
+            where = p.name if p.name in self.layers else p.parent
+            while where is not None and where not in first_seen:
+                first_seen[where] = i
+                where = self.layers[where].parent if where in self.layers else None
+        for i, p in enumerate(points):
+            self.points[p.name] = p
+            row = self.layers.get(p.name)
+            if row is not None:
+                row.point = p
+                if not row.quantizable and p.reason and row.reason in ("", _FOLLOWS_NEIGHBOURS):
+                    row.reason = p.reason
+                continue
+            scope = p.parent if p.kind != "module" else p.parent.rpartition(".")[0]
+            if scope not in self.layers:
+                scope = ""
+            row = LayerInfo(p.name, p.op + "".join(f"+{f}" for f in p.fused), 0, 0, kind=p.kind if p.kind != "module" else "op",
+                            scope=scope, point=p, quantizable=p.toggle is not None, reason=p.reason)
+            self.layers[p.name] = row
+            siblings = self.layers[scope].children
+            at = 0
+            for k, sibling in enumerate(siblings):
+                if first_seen.get(sibling, len(points)) < i:
+                    at = k + 1
+            while at < len(siblings) and siblings[at] not in first_seen:  # fused members stay by their head
+                at += 1
+            siblings.insert(at, p.name)
+            first_seen[p.name] = i
+        # Model order (a walk of the tree), so heads, float layers and reports list ops where they run.
+        ordered, stack = {}, [""]
+        while stack:
+            name = stack.pop()
+            ordered[name] = self.layers[name]
+            stack.extend(reversed(self.layers[name].children))
+        self.layers = ordered
 
     # -- queries ---------------------------------------------------------------------------------
     def __iter__(self):
@@ -98,8 +162,9 @@ class LayerInventory:
         return [n for n, info in self.layers.items() if info.quantizable]
 
     def heads_under(self, name: str) -> list[str]:
-        prefix = f"{name}." if name else ""
-        return [h for h in self.heads if h == name or h.startswith(prefix)]
+        if not name:
+            return self.heads
+        return [h for h in self.heads if h == name or h.startswith((f"{name}.", f"{name}/"))]
 
     def is_float(self, head: str) -> bool:
         return head in self.float_heads
@@ -183,10 +248,11 @@ class LayerInventory:
     def to_json(self) -> dict:
         return {
             "method": self.method, "mode": self.mode, "engine": self.engine, "notes": self.notes,
-            "layers": [{"name": i.name, "type": i.type, "params": i.params, "bytes": i.bytes,
-                        "output_shape": i.output_shape, "quantizable": i.quantizable,
+            "layers": [{"name": i.name, "kind": i.kind, "parent": i.parent, "type": i.type, "params": i.params,
+                        "bytes": i.bytes, "output_shape": i.output_shape, "quantizable": i.quantizable,
                         "state": self.state(i.name), "group_head": i.group_head,
                         "group": i.group or None, "reason": i.reason} for i in self],
+            "points": [p.to_json() for p in self.points.values()],
         }
 
 
@@ -231,6 +297,45 @@ def _probe_shapes(module, input_spec, layers: dict[str, LayerInfo], declared=Non
             h.remove()
 
 
+_FOLLOWS_NEIGHBOURS = ("no weights to quantize: it follows its neighbours (int8 between int8 layers where the "
+                       "engine has a kernel)")
+
+
+def _static_points(module, mode: str, engine: str, input_spec) -> tuple[list[QuantPoint], str | None]:
+    """The quantization points static quantization would make, from preparing (and, in FX mode,
+    converting) a copy of the model once, without data. Returns (points, a note when that failed)."""
+    import copy
+
+    if input_spec is None:
+        return [], None
+    from .backends import set_engine
+    from .points import classify, eager_points, fx_points
+    from .qconfigs import fx_mapping, static_qconfig
+    from .recipe import QuantRecipe
+
+    recipe = QuantRecipe(model="-", engine=engine, observer="minmax")  # the observer kind does not move points
+    example = input_spec.example()
+    try:
+        set_engine(engine)
+        with quiet_ao():
+            if mode == "eager":
+                from torch.ao.quantization import prepare
+
+                prepared = copy.deepcopy(module).eval()
+                prepared.fuse_model(is_qat=False)
+                prepared.qconfig = static_qconfig(recipe)
+                prepare(prepared, inplace=True)
+                return eager_points(prepared, example), None
+            from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+            prepared = prepare_fx(copy.deepcopy(module).eval(), fx_mapping(recipe), example)
+            converted = convert_fx(copy.deepcopy(prepared))
+            return classify(fx_points(prepared), prepared, converted, engine), None
+    except Exception as exc:  # noqa: BLE001 - the layer list still works; the run will name the failure
+        return [], (f"could not list the quantization points ({type(exc).__name__}: {first_line(exc)}); "
+                    "layers are listed, ops between them are not")
+
+
 def _mark_quantizable(module, layers, groups, method: str, mode: str) -> None:
     import torch.nn as nn
 
@@ -256,7 +361,5 @@ def _mark_quantizable(module, layers, groups, method: str, mode: str) -> None:
             info.reason = "dynamic quantization covers Linear, LSTM, GRU and RNN cells only"
         elif isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)):
             info.reason = f"{type(m).__name__} has no static int8 kernel here; use the dynamic method"
-        elif isinstance(m, nn.Embedding):
-            info.reason = "embeddings need weight-only quantization, which this method does not do"
         else:
-            info.reason = "no weights to quantize: it follows its neighbours (int8 between int8 layers where the engine has a kernel)"
+            info.reason = _FOLLOWS_NEIGHBOURS

@@ -283,10 +283,11 @@ def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
 
 
 def _declared_input(model) -> InputSpec | None:
-    """A factory's model may declare `example_input_shape = (1, 3, 32, 32)`; use it when present."""
+    """A factory's model may declare `example_input_shape = (1, 3, 32, 32)` (and `example_input_dtype =
+    "int64"` for token ids); use them when present."""
     shape = getattr(model, "example_input_shape", None)
     if shape:
-        return InputSpec((tuple(shape),))
+        return InputSpec((tuple(shape),), getattr(model, "example_input_dtype", "float32"))
     if type(model).__module__.startswith("torchvision.models"):
         return IMAGENET_INPUT
     return None

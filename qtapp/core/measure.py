@@ -97,7 +97,7 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
                     stage = Stage("latency", max_runs, cancel)
                 times["float"].append(row["float_ms"])
                 times["quantized"].append(row["quantized_ms"])
-                yield stage.step(row["round"], f"{row['round']} runs in a separate process")
+                yield stage.step(min(row["round"], max_runs), f"{row['round']} runs in a separate process")
         finally:
             if proc.poll() is None:
                 proc.kill()

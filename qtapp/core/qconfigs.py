@@ -49,13 +49,23 @@ def qat_qconfig(recipe):
     return QConfig(activation=act, weight=weight)
 
 
-def fx_mapping(recipe, float_heads=(), qat: bool = False):
+def fx_mapping(recipe, float_heads=(), qat: bool = False, points=None):
     """The engine's default mapping (keeps its fixed-qparams entries for sigmoid, softmax, ...) with the
-    recipe's global qconfig, and None for every layer kept in float."""
-    from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+    recipe's global qconfig, weight-only int8 for embeddings, and None for every layer or functional op
+    kept in float. `points` ({name: QuantPoint}) says where an op named `layer1.0/add` is called."""
+    import torch.nn as nn
+    from torch.ao.quantization import (float_qparams_weight_only_qconfig, get_default_qat_qconfig_mapping,
+                                       get_default_qconfig_mapping)
 
     base = (get_default_qat_qconfig_mapping if qat else get_default_qconfig_mapping)(recipe.engine)
     base.set_global(qat_qconfig(recipe) if qat else static_qconfig(recipe))
+    if not qat:  # an embedding's int8 kernel takes float ids and int8 rows with a scale each (no QAT form)
+        base.set_object_type(nn.Embedding, float_qparams_weight_only_qconfig)
+        base.set_object_type(nn.EmbeddingBag, float_qparams_weight_only_qconfig)
     for name in float_heads:
-        base.set_module_name(name, None)
+        point = (points or {}).get(name)
+        if point is not None and point.toggle == "op":
+            base.set_module_name_object_type_order(point.scope, point.target, point.order, None)
+        else:
+            base.set_module_name(name, None)
     return base

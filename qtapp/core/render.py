@@ -9,7 +9,10 @@ from pathlib import Path
 
 from .diagnostics import notes
 
-SCHEMA_VERSION = 1
+# 2: `layers` lists every quantization point (modules, functional ops, inputs) with its kind, its local,
+# accumulated and normalised error, its activation range and its diagnosis; `sqnr_db` stays the accumulated
+# figure. `points` summarises them.
+SCHEMA_VERSION = 2
 # Per-layer SQNR bands, the same in the window, the tree and report.html: red at or below POOR, amber
 # at FAIR, green at or above GOOD.
 SQNR_POOR_DB, SQNR_FAIR_DB, SQNR_GOOD_DB = 15.0, 25.0, 35.0
@@ -43,6 +46,7 @@ def report_dict(result) -> dict:
                        "other_load_cores": round(lat.other_load, 2) if lat and lat.other_load is not None else None},
         "output": o.to_json() if o is not None else None,
         "layers": [layer.to_json() for layer in result.layers],
+        "points": points_summary(result),
         "exports": [e.to_json() for e in result.exports],
         "notes": [n.text for n in found],
         "diagnostics": [{"code": n.code, "level": n.level, "text": n.text} for n in found],
@@ -63,7 +67,42 @@ def speed_text(float_ms: float, quantized_ms: float) -> str:
 
 
 def worst_layers(result, n: int = 3) -> list:
-    return sorted((l for l in result.layers if l.quantized and l.sqnr_db is not None), key=lambda l: l.sqnr_db)[:n]
+    """The points that cost most by themselves (worst local SQNR, the bad ones first)."""
+    from .point_diagnosis import worst_points
+
+    return worst_points(result.layers, n)
+
+
+def points_summary(result) -> dict:
+    from .point_diagnosis import worst_points
+
+    layers = result.layers
+    return {
+        "count": len(layers), "quantized": sum(1 for p in layers if p.quantized),
+        "kept_float": [p.name for p in layers if p.kept_float],
+        "bad": [p.name for p in layers if p.diagnosis],
+        "worst": [{"name": p.name, "local_sqnr_db": p.local_sqnr_db, "accumulated_sqnr_db": p.accumulated_sqnr_db,
+                   "diagnosis": p.diagnosis[0].text if p.diagnosis else None} for p in worst_points(layers, 10)],
+        "local": "each point alone in int8 (its weights and its output rounded to its range) on the float "
+                 "model's values; accumulated: the int8 model's tensor there against float",
+    }
+
+
+def points_text(result, n: int = 8) -> list[str]:
+    """The worst points, one line each with its diagnosis (the CLI's `analyze`)."""
+    worst = worst_layers(result, n)
+    if not worst:
+        return ["  no quantized point to rank"]
+    width = min(max(len(p.name) for p in worst), 40)
+    lines = [f"  {'point':<{width}}  {'local':>7} {'accum.':>7}  diagnosis"]
+    for p in worst:
+        text = p.diagnosis[0].text if p.diagnosis else "(no worse than the rest)"
+        lines.append(f"  {p.name:<{width}}  {_fmt(p.local_sqnr_db, '{:.1f}'):>7} "
+                     f"{_fmt(p.accumulated_sqnr_db, '{:.1f}'):>7}  {text}")
+    bad = sum(1 for p in result.layers if p.diagnosis)
+    lines.append(f"  {len(result.layers)} points, {sum(1 for p in result.layers if p.quantized)} in int8, "
+                 f"{bad} worse than the rest (dB; local: the point alone in int8, accum.: the int8 model there)")
+    return lines
 
 
 def summary_text(result, out: Path | None = None) -> str:
@@ -87,7 +126,9 @@ def summary_text(result, out: Path | None = None) -> str:
                      f"median of {lat.runs})")
     worst = worst_layers(result)
     if worst:
-        lines.append("  worst layers " + ", ".join(f"{l.name} {l.sqnr_db:.1f} dB" for l in worst))
+        lines.append("  worst points " + ", ".join(f"{p.name} {p.local_sqnr_db:.1f} dB" for p in worst
+                                                   if p.local_sqnr_db is not None) + " (local SQNR)")
+        lines += [f"  diagnosis   {p.name}: {p.diagnosis[0].text}" for p in worst if p.diagnosis]
     if result.float_layers:
         lines.append(f"  kept float  {', '.join(result.float_layers)}")
     for e in result.exports:

@@ -40,7 +40,8 @@ class QuantSession:
         self.recipe = recipe
         self._calibrated: Calibrated | None = None
         self.result: RunResult | None = None
-        self._float_side = None  # (evaluation key, float outputs per batch, fused float reference)
+        self._float_side = None  # (evaluation key, float outputs per batch)
+        self._point_side = None  # the float side of the per-point analysis of the stored calibration
         self.notes: list[str] = list(loaded.notes)
         self.inventory = self._build_inventory()
         applicable, _ = _split_choices(self.inventory, recipe.float_layers)
@@ -164,15 +165,17 @@ class QuantSession:
         recipe = copy.deepcopy(self.recipe)
         recipe.float_layers = self.inventory.float_layers
         inv = InventoryView(tuple(self.inventory.heads), tuple(self.inventory.float_layers),
-                            tuple(self.inventory.quantized_heads))
+                            tuple(self.inventory.quantized_heads), tuple(self.inventory.points.values()))
         notes = [*self.notes, *self.inventory.notes]
         if self.inapplicable_float_layers:
             notes.append(f"kept-float choices {', '.join(self.inapplicable_float_layers)} do not apply to "
                          f"{self.recipe.method} quantization; they stay in the recipe for the methods that use them")
+        bn_folded = tuple(h for h in self.inventory.heads
+                          if any(self.inventory[m].type.startswith("BatchNorm") for m in self.inventory[h].group))
         return RunSnapshot(self.loaded, recipe, self.mode, inv, self._calibrated, self._float_side,
                            lambda: self.calibration_source(recipe),
                            lambda: self.evaluation_source(recipe),
-                           tuple(dict.fromkeys(notes)))
+                           tuple(dict.fromkeys(notes)), self._point_side, bn_folded)
 
     def quantize_job(self, cancel: CancelToken | None = None, measure: bool = True) -> Job[QuantizeOutcome]:
         """Calibrate if needed, convert, compare and (with `measure`) measure: adopt() the outcome."""
@@ -180,6 +183,7 @@ class QuantSession:
 
     def adopt(self, outcome: QuantizeOutcome) -> RunResult:
         self._calibrated, self._float_side, self.result = outcome.calibrated, outcome.float_side, outcome.result
+        self._point_side = outcome.point_side
         return self.result
 
     def export_job(self, out_dir: Path, formats):
@@ -220,6 +224,11 @@ class QuantSession:
         if "onnx" in formats and self.recipe.method == "dynamic":
             raise UsageError("ONNX export of dynamically quantized models is not supported by torch.onnx "
                              "(quantized::linear_dynamic has no ONNX form): export pt/ptl, or use the static method")
+        embeddings = [h for h in self.inventory.quantized_heads if self.inventory[h].type in ("Embedding", "EmbeddingBag")]
+        if "onnx" in formats and embeddings:
+            raise UsageError(f"ONNX export: torch.onnx cannot export int8 embeddings (quantized::embedding_byte), and "
+                             f"{', '.join(embeddings)} would be int8; keep {'them' if len(embeddings) > 1 else 'it'} "
+                             f"float (--float {' '.join(embeddings)}) for ONNX, or export pt,ptl")
 
     def _check_inputs(self) -> tuple:
         source = self.open_evaluation()

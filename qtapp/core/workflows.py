@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .backends import Calibrated, backend_for
-from .compare import compare_layers, compare_outputs
+from .compare import compare_outputs
 from .data import DataSource
 from .export import export_model
 from .html_report import to_html
@@ -33,6 +33,7 @@ class InventoryView:
     heads: tuple[str, ...]
     float_layers: tuple[str, ...]
     quantized_heads: tuple[str, ...]
+    points: tuple = ()  # QuantPoint, as the inventory classified them
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class RunSnapshot:
     open_calibration: Callable[[], DataSource]
     open_evaluation: Callable[[], tuple[DataSource, list[str]]]  # the source and notes about the choice
     notes: tuple[str, ...] = ()
+    point_side: tuple | None = None  # (Calibrated, StaticAnalysis, activation ranges), reused for that calibration
+    bn_folded: tuple[str, ...] = ()  # heads whose fusion group folds a BatchNorm (for the diagnosis)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,33 @@ class QuantizeOutcome:
     calibrated: Calibrated
     float_side: tuple
     result: RunResult
+    point_side: tuple | None = None
+
+
+RANGE_BATCHES = 4  # calibration batches the activation ranges are measured on
+
+
+def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation, cancel,
+                   per_point_batches: int = 2) -> Job[tuple[list, tuple | None]]:
+    """Every point's error and range, with a diagnosis for the bad ones: (results, the reusable float side)."""
+    from .point_analysis import StaticAnalysis, analyse_dynamic, analyse_static, static_ranges, with_diagnosis
+    from .point_diagnosis import diagnose
+
+    float_set = set(snap.inventory.float_layers)
+    points = list(calibrated.points)
+    if snap.mode == "dynamic":
+        results = yield from analyse_dynamic(snap.loaded.module, qmodel, points, float_set, evaluation,
+                                             snap.recipe.engine, per_point_batches, cancel)
+        side = None
+    else:
+        side = snap.point_side if snap.point_side is not None and snap.point_side[0] is calibrated else None
+        if side is None:
+            analysis = StaticAnalysis(calibrated, points, snap.mode)
+            ranges = yield from static_ranges(analysis, snap.open_calibration(), RANGE_BATCHES, cancel)
+            side = (calibrated, analysis, ranges)
+        _, analysis, ranges = side
+        results = yield from analyse_static(analysis, qmodel, float_set, ranges, evaluation, per_point_batches, cancel)
+    return with_diagnosis(results, diagnose(results, snap.bn_folded, calibrated.point_map)), side
 
 
 def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool = True,
@@ -71,29 +101,30 @@ def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool
     calibrated = snap.calibrated
     if calibrated is None or calibrated.key != recipe.calibration_key():
         calibrated = yield from calibrate(snap, cancel)
-    qmodel = calibrated.convert(snap.inventory.float_layers)
+        snap = replace(snap, point_side=None)
+    qmodel, refused = calibrated.convert_checked(snap.inventory.float_layers, loaded.input_spec.example())
     evaluation, eval_notes = snap.open_evaluation()
     key = repr((recipe.evaluation, recipe.calibration, loaded.input_spec, snap.mode))
     float_side = snap.float_side
     if float_side is None or float_side[0] != key:
         probe_model(loaded.module, evaluation, loaded.spec)
-        float_side = (key, [], calibrated.backend.reference(loaded.module))
-    _, float_outputs, reference = float_side
+        float_side = (key, [])
     # The cached float outputs are filled on first use: a cancelled job may leave them part-filled, so
     # the job works on its own list and the outcome carries it.
-    outputs = list(float_outputs)
+    outputs = list(float_side[1])
     output = yield from compare_outputs(loaded.module, qmodel, evaluation, cancel, outputs)
-    layers = yield from compare_layers(reference, qmodel, snap.inventory.heads, evaluation, per_layer_batches, cancel)
+    layers, point_side = yield from analyse_points(snap, calibrated, qmodel, evaluation, cancel, per_layer_batches)
+    refused_notes = tuple(f"{name} stayed int8: {why}" for name, why in refused.items())
     result = RunResult.capture(
         recipe=recipe, model=recipe.model, mode=snap.mode, input=str(loaded.input_spec),
         calibration=calibrated.data if recipe.method != "dynamic" else None,
         evaluation=DataFacts.of(evaluation), calib_stats=calibrated.stats,
         float_layers=snap.inventory.float_layers, expected_quantized=snap.inventory.quantized_heads,
-        output=output, layers=layers, model_notes=tuple(dict.fromkeys((*snap.notes, *eval_notes))),
+        output=output, layers=layers, model_notes=tuple(dict.fromkeys((*snap.notes, *eval_notes, *refused_notes))),
         quantized_model=qmodel)
     if measure:
         result = yield from measure_result(result, loaded, cancel)
-    return QuantizeOutcome(calibrated, (key, outputs, reference), result)
+    return QuantizeOutcome(calibrated, (key, outputs), result, point_side)
 
 
 def calibrate(snap: RunSnapshot, cancel: CancelToken) -> Job[Calibrated]:
@@ -152,9 +183,21 @@ def recipe_reads(recipe: QuantRecipe, recipe_file: Path | None = None) -> list[P
     return reads
 
 
+def analyze(recipe: QuantRecipe, trust: bool = False, cancel: CancelToken | None = None,
+            model_named_by: Path | None = None) -> Job[RunResult]:
+    """The CLI's `analyze` without --out: open, calibrate, convert and measure every point; writes nothing."""
+    from .session import QuantSession
+
+    recipe.resolve_paths(Path.cwd())
+    recipe.check_applicable()
+    session = yield from QuantSession.open(recipe, trust, named_by=model_named_by)
+    outcome = yield from session.quantize_job(cancel, measure=False)
+    return session.adopt(outcome)
+
+
 def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool = False,
                cancel: CancelToken | None = None, recipe_file: Path | None = None,
-               html: bool = False, model_named_by: Path | None = None) -> Job[RunResult]:
+               html: bool = False, model_named_by: Path | None = None, measure: bool = True) -> Job[RunResult]:
     """The CLI's action, end to end: open, calibrate, quantize, measure, export, write recipe and report.
     Everything is staged and published as one folder (`ResultSet`): a failure, a cancel or a kill leaves
     the previous result set as it was. `model_named_by`: the recipe file the model spec was read from
@@ -170,7 +213,7 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
     session.check_export_formats(formats)
     results.reads += session.loaded.protected_paths
     with results:
-        outcome = yield from session.quantize_job(cancel)
+        outcome = yield from session.quantize_job(cancel, measure)
         session.adopt(outcome)
         staged = yield from session.export_job(results.staging, formats)(cancel)
         result = staged.evolve(exports=tuple(replace(e, path=str(results.final_path(Path(e.path).name)))

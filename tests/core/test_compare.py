@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core.compare import compare_layers, compare_outputs, first_tensor, sqnr_db, weight_data
+from qtapp.core.compare import compare_outputs, first_tensor, sqnr_db, weight_data
 from qtapp.core.data import open_source
 from qtapp.core.inputs import InputSpec
 from qtapp.core.progress import drive
@@ -80,15 +80,9 @@ def test_first_tensor():
     assert torch.equal(first_tensor(q), torch.tensor([0.5, 1.0]))
 
 
-def test_compare_layers_with_hooks(demo_loaded):
-    data = open_source("demo", DIGITS, batch_size=8, max_batches=3)
-    scaled = Scaled(demo_loaded.module, 1.0)  # names differ (model.*): no layer to compare
-    assert drive(compare_layers(demo_loaded.module, scaled, ["fc1"], data)) == []
-    results = drive(compare_layers(demo_loaded.module, demo_loaded.module, ["block1.0", "fc2", "nope"], data))
-    assert [r.name for r in results] == ["block1.0", "fc2"]
-    assert all(r.sqnr_db is None and not r.quantized for r in results)  # identical float layers
-    assert results[0].type == "Conv2d" and results[0].weight.float_weight.shape == (32, 1, 3, 3)
-    assert results[0].weight.dequantized is None  # float layer: nothing dequantized
+def test_weight_data_of_a_float_layer(demo_loaded):
+    data = weight_data(demo_loaded.module.block1[0], demo_loaded.module.block1[0])
+    assert data.float_weight.shape == (32, 1, 3, 3) and data.dequantized is None  # float: nothing dequantized
 
 
 def test_weight_data_of_a_float16_dynamic_layer():

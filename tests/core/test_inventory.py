@@ -34,7 +34,8 @@ def test_demo_layer_facts(demo_inventory):
     assert inv["fc2"].bytes == inv["fc2"].params * 4
     assert inv["block1.0"].output_shape == "1x32x8x8"
     assert inv["pool"].output_shape == "1x64x4x4"
-    assert inv[""].children == ["block1", "block2", "pool", "block3", "gap", "flatten", "fc1", "relu", "fc2"]
+    # the model's input is a quantization point of its own, listed first
+    assert inv[""].children == ["input:x", "block1", "block2", "pool", "block3", "gap", "flatten", "fc1", "relu", "fc2"]
     assert inv["block1.0"].parent == "block1" and inv["block1.0"].short_name == "0"
 
 

@@ -29,9 +29,11 @@ def test_static_fx_on_demo_keeps_accuracy_on_the_held_out_split(demo_quantized):
     assert out.accuracy_float >= 0.95
     assert out.accuracy_float - out.accuracy_quantized <= 0.02
     assert out.sqnr_db > 20 and out.cosine > 0.99 and out.top1_agreement > 0.97
-    layers = s.result.layers
-    assert [layer.name for layer in layers] == s.inventory.heads
-    assert all(layer.quantized and layer.sqnr_db > 15 for layer in layers)
+    points = s.result.layers  # every quantization point: the input, each layer, the pooling between them
+    assert [p.name for p in points] == ["input:x", "block1.0", "block2.0", "pool", "block3.0", "gap", "flatten",
+                                        "fc1", "fc2"]
+    assert set(s.inventory.heads) <= {p.name for p in points}
+    assert all(p.quantized and p.sqnr_db > 15 and p.local_sqnr_db > 15 for p in points)
     mods = dict(s.result.quantized_model.named_modules())
     assert module_path(mods["block1.0"]).startswith("torch.ao.nn.intrinsic.quantized")  # ConvReLU2d, int8
     assert module_path(mods["fc2"]).startswith("torch.ao.nn.quantized")
@@ -52,7 +54,7 @@ def test_progress_records_cover_every_stage(demo_loaded):
     records: list[Progress] = []
     drive(session.quantize(), records.append)
     stages = list(dict.fromkeys(p.stage for p in records))
-    assert stages == ["calibrate", "evaluate", "per-layer error"]
+    assert stages == ["calibrate", "evaluate", "activation ranges", "per-point error"]
     calib = [p for p in records if p.stage == "calibrate"]
     assert [(p.done, p.total) for p in calib] == [(0, 3), (1, 3), (2, 3), (3, 3)]
     assert calib[-1].fraction == 1.0 and calib[0].eta_s is None
@@ -69,7 +71,7 @@ def test_eager_quantizable_torchvision_model_with_a_float_island():
     assert session.inventory.float_layers == ["layer2.0.conv1"]
     assert any("layer2.0.bn1 is fused into layer2.0.conv1" in n for n in session.notes)
     result = drive(session.quantize())
-    flags = {layer.name: layer.quantized for layer in result.layers}
+    flags = {layer.name: layer.quantized for layer in result.layers if layer.name in session.inventory.heads}
     assert flags.pop("layer2.0.conv1") is False
     assert len(flags) == len(session.inventory.heads) - 1 and all(flags.values())
     island = result.quantized_model.layer2[0].conv1

@@ -1,0 +1,222 @@
+"""One diagnosis per bad quantization point, from its figures: written once, rendered everywhere.
+
+A point is *bad* when its local SQNR (its own error, see point_analysis) is well below the model's
+typical point, or low outright. Each detector is a small function of one point's figures that returns
+a `Finding` (a stable code, one sentence, the figures behind it) or None; the first that fires is the
+point's diagnosis. The CLI's `analyze`, report.json, report.html and the window all show these.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+BAD_BELOW_MEDIAN_DB = 10.0  # local SQNR this far under the median point's is bad
+BAD_LOCAL_DB = 20.0  # and below this, bad whatever the others do
+CLIP_SHARE = 0.005  # 0.5% of values clipped at one end
+ZERO_SHARE = 0.5  # half the non-zero values rounding to zero
+OUTLIER_CENTRAL_SHARE = 0.1  # 99.9% of values within 10% of the range
+ERROR_STARTS_DROP_DB = 10.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    text: str
+    figures: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"code": self.code, "text": self.text, "figures": self.figures}
+
+
+def _pct(x: float) -> str:
+    if x >= 0.1:
+        return f"{x:.0%}"
+    if x >= 0.001:
+        return f"{x:.1%}"
+    return f"{x:.2%}"
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def clipping(p, ctx) -> Finding | None:
+    r = p.range
+    if r is None or r.per_call:
+        return None
+    end, share = ("top", r.clipped_high) if r.clipped_high >= r.clipped_low else ("bottom", r.clipped_low)
+    if share < CLIP_SHARE:
+        return None
+    edge, reach = (r.hi, r.data_max) if end == "top" else (r.lo, r.data_min)
+    why = " (a range torch fixes for this op)" if r.fixed else ""
+    return Finding("clipping", f"clips {_pct(share)} of values at the {end}: its range ends at {_num(edge)}{why}, "
+                               f"values reach {_num(reach)}", {"share": share, "end": end, "range_end": edge,
+                                                              "data_end": reach, "fixed": r.fixed})
+
+
+def rounds_to_zero(p, ctx) -> Finding | None:
+    r = p.range
+    if r is None:
+        return None
+    nonzero = 1.0 - r.exact_zero
+    share = r.rounds_to_zero / nonzero if nonzero > 0 else 0.0
+    if share < ZERO_SHARE:
+        return None
+    what = "inputs" if r.per_call else "values"
+    per = " (each call's range is set by its largest value)" if r.per_call else ""
+    return Finding("rounds-to-zero", f"{what} round to zero: {_pct(share)} of the non-zero values fall within half "
+                                     f"a step ({_num(r.scale)}) of zero{per}", {"share": share, "scale": r.scale})
+
+
+def outlier_range(p, ctx) -> Finding | None:
+    r = p.range
+    owner = ctx["points"].get(p.name)
+    if r is None or r.fixed or r.central_share > OUTLIER_CENTRAL_SHARE or (owner is not None and owner.shares_range):
+        return None
+    return Finding("outlier-range", f"outliers set the range: 0.1% of values use {1 - r.central_share:.0%} of it, "
+                                    f"the rest use {r.central_levels} of {r.levels_total} levels",
+                   {"central_levels": r.central_levels, "levels_total": r.levels_total,
+                    "central_share": r.central_share})
+
+
+def shared_range(p, ctx) -> Finding | None:
+    r, owner = p.range, ctx["points"].get(p.name)
+    if r is None or owner is None or not owner.shares_range or r.central_share > 0.25:
+        return None
+    return Finding("shared-range", f"shares the range of {owner.shares_range} (one observer for both), but its "
+                                   f"values span only {r.central_levels} of its {r.levels_total} levels",
+                   {"shares": owner.shares_range, "central_levels": r.central_levels})
+
+
+def kernel_mismatch(p, ctx) -> Finding | None:
+    if p.kernel_sqnr_db is None or p.kernel_sqnr_db >= BAD_LOCAL_DB:
+        return None
+    drop = _accumulated_drop(p, ctx)
+    grows = (f"; error grows from {drop[0].accumulated_sqnr_db:.0f} dB ({drop[0].name}) to "
+             f"{p.accumulated_sqnr_db:.0f} dB here") if drop is not None and drop[1] > 0 else ""
+    return Finding("kernel-mismatch", f"the int8 {p.op} does not compute what the float one does: on the same int8 "
+                                      f"input they agree to {p.kernel_sqnr_db:.0f} dB{grows}",
+                   {"kernel_db": p.kernel_sqnr_db, "db": p.accumulated_sqnr_db})
+
+
+def amplifies(p, ctx) -> Finding | None:
+    drop = _accumulated_drop(p, ctx)
+    if drop is None or drop[1] < ERROR_STARTS_DROP_DB:
+        return None
+    if p.kernel_sqnr_db is not None and p.kernel_sqnr_db < BAD_LOCAL_DB:
+        return None  # its int8 kernel computes something else: kernel_mismatch says so
+    if p.local_sqnr_db is not None and p.local_sqnr_db < p.accumulated_sqnr_db + ERROR_STARTS_DROP_DB:
+        return None  # its own rounding explains the drop
+    before = drop[0]
+    rounding = f", while its own rounding costs {p.local_sqnr_db:.0f} dB" if p.local_sqnr_db is not None else ""
+    return Finding("amplifies-error", f"amplifies the error it is fed: {before.name} reaches it at "
+                                      f"{before.accumulated_sqnr_db:.0f} dB, its output is {p.accumulated_sqnr_db:.0f} "
+                                      f"dB{rounding}", {"before": before.name, "before_db": before.accumulated_sqnr_db,
+                                                        "db": p.accumulated_sqnr_db, "local_db": p.local_sqnr_db})
+
+
+def _accumulated_drop(p, ctx):
+    """(the input point with the worst accumulated SQNR, how many dB worse this point's output is)."""
+    if p.accumulated_sqnr_db is None:
+        return None
+    before = [ctx["by_name"][n] for n in p.inputs if n in ctx["by_name"]]
+    before = [b for b in before if b.accumulated_sqnr_db is not None]
+    if not before:
+        return None
+    worst = min(before, key=lambda b: b.accumulated_sqnr_db)
+    return worst, worst.accumulated_sqnr_db - p.accumulated_sqnr_db
+
+
+def weight_outlier_channel(p, ctx) -> Finding | None:
+    if not p.outlier_channels:
+        return None
+    channel, ratio = p.outlier_channels[0]
+    w = p.weight
+    per_tensor = w is not None and w.scales is not None and len(w.scales) == 1
+    folded = p.name in ctx.get("bn_folded", ())
+    who = "folded BatchNorm makes " if folded else ""
+    cost = ": with one scale for the whole tensor, the other channels get few levels" if per_tensor else ""
+    return Finding("weight-outlier-channel", f"{who}channel {channel}'s weights {ratio:,.0f}x the median{cost}",
+                   {"channel": channel, "ratio": ratio, "per_tensor": per_tensor, "bn_folded": folded})
+
+
+def error_starts_here(p, ctx) -> Finding | None:
+    before = [ctx["by_name"][n] for n in p.inputs if n in ctx["by_name"]]
+    before = [b for b in before if b.accumulated_sqnr_db is not None]
+    if p.local_sqnr_db is None or not before:
+        return None
+    prev = min(before, key=lambda b: b.accumulated_sqnr_db)
+    if prev.accumulated_sqnr_db - p.local_sqnr_db < ERROR_STARTS_DROP_DB:
+        return None
+    return Finding("error-starts-here", f"error starts here: local {p.local_sqnr_db:.0f} dB, the point before "
+                                        f"({prev.name}) is {prev.accumulated_sqnr_db:.0f} dB",
+                   {"local_db": p.local_sqnr_db, "before": prev.name, "before_db": prev.accumulated_sqnr_db})
+
+
+# A calibrated range: clipping, then outliers (which explain values rounding to zero); one range per call
+# (dynamic): values rounding to zero is the finding, whatever set the range.
+CALIBRATED = (kernel_mismatch, clipping, outlier_range, shared_range, rounds_to_zero, weight_outlier_channel,
+              amplifies, error_starts_here)
+PER_CALL = (rounds_to_zero, kernel_mismatch, outlier_range, weight_outlier_channel, amplifies, error_starts_here)
+
+
+def severity(p, ctx) -> float:
+    """How much this point itself costs, in dB (lower is worse): its local SQNR, or the SQNR it leaves
+    when its int8 output falls well below its inputs' (an int8 kernel that computes something else)."""
+    drop = _accumulated_drop(p, ctx)
+    own = p.local_sqnr_db if p.local_sqnr_db is not None else float("inf")
+    if drop is not None and drop[1] >= ERROR_STARTS_DROP_DB:
+        own = min(own, p.accumulated_sqnr_db)
+    if p.kernel_sqnr_db is not None:
+        own = min(own, p.kernel_sqnr_db)
+    return own
+
+
+def bad_points(points, ctx=None) -> list:
+    """The points worse than the rest, worst first: a local SQNR well under the median point's or low
+    outright, or an int8 output that loses much more than its inputs had."""
+    ctx = ctx or _context(points)
+    scored = [p for p in points if p.quantized and not p.kept_float
+              and (p.local_sqnr_db is not None or p.accumulated_sqnr_db is not None)]
+    locals_ = [p.local_sqnr_db for p in scored if p.local_sqnr_db is not None]
+    if not scored:
+        return []
+    median = statistics.median(locals_) if locals_ else BAD_LOCAL_DB
+    limit = max(min(median - BAD_BELOW_MEDIAN_DB, BAD_LOCAL_DB), median - BAD_BELOW_MEDIAN_DB)
+    bad = [p for p in scored if severity(p, ctx) <= limit or severity(p, ctx) < BAD_LOCAL_DB]
+    return sorted(bad, key=lambda p: severity(p, ctx))
+
+
+def _context(points, bn_folded=(), inventory_points=None) -> dict:
+    return {"by_name": {p.name: p for p in points}, "bn_folded": set(bn_folded),
+            "points": dict(inventory_points or {})}
+
+
+def diagnose(points, bn_folded=(), inventory_points=None) -> dict[str, list[Finding]]:
+    """{point name: findings, the diagnosis first} for every bad point. `inventory_points` ({name:
+    QuantPoint}) says which points share a range."""
+    ctx = _context(points, bn_folded, inventory_points)
+    out = {}
+    for p in bad_points(points, ctx):
+        detectors = PER_CALL if p.range is not None and p.range.per_call else CALIBRATED
+        found = [f for f in (d(p, ctx) for d in detectors) if f is not None]
+        if not found:
+            scored = [q.local_sqnr_db for q in points if q.local_sqnr_db is not None]
+            found = [Finding("poor-rounding", f"its int8 rounding costs more than at other points: local "
+                                              f"{p.local_sqnr_db:.0f} dB, the median point "
+                                              f"{statistics.median(scored):.0f} dB",
+                             {"local_db": p.local_sqnr_db})]
+        out[p.name] = found
+    return out
+
+
+def worst_points(points, n: int = 5) -> list:
+    """The bad points, worst first; when none is bad, the n with the lowest local SQNR."""
+    ctx = _context(points)
+    bad = [p for p in points if p.diagnosis]
+    if bad:
+        return sorted(bad, key=lambda p: severity(p, ctx))[:n]
+    scored = [p for p in points if p.local_sqnr_db is not None and p.quantized and not p.kept_float]
+    return sorted(scored, key=lambda p: p.local_sqnr_db)[:n]
