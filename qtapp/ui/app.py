@@ -107,8 +107,8 @@ class ScreenshotDriver:
         return 0
 
     def _worst_layer(self) -> str | None:
+        from ..core import render
+
         result = self.window.session.result
-        if result is None:
-            return None
-        scored = [l for l in result.layers if l.quantized and l.sqnr_db is not None]
-        return min(scored, key=lambda l: l.sqnr_db).name if scored else None
+        worst = render.worst_layers(result, 1) if result is not None else []
+        return worst[0].name if worst else None

@@ -2,7 +2,8 @@
 
 State lives in the inventory: the checkbox writes `inventory.set_float()`, and the inventory's change
 callback comes back here as `dataChanged` for the affected rows (the group, and every ancestor
-whose tristate may have changed). After a run, the SQNR column shows each layer's error.
+whose tristate may have changed). After a run, the Local and Accum. columns show each point's error,
+and a point worse than the rest carries its diagnosis in its tooltip.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from PySide6.QtGui import QBrush, QColor, QFont
 from ..core.inventory import LayerInventory, LayerInfo
 
 # The toggle and the error sit next to the name: they are what a user scans the tree for.
-COLUMNS = ("Layer", "Int8", "SQNR (dB)", "Type", "Params", "Output", "Fusion")
-COL_NAME, COL_QUANT, COL_SQNR, COL_TYPE, COL_PARAMS, COL_OUTPUT, COL_FUSION = range(len(COLUMNS))
+COLUMNS = ("Layer", "Int8", "Local (dB)", "Accum. (dB)", "Type", "Params", "Output", "Fusion")
+COL_NAME, COL_QUANT, COL_LOCAL, COL_SQNR, COL_TYPE, COL_PARAMS, COL_OUTPUT, COL_FUSION = range(len(COLUMNS))
 HEADER_TIPS = (
-    "Module name; a BatchNorm or ReLU folded into a conv follows its group's head (italic)",
+    "Module, functional op (add, cat, …) or model input; a BatchNorm or ReLU folded into a conv follows its "
+    "group's head (italic). A point worse than the rest is marked ⚠, its diagnosis in the tooltip",
     "Checked: converted to int8. Unchecked: kept in float (a toggle reconverts without recalibrating)",
-    "Error accumulated up to this layer's output: the quantized model's tensor against the float model's, "
-    "in dB (higher is better). A layer kept float still shows the error that reaches it from the layers "
-    "before, marked (float). Colour: red at or below 15 dB, amber at 25 dB, green at or above 35 dB. "
-    "A container shows its worst layer (min).",
+    "The point's own error, in dB (higher is better): this point alone in int8 (its weights and its output "
+    "rounded to its range) on the float model's values. The first broken point stands out here even when "
+    "everything after it is bad too. Colour: red at or below 15 dB, amber at 25 dB, green at or above 35 dB.",
+    "Error accumulated up to this point: the int8 model's tensor there against the float model's, in dB "
+    "(higher is better). A layer kept float still shows the error that reaches it, marked (float). "
+    "A container shows its worst point (min). Colour: red at or below 15 dB, amber at 25 dB, green at or above 35 dB.",
     "Module type in the float model",
     "Parameters of this module and everything under it",
     "Output shape at the model's example input",
@@ -57,9 +61,14 @@ class QtLayerTreeModel(QAbstractItemModel):
         self.endResetModel()
 
     def set_results(self, layers) -> None:
-        """Show per-layer SQNR (a list of core LayerResult, or empty to clear)."""
+        """Show per-point errors (a list of core PointResult, or empty to clear)."""
         self._results = {layer.name: layer for layer in layers or []}
-        self._emit_column(COL_SQNR)
+        for column in (COL_NAME, COL_LOCAL, COL_SQNR):
+            self._emit_column(column)
+
+    def bad_points(self) -> set[str]:
+        """Names of the points with a diagnosis (worse than the rest) in the shown result."""
+        return {name for name, r in self._results.items() if r.diagnosis}
 
     def result(self, name: str):
         return self._results.get(name)
@@ -81,7 +90,8 @@ class QtLayerTreeModel(QAbstractItemModel):
         """One dataChanged per parent, covering all its children's cells in `column`."""
         if self._inv is None:
             return
-        roles = [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.ToolTipRole]
+        roles = [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.ToolTipRole,
+                 Qt.ItemDataRole.ForegroundRole]
         root = self.index_of("", column)
         self.dataChanged.emit(root, root, roles)
         for info in self._inv:
@@ -136,7 +146,7 @@ class QtLayerTreeModel(QAbstractItemModel):
         info = self._info(index)
         if info is None:
             return Qt.ItemFlag.NoItemFlags
-        if not self._toggleable(info) and not info.children:
+        if not self._toggleable(info) and not info.children and info.point is None:
             return Qt.ItemFlag.ItemIsSelectable  # shown disabled; the tooltip says why
         flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
         if index.column() == COL_QUANT and self._toggleable(info):
@@ -158,16 +168,20 @@ class QtLayerTreeModel(QAbstractItemModel):
                     "partial": Qt.CheckState.PartiallyChecked}[state]
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(info)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_PARAMS, COL_SQNR):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_PARAMS, COL_SQNR, COL_LOCAL):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.BackgroundRole and col == COL_SQNR:
+        if role == Qt.ItemDataRole.BackgroundRole and col in (COL_SQNR, COL_LOCAL):
             res = self._results.get(info.name)
-            if res is not None and res.quantized and res.sqnr_db is not None:
+            value = None if res is None else res.sqnr_db if col == COL_SQNR else res.local_sqnr_db
+            if res is not None and res.quantized and value is not None:
                 from .plots import sqnr_color
 
-                color = QColor(sqnr_color(res.sqnr_db))
+                color = QColor(sqnr_color(value))
                 color.setAlpha(110)
                 return QBrush(color)
+        if role == Qt.ItemDataRole.ForegroundRole and col == COL_NAME and info.name in self._results \
+                and self._results[info.name].diagnosis:
+            return QBrush(QColor("#b03000"))
         if role == Qt.ItemDataRole.FontRole and info.group_head and info.group_head != info.name:
             font = QFont()
             font.setItalic(True)
@@ -178,7 +192,9 @@ class QtLayerTreeModel(QAbstractItemModel):
 
     def _display(self, info: LayerInfo, col: int):
         if col == COL_NAME:
-            return info.short_name if info.name else f"(model) {info.type}"
+            name = info.short_name if info.name else f"(model) {info.type}"
+            res = self._results.get(info.name)
+            return f"⚠ {name}" if res is not None and res.diagnosis else name
         if col == COL_TYPE:
             return info.type
         if col == COL_PARAMS:
@@ -187,14 +203,22 @@ class QtLayerTreeModel(QAbstractItemModel):
             return info.output_shape or ""
         if col == COL_SQNR:
             res = self._results.get(info.name)
-            if res is None and info.children:  # a container: its worst quantized layer
+            if res is None and info.children:  # a container: its worst quantized point
                 worst = self._worst_under(info.name)
                 return f"min {worst:.1f}" if worst is not None else ""
             if res is None:
                 return ""
             if res.sqnr_db is None:
-                return "exact"
+                return "exact" if res.quantized else "–"
             return f"{res.sqnr_db:.1f}" + ("" if res.quantized else " (float)")
+        if col == COL_LOCAL:
+            res = self._results.get(info.name)
+            if res is None and info.children:  # a container: its worst point's own error
+                worst = self._worst_under(info.name, local=True)
+                return f"min {worst:.1f}" if worst is not None else ""
+            if res is None or res.local_sqnr_db is None:
+                return "" if res is None or res.quantized else "–"
+            return f"{res.local_sqnr_db:.1f}" + ("" if res.quantized else " (if int8)")
         if col == COL_FUSION:
             if info.group and len(info.group) > 1:
                 return "fuses " + ", ".join(n.rpartition(".")[2] for n in info.group[1:])
@@ -202,10 +226,10 @@ class QtLayerTreeModel(QAbstractItemModel):
                 return f"→ {info.group_head}"
         return None
 
-    def _worst_under(self, name: str) -> float | None:
-        prefix = f"{name}." if name else ""
-        values = [r.sqnr_db for n, r in self._results.items()
-                  if n.startswith(prefix) and r.quantized and r.sqnr_db is not None]
+    def _worst_under(self, name: str, local: bool = False) -> float | None:
+        prefixes = (f"{name}.", f"{name}/") if name else ("",)
+        values = [v for n, r in self._results.items() if n.startswith(prefixes) and r.quantized
+                  and (v := r.local_sqnr_db if local else r.sqnr_db) is not None]
         return min(values) if values else None
 
     def _tooltip(self, info: LayerInfo) -> str:
@@ -214,10 +238,28 @@ class QtLayerTreeModel(QAbstractItemModel):
         if note:
             lines.append(note)
         elif not self._toggleable(info) and info.reason:
-            lines.append(f"Not quantizable: {info.reason}")
+            quantized_point = info.point is not None and info.point.observed
+            lines.append(f"{'No float toggle' if quantized_point else 'Not quantizable'}: {info.reason}")
+        point = info.point
+        if point is not None and info.kind != "module":
+            lines[1] = f"{point.description}, called in {info.parent or 'the model'}"
         res = self._results.get(info.name)
-        if res is not None and res.sqnr_db is not None:
-            lines.append(f"SQNR {res.sqnr_db:.1f} dB ({'int8' if res.quantized else 'kept float'}, {res.type})")
+        if res is not None:
+            figures = [f"local {res.local_sqnr_db:.1f} dB" if res.local_sqnr_db is not None else None,
+                       f"accumulated {res.sqnr_db:.1f} dB" if res.sqnr_db is not None else None,
+                       f"normalised error {res.normalised_error:.2f} (rounding alone: 0.29)"
+                       if res.normalised_error is not None else None]
+            lines.append(f"{'int8' if res.quantized else 'float'} ({res.type}, runs in {res.runs or '?'}): "
+                         + ", ".join(f for f in figures if f))
+            if res.range is not None:
+                r = res.range
+                lines.append(f"range {r.lo:.4g} to {r.hi:.4g}{' (fixed by the op)' if r.fixed else ''}; clipped "
+                             f"{r.clipped_low:.2%} low, {r.clipped_high:.2%} high; {r.levels_used} of "
+                             f"{r.levels_total} levels used")
+            for finding in res.diagnosis:
+                lines.append(f"⚠ {finding.text}")
+            if res.reason and (not res.quantized or res.kept_float):
+                lines.append(res.reason)
         return "\n".join(lines)
 
     def setData(self, index, value, role=Qt.ItemDataRole.EditRole) -> bool:

@@ -10,7 +10,8 @@ import logging
 
 from PySide6.QtCore import QSettings, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMainWindow,
+from PySide6.QtWidgets import (QCheckBox, QDockWidget, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+                               QLineEdit, QMainWindow,
                                QMenu, QProgressBar, QPushButton, QScrollArea, QSplitter, QTabWidget, QTreeView, QVBoxLayout,
                                QWidget)
 
@@ -21,7 +22,9 @@ from .file_actions import FileActionsMixin
 from .layer_model import COL_NAME, COL_TYPE, NameRole, QtLayerTreeModel
 from .log_panel import LogPanel
 from .messages import for_window
-from .plots import LayerErrorPlot, OutputErrorPlot, WeightHistogramPlot
+from .plots import OutputErrorPlot, WeightHistogramPlot
+from .point_plot import LayerErrorPlot
+from .range_plot import ActivationRangePlot
 from .settings_panel import SettingsPanel
 from .summary import SummaryView
 from .controller import RunController
@@ -31,19 +34,27 @@ log = logging.getLogger("qtapp.ui")
 
 
 class LayerFilter(QSortFilterProxyModel):
-    """Filters by layer name or type; keeps the ancestors of every match visible."""
+    """Filters by layer name or type, and to the bad points only; keeps the ancestors of every match."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setRecursiveFilteringEnabled(True)
         self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self._only: set[str] | None = None
+
+    def set_only(self, names: set[str] | None) -> None:
+        """Show only these rows (and their ancestors); None shows every row."""
+        self._only = set(names) if names is not None else None
+        self.invalidateFilter()
 
     def filterAcceptsRow(self, row, parent) -> bool:
+        model = self.sourceModel()
+        name = model.index(row, COL_NAME, parent).data(NameRole) or ""
+        if self._only is not None and name not in self._only:
+            return False
         pattern = self.filterRegularExpression().pattern()
         if not pattern:
             return True
-        model = self.sourceModel()
-        name = model.index(row, COL_NAME, parent).data(NameRole) or ""
         type_name = model.index(row, COL_TYPE, parent).data() or ""
         return pattern.lower() in name.lower() or pattern.lower() in type_name.lower()
 
@@ -85,6 +96,10 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.filter_edit.setPlaceholderText("Filter layers by name or type…")
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.textChanged.connect(self._on_filter_changed)
+        self.bad_only = QCheckBox("Only bad points")
+        self.bad_only.setToolTip("Show only the quantization points worse than the rest (marked ⚠), each with "
+                                 "its diagnosis in its tooltip")
+        self.bad_only.toggled.connect(self._on_bad_only_toggled)
         self.tree_hint = QLabel("Open a model: File ▸ Open demo (Ctrl+D), a torchvision model, a factory, "
                                 "a model file, or drop a file here.")
         self.tree_hint.setWordWrap(True)
@@ -92,18 +107,25 @@ class MainWindow(FileActionsMixin, QMainWindow):
         left = QWidget()
         lv = QVBoxLayout(left)
         lv.setContentsMargins(4, 4, 0, 4)
-        lv.addWidget(self.filter_edit)
+        filters = QHBoxLayout()
+        filters.addWidget(self.filter_edit, 1)
+        filters.addWidget(self.bad_only)
+        lv.addLayout(filters)
         lv.addWidget(self.tree_hint)
         lv.addWidget(self.tree, 1)
 
         self.layer_plot = LayerErrorPlot()
         self.layer_plot.layer_clicked.connect(self._on_layer_plot_clicked)
         self.weight_plot = WeightHistogramPlot()
+        self.range_plot = ActivationRangePlot()
         self.output_plot = OutputErrorPlot()
         self.summary = SummaryView()
         self.detail_tabs = QTabWidget()
-        self.detail_tabs.addTab(self.weight_plot, "Weights of selected layer")
+        self.detail_tabs.addTab(self.weight_plot, "Weights")
+        self.detail_tabs.addTab(self.range_plot, "Activation range")
         self.detail_tabs.addTab(self.output_plot, "Output error")
+        self.detail_tabs.setTabToolTip(0, "The selected layer's float and int8 weights, and per-channel ranges")
+        self.detail_tabs.setTabToolTip(1, "The selected point's values against its int8 range and levels")
         self.plots = QSplitter(Qt.Orientation.Vertical)
         self.plots.addWidget(self.layer_plot)
         self.plots.addWidget(self.detail_tabs)
@@ -192,8 +214,8 @@ class MainWindow(FileActionsMixin, QMainWindow):
         view_menu.addAction(toggle_log)
         self._action(view_menu, "Expand all layers", self.tree.expandAll)
         self._action(view_menu, "Collapse all layers", self.tree.collapseAll)
-        for title, plot in (("per-layer error", self.layer_plot), ("weight histogram", self.weight_plot),
-                            ("output error", self.output_plot)):
+        for title, plot in (("per-point error", self.layer_plot), ("weight histogram", self.weight_plot),
+                            ("activation range", self.range_plot), ("output error", self.output_plot)):
             self._action(view_menu, f"Export {title} plot as PNG…", lambda _=False, p=plot, t=title: self._on_export_plot(p, t))
         self._rebuild_recent_menu()
 
@@ -220,7 +242,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
         session.inventory.subscribe(self._on_inventory_changed)
         self.tree_hint.setVisible(False)
         self.tree.expandToDepth(1)
-        for col, width in enumerate((150, 40, 74, 100, 74, 92, 110)):
+        for col, width in enumerate((150, 40, 66, 80, 100, 70, 90, 100)):
             self.tree.setColumnWidth(col, width)
         self.settings_panel.show_recipe(session.recipe)
         self._show_result()
@@ -311,6 +333,8 @@ class MainWindow(FileActionsMixin, QMainWindow):
         layers = result.layers if result is not None and result.mode == session.mode else []
         self.tree_model.set_results(layers)
         self.layer_plot.set_results(layers)
+        if self.bad_only.isChecked():
+            self.proxy.set_only(self.tree_model.bad_points())
         self.output_plot.set_metrics(result.output if result else None)
         self.summary.show_result(session)
         self._on_tree_current_changed(self.tree.currentIndex(), None)
@@ -356,6 +380,11 @@ class MainWindow(FileActionsMixin, QMainWindow):
         if text:
             self.tree.expandAll()
 
+    def _on_bad_only_toggled(self, checked: bool) -> None:
+        self.proxy.set_only(self.tree_model.bad_points() if checked else None)
+        if checked:
+            self.tree.expandAll()
+
     def selected_layer(self) -> str | None:
         idx = self.tree.currentIndex()
         return self.proxy.mapToSource(idx).data(NameRole) if idx.isValid() else None
@@ -374,7 +403,14 @@ class MainWindow(FileActionsMixin, QMainWindow):
             name = inv[name].group_head
         layer = self.tree_model.result(name) if name is not None else None
         self.weight_plot.set_layer(name, layer.weight if layer else None)
+        self.range_plot.set_point(name, layer)
         self.layer_plot.highlight(name if layer else None)
+        # When the open tab has nothing to show for this point and the other one has, show that one.
+        current = self.detail_tabs.currentWidget()
+        if current is self.weight_plot and self.weight_plot.is_empty() and not self.range_plot.is_empty():
+            self.detail_tabs.setCurrentWidget(self.range_plot)
+        elif current is self.range_plot and self.range_plot.is_empty() and not self.weight_plot.is_empty():
+            self.detail_tabs.setCurrentWidget(self.weight_plot)
 
     def _on_layer_plot_clicked(self, name: str) -> None:
         self.select_layer(name)

@@ -1,4 +1,5 @@
-"""The three result plots: per-layer SQNR bars, one layer's weight histogram, float-vs-quantized output.
+"""Shared plot helpers, and two result plots: one layer's weight histogram and float-vs-quantized output.
+The per-point bars live in point_plot.py, the activation range in range_plot.py.
 
 Each plot only shows core data (`LayerResult`, `WeightData`, `OutputMetrics`) handed to it; it keeps no
 state of its own beyond what it draws, and exposes read-only facts about what it drew for tests.
@@ -82,7 +83,7 @@ def _elastic_title(item) -> None:
     label.updateMin = update_min
 
 
-def _plot_widget(bottom: str, left: str) -> pg.PlotWidget:
+def plot_widget(bottom: str, left: str) -> pg.PlotWidget:
     view = pg.PlotWidget()
     view.setMinimumWidth(200)
     item = view.getPlotItem()
@@ -95,37 +96,37 @@ def _plot_widget(bottom: str, left: str) -> pg.PlotWidget:
     return view
 
 
-def _legend(item: pg.PlotItem, offset: tuple[int, int] = (-8, 8)) -> None:
+def legend(item: pg.PlotItem, offset: tuple[int, int] = (-8, 8)) -> None:
     item.addLegend(offset=offset, labelTextColor=TEXT_COLOR, labelTextSize="8pt",
                    brush=pg.mkBrush(255, 255, 255, 215), pen=pg.mkPen(200, 200, 200))
 
 
-def _finite(values) -> np.ndarray:
+def finite(values) -> np.ndarray:
     flat = np.asarray(values, dtype=np.float64).ravel()
     return flat[np.isfinite(flat)]
 
 
-def _has_height(db: float | None) -> bool:
+def has_height(db: float | None) -> bool:
     return db is not None and math.isfinite(db)
 
 
-def _even_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+def even_edges(lo: float, hi: float, bins: int) -> np.ndarray:
     if hi <= lo:  # all values equal: a bin around them
         lo, hi = lo - max(abs(lo), 1e-3) * 0.5, hi + max(abs(hi), 1e-3) * 0.5
     return np.linspace(lo, hi, bins + 1)
 
 
-def _swatch(color: QColor, text: str) -> str:
+def swatch(color: QColor, text: str) -> str:
     """A coloured square and its meaning, as title HTML: the plots' keys live in their titles, where a
     legend box cannot cover the data."""
     return f'<span style="color:{color.name()}">&#9632;</span> {text}'
 
 
-def _translucent(color: QColor, alpha: int) -> QColor:
+def translucent(color: QColor, alpha: int) -> QColor:
     return QColor(color.red(), color.green(), color.blue(), alpha)
 
 
-class _PlotPanel(QWidget):
+class PlotPanel(QWidget):
     """A plot area that switches to a centred message while there is nothing to show."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -168,163 +169,7 @@ class _PlotPanel(QWidget):
             self.export_png(path if path.lower().endswith(".png") else f"{path}.png")
 
 
-class LayerErrorPlot(_PlotPanel):
-    """Per-layer SQNR in model order; clicking a bar emits the layer's name."""
-
-    layer_clicked = Signal(str)
-    EMPTY = "Run calibration to see per-layer error"
-    TITLE = "Per-layer SQNR, accumulated (higher is better)"
-    TOOLTIP = ("Each bar: the quantized model's tensor at that layer's output against the float model's, in dB; "
-               "the error accumulates along the model, so a layer kept float (grey) still shows what reaches it. "
-               "Red at or below 15 dB, amber at 25 dB, green at or above 35 dB. Click a bar to select its layer.")
-    VALUE_LABELS_UP_TO = 24  # bars; beyond that the numbers collide
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._view = _plot_widget("layer (model order)", "SQNR (dB)")
-        self._plot = self._view.getPlotItem()
-        self._plot.setMouseEnabled(x=True, y=False)
-        self._add_views([self._view], [1])
-        self._names, self._short, self._heights, self._quantized = [], [], [], []
-        self._highlighted: str | None = None
-        self._outline: pg.BarGraphItem | None = None
-        scene = self._view.scene()
-        scene.sigMouseClicked.connect(self._on_scene_clicked)
-        scene.sigMouseMoved.connect(self._on_scene_moved)
-        self._plot.vb.sigXRangeChanged.connect(self._update_ticks)
-        self._plot.vb.sigResized.connect(self._update_ticks)
-        self.set_results([])
-
-    # -- read-only facts ---------------------------------------------------------------------------
-    def bar_names(self) -> list[str]:
-        return list(self._names)
-
-    def bar_heights(self) -> list[float | None]:
-        return list(self._heights)
-
-    def highlighted(self) -> str | None:
-        return self._highlighted
-
-    def bar_colors(self) -> list[QColor | None]:
-        """The fill of each bar; None for a layer drawn as a marker (no SQNR to draw)."""
-        return [None if not _has_height(h) else sqnr_color(h) if q else QColor(KEPT_FLOAT_COLOR)
-                for h, q in zip(self._heights, self._quantized)]
-
-    def bar_center(self, name: str) -> QPointF:
-        """The scene position of the middle of `name`'s bar (a stub when it has no height)."""
-        i = self._names.index(name)
-        h = self._heights[i]
-        y = h / 2 if _has_height(h) else 0.0
-        return self._plot.vb.mapViewToScene(QPointF(i, y))
-
-    # -- data ----------------------------------------------------------------------------------------
-    def set_results(self, layers: list[LayerResult]) -> None:
-        self._plot.clear()
-        self._outline = None
-        self._names = [layer.name for layer in layers]
-        self._heights = [layer.sqnr_db for layer in layers]
-        self._quantized = [layer.quantized for layer in layers]
-        self._short = [short_name(n) for n in self._names]
-        if not layers:
-            self._highlighted = None
-            self._show_message(self.EMPTY)
-            return
-        drawn = [i for i, h in enumerate(self._heights) if _has_height(h)]
-        colors = [c for c in self.bar_colors() if c is not None]
-        if drawn:
-            self._plot.addItem(pg.BarGraphItem(x=drawn, height=[self._heights[i] for i in drawn], width=BAR_WIDTH,
-                                               brushes=colors, pens=[pg.mkPen(c.darker(130)) for c in colors]))
-        missing = sorted(set(range(len(layers))) - set(drawn))
-        if missing:  # no number to draw, but the layer keeps its slot and stays clickable
-            self._plot.addItem(pg.ScatterPlotItem(x=missing, y=[0] * len(missing), symbol="x", size=9,
-                                                  pen=pg.mkPen("#7a7a7a", width=1.5), brush=None))
-        for i in drawn if len(layers) <= self.VALUE_LABELS_UP_TO else []:
-            label = pg.TextItem(f"{self._heights[i]:.1f}", color=TEXT_COLOR, anchor=(0.5, float(self._heights[i] >= 0)))
-            label.setFont(QFont(self.font().family(), 8))
-            label.setPos(i, self._heights[i])
-            self._plot.addItem(label)
-        key = " ".join(_swatch(sqnr_color(db), text) for db, text in (
-            (SQNR_POOR_DB, f"≤{SQNR_POOR_DB:.0f}"), (SQNR_FAIR_DB, f"{SQNR_FAIR_DB:.0f}"),
-            (SQNR_GOOD_DB, f"≥{SQNR_GOOD_DB:.0f} dB")))
-        if not all(self._quantized):
-            key += f" &nbsp; {_swatch(KEPT_FLOAT_COLOR, 'kept in float')}"
-        self._plot.setTitle(f"{self.TITLE}<br>{key}", color=TEXT_COLOR, size="10pt")
-        finite = [self._heights[i] for i in drawn] or [0.0]
-        lo, hi = min(0.0, min(finite)), max(0.0, max(finite))
-        span = max(hi - lo, 1.0)
-        self._plot.setLimits(xMin=-1.0, xMax=len(layers), minXRange=min(4, len(layers)))
-        self._plot.setXRange(-0.6, len(layers) - 0.4, padding=0)
-        self._plot.setYRange(lo - (0.05 * span if lo < 0 else 0), hi + 0.12 * span, padding=0)
-        self._stack.setCurrentWidget(self._content)
-        self.highlight(self._highlighted)
-        self._update_ticks()
-
-    def highlight(self, name: str | None) -> None:
-        if self._outline is not None:
-            self._plot.removeItem(self._outline)
-            self._outline = None
-        self._highlighted = name if name in self._names else None
-        if self._highlighted is None:
-            return
-        i = self._names.index(self._highlighted)
-        h = self._heights[i] if _has_height(self._heights[i]) else 0.04 * (self._plot.vb.viewRange()[1][1] or 1.0)
-        self._outline = pg.BarGraphItem(x=[i], height=[h], width=BAR_WIDTH + 0.08, brush=pg.mkBrush(None),
-                                        pen=pg.mkPen("k", width=2.5))
-        self._outline.setZValue(10)
-        self._plot.addItem(self._outline)
-
-    # -- interaction ---------------------------------------------------------------------------------
-    def _index_at(self, scene_pos: QPointF) -> int | None:
-        vb = self._plot.vb
-        if not self._names or self.is_empty() or not vb.sceneBoundingRect().contains(scene_pos):
-            return None
-        x = vb.mapSceneToView(scene_pos).x()
-        i = int(round(x))
-        return i if 0 <= i < len(self._names) and abs(x - i) <= BAR_WIDTH / 2 + 0.04 else None
-
-    def tooltip_for(self, name: str) -> str:
-        i = self._names.index(name)
-        h = self._heights[i]
-        text = f"{name}: no measurable error" if h is None else f"{name}: {h:.1f} dB"
-        text = text if self._quantized[i] else f"{text} (kept in float)"
-        return f"<b>{text}</b><br>{self.TOOLTIP}"
-
-    def _on_scene_clicked(self, event) -> None:
-        if event.button() != Qt.MouseButton.LeftButton:
-            return
-        i = self._index_at(event.scenePos())
-        if i is not None:
-            self.layer_clicked.emit(self._names[i])
-
-    def _on_scene_moved(self, scene_pos: QPointF) -> None:
-        i = self._index_at(scene_pos)
-        if i is None:
-            QToolTip.hideText()
-            return
-        where = self._view.mapToGlobal(self._view.mapFromScene(scene_pos))
-        QToolTip.showText(where, self.tooltip_for(self._names[i]), self._view)
-
-    def _update_ticks(self, *_args) -> None:
-        axis = self._plot.getAxis("bottom")
-        if not self._names:
-            axis.setTicks(None)
-            return
-        lo, hi = self._plot.vb.viewRange()[0]
-        visible = max(1, min(len(self._names) - 1, math.floor(hi)) - max(0, math.ceil(lo)) + 1)
-        metrics = QFontMetrics(axis.style.get("tickFont") or self.font())
-        label_px = max(metrics.horizontalAdvance(s) for s in self._short) + 14
-        every = max(1, math.ceil(visible * label_px / max(self._plot.vb.width(), 1.0)))
-        major = [(i, s) for i, s in enumerate(self._short) if i % every == 0]
-        minor = [(i, "") for i in range(len(self._short)) if i % every]
-        self._labelled = major
-        axis.setTicks([major, minor])
-
-    def labelled_ticks(self) -> list[tuple[int, str]]:
-        """The (bar index, label) pairs the x axis shows now (the rest are unlabelled minor ticks)."""
-        return list(getattr(self, "_labelled", []))
-
-
-class WeightHistogramPlot(_PlotPanel):
+class WeightHistogramPlot(PlotPanel):
     """One layer's float and dequantized weights, the representable range, and per-channel ranges."""
 
     EMPTY = "Select a quantized layer with weights to see its histogram"
@@ -332,7 +177,7 @@ class WeightHistogramPlot(_PlotPanel):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._hist_view, self._chan_view = _plot_widget("weight value", "count"), _plot_widget("output channel", "weight value")
+        self._hist_view, self._chan_view = plot_widget("weight value", "count"), plot_widget("output channel", "weight value")
         self._hist, self._chan = self._hist_view.getPlotItem(), self._chan_view.getPlotItem()
         self._add_views([self._hist_view, self._chan_view], [3, 2])
         self._note = pg.TextItem("", color="#8a4b00", anchor=(0, 0))
@@ -361,8 +206,8 @@ class WeightHistogramPlot(_PlotPanel):
         self._hist.clear()
         self._chan.clear()
         self._note.setText("")
-        fw = None if weight is None or weight.float_weight is None else _finite(weight.float_weight)
-        dq = None if weight is None or weight.dequantized is None else _finite(weight.dequantized)
+        fw = None if weight is None or weight.float_weight is None else finite(weight.float_weight)
+        dq = None if weight is None or weight.dequantized is None else finite(weight.dequantized)
         if name is None or fw is None or fw.size == 0:
             self._show_message(self.EMPTY if name is None else f"{name} has no weights to show\n"
                                "(it has no weight tensor, or has not been quantized yet)")
@@ -373,7 +218,7 @@ class WeightHistogramPlot(_PlotPanel):
         dtype = "float16" if weight.qscheme == "float16" else int_dtype_name(weight.qmin, weight.qmax)
         edges = self._edges(weight, lo, hi, fw.size, n_scales == 1)
         self._hist.plot(edges, np.histogram(fw, edges)[0], stepMode="center", fillLevel=0, name="float",
-                        fillBrush=_translucent(FLOAT_COLOR, 70), pen=pg.mkPen(FLOAT_COLOR, width=1.5))
+                        fillBrush=translucent(FLOAT_COLOR, 70), pen=pg.mkPen(FLOAT_COLOR, width=1.5))
         if dq is None:
             scheme = "kept in float"
             self._note.setText("kept in float")
@@ -383,7 +228,7 @@ class WeightHistogramPlot(_PlotPanel):
             axis = f", axis {weight.axis}" if weight.axis is not None and n_scales > 1 else ""
             scheme = dtype if dtype == "float16" else f"{weight.qscheme} ({dtype}{axis})"
         names = [item.name() for item in self._hist.listDataItems() if item.name()]
-        key = " &nbsp; ".join(_swatch(c, n) for c, n in zip((FLOAT_COLOR, QUANT_COLOR), names))
+        key = " &nbsp; ".join(swatch(c, n) for c, n in zip((FLOAT_COLOR, QUANT_COLOR), names))
         self._hist.setTitle(f"<b>{name}</b> — {scheme}<br>{key}", color=TEXT_COLOR, size="10pt")
         if n_scales == 1:
             lo, hi = self._draw_per_tensor(weight, dtype, lo, hi)
@@ -403,7 +248,7 @@ class WeightHistogramPlot(_PlotPanel):
             q_lo, q_hi = math.floor(lo / scale + zp), math.ceil(hi / scale + zp)
             step = max(1, math.ceil((q_hi - q_lo + 1) / bins))
             return (np.arange(q_lo, q_hi + step + 1, step) - 0.5 - zp) * scale
-        return _even_edges(lo, hi, bins)
+        return even_edges(lo, hi, bins)
 
     def _draw_per_tensor(self, weight: WeightData, dtype: str, lo: float, hi: float) -> tuple[float, float]:
         """Lines at the ends of the representable range, and the levels when few enough to tell apart;
@@ -431,28 +276,28 @@ class WeightHistogramPlot(_PlotPanel):
         zps = np.asarray(weight.zero_points, dtype=np.float64).ravel()
         x = np.arange(len(scales))
         self._channels = len(scales)
-        rep = _translucent(QUANT_COLOR, 80)
+        rep = translucent(QUANT_COLOR, 80)
         # A pen of the fill colour keeps bars at least a pixel wide when there are hundreds of channels.
         self._chan.addItem(pg.BarGraphItem(x=x, y0=scales * (weight.qmin - zps), y1=scales * (weight.qmax - zps),
                                            width=0.9, brush=rep, pen=pg.mkPen(rep)))
         self._chan.addItem(pg.BarGraphItem(x=x, y0=rows.min(axis=1), y1=rows.max(axis=1), width=0.45,
                                            brush=FLOAT_COLOR, pen=pg.mkPen(FLOAT_COLOR)))
-        key = f"{_swatch(FLOAT_COLOR, 'float min–max')} &nbsp; {_swatch(QUANT_COLOR.lighter(150), f'{dtype} range')}"
+        key = f"{swatch(FLOAT_COLOR, 'float min–max')} &nbsp; {swatch(QUANT_COLOR.lighter(150), f'{dtype} range')}"
         self._chan.setTitle(f"Per-channel ranges, {self._channels} output channels<br>{key}",
                             color=TEXT_COLOR, size="9pt")
         self._chan.setXRange(-0.6, self._channels - 0.4, padding=0)
         self._chan.enableAutoRange(axis="y")
 
 
-class OutputErrorPlot(_PlotPanel):
+class OutputErrorPlot(PlotPanel):
     """Float versus quantized model outputs as a scatter, and the distribution of their difference."""
 
     EMPTY = "Run calibration to see output error"
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._scatter_view = _plot_widget("float output", "quantized output")
-        self._error_view = _plot_widget("error (quantized − float)", "count")
+        self._scatter_view = plot_widget("float output", "quantized output")
+        self._error_view = plot_widget("error (quantized − float)", "count")
         self._scatter, self._error = self._scatter_view.getPlotItem(), self._error_view.getPlotItem()
         self._scatter.showGrid(x=True, y=True, alpha=0.25)
         self._add_views([self._scatter_view, self._error_view], [1, 1], QHBoxLayout)
@@ -472,11 +317,11 @@ class OutputErrorPlot(_PlotPanel):
             self._show_message(self.EMPTY)
             return
         self._points = int(ref.size)
-        _legend(self._scatter, offset=(8, 8))  # top left: the points lie along the diagonal
+        legend(self._scatter, offset=(8, 8))  # top left: the points lie along the diagonal
         lo, hi = float(min(ref.min(), q.min())), float(max(ref.max(), q.max()))
         self._scatter.plot([lo, hi], [lo, hi], pen=pg.mkPen("#5a5a5a", width=1.2, style=Qt.PenStyle.DashLine),
                            name="y = x (no error)")
-        self._scatter.addItem(pg.ScatterPlotItem(ref, q, size=4, pen=None, brush=_translucent(FLOAT_COLOR, 90),
+        self._scatter.addItem(pg.ScatterPlotItem(ref, q, size=4, pen=None, brush=translucent(FLOAT_COLOR, 90),
                                                  name=f"{self._points} output values"))
         sqnr = "" if metrics.sqnr_db is None else f", SQNR {metrics.sqnr_db:.1f} dB"
         self._scatter.setTitle(f"Outputs{sqnr}", color=TEXT_COLOR, size="10pt")
@@ -487,9 +332,9 @@ class OutputErrorPlot(_PlotPanel):
         if hi_e <= lo_e:
             lo_e, hi_e = float(err.min()), float(err.max())
         outside = int(((err < lo_e) | (err > hi_e)).sum())
-        edges = _even_edges(lo_e, hi_e, int(np.clip(math.sqrt(err.size), 20, 80)))
+        edges = even_edges(lo_e, hi_e, int(np.clip(math.sqrt(err.size), 20, 80)))
         self._error.plot(edges, np.histogram(err, edges)[0], stepMode="center", fillLevel=0,
-                         fillBrush=_translucent(QUANT_COLOR, 90), pen=pg.mkPen(QUANT_COLOR, width=1.5))
+                         fillBrush=translucent(QUANT_COLOR, 90), pen=pg.mkPen(QUANT_COLOR, width=1.5))
         self._error.addItem(pg.InfiniteLine(0.0, pen=pg.mkPen("#5a5a5a", width=1, style=Qt.PenStyle.DashLine)),
                             ignoreBounds=True)
         title = f"Error: std {err.std():.2g}, max {np.abs(err).max():.2g}"  # short: it must fit a narrow plot

@@ -7,7 +7,7 @@ import torch
 from PySide6.QtCore import QModelIndex, Qt, QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from qtapp.ui.layer_model import COL_NAME, COL_QUANT, COL_SQNR, NameRole
+from qtapp.ui.layer_model import COL_LOCAL, COL_NAME, COL_QUANT, COL_SQNR, NameRole
 
 
 
@@ -46,11 +46,13 @@ def test_toggle_both_directions(qtbot, window, open_and_wait):
     session.inventory.set_float(["block1", "fc2"], keep_float=False)
     assert _check_state(window, "") == Qt.CheckState.Checked
     assert session.recipe.float_layers == []
-    # a layer that cannot be quantized has no checkbox and is disabled, with the reason as tooltip
+    # an int8 point torch cannot keep float has no checkbox, with the reason as tooltip; it stays selectable
+    # (its activation range is worth a look)
     pool = model.index_of("pool", COL_QUANT)
-    assert not model.flags(pool) & Qt.ItemFlag.ItemIsEnabled
+    assert model.flags(pool) & Qt.ItemFlag.ItemIsSelectable and not model.flags(pool) & Qt.ItemFlag.ItemIsUserCheckable
     assert model.data(pool, Qt.ItemDataRole.CheckStateRole) is None
-    assert "Not quantizable" in model.data(model.index_of("pool", COL_NAME), Qt.ItemDataRole.ToolTipRole)
+    tip = model.data(model.index_of("pool", COL_NAME), Qt.ItemDataRole.ToolTipRole)
+    assert "No float toggle: runs on int8 values with the range of block2.0" in tip
 
 
 def test_run_shows_core_results_everywhere(qtbot, window, open_and_wait, quantize_and_wait):
@@ -58,14 +60,14 @@ def test_run_shows_core_results_everywhere(qtbot, window, open_and_wait, quantiz
     result = quantize_and_wait(qtbot, window)
     assert result is session.result and result.latency is not None
     quantized = [l for l in result.layers if l.quantized]
-    assert len(quantized) == 5
-    # tree column
+    assert len(quantized) == 9  # the five layers, the input, and pool, gap and flatten between them
+    # tree columns: each point's own (local) error and the error accumulated there
     for layer in result.layers:
-        text = window.tree_model.data(window.tree_model.index_of(layer.name, COL_SQNR))
-        assert text == f"{layer.sqnr_db:.1f}"
-    # bar chart
+        assert window.tree_model.data(window.tree_model.index_of(layer.name, COL_SQNR)) == f"{layer.sqnr_db:.1f}"
+        assert window.tree_model.data(window.tree_model.index_of(layer.name, COL_LOCAL)) == f"{layer.local_sqnr_db:.1f}"
+    # bar chart, local by default
     assert window.layer_plot.bar_names() == [l.name for l in result.layers]
-    assert window.layer_plot.bar_heights() == pytest.approx([l.sqnr_db for l in result.layers])
+    assert window.layer_plot.bar_heights() == pytest.approx([l.local_sqnr_db for l in result.layers])
     # selecting a layer shows its histogram and highlights its bar; clicking a bar selects the layer
     window.select_layer("block2.0")
     assert window.weight_plot.layer_name() == "block2.0"

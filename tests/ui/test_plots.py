@@ -15,9 +15,14 @@ pg = pytest.importorskip("pyqtgraph")
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QColor, QImage  # noqa: E402
 
-from qtapp.core.compare import LayerResult, OutputMetrics, WeightData  # noqa: E402
-from qtapp.ui.plots import (LayerErrorPlot, OutputErrorPlot, WeightHistogramPlot, short_name,  # noqa: E402
-                            sqnr_color)
+from qtapp.core.compare import OutputMetrics, WeightData  # noqa: E402
+from qtapp.core.point_analysis import PointResult  # noqa: E402
+from qtapp.ui.plots import OutputErrorPlot, WeightHistogramPlot, short_name, sqnr_color  # noqa: E402
+from qtapp.ui.point_plot import LayerErrorPlot  # noqa: E402
+
+
+def point(name, op, quantized, accumulated, local=None):
+    return PointResult(name, "module", op, name, op, quantized, "int8", accumulated, local, None)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +75,7 @@ def test_every_plot_starts_empty_and_says_what_to_do(qtbot):
     for widget in (bars, hist, out):
         shown(qtbot, widget)
         assert widget.is_empty()
-    assert bars.message() == "Run calibration to see per-layer error"
+    assert bars.message() == "Run calibration to see the error at every quantization point"
     assert out.message() == "Run calibration to see output error"
     assert hist.message() == "Select a quantized layer with weights to see its histogram"
     assert bars.bar_names() == [] and bars.highlighted() is None
@@ -100,8 +105,11 @@ def test_bars_follow_the_core_results_in_model_order(qtbot, runs):
     result = runs["with_float"]
     plot = shown(qtbot, LayerErrorPlot())
     plot.set_results(result.layers)
-    assert not plot.is_empty()
+    assert not plot.is_empty() and plot.shown_metric() == "local"  # each point's own error first
     assert plot.bar_names() == [item.name for item in result.layers]
+    assert plot.bar_heights() == pytest.approx([item.local_sqnr_db for item in result.layers])
+    plot.metric_box.setCurrentIndex(1)  # the user picks "Accumulated"
+    assert plot.shown_metric() == "accumulated" and "accumulated" in plot.tooltip_for("fc1").lower()
     assert plot.bar_heights() == pytest.approx([item.sqnr_db for item in result.layers])
     colors = dict(zip(plot.bar_names(), plot.bar_colors()))
     assert not layer(result, "fc2").quantized
@@ -109,12 +117,14 @@ def test_bars_follow_the_core_results_in_model_order(qtbot, runs):
     for item in result.layers:
         if item.quantized:
             assert colors[item.name] == sqnr_color(item.sqnr_db)
+    plot.set_metric("local")
+    assert plot.metric_box.currentIndex() == 0 and plot.bar_heights()[0] == result.layers[0].local_sqnr_db
 
 
 def test_layers_without_sqnr_keep_their_slot(qtbot):
-    layers = [LayerResult("a", "Conv2d", True, 12.0), LayerResult("b", "ReLU", True, None),
-              LayerResult("c", "Linear", True, 40.0)]
+    layers = [point("a", "Conv2d", True, 12.0), point("b", "ReLU", True, None), point("c", "Linear", True, 40.0)]
     plot = shown(qtbot, LayerErrorPlot())
+    plot.set_metric("accumulated")
     plot.set_results(layers)
     assert plot.bar_names() == ["a", "b", "c"] and plot.bar_heights() == [12.0, None, 40.0]
     assert plot.bar_colors()[1] is None
@@ -168,6 +178,7 @@ def test_tooltip_names_the_layer_and_its_sqnr(qtbot, runs):
     result = runs["with_float"]
     plot = shown(qtbot, LayerErrorPlot())
     plot.set_results(result.layers)
+    plot.set_metric("accumulated")
     fc1, fc2 = layer(result, "fc1"), layer(result, "fc2")
     assert plot.tooltip_for("fc1").startswith(f"<b>fc1: {fc1.sqnr_db:.1f} dB</b>")
     assert plot.tooltip_for("fc2").startswith(f"<b>fc2: {fc2.sqnr_db:.1f} dB (kept in float)</b>")
@@ -175,7 +186,7 @@ def test_tooltip_names_the_layer_and_its_sqnr(qtbot, runs):
 
 
 def test_tick_labels_thin_out_when_there_are_many_layers(qtbot):
-    layers = [LayerResult(f"features.{i}.conv", "Conv2d", True, 20.0 + i % 20) for i in range(150)]
+    layers = [point(f"features.{i}.conv", "Conv2d", True, 20.0 + i % 20, 30.0) for i in range(150)]
     plot = shown(qtbot, LayerErrorPlot(), size=(700, 380))
     plot.set_results(layers)
     labelled = plot.labelled_ticks()

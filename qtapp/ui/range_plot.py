@@ -1,0 +1,108 @@
+"""One activation point's values against its int8 range: the histogram, the calibrated range, the grid."""
+
+from __future__ import annotations
+
+from html import escape
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QLabel, QWidget
+
+from .plots import FLOAT_COLOR, TEXT_COLOR, PlotPanel, int_dtype_name, plot_widget, swatch, translucent
+
+CLIP_COLOR = QColor("#d62728")
+MAX_GRID_LEVELS = 64  # more levels than this in view are a grey smear
+
+
+def _pct(x: float) -> str:
+    if x == 0:
+        return "0%"
+    if x < 0.0001:
+        return "<0.01%"
+    return f"{x:.2%}" if x < 0.1 else f"{x:.0%}"
+
+
+class ActivationRangePlot(PlotPanel):
+    """The selected point's values (over the calibration batches, or each call's for dynamic
+    quantization) with its representable range and, when few enough to see, its int8 levels."""
+
+    EMPTY = "Select a quantization point to see its values against its int8 range"
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._view = plot_widget("value", "values per bin + 1 (log scale)")
+        self._plot = self._view.getPlotItem()
+        self._plot.setLogMode(x=False, y=True)
+        self._add_views([self._view], [1])
+        # The figures go in a wrapping label: a plot title is one line, cut at the plot's width.
+        self._caption = QLabel(wordWrap=True)
+        self._caption.setTextFormat(Qt.TextFormat.RichText)
+        self._caption.setStyleSheet(f"color: {TEXT_COLOR}; background: white; padding: 4px 6px;")
+        self._content.layout().insertWidget(0, self._caption)
+        self._name, self._range, self._title = None, None, ""
+        self.set_point(None, None)
+
+    # -- read-only facts ---------------------------------------------------------------------------
+    def point_name(self) -> str | None:
+        return self._name
+
+    def range_lines(self) -> tuple[float, float] | None:
+        """The ends of the representable range, as drawn."""
+        return self._range
+
+    def title_text(self) -> str:
+        """The title as drawn (without markup)."""
+        return self._title
+
+    # -- data ----------------------------------------------------------------------------------------
+    def set_point(self, name: str | None, point) -> None:
+        """`point`: a core PointResult (its `range` is drawn), or None."""
+        self._plot.clear()
+        self._name, self._range, self._title = name, None, ""
+        r = getattr(point, "range", None)
+        if name is None or point is None:
+            self._show_message(self.EMPTY if name is None else f"{name}: run calibration to see its values")
+            return
+        if r is None or r.hist_counts is None:
+            why = "it is kept in float" if point.kept_float else \
+                "its output is not rounded to int8" if not point.quantized else "it has no activation range (weights only)"
+            self._show_message(f"{name} has no activation range to show: {why}")
+            return
+        edges, counts = np.asarray(r.hist_edges, dtype=np.float64), np.asarray(r.hist_counts, dtype=np.float64)
+        self._plot.plot(edges, counts + 1, stepMode="center", fillLevel=0, fillBrush=translucent(FLOAT_COLOR, 80),
+                        pen=pg.mkPen(FLOAT_COLOR, width=1.5))
+        lo, hi = float(r.lo), float(r.hi)
+        self._range = (lo, hi)
+        dtype = int_dtype_name(r.qmin, r.qmax) if (r.qmin, r.qmax) in ((-128, 127), (0, 255)) else "range"
+        pen = pg.mkPen("#5a5a5a", width=1.4, style=Qt.PenStyle.DashLine)
+        for value, end, anchor in ((lo, "min", (0, 0.5)), (hi, "max", (1, 0.5))):
+            self._plot.addItem(pg.InfiniteLine(value, pen=pen, label=f" {dtype} {end} ", labelOpts={
+                "position": 0.85, "color": TEXT_COLOR, "anchors": [anchor, anchor], "fill": (255, 255, 255, 210),
+                "movable": False}), ignoreBounds=True)
+        x_lo, x_hi = min(float(edges[0]), lo), max(float(edges[-1]), hi)
+        shade = translucent(CLIP_COLOR, 40)
+        if x_lo < lo:
+            self._plot.addItem(pg.LinearRegionItem((x_lo, lo), movable=False, brush=shade, pen=pg.mkPen(None)))
+        if x_hi > hi:
+            self._plot.addItem(pg.LinearRegionItem((hi, x_hi), movable=False, brush=shade, pen=pg.mkPen(None)))
+        if r.scale > 0 and (x_hi - x_lo) / r.scale <= MAX_GRID_LEVELS:
+            grid = pg.mkPen(0, 0, 0, 40, width=1)
+            for q in range(r.qmin, r.qmax + 1):
+                value = r.scale * (q - r.zero_point)
+                if x_lo <= value <= x_hi:
+                    self._plot.addItem(pg.InfiniteLine(value, pen=grid), ignoreBounds=True)
+        kind = "one range per call (the median call's)" if r.per_call else \
+            "range fixed by the op" if r.fixed else "calibrated range"
+        first = f"{name}: {kind} {lo:.4g} to {hi:.4g}, scale {r.scale:.3g}"
+        second = (f"{r.levels_used} of {r.levels_total} levels used; clipped {_pct(r.clipped_low)} below, "
+                  f"{_pct(r.clipped_high)} above; {_pct(r.rounds_to_zero)} round to zero; {r.values:,} values "
+                  f"({r.source})")
+        self._title = f"{first}\n{second}"
+        key = f"{swatch(FLOAT_COLOR, 'values')} &nbsp; {swatch(CLIP_COLOR, 'outside the range: clipped')}"
+        findings = "".join(f"<br><span style='color:#b03000'>⚠ {escape(f.text)}</span>" for f in point.diagnosis)
+        self._caption.setText(f"<b>{escape(first)}</b><br>{escape(second)}{findings}<br>{key}")
+        self._plot.setXRange(x_lo, x_hi, padding=0.02)
+        self._plot.enableAutoRange(axis="y")
+        self._stack.setCurrentWidget(self._content)
