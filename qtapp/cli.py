@@ -220,9 +220,7 @@ def _cmd_analyze(args) -> int:
         return 0
     summary = summary_text(result, Path(args.out) if args.out else None).splitlines()
     head = [line for line in summary if not line.startswith(("  worst points", "  diagnosis"))]
-    print("\n".join(head[:2]))
-    print("\n".join(points_text(result, args.top)))
-    print("\n".join(head[2:]))
+    print("\n".join([*head[:2], *points_text(result, args.top), *head[2:]]))
     if args.out and args.html:
         print(f"  wrote       {Path(args.out) / 'report.html'}")
     elif not args.out:

@@ -297,3 +297,41 @@ def test_float_layer_is_float_in_the_exported_torchscript(tmp_path):
     assert "torch.nn.modules" in qualified("layer4.1.conv2") and "quantized" not in qualified("layer4.1.conv2")
     assert "quantized" in qualified("layer4.1.conv1") and "quantized" in qualified("fc")
     assert report["exports"][0]["verified"]
+
+
+# -- analyze ------------------------------------------------------------------------------------------
+OUTLIER_SPEC = f"{Path(__file__).resolve().parent / 'fixtures' / 'point_kinds.py'}:build"
+
+
+def test_analyze_names_the_broken_point_first_and_writes_the_same_to_report_json(tmp_path):
+    out = tmp_path / "a"
+    code, stdout, stderr = run_main(["analyze", OUTLIER_SPEC, "--kwargs", '{"kind": "outlier"}', "--out", out])
+    assert code == 0, stderr
+    table = stdout.splitlines()
+    header = next(i for i, line in enumerate(table) if line.split()[:3] == ["point", "local", "accum."])
+    first = table[header + 1].split()
+    assert first[0] == "/mul"
+    assert "outliers set the range: 0.1% of values use 9" in table[header + 1]
+    assert "5 points, 5 in int8, 1 worse than the rest" in stdout
+    report = read_report(out)
+    assert sorted(p.name for p in out.iterdir()) == ["recipe.json", "report.json"]  # no models: nothing exported
+    worst = report["points"]["worst"][0]
+    assert worst["name"] == "/mul" and worst["diagnosis"].startswith("outliers set the range")
+    assert report["points"]["bad"] == ["/mul"]
+    mul = next(p for p in report["layers"] if p["name"] == "/mul")
+    assert mul["kind"] == "op" and mul["diagnosis"][0]["code"] == "outlier-range"
+    assert mul["local_sqnr_db"] == pytest.approx(float(first[1]), abs=0.05)
+    assert report["latency_ms"]["float"] is None  # analyze measures error, not speed
+
+
+def test_analyze_without_out_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = run_main(["analyze", "demo", "--batches", "2", "--top", "3"])
+    assert code == 0, stderr
+    assert "give --out DIR to write report.json" in stdout and list(tmp_path.iterdir()) == []
+    assert sum(1 for line in stdout.splitlines() if "(no worse than the rest)" in line) == 3
+
+
+def test_analyze_refuses_a_bad_top():
+    code, _, stderr = run_main(["analyze", "demo", "--top", "0"])
+    assert code == 2 and "--top must be a positive number" in stderr

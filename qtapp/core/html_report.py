@@ -31,33 +31,48 @@ def sqnr_colour(db) -> str:
 
 
 def _layer_chart(layers: list[dict]) -> str:
+    """Local SQNR of every point as bars (kept-float points grey), accumulated SQNR as a line over them."""
     if not layers:
-        return "<p class=info>No per-layer figures.</p>"
+        return "<p class=info>No per-point figures.</p>"
     w, h, left, bottom = 1060, 260, 44, 90
     n = len(layers)
-    finite = [l["sqnr_db"] for l in layers if l["sqnr_db"] is not None and math.isfinite(l["sqnr_db"])]
-    top = max([GOOD_DB + 5, *finite]) * 1.08
+    values = [v for l in layers for v in (l["local_sqnr_db"], l["sqnr_db"]) if v is not None and math.isfinite(v)]
+    top = max([GOOD_DB + 5, *values]) * 1.08
     step = (w - left - 10) / n
-    bars = []
+    y_of = lambda db: h - bottom - (h - bottom - 10) * max(db, 0.0) / top  # noqa: E731 - one projection
+    bars, line = [], []
     for i, l in enumerate(layers):
-        db = l["sqnr_db"]
+        db, acc = l["local_sqnr_db"], l["sqnr_db"]
         x = left + i * step
-        value = max(db, 0.0) if db is not None and math.isfinite(db) else top
-        bh = (h - bottom - 10) * value / top
+        value = db if db is not None and math.isfinite(db) else 0.0
         colour = sqnr_colour(db) if l["quantized"] else "#b4b4b4"
-        label = f"{l['name']}: " + (f"{db:.1f} dB" if db is not None else "identical") + ("" if l["quantized"] else " (kept float)")
-        bars.append(f"<rect x='{x + step * 0.14:.1f}' y='{h - bottom - bh:.1f}' width='{step * 0.72:.1f}' "
-                    f"height='{bh:.1f}' fill='{colour}'><title>{escape(label)}</title></rect>")
+        label = (f"{l['name']}: local " + (f"{db:.1f} dB" if db is not None else "none")
+                 + (f", accumulated {acc:.1f} dB" if acc is not None else "") + ("" if l["quantized"] else " (kept float)")
+                 + "".join(f"; {d['text']}" for d in l["diagnosis"]))
+        bars.append(f"<rect x='{x + step * 0.14:.1f}' y='{y_of(value):.1f}' width='{step * 0.72:.1f}' "
+                    f"height='{h - bottom - y_of(value):.1f}' fill='{colour}'><title>{escape(label)}</title></rect>")
+        if acc is not None and math.isfinite(acc):
+            line.append(f"{x + step / 2:.1f},{y_of(acc):.1f}")
+        if l["diagnosis"]:
+            bars.append(f"<text x='{x + step / 2:.1f}' y='{y_of(value) - 3:.1f}' text-anchor='middle' "
+                        f"fill='#b03000'>&#9888;</text>")
         if n <= 60:
             bars.append(f"<text transform='translate({x + step / 2:.1f},{h - bottom + 6}) rotate(60)'>"
                         f"{escape(l['name'][-22:])}</text>")
     ticks = []
     for v in range(0, int(top) + 1, 10):
-        y = h - bottom - (h - bottom - 10) * v / top
-        ticks.append(f"<line x1='{left}' x2='{w}' y1='{y:.1f}' y2='{y:.1f}' stroke='#eee'/>"
-                     f"<text x='{left - 6}' y='{y + 4:.1f}' text-anchor='end'>{v}</text>")
-    return (f"<svg width='{w}' height='{h}' role='img' aria-label='per-layer SQNR'>{''.join(ticks)}{''.join(bars)}"
-            f"<text x='4' y='14'>dB</text></svg>")
+        ticks.append(f"<line x1='{left}' x2='{w}' y1='{y_of(v):.1f}' y2='{y_of(v):.1f}' stroke='#eee'/>"
+                     f"<text x='{left - 6}' y='{y_of(v) + 4:.1f}' text-anchor='end'>{v}</text>")
+    path = f"<polyline points='{' '.join(line)}' fill='none' stroke='#333' stroke-width='1.5'/>" if line else ""
+    return (f"<svg width='{w}' height='{h}' role='img' aria-label='per-point SQNR'>{''.join(ticks)}{''.join(bars)}"
+            f"{path}<text x='4' y='14'>dB</text></svg>")
+
+
+def _range_text(r) -> str:
+    if r is None:
+        return ""
+    clipped = r["clipped_low"] + r["clipped_high"]
+    return f"{r['levels_used']}/{r['levels_total']} levels" + (f", {clipped:.2%} clipped" if clipped else "")
 
 
 def _error_histogram(ref, q) -> str:
@@ -120,10 +135,20 @@ def to_html(result) -> str:
     if o["top1_agreement"] is not None:
         error.append(f"top-1 agreement {o['top1_agreement']:.1%}")
     note_items = "".join(f"<li class={n.level}>{escape(n.text)}</li>" for n in notes(result)) or "<li>none</li>"
+    def db(value) -> str:
+        return "" if value is None else format(value, ".1f")
+
     layer_rows = "".join(
-        f"<tr><td>{escape(l['name'])}</td><td>{escape(l['type'])}</td><td>{'int8' if l['quantized'] else 'float'}</td>"
-        f"<td class=num style='color:{sqnr_colour(l['sqnr_db']) if l['quantized'] else '#777'}'>"
-        f"{'' if l['sqnr_db'] is None else format(l['sqnr_db'], '.1f')}</td></tr>" for l in r["layers"])
+        f"<tr><td>{escape(l['name'])}</td><td>{escape(l['op'])} ({escape(l['kind'])})</td>"
+        f"<td>{'int8' if l['quantized'] else 'float'}{', runs in float' if l['quantized'] and l['runs'] == 'float' else ''}</td>"
+        f"<td class=num style='color:{sqnr_colour(l['local_sqnr_db']) if l['quantized'] else '#777'}'>"
+        f"{db(l['local_sqnr_db'])}</td>"
+        f"<td class=num style='color:{sqnr_colour(l['sqnr_db']) if l['quantized'] else '#777'}'>{db(l['sqnr_db'])}</td>"
+        f"<td class=num>{'' if l['normalised_error'] is None else format(l['normalised_error'], '.2f')}</td>"
+        f"<td>{escape(_range_text(l['range']))}</td>"
+        f"<td class=warning>{'<br>'.join(escape(d['text']) for d in l['diagnosis'])}</td></tr>" for l in r["layers"])
+    bad_items = "".join(f"<li><b>{escape(w['name'])}</b>: {escape(w['diagnosis'])}</li>"
+                        for w in r["points"]["worst"] if w["diagnosis"]) or "<li>none: no point is worse than the rest</li>"
     exports = "".join(f"<tr><td>{escape(e['format'])}</td><td>{escape(e['path'])}</td>"
                       f"<td class=num>{e['bytes'] / 1e6:.2f} MB</td><td>{'yes' if e['verified'] else 'NO'}</td></tr>"
                       for e in r["exports"])
@@ -138,20 +163,26 @@ def to_html(result) -> str:
 calibrated on {calib['samples']} samples ({escape(calib['source'])}); evaluated on
 {ev.get('samples', 0)} samples ({escape(ev.get('source', 'none'))}). qtapp {escape(r['qtapp_version'])},
 torch {escape(r['torch_version'])}.</p>
-<table><tr><th></th><th class=num>float</th><th class=num>int8</th><th></th></tr>{figures}</table>
+{"<table><tr><th></th><th class=num>float</th><th class=num>int8</th><th></th></tr>" + figures + "</table>" if figures else ""}
 <p><b>Output error</b>: {', '.join(error)}</p>
 <h2>Notes</h2><ul>{note_items}</ul>
-<h2>Per-layer SQNR</h2>
-<p class=sub>Error accumulated up to each layer's output: the quantized model's tensor against the float
-model's, in dB (higher is better).</p>
+<h2>Points worse than the rest</h2><ul class=warning>{bad_items}</ul>
+<h2>SQNR at every quantization point</h2>
+<p class=sub>Bars: each point's local SQNR, the point alone in int8 (its weights and its output rounded to its
+range) on the float model's values. Line: the accumulated SQNR, the int8 model's tensor there against the
+float model's. dB, higher is better; &#9888; marks a point worse than the rest.</p>
 <p class=legend><span><i class=sw style='background:#2ca02c'></i>&ge; {GOOD_DB:.0f} dB good</span>
 <span><i class=sw style='background:#f0a30a'></i>{FAIR_DB:.0f}–{GOOD_DB:.0f} dB fair</span>
 <span><i class=sw style='background:#d62728'></i>&lt; {FAIR_DB:.0f} dB poor</span>
-<span><i class=sw style='background:#b4b4b4'></i>kept float</span></p>
+<span><i class=sw style='background:#b4b4b4'></i>kept float</span>
+<span><i class=sw style='background:#333;height:2px;vertical-align:middle'></i>accumulated</span></p>
 {_layer_chart(r['layers'])}
 <h2>Output: int8 against float</h2>
 <div style='display:flex;gap:24px;align-items:flex-start'>{_error_histogram(*out_values)}{_scatter(*out_values)}</div>
-<h2>Layers</h2><table><tr><th>layer</th><th>type</th><th>runs as</th><th class=num>SQNR dB</th></tr>{layer_rows}</table>
+<h2>Points</h2><table><tr><th>point</th><th>op</th><th>runs as</th><th class=num>local dB</th>
+<th class=num>accum. dB</th><th class=num>normalised</th><th>range</th><th>diagnosis</th></tr>{layer_rows}</table>
+<p class=sub>Normalised: RMSE of the point's output rounding over its scale; 0.29 is pure rounding, far above
+means values clipped at the ends of its range.</p>
 {'<h2>Files</h2><table><tr><th>format</th><th>path</th><th class=num>size</th><th>verified</th></tr>' + exports + '</table>' if exports else ''}
 </body></html>
 """

@@ -104,7 +104,24 @@ class LayerInventory:
             points = dynamic_points(module, [n for n, i in layers.items() if i.quantizable])
         inventory = cls(layers, method, mode, engine, notes)
         inventory._add_points(points)
+        if mode == "fx" and points:
+            inventory._unmark_untraced()
         return inventory
+
+    def _unmark_untraced(self) -> None:
+        """A layer inside a module FX runs as one opaque op (torch.nn's own blocks, such as
+        TransformerEncoderLayer) is never quantized in FX mode: it is no toggle, and says why."""
+        for name, info in self.layers.items():
+            if info.point is not None or info.kind != "module" or not (info.quantizable or info.reason == _FOLLOWS_NEIGHBOURS):
+                continue
+            opaque = info.parent
+            while opaque and (self.layers[opaque].point is None or self.layers[opaque].point.kind != "module"):
+                opaque = self.layers[opaque].parent
+            if opaque:
+                info.quantizable = False
+                info.reason = (f"inside {opaque} ({self.layers[opaque].type}), which FX runs as one op (torch.nn's own "
+                               "blocks are leaves to its tracer): it stays float; the dynamic method quantizes its "
+                               "Linear layers")
 
     def _add_points(self, points: list[QuantPoint]) -> None:
         """Attach each point to its module's row, or give it a row of its own under the module it is
@@ -117,6 +134,10 @@ class LayerInventory:
                 where = self.layers[where].parent if where in self.layers else None
         for i, p in enumerate(points):
             self.points[p.name] = p
+            for module in p.absorbs:  # a ReLU module whose (second) call is the add+ReLU point's
+                absorbed = self.layers.get(module)
+                if absorbed is not None and absorbed.reason == _FOLLOWS_NEIGHBOURS:
+                    absorbed.reason = f"its call after the {p.op} runs inside {p.name} ({p.op}+{'+'.join(p.fused)}), one int8 op"
             row = self.layers.get(p.name)
             if row is not None:
                 row.point = p

@@ -41,6 +41,7 @@ class LoadedModel:
     declared_input: InputSpec | None = None  # the model's own input when an explicit input spec overrides it
     # torchvision weights' own image preprocessing, (name, weights.transforms()): image folders use it
     preprocess: Any = None
+    own_dtype: str | None = None  # the input dtype the model itself declares (kept when data changes it)
 
     @property
     def is_torchscript(self) -> bool:

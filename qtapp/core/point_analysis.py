@@ -30,6 +30,7 @@ from .progress import CancelToken, Job, Stage
 IDEAL_ROUNDING = 1 / math.sqrt(12)
 HIST_BINS = 96
 CHUNK = 8  # samples per analysis pass: bounds the memory held for every point's float tensor
+SAMPLES = 16  # evaluation samples the per-point errors are measured on (a point's tensor holds many values each)
 OUTLIER_CHANNEL_RATIO = 20.0
 
 
@@ -148,30 +149,32 @@ class _RangeCounter:
     def add(self, x, qp: QParams | None = None) -> None:
         import torch
 
-        x = x.detach().float().flatten()
+        x = x.detach().reshape(-1).float()
         if x.numel() == 0:
             return
         qp = qp or self.qp
         if qp is not self.qp:
             self.calls.append(qp)
-        q = qp.levels_of(x)
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        q = torch.round(x / qp.scale)
+        q += qp.zero_point
+        q.clamp_(qp.qmin - 1, qp.qmax + 1)  # one level beyond each end: the values clipped there
+        counts = torch.bincount(q.long() - (qp.qmin - 1), minlength=qp.levels + 2)
+        zeros = int((x == 0).sum())
         self.n += x.numel()
-        self.low += int((q < qp.qmin).sum())
-        self.high += int((q > qp.qmax).sum())
-        nonzero = x != 0
-        self.zero += int((~nonzero).sum())
-        self.rz += int((nonzero & (q == qp.zero_point)).sum())
-        idx = (torch.clamp(q, qp.qmin, qp.qmax) - qp.qmin).long()
-        counts = torch.bincount(idx, minlength=qp.levels)
-        self.levels = counts if self.levels is None else self.levels + counts
-        self.dmin, self.dmax = min(self.dmin, float(x.min())), max(self.dmax, float(x.max()))
+        self.low, self.high = self.low + int(counts[0]), self.high + int(counts[-1])
+        levels = counts[1:-1]
+        self.zero += zeros
+        if qp.qmin <= qp.zero_point <= qp.qmax:  # exact zeros sit on the zero level; the rest rounded there
+            self.rz += int(levels[qp.zero_point - qp.qmin]) - zeros
+        self.levels = levels if self.levels is None else self.levels + levels
+        self.dmin, self.dmax = min(self.dmin, lo), max(self.dmax, hi)
         if self.edges is None:  # first batch: a display range that holds the data and the int8 range
-            lo, hi = min(float(x.min()), qp.lo), max(float(x.max()), qp.hi)
-            if hi <= lo:
-                hi = lo + 1.0
-            self.edges = np.linspace(lo, hi, HIST_BINS + 1)
-        h = torch.histc(x.clamp(float(self.edges[0]), float(self.edges[-1])), HIST_BINS,
-                        float(self.edges[0]), float(self.edges[-1]))
+            e_lo, e_hi = min(lo, qp.lo), max(hi, qp.hi)
+            self.edges = np.linspace(e_lo, e_hi if e_hi > e_lo else e_lo + 1.0, HIST_BINS + 1)
+        e_lo, e_hi = float(self.edges[0]), float(self.edges[-1])
+        inside = x if e_lo <= lo and hi <= e_hi else x.clamp(e_lo, e_hi)  # later batches may reach further
+        h = torch.histc(inside, HIST_BINS, e_lo, e_hi)
         self.counts = h if self.counts is None else self.counts + h
 
     def result(self, source: str) -> RangeStats | None:
@@ -335,13 +338,17 @@ class _Sums:
         return sqnr_db(self.sig, self.noise) if self.sig or self.noise else None
 
 
-def _chunks(data, max_batches: int):
-    for i, (inputs, _y) in enumerate(data):
-        if i >= max_batches:
-            return
+def _chunks(data, samples: int):
+    """(index of the chunk, its inputs): the first `samples` samples of `data`, CHUNK at a time."""
+    taken = 0
+    for inputs, _y in data:
         n = len(inputs[0])
         for start in range(0, n, CHUNK):
-            yield i, tuple(t[start:start + CHUNK] for t in inputs)
+            if taken >= samples:
+                return
+            chunk = tuple(t[start:start + min(CHUNK, samples - taken)] for t in inputs)
+            yield taken, chunk
+            taken += len(chunk[0])
 
 
 def _outlier_channels(weight) -> tuple:
@@ -403,14 +410,12 @@ class StaticAnalysis:
                     _strip_observers(dup)
                     self.int8_weights[p.name] = (path, dup)
         self.float_modules = dict(self.model.named_modules())
-        # The kernel check runs each module point's float op on the int8 model's own input: a copy with
-        # int8 weights for a weighted layer, a clean copy of the float op otherwise.
+        # The kernel check runs each activation module's float op on the int8 model's own input (conv and
+        # linear kernels are checked by their local error already; a second conv per layer would double the cost).
         self.kernel_refs = {}
+        self.local_cache: tuple | None = None  # (evaluation key, {point: (local dB, normalised error)})
         for p in points:
-            if p.kind != "module" or p.name not in self.qparams:
-                continue
-            if p.name in self.int8_weights:
-                self.kernel_refs[p.name] = self.int8_weights[p.name][1]
+            if p.kind != "module" or p.name not in self.qparams or p.weighted:
                 continue
             path = p.target if mode != "eager" else p.name
             if isinstance(path, str) and path:
@@ -472,26 +477,28 @@ def static_ranges(analysis: StaticAnalysis, calib, max_batches: int, cancel: Can
     return {name: c.result("calibration") for name, c in counters.items()}
 
 
-def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: dict, data, max_batches: int = 2,
-                   cancel: CancelToken | None = None) -> Job[list[PointResult]]:
-    """Accumulated, local and normalised error at every point of a static (FX/eager/QAT) int8 model."""
+def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: dict, data, samples: int = SAMPLES,
+                   cancel: CancelToken | None = None, data_key: str = "") -> Job[list[PointResult]]:
+    """Accumulated, local and normalised error at every point of a static (FX/eager/QAT) int8 model.
+    Local and normalised figures depend on the calibration and the data only: computed on the first
+    conversion, reused by the next ones over the same `data_key`."""
     import torch
 
     points, mode = analysis.points, analysis.mode
+    cached = analysis.local_cache[1] if analysis.local_cache and analysis.local_cache[0] == data_key else None
     acc = {p.name: _Sums() for p in points}
     local = {p.name: _Sums() for p in points}
     kernel = {p.name: _Sums() for p in points}
     rounding = {p.name: [0.0, 0] for p in points}
     int8_side, value_type, runs, int8_flags = _int8_taps(qmodel, analysis, mode)
     book = analysis.book
-    batches = min(len(data), max_batches)
-    stage = Stage("per-point error", batches, cancel)
-    handles = analysis.weighted_hooks()
+    total = min(samples, data.samples)
+    stage = Stage("per-point error", total, cancel)
+    handles = analysis.weighted_hooks() if cached is None else []
     yield stage.step(0, "every quantization point")
     try:
         with torch.no_grad(), quiet_ao():
-            done = -1
-            for i, chunk in _chunks(data, batches):
+            for done, chunk in _chunks(data, total):
                 book.values.clear()
                 book.pending.clear()
                 analysis.model(*chunk)
@@ -517,7 +524,7 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: 
                     if torch.is_tensor(q) and q.shape == ref.shape:
                         acc[p.name].add(ref, q.dequantize() if q.is_quantized else q)
                     qp = analysis.qparams.get(p.name)
-                    if qp is None:
+                    if qp is None or cached is not None:
                         continue
                     rounded = qp.fake(ref)
                     err = rounded - ref
@@ -526,21 +533,24 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: 
                     wq = book.pending.get(p.name)
                     local[p.name].add(ref, qp.fake(wq.float()) if torch.is_tensor(wq) and wq.shape == ref.shape
                                       else rounded)
-                if i != done:
-                    done = i
-                    yield stage.step(i + 1, f"batch {i + 1}/{batches}")
+                yield stage.step(done + len(chunk[0]), f"{done + len(chunk[0])}/{total} samples")
     finally:
         for h in handles:
             h.remove()
         book.values.clear()
         book.pending.clear()
+    if cached is None:
+        cached = {}
+        for p in points:
+            qp, (sq, n) = analysis.qparams.get(p.name), rounding[p.name]
+            cached[p.name] = (local[p.name].db if qp is not None else None,
+                              math.sqrt(sq / n) / qp.scale if qp is not None and n else None)
+        analysis.local_cache = (data_key, cached)
     q_modules = dict(qmodel.named_modules())
     ref_modules = analysis.float_modules
     out = []
     for p in points:
-        qp = analysis.qparams.get(p.name)
         kept = p.name in float_points
-        sq, n = rounding[p.name]
         weight = None
         if p.weighted and p.kind == "module":
             path = p.target if mode != "eager" else p.name
@@ -553,9 +563,7 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: 
             reason = "torch kept it in int8 although it was set float: " + (p.reason or "its convert ignores the setting")
         out.append(PointResult(
             p.name, p.kind, p.op, p.parent, value_type.get(p.name, p.op), quantized, runs.get(p.name, p.runs),
-            acc[p.name].db, local[p.name].db if qp is not None else None,
-            math.sqrt(sq / n) / qp.scale if qp is not None and n else None,
-            inputs=p.inputs, reason=reason, toggle=p.toggle, range=ranges.get(p.name), weight=weight,
+            acc[p.name].db, *cached[p.name], inputs=p.inputs, reason=reason, toggle=p.toggle, range=ranges.get(p.name), weight=weight,
             outlier_channels=_outlier_channels(weight), kept_float=kept,
             kernel_sqnr_db=kernel[p.name].db if not kept else None))
     return out
@@ -593,10 +601,12 @@ def _int8_taps(qmodel, analysis: StaticAnalysis, mode: str):
         if node_name is None:
             continue
         node = nodes[node_name]
-        wanted[node_name] = p.name
-        flags[p.name] = int8.get(node_name, False) or any(
-            u.op == "call_function" and getattr(u.target, "__name__", "") == "quantize_per_tensor" for u in node.users)
+        quantize = [u for u in node.users if u.op == "call_function"
+                    and getattr(u.target, "__name__", "") == "quantize_per_tensor"]
         runs[p.name] = "int8" if p.kind == "input" else runs_in(qmodel, node, int8)
+        # An op that runs in float has its output rounded by the quantize node after it: that is the point's value.
+        wanted[quantize[0].name if quantize and not int8.get(node_name, False) else node_name] = p.name
+        flags[p.name] = int8.get(node_name, False) or bool(quantize)
         if node.op == "call_module":
             value_type[p.name] = type(qmodel.get_submodule(node.target)).__name__
         elif node.op in ("call_function", "call_method"):
@@ -680,9 +690,11 @@ def _eager_int8_taps(qmodel, points):
 
 
 def analyse_dynamic(float_model, qmodel, points: list[QuantPoint], float_points: set, data, engine: str,
-                    max_batches: int = 2, cancel: CancelToken | None = None) -> Job[list[PointResult]]:
+                    samples: int = SAMPLES, cancel: CancelToken | None = None,
+                    dtype: str = "qint8") -> Job[list[PointResult]]:
     """Dynamic quantization: each layer's real int8 kernel on the float model's input (local), the int8
-    model's output against float (accumulated), and the range each call's input gets."""
+    model's output against float (accumulated), and the range each call's input gets (int8 only:
+    float16 weights leave the inputs float)."""
     import torch
 
     f_mods, q_mods = dict(float_model.named_modules()), dict(qmodel.named_modules())
@@ -700,7 +712,7 @@ def analyse_dynamic(float_model, qmodel, points: list[QuantPoint], float_points:
             x = args[0] if args and torch.is_tensor(args[0]) else None
             if x is None or name in float_points:
                 return
-            if x.is_floating_point():  # an embedding reads ids: no input range to round
+            if x.is_floating_point() and dtype == "qint8":  # an embedding reads ids: no input range to round
                 ranges[name].add(x, dynamic_qparams(x, reduce_range))
             got = first_tensor(q_mods[name](*args))
             if got is not None and ref is not None and got.shape == ref.shape:
@@ -710,13 +722,12 @@ def analyse_dynamic(float_model, qmodel, points: list[QuantPoint], float_points:
     handles = [f_mods[n].register_forward_hook(f_hook(n)) for n in names]
     handles += [q_mods[n].register_forward_hook(
         lambda _m, _i, out, n=n: q_calls.setdefault(n, []).append(first_tensor(out)) and None) for n in names]
-    batches = min(len(data), max_batches)
-    stage = Stage("per-point error", batches, cancel)
+    total = min(samples, data.samples)
+    stage = Stage("per-point error", total, cancel)
     yield stage.step(0, "every quantized layer")
     try:
         with torch.no_grad(), quiet_ao():
-            done = -1
-            for i, chunk in _chunks(data, batches):
+            for done, chunk in _chunks(data, total):
                 f_calls.clear()
                 q_calls.clear()
                 float_model(*chunk)
@@ -725,9 +736,7 @@ def analyse_dynamic(float_model, qmodel, points: list[QuantPoint], float_points:
                     for ref, got in zip(f_calls.get(n, ()), q_calls.get(n, ())):
                         if ref is not None and got is not None and ref.shape == got.shape:
                             acc[n].add(ref, got)
-                if i != done:
-                    done = i
-                    yield stage.step(i + 1, f"batch {i + 1}/{batches}")
+                yield stage.step(done + len(chunk[0]), f"{done + len(chunk[0])}/{total} samples")
     finally:
         for h in handles:
             h.remove()

@@ -18,6 +18,7 @@ CLIP_SHARE = 0.005  # 0.5% of values clipped at one end
 ZERO_SHARE = 0.5  # half the non-zero values rounding to zero
 OUTLIER_CENTRAL_SHARE = 0.1  # 99.9% of values within 10% of the range
 ERROR_STARTS_DROP_DB = 10.0
+FIXED_RANGE_OPS = frozenset({"Sigmoid", "sigmoid", "Softmax", "softmax", "Tanh", "tanh", "Hardsigmoid", "hardsigmoid"})
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,16 @@ def clipping(p, ctx) -> Finding | None:
     if share < CLIP_SHARE:
         return None
     edge, reach = (r.hi, r.data_max) if end == "top" else (r.lo, r.data_min)
-    why = " (a range torch fixes for this op)" if r.fixed else ""
-    return Finding("clipping", f"clips {_pct(share)} of values at the {end}: its range ends at {_num(edge)}{why}, "
-                               f"values reach {_num(reach)}", {"share": share, "end": end, "range_end": edge,
-                                                              "data_end": reach, "fixed": r.fixed})
+    text = f"clips {_pct(share)} of values at the {end}: its range ends at {_num(edge)}"
+    if r.fixed:
+        feeds = [q.name for q in ctx["by_name"].values() if p.name in q.inputs and q.range is not None and q.range.fixed]
+        if p.op in FIXED_RANGE_OPS or not feeds:
+            text += " (a range torch fixes for this op)"
+        else:  # torch.ao gives a fixed-range op's input that op's output range
+            text = (f"clips {_pct(share)} of values at the {end}: torch gives it the fixed {_num(r.lo)} to "
+                    f"{_num(r.hi)} range of {feeds[0]}, the op it feeds")
+    return Finding("clipping", f"{text}; values reach {_num(reach)}", {"share": share, "end": end, "range_end": edge,
+                                                                    "data_end": reach, "fixed": r.fixed})
 
 
 def rounds_to_zero(p, ctx) -> Finding | None:
@@ -66,8 +73,8 @@ def rounds_to_zero(p, ctx) -> Finding | None:
         return None
     what = "inputs" if r.per_call else "values"
     per = " (each call's range is set by its largest value)" if r.per_call else ""
-    return Finding("rounds-to-zero", f"{what} round to zero: {_pct(share)} of the non-zero values fall within half "
-                                     f"a step ({_num(r.scale)}) of zero{per}", {"share": share, "scale": r.scale})
+    return Finding("rounds-to-zero", f"{what} round to zero: {_pct(share)} of the non-zero values are smaller than "
+                                     f"half a step (step {_num(r.scale)}){per}", {"share": share, "scale": r.scale})
 
 
 def outlier_range(p, ctx) -> Finding | None:

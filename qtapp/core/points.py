@@ -55,6 +55,7 @@ class QuantPoint:
     observed: bool  # the quantizer rounds this output to int8
     weighted: bool = False
     fused: tuple[str, ...] = ()  # other ops folded into this point (a ReLU after an add)
+    absorbs: tuple[str, ...] = ()  # modules whose call is folded into this point (that ReLU's module)
     fixed_range: tuple[float, float] | None = None  # sigmoid/softmax/tanh: a range fixed by the op
     shares_range: str | None = None  # the point whose range (the same observer) it reuses
     inputs: tuple[str, ...] = ()  # the points whose values it reads
@@ -232,6 +233,7 @@ def fx_points(prepared) -> list[QuantPoint]:
             name=name, kind=kind, op=op, parent=parent, observed=observed,
             weighted=n.op == "call_module" and _has_weight(modules[n.target]),
             fused=(_node_op(n, modules),) if root is not None else (),
+            absorbs=(n.target,) if root is not None and n.op == "call_module" else (),
             fixed_range=_fixed_range(observer) if observer is not None else None,
             shares_range=shares.args[0].name if shares is not None else None,
             node=value.name, root=head.name, observer=obs_node.target if obs_node is not None else None,
@@ -467,7 +469,8 @@ def eager_points(prepared, example) -> list[QuantPoint]:
         for m, meth in patched:
             delattr(m, meth)  # the instance attribute goes; the class method shows again
     points = []
-    ordered = sorted(carriers, key=lambda n: first_call.get(n, len(first_call)))
+    # A module that never runs (a residual add a block does not use) rounds nothing: not a point.
+    ordered = sorted((n for n in carriers if n in first_call), key=first_call.get)
     for name in ordered:
         m = carriers[name]
         parent = name.rpartition(".")[0]

@@ -100,8 +100,9 @@ def points_text(result, n: int = 8) -> list[str]:
         lines.append(f"  {p.name:<{width}}  {_fmt(p.local_sqnr_db, '{:.1f}'):>7} "
                      f"{_fmt(p.accumulated_sqnr_db, '{:.1f}'):>7}  {text}")
     bad = sum(1 for p in result.layers if p.diagnosis)
-    lines.append(f"  {len(result.layers)} points, {sum(1 for p in result.layers if p.quantized)} in int8, "
-                 f"{bad} worse than the rest (dB; local: the point alone in int8, accum.: the int8 model there)")
+    dtype = "int8" if result.dtype == "qint8" else result.dtype
+    lines.append(f"  {len(result.layers)} points, {sum(1 for p in result.layers if p.quantized)} in {dtype}, "
+                 f"{bad} worse than the rest (dB; local: the point alone in {dtype}, accum.: the {dtype} model there)")
     return lines
 
 

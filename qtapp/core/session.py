@@ -52,12 +52,14 @@ class QuantSession:
     def open(cls, recipe: QuantRecipe, trust: bool = False, named_by: Path | None = None) -> Job["QuantSession"]:
         """Load the recipe's model. `named_by`: the recipe file, when the model spec came from it (not
         typed by the user): a Python factory it names then needs `trust` (see loading.load_model)."""
-        dtype = recipe.input_dtype or _data_dtype(recipe)
-        input_spec = InputSpec.parse(recipe.input_shape, dtype) if recipe.input_shape else None
+        given = recipe.input_dtype or _data_dtype(recipe)
+        input_spec = InputSpec.parse(recipe.input_shape, given or "float32") if recipe.input_shape else None
         loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, input_spec, named_by)
+        loaded.own_dtype = _own_dtype(loaded)
+        dtype = given or loaded.own_dtype
         if loaded.input_spec is not None and loaded.input_spec.dtype != dtype:
             loaded.input_spec = InputSpec(loaded.input_spec.shapes, dtype)
-        if recipe.input_dtype is None and dtype != "float32":
+        if recipe.input_dtype is None and given is not None and given != "float32":
             loaded.notes.append(f"input dtype {dtype}: taken from the calibration data {recipe.calibration.source} "
                                 "(no --input-dtype given)")
         return cls(loaded, recipe)
@@ -101,7 +103,8 @@ class QuantSession:
     def apply_recipe_change(self, change: "RecipeChange") -> bool:
         """Adopt a prepared change; True when the inventory was replaced (its views must rebind)."""
         self.recipe = change.recipe
-        dtype = change.recipe.input_dtype or _data_dtype(change.recipe, quiet=True)  # follows the calibration data
+        # follows the calibration data, else the model's own
+        dtype = change.recipe.input_dtype or _data_dtype(change.recipe, quiet=True) or _own_dtype(self.loaded)
         if self.input_spec is not None and self.input_spec.dtype != dtype:
             self.loaded.input_spec = InputSpec(self.input_spec.shapes, dtype)
         if change.inventory is None:
@@ -241,15 +244,23 @@ class QuantSession:
         return self.result
 
 
-def _data_dtype(recipe: QuantRecipe, quiet: bool = False) -> str:
-    """The input dtype when the recipe gives none: an integer calibration file's (token ids), else float32.
-    `quiet`: an unreadable file counts as float32 here; opening it as data names the problem later."""
+def _data_dtype(recipe: QuantRecipe, quiet: bool = False) -> str | None:
+    """The input dtype an integer calibration file implies (token ids), or None.
+    `quiet`: an unreadable file implies nothing here; opening it as data names the problem later."""
     try:
-        return file_input_dtype(recipe.calibration.source) or "float32"
+        return file_input_dtype(recipe.calibration.source)
     except QtappError:
         if quiet:
-            return "float32"
+            return None
         raise
+
+
+def _own_dtype(loaded: LoadedModel) -> str:
+    """The input dtype the model declares (`example_input_dtype` on a factory's model), else float32."""
+    if loaded.own_dtype is not None:
+        return loaded.own_dtype
+    own = loaded.declared_input or loaded.input_spec
+    return own.dtype if own is not None else "float32"
 
 
 def _split_choices(inventory: LayerInventory, names) -> tuple[list[str], list[str]]:

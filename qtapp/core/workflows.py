@@ -61,11 +61,11 @@ class QuantizeOutcome:
     point_side: tuple | None = None
 
 
-RANGE_BATCHES = 4  # calibration batches the activation ranges are measured on
+RANGE_BATCHES = 2  # calibration batches the activation ranges are measured on
 
 
 def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation, cancel,
-                   per_point_batches: int = 2) -> Job[tuple[list, tuple | None]]:
+                   data_key: str = "") -> Job[tuple[list, tuple | None]]:
     """Every point's error and range, with a diagnosis for the bad ones: (results, the reusable float side)."""
     from .point_analysis import StaticAnalysis, analyse_dynamic, analyse_static, static_ranges, with_diagnosis
     from .point_diagnosis import diagnose
@@ -74,7 +74,7 @@ def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation
     points = list(calibrated.points)
     if snap.mode == "dynamic":
         results = yield from analyse_dynamic(snap.loaded.module, qmodel, points, float_set, evaluation,
-                                             snap.recipe.engine, per_point_batches, cancel)
+                                             snap.recipe.engine, cancel=cancel, dtype=snap.recipe.dtype)
         side = None
     else:
         side = snap.point_side if snap.point_side is not None and snap.point_side[0] is calibrated else None
@@ -83,12 +83,12 @@ def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation
             ranges = yield from static_ranges(analysis, snap.open_calibration(), RANGE_BATCHES, cancel)
             side = (calibrated, analysis, ranges)
         _, analysis, ranges = side
-        results = yield from analyse_static(analysis, qmodel, float_set, ranges, evaluation, per_point_batches, cancel)
+        results = yield from analyse_static(analysis, qmodel, float_set, ranges, evaluation, cancel=cancel,
+                                            data_key=data_key)
     return with_diagnosis(results, diagnose(results, snap.bn_folded, calibrated.point_map)), side
 
 
-def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool = True,
-             per_layer_batches: int = 2) -> Job[QuantizeOutcome]:
+def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool = True) -> Job[QuantizeOutcome]:
     """Calibrate (unless the snapshot's calibration still fits the recipe), convert with the snapshot's
     float layers, compare with float, and (with `measure`) measure size and latency."""
     cancel = cancel or CancelToken()
@@ -113,7 +113,7 @@ def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool
     # the job works on its own list and the outcome carries it.
     outputs = list(float_side[1])
     output = yield from compare_outputs(loaded.module, qmodel, evaluation, cancel, outputs)
-    layers, point_side = yield from analyse_points(snap, calibrated, qmodel, evaluation, cancel, per_layer_batches)
+    layers, point_side = yield from analyse_points(snap, calibrated, qmodel, evaluation, cancel, key)
     refused_notes = tuple(f"{name} stayed int8: {why}" for name, why in refused.items())
     result = RunResult.capture(
         recipe=recipe, model=recipe.model, mode=snap.mode, input=str(loaded.input_spec),

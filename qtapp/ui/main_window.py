@@ -44,8 +44,13 @@ class LayerFilter(QSortFilterProxyModel):
 
     def set_only(self, names: set[str] | None) -> None:
         """Show only these rows (and their ancestors); None shows every row."""
-        self._only = set(names) if names is not None else None
-        self.invalidateFilter()
+        if hasattr(self, "beginFilterChange"):  # Qt 6.10+: invalidateFilter() is deprecated there
+            self.beginFilterChange()
+            self._only = set(names) if names is not None else None
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self._only = set(names) if names is not None else None
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, row, parent) -> bool:
         model = self.sourceModel()

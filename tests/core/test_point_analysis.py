@@ -1,0 +1,188 @@
+"""The error at every point (accumulated, local, normalised), activation ranges, and the diagnosis of
+the bad points, checked against independent computations and against models built to break."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qtapp.core.point_analysis import SAMPLES
+from qtapp.core.point_diagnosis import bad_points, worst_points
+from qtapp.core.progress import drive
+from qtapp.core.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.session import QuantSession
+from qtapp.core.workflows import RANGE_BATCHES
+
+KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
+
+
+def run(kind, **changes):
+    recipe = QuantRecipe(model=KINDS_SPEC, kwargs={"kind": kind}, **changes)
+    session = drive(QuantSession.open(recipe))
+    return session, drive(session.quantize())
+
+
+def by_name(result):
+    return {p.name: p for p in result.layers}
+
+
+def sqnr(ref, got):
+    ref, got = ref.double(), got.double()
+    return 10 * math.log10(float((ref ** 2).sum()) / float(((ref - got) ** 2).sum()))
+
+
+def first_samples(data, n=SAMPLES):
+    return torch.cat([inputs[0] for inputs, _y in data])[:n]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    session = drive(QuantSession.open(QuantRecipe(model="demo")))
+    return session, drive(session.quantize())
+
+
+def test_accumulated_is_the_int8_models_tensor_against_float(demo):
+    """Recomputed with plain hooks: block2.0 of the int8 model against the same conv of the BN-folded
+    float model, on the first SAMPLES evaluation samples."""
+    from torch.ao.quantization.quantize_fx import fuse_fx
+
+    session, result = demo
+    fused = fuse_fx(copy.deepcopy(session.loaded.module).eval())
+    outs = {}
+    fused.get_submodule("block2.0").register_forward_hook(lambda m, i, o: outs.setdefault("f", []).append(o))
+    h = result.quantized_model.get_submodule("block2.0").register_forward_hook(
+        lambda m, i, o: outs.setdefault("q", []).append(o.dequantize()))
+    x = first_samples(session.open_evaluation())
+    with torch.no_grad():
+        fused(x)
+        result.quantized_model(x)
+    h.remove()
+    expected = sqnr(torch.cat(outs["f"]), torch.cat(outs["q"]))
+    assert by_name(result)["block2.0"].accumulated_sqnr_db == pytest.approx(expected, abs=0.05)
+
+
+def test_local_is_this_point_alone_rounded_to_its_range(demo):
+    """The input point's local error is its own rounding: recomputed from the observer's scale and zero
+    point on the evaluation inputs. Its normalised error is that rounding over the scale."""
+    session, result = demo
+    observer = session.calibrated.prepared.get_submodule(session.calibrated.point_map["input:x"].observer)
+    scale, zp = (float(v) for v in observer.calculate_qparams())
+    x = first_samples(session.open_evaluation())
+    rounded = (torch.clamp(torch.round(x / scale) + zp, observer.quant_min, observer.quant_max) - zp) * scale
+    point = by_name(result)["input:x"]
+    assert point.local_sqnr_db == pytest.approx(sqnr(x, rounded), abs=0.01)
+    rmse = float(((rounded - x) ** 2).mean().sqrt())
+    assert point.normalised_error == pytest.approx(rmse / scale, rel=1e-3)
+    for p in result.layers:  # a well-fitted range rounds close to the ideal 1/sqrt(12) = 0.29, never far above
+        assert 0.15 < p.normalised_error < 0.35
+
+
+def test_ranges_are_counted_on_the_calibration_data(demo):
+    session, result = demo
+    point = by_name(result)["input:x"]
+    r = point.range
+    xs = torch.cat([inputs[0] for k, (inputs, _y) in enumerate(session.open_calibration()) if k < RANGE_BATCHES])
+    assert (r.data_min, r.data_max) == (pytest.approx(float(xs.min())), pytest.approx(float(xs.max())))
+    levels = torch.clamp(torch.round(xs / r.scale) + r.zero_point, r.qmin, r.qmax)
+    assert r.levels_used == len(torch.unique(levels)) and r.values == xs.numel()
+    assert r.levels_total == 128 and r.source == "calibration"
+    assert int(np.sum(r.hist_counts)) == xs.numel()
+    assert r.exact_zero == pytest.approx(float((xs == 0).float().mean()))
+
+
+def test_the_outlier_model_is_diagnosed_at_its_outlier_point():
+    session, result = run("outlier")
+    worst = worst_points(result.layers)
+    assert worst[0].name == "/mul"
+    assert [p.name for p in result.layers if p.diagnosis] == ["/mul"]  # and nowhere else
+    finding = worst[0].diagnosis[0]
+    assert finding.code == "outlier-range"
+    assert finding.text.startswith("outliers set the range: 0.1% of values use 9")  # 90% or more of it
+    assert finding.figures["central_levels"] <= 16 and finding.text.endswith(f"of 128 levels")
+    assert result.output.sqnr_db < 25  # the model is really broken there
+
+
+def test_a_fixed_range_before_softmax_clips_and_says_whose_range_it_is():
+    """torch.ao gives the softmax's input (the scaled logits) the softmax's fixed 0..1 output range."""
+    session, result = run("fixed_range")
+    point = by_name(result)["/truediv"]
+    assert point.range.fixed and point.range.clipped_low > 0.2
+    finding = point.diagnosis[0]
+    assert finding.code == "clipping"
+    assert "fixed 0 to 0.996 range of soft, the op it feeds" in finding.text
+    assert by_name(result)["soft"].diagnosis == ()  # the softmax itself is fine
+
+
+def test_dynamic_inputs_that_round_to_zero_are_found():
+    session, result = run("tiny_inputs", method="dynamic")
+    fc2 = by_name(result)["fc2"]
+    assert fc2.range.per_call and fc2.range.rounds_to_zero > 0.9
+    assert fc2.diagnosis[0].code == "rounds-to-zero"
+    assert fc2.diagnosis[0].text.startswith("inputs round to zero: 100% of the non-zero values")
+    assert fc2.local_sqnr_db < 5 and by_name(result)["fc1"].local_sqnr_db > 30
+    # float16 weights leave the inputs float: nothing rounds them
+    _, half = run("tiny_inputs", method="dynamic", dtype="float16")
+    assert by_name(half)["fc2"].range is None and by_name(half)["fc2"].local_sqnr_db > 60
+
+
+def test_an_int8_kernel_that_computes_something_else_is_named():
+    """torch 2.14's fbgemm PReLU scales positive values by the slope too: on the same int8 input the int8
+    and float PReLU agree to about 3 dB, while every other kernel here agrees to 30 dB or more."""
+    session, result = run("activations")
+    points = by_name(result)
+    assert points["acts.0"].kernel_sqnr_db < 10
+    assert all(p.kernel_sqnr_db > 30 for p in result.layers if p.kernel_sqnr_db is not None and p.name != "acts.0")
+    assert points["acts.0"].diagnosis[0].code == "kernel-mismatch"
+    assert "the int8 PReLU does not compute what the float one does" in points["acts.0"].diagnosis[0].text
+
+
+def test_an_op_that_amplifies_its_inputs_error_is_told_apart_from_a_broken_kernel():
+    session, result = run("norms")
+    ln = by_name(result)["ln"]
+    assert ln.diagnosis and ln.diagnosis[0].code == "amplifies-error"
+    assert ln.kernel_sqnr_db > 20 and ln.local_sqnr_db > 30
+
+
+def test_a_point_sharing_a_wide_range_is_diagnosed():
+    session, result = run("functional")
+    mean = by_name(result)["/mean"]
+    assert mean.diagnosis[0].code == "shared-range"
+    assert mean.diagnosis[0].text.startswith("shares the range of /matmul_1")
+
+
+def test_no_point_of_a_healthy_model_is_called_bad(demo):
+    _, result = demo
+    assert bad_points(result.layers) == [] and all(not p.diagnosis for p in result.layers)
+
+
+def test_eager_and_qat_models_are_analysed_too():
+    eager = drive(QuantSession.open(QuantRecipe(model="torchvision:quantized_mobilenet_v3_large",
+                                                calibration=DataSpec(source="random", batches=1, batch_size=2),
+                                                evaluation=DataSpec(batches=1, batch_size=2))))
+    result = drive(eager.quantize())
+    points = by_name(result)
+    assert points["quant"].kind == "input" and points["features.0.2"].op == "Hardswish"
+    assert "features.2.skip_add" not in points  # that block has no residual: its FloatFunctional never runs
+    add = points["features.3.skip_add"]  # a FloatFunctional: its int8 value read through QFunctional.add
+    assert add.kind == "op" and add.accumulated_sqnr_db is not None and add.local_sqnr_db is not None
+    qat = drive(QuantSession.open(QuantRecipe(model="demo", method="qat", qat=QatSpec(epochs=1),
+                                              calibration=DataSpec(batches=2))))
+    qres = drive(qat.quantize())
+    assert all(p.local_sqnr_db is not None and p.accumulated_sqnr_db is not None for p in qres.layers)
+
+
+def test_a_reconversion_reuses_the_calibrations_ranges(demo):
+    session, result = demo
+    s = drive(QuantSession.open(QuantRecipe(model="demo")))
+    first = drive(s.quantize())
+    s.inventory.set_float("fc1")
+    records = []
+    second = drive(s.quantize(), records.append)
+    assert "activation ranges" not in {r.stage for r in records}  # computed once per calibration
+    assert by_name(second)["block2.0"].range is by_name(first)["block2.0"].range
+    assert not by_name(second)["fc1"].quantized and by_name(second)["fc1"].local_sqnr_db is not None  # "if int8"
