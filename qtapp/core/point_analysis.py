@@ -211,6 +211,7 @@ class PointResult:
     diagnosis: tuple = ()  # point_diagnosis.Finding, worst first
     kept_float: bool = False
     kernel_sqnr_db: float | None = None  # the int8 module against its float op fed the same int8 input
+    weight_sqnr_db: float | None = None  # the median output channel's int8 weights against its float ones
 
     @property
     def sqnr_db(self) -> float | None:
@@ -222,7 +223,7 @@ class PointResult:
                 "quantized": self.quantized, "runs": self.runs, "kept_float": self.kept_float,
                 "sqnr_db": self.sqnr_db, "accumulated_sqnr_db": self.accumulated_sqnr_db,
                 "local_sqnr_db": self.local_sqnr_db, "normalised_error": self.normalised_error,
-                "kernel_sqnr_db": self.kernel_sqnr_db,
+                "kernel_sqnr_db": self.kernel_sqnr_db, "weight_sqnr_db": self.weight_sqnr_db,
                 "inputs": list(self.inputs), "reason": self.reason or None, "toggle": self.toggle,
                 "range": self.range.to_json() if self.range is not None else None,
                 "outlier_channels": [{"channel": c, "ratio": r} for c, r in self.outlier_channels],
@@ -349,6 +350,22 @@ def _chunks(data, samples: int):
             chunk = tuple(t[start:start + min(CHUNK, samples - taken)] for t in inputs)
             yield taken, chunk
             taken += len(chunk[0])
+
+
+def _channel_weight_sqnr(weight) -> float | None:
+    """The median output channel's weight SQNR: one channel's weights dwarfing the others' under one
+    scale leave the others with few levels, which an output SQNR ruled by that channel hides."""
+    if weight is None or weight.dequantized is None or weight.qscheme == "float16":
+        return None
+    w = np.asarray(weight.float_weight, dtype=np.float64)
+    d = np.asarray(weight.dequantized, dtype=np.float64)
+    if w.ndim < 2:
+        return None
+    w, d = w.reshape(w.shape[0], -1), d.reshape(d.shape[0], -1)
+    sig, noise = (w * w).sum(axis=1), ((w - d) ** 2).sum(axis=1)
+    db = [sqnr_db(float(a), float(b)) for a, b in zip(sig, noise)]
+    db = [x if x is not None else 120.0 for x in db]  # an exact channel
+    return float(np.median(db))
 
 
 def _outlier_channels(weight) -> tuple:
@@ -565,7 +582,7 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: 
             p.name, p.kind, p.op, p.parent, value_type.get(p.name, p.op), quantized, runs.get(p.name, p.runs),
             acc[p.name].db, *cached[p.name], inputs=p.inputs, reason=reason, toggle=p.toggle, range=ranges.get(p.name), weight=weight,
             outlier_channels=_outlier_channels(weight), kept_float=kept,
-            kernel_sqnr_db=kernel[p.name].db if not kept else None))
+            kernel_sqnr_db=kernel[p.name].db if not kept else None, weight_sqnr_db=_channel_weight_sqnr(weight)))
     return out
 
 
@@ -751,7 +768,7 @@ def analyse_dynamic(float_model, qmodel, points: list[QuantPoint], float_points:
             p.name, p.kind, p.op, p.parent, type(qm).__name__, is_quantized_module(qm), "int8" if not kept else "float",
             acc[p.name].db, local[p.name].db if not kept else None, None, reason=p.reason, toggle=p.toggle,
             range=ranges[p.name].result("evaluation (one range per call)"), weight=weight,
-            outlier_channels=_outlier_channels(weight), kept_float=kept))
+            outlier_channels=_outlier_channels(weight), kept_float=kept, weight_sqnr_db=_channel_weight_sqnr(weight)))
     return out
 
 

@@ -72,9 +72,9 @@ def rounds_to_zero(p, ctx) -> Finding | None:
     if share < ZERO_SHARE:
         return None
     what = "inputs" if r.per_call else "values"
-    per = " (each call's range is set by its largest value)" if r.per_call else ""
+    per = "; each call's range is set by its largest value" if r.per_call else ""
     return Finding("rounds-to-zero", f"{what} round to zero: {_pct(share)} of the non-zero values are smaller than "
-                                     f"half a step (step {_num(r.scale)}){per}", {"share": share, "scale": r.scale})
+                                     f"half a step (step {_num(r.scale)}{per})", {"share": share, "scale": r.scale})
 
 
 def outlier_range(p, ctx) -> Finding | None:
@@ -101,10 +101,10 @@ def kernel_mismatch(p, ctx) -> Finding | None:
     if p.kernel_sqnr_db is None or p.kernel_sqnr_db >= BAD_LOCAL_DB:
         return None
     drop = _accumulated_drop(p, ctx)
-    grows = (f"; error grows from {drop[0].accumulated_sqnr_db:.0f} dB ({drop[0].name}) to "
-             f"{p.accumulated_sqnr_db:.0f} dB here") if drop is not None and drop[1] > 0 else ""
+    grows = (f"; error grows from {_db(drop[0].accumulated_sqnr_db)} dB ({drop[0].name}) to "
+             f"{_db(p.accumulated_sqnr_db)} dB here") if drop is not None and drop[1] > 0 else ""
     return Finding("kernel-mismatch", f"the int8 {p.op} does not compute what the float one does: on the same int8 "
-                                      f"input they agree to {p.kernel_sqnr_db:.0f} dB{grows}",
+                                      f"input they agree to {_db(p.kernel_sqnr_db)} dB{grows}",
                    {"kernel_db": p.kernel_sqnr_db, "db": p.accumulated_sqnr_db})
 
 
@@ -117,9 +117,9 @@ def amplifies(p, ctx) -> Finding | None:
     if p.local_sqnr_db is not None and p.local_sqnr_db < p.accumulated_sqnr_db + ERROR_STARTS_DROP_DB:
         return None  # its own rounding explains the drop
     before = drop[0]
-    rounding = f", while its own rounding costs {p.local_sqnr_db:.0f} dB" if p.local_sqnr_db is not None else ""
+    rounding = f", while its own rounding costs {_db(p.local_sqnr_db)} dB" if p.local_sqnr_db is not None else ""
     return Finding("amplifies-error", f"amplifies the error it is fed: {before.name} reaches it at "
-                                      f"{before.accumulated_sqnr_db:.0f} dB, its output is {p.accumulated_sqnr_db:.0f} "
+                                      f"{_db(before.accumulated_sqnr_db)} dB, its output is {_db(p.accumulated_sqnr_db)} "
                                       f"dB{rounding}", {"before": before.name, "before_db": before.accumulated_sqnr_db,
                                                         "db": p.accumulated_sqnr_db, "local_db": p.local_sqnr_db})
 
@@ -142,11 +142,23 @@ def weight_outlier_channel(p, ctx) -> Finding | None:
     channel, ratio = p.outlier_channels[0]
     w = p.weight
     per_tensor = w is not None and w.scales is not None and len(w.scales) == 1
+    if not per_tensor and (p.weight_sqnr_db is None or p.weight_sqnr_db >= BAD_LOCAL_DB):
+        return None  # each channel has its own scale: the outlier costs the others nothing
     folded = p.name in ctx.get("bn_folded", ())
     who = "folded BatchNorm makes " if folded else ""
-    cost = ": with one scale for the whole tensor, the other channels get few levels" if per_tensor else ""
+    cost = ""
+    if per_tensor:
+        cost = ": with one scale for the whole tensor, the other channels get few levels"
+        if p.weight_sqnr_db is not None:
+            cost += f" (the median channel's weights at {_db(p.weight_sqnr_db)} dB); per-channel scales fix it"
     return Finding("weight-outlier-channel", f"{who}channel {channel}'s weights {ratio:,.0f}x the median{cost}",
-                   {"channel": channel, "ratio": ratio, "per_tensor": per_tensor, "bn_folded": folded})
+                   {"channel": channel, "ratio": ratio, "per_tensor": per_tensor, "bn_folded": folded,
+                    "weight_db": p.weight_sqnr_db})
+
+
+def _db(x: float) -> str:
+    """dB as a whole number, without a "-0"."""
+    return f"{round(x):d}" if x == x and abs(x) != float("inf") else f"{x}"
 
 
 def error_starts_here(p, ctx) -> Finding | None:
@@ -157,14 +169,14 @@ def error_starts_here(p, ctx) -> Finding | None:
     prev = min(before, key=lambda b: b.accumulated_sqnr_db)
     if prev.accumulated_sqnr_db - p.local_sqnr_db < ERROR_STARTS_DROP_DB:
         return None
-    return Finding("error-starts-here", f"error starts here: local {p.local_sqnr_db:.0f} dB, the point before "
-                                        f"({prev.name}) is {prev.accumulated_sqnr_db:.0f} dB",
+    return Finding("error-starts-here", f"error starts here: local {_db(p.local_sqnr_db)} dB, the point before "
+                                        f"({prev.name}) is {_db(prev.accumulated_sqnr_db)} dB",
                    {"local_db": p.local_sqnr_db, "before": prev.name, "before_db": prev.accumulated_sqnr_db})
 
 
 # A calibrated range: clipping, then outliers (which explain values rounding to zero); one range per call
 # (dynamic): values rounding to zero is the finding, whatever set the range.
-CALIBRATED = (kernel_mismatch, clipping, outlier_range, shared_range, rounds_to_zero, weight_outlier_channel,
+CALIBRATED = (kernel_mismatch, weight_outlier_channel, clipping, outlier_range, shared_range, rounds_to_zero,
               amplifies, error_starts_here)
 PER_CALL = (rounds_to_zero, kernel_mismatch, outlier_range, weight_outlier_channel, amplifies, error_starts_here)
 
@@ -178,6 +190,8 @@ def severity(p, ctx) -> float:
         own = min(own, p.accumulated_sqnr_db)
     if p.kernel_sqnr_db is not None:
         own = min(own, p.kernel_sqnr_db)
+    if p.weight_sqnr_db is not None:
+        own = min(own, p.weight_sqnr_db)
     return own
 
 
@@ -212,8 +226,8 @@ def diagnose(points, bn_folded=(), inventory_points=None) -> dict[str, list[Find
         if not found:
             scored = [q.local_sqnr_db for q in points if q.local_sqnr_db is not None]
             found = [Finding("poor-rounding", f"its int8 rounding costs more than at other points: local "
-                                              f"{p.local_sqnr_db:.0f} dB, the median point "
-                                              f"{statistics.median(scored):.0f} dB",
+                                              f"{_db(p.local_sqnr_db)} dB, the median point "
+                                              f"{_db(statistics.median(scored))} dB",
                              {"local_db": p.local_sqnr_db})]
         out[p.name] = found
     return out

@@ -56,6 +56,7 @@ class LayerErrorPlot(PlotPanel):
         self._metric = "local"
         self._points: list = []
         self._names, self._short, self._heights, self._quantized = [], [], [], []
+        self._value_labels: list = []
         self._highlighted: str | None = None
         self._outline: pg.BarGraphItem | None = None
         scene = self._view.scene()
@@ -126,12 +127,13 @@ class LayerErrorPlot(PlotPanel):
         if missing:  # no number to draw, but the layer keeps its slot and stays clickable
             self._plot.addItem(pg.ScatterPlotItem(x=missing, y=[0] * len(missing), symbol="x", size=9,
                                                   pen=pg.mkPen("#7a7a7a", width=1.5), brush=None))
-        room = self._view.width() / max(len(layers), 1)  # pixels per bar: numbers need about 30
-        for i in drawn if len(layers) <= self.VALUE_LABELS_UP_TO and room >= 30 else []:
+        self._value_labels = []
+        for i in drawn if len(layers) <= self.VALUE_LABELS_UP_TO else []:
             label = pg.TextItem(f"{self._heights[i]:.1f}", color=TEXT_COLOR, anchor=(0.5, float(self._heights[i] >= 0)))
             label.setFont(QFont(self.font().family(), 8))
             label.setPos(i, self._heights[i])
             self._plot.addItem(label)
+            self._value_labels.append(label)
         key = " ".join(swatch(sqnr_color(db), text) for db, text in (
             (SQNR_POOR_DB, f"≤{SQNR_POOR_DB:.0f}"), (SQNR_FAIR_DB, f"{SQNR_FAIR_DB:.0f}"),
             (SQNR_GOOD_DB, f"≥{SQNR_GOOD_DB:.0f} dB")))
@@ -196,6 +198,11 @@ class LayerErrorPlot(PlotPanel):
         QToolTip.showText(where, self.tooltip_for(self._names[i]), self._view)
 
     def _update_ticks(self, *_args) -> None:
+        # The numbers over the bars need about 34 pixels each: shown only while the bars are that wide.
+        lo_x, hi_x = self._plot.vb.viewRange()[0]
+        room = self._plot.vb.width() / max(hi_x - lo_x, 1e-9)
+        for label in self._value_labels:
+            label.setVisible(room >= 34)
         axis = self._plot.getAxis("bottom")
         if not self._names:
             axis.setTicks(None)

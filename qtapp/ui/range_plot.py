@@ -35,6 +35,7 @@ class ActivationRangePlot(PlotPanel):
         self._view = plot_widget("value", "values per bin + 1 (log scale)")
         self._plot = self._view.getPlotItem()
         self._plot.setLogMode(x=False, y=True)
+
         self._add_views([self._view], [1])
         # The figures go in a wrapping label: a plot title is one line, cut at the plot's width.
         self._caption = QLabel(wordWrap=True)
@@ -73,6 +74,9 @@ class ActivationRangePlot(PlotPanel):
         edges, counts = np.asarray(r.hist_edges, dtype=np.float64), np.asarray(r.hist_counts, dtype=np.float64)
         self._plot.plot(edges, counts + 1, stepMode="center", fillLevel=0, fillBrush=translucent(FLOAT_COLOR, 80),
                         pen=pg.mkPen(FLOAT_COLOR, width=1.5))
+        # Decades only (the view is in log10 units): pyqtgraph's own minor labels crowd a short axis.
+        decades = range(0, int(np.ceil(np.log10(counts.max() + 1))) + 1)
+        self._plot.getAxis("left").setTicks([[(k, f"{10 ** k:,}") for k in decades], []])
         lo, hi = float(r.lo), float(r.hi)
         self._range = (lo, hi)
         dtype = int_dtype_name(r.qmin, r.qmax) if (r.qmin, r.qmax) in ((-128, 127), (0, 255)) else "range"

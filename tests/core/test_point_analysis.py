@@ -186,3 +186,17 @@ def test_a_reconversion_reuses_the_calibrations_ranges(demo):
     assert "activation ranges" not in {r.stage for r in records}  # computed once per calibration
     assert by_name(second)["block2.0"].range is by_name(first)["block2.0"].range
     assert not by_name(second)["fc1"].quantized and by_name(second)["fc1"].local_sqnr_db is not None  # "if int8"
+
+
+def test_a_folded_batchnorm_outlier_channel_hurts_per_tensor_weights_only():
+    _, per_tensor = run("folded_outlier", per_channel=False)
+    conv = by_name(per_tensor)["conv"]
+    assert conv.outlier_channels[0][0] == 17 and conv.outlier_channels[0][1] > 100
+    assert conv.weight_sqnr_db < 5  # the other channels' weights round to almost nothing
+    finding = conv.diagnosis[0]
+    assert finding.code == "weight-outlier-channel" and finding.figures["bn_folded"]
+    assert finding.text.startswith("folded BatchNorm makes channel 17's weights")
+    assert "per-channel scales fix it" in finding.text
+    _, per_channel = run("folded_outlier")
+    conv = by_name(per_channel)["conv"]
+    assert conv.outlier_channels and conv.weight_sqnr_db > 35 and not conv.diagnosis

@@ -191,3 +191,23 @@ def test_a_model_that_declares_token_ids_runs_with_int8_embeddings():
     emb = {p.name: p for p in result.layers}["emb"]
     assert emb.quantized and emb.type == "Embedding" and emb.weight.qscheme == "per_channel_affine_float_qparams"
     assert type(result.quantized_model.emb).__module__.startswith("torch.ao.nn.quantized")
+
+
+@pytest.mark.parametrize("kind,method", [("activations", "static"), ("fixed_range", "static"), ("norms", "static"),
+                                         ("embedding", "static"), ("embedding", "dynamic"), ("attention", "static"),
+                                         ("attention", "dynamic"), ("recurrent", "static"), ("recurrent", "dynamic"),
+                                         ("functional", "static"), ("folded_outlier", "static")])
+def test_every_point_is_in_the_inventory_the_tree_and_the_report(kind, method):
+    from qtapp.core.render import report_dict
+
+    s = session(kind, method=method)
+    result = drive(s.quantize())
+    names = list(s.inventory.points)
+    assert names and [p.name for p in result.layers] == names  # measured, in the same order
+    assert [p["name"] for p in report_dict(result)["layers"]] == names
+    for name in names:  # a tree row each, under a row that exists
+        row = s.inventory[name]
+        assert row.point is not None and row.parent in s.inventory and name in s.inventory[row.parent].children
+    for p in result.layers:  # every quantized point is measured both ways, or says why not
+        if p.quantized and p.kind != "input":
+            assert p.accumulated_sqnr_db is not None or p.local_sqnr_db is not None, p.name
