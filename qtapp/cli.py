@@ -128,6 +128,12 @@ def recipe_from_args(args):
            "engine": args.engine, "dtype": args.dtype, "observer": args.observer, "per_channel": args.per_channel,
            "float_layers": args.float_layers}
     recipe = replace(recipe, **{k: v for k, v in top.items() if v is not None})
+    if args.observer is not None and recipe.method != "static":
+        from .core.errors import UsageError
+
+        raise UsageError(f"--observer chooses the activation ranges of static quantization; {recipe.method} "
+                         f"{'computes a range for every call' if recipe.method == 'dynamic' else 'trains its ranges'}: "
+                         "drop --observer, or use --method static")
     calib = {"source": getattr(args, "calib", None), "batches": getattr(args, "batches", None),
              "batch_size": getattr(args, "batch_size", None)}
     recipe.calibration = replace(recipe.calibration, **{k: v for k, v in calib.items() if v is not None})
@@ -150,12 +156,14 @@ class TextProgress:
     def __init__(self, stream=None) -> None:
         stream = stream if stream is not None else sys.stderr  # looked up now: callers may redirect it
         self.stream, self.tty = stream, stream.isatty()
-        self._stage, self._last = None, 0.0
+        self._stage, self._last, self._done_said = None, 0.0, False
 
     def __call__(self, p) -> None:
         new_stage = p.stage != self._stage
         if new_stage and self._stage is not None and self.tty:
             self.stream.write("\n")
+        if new_stage:
+            self._done_said = False
         self._stage = p.stage
         finished = p.total and p.done >= p.total
         if self.tty:
@@ -166,7 +174,8 @@ class TextProgress:
             bar = "#" * int(frac * 30)
             eta = f" ~{p.eta_s:.0f}s left" if p.eta_s is not None and not finished else ""
             self.stream.write(f"\r{p.stage:>16} [{bar:<30}] {p.done}/{p.total or '?'} {p.message[:40]}{eta}\x1b[K")
-        elif finished:
+        elif finished and not self._done_said:  # one line per stage, however many records say it is done
+            self._done_said = True
             self.stream.write(f"{p.stage}: {p.message} ({p.elapsed_s:.1f}s)\n")
         self.stream.flush()
 
@@ -201,11 +210,13 @@ def _cmd_analyze(args) -> int:
     from .core.render import points_text, report_dict, summary_text
     from .core.workflows import analyze, quantize_to_folder
 
+    from .core.errors import UsageError
+
     recipe = recipe_from_args(args)
     if args.top <= 0:
-        from .core.errors import UsageError
-
         raise UsageError(f"--top must be a positive number of points, got {args.top}")
+    if args.html and not args.out:
+        raise UsageError("--html writes report.html into the result folder: give --out DIR too")
     progress = TextProgress()
     try:
         if args.out:

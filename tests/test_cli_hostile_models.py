@@ -89,3 +89,42 @@ def test_result_files_are_readable_by_others(tmp_path):
     assert code == 0, err
     for name in ("model.pt", "report.json", "recipe.json"):
         assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o644
+
+
+# -- static graphs that cannot be built or run, and runs that quantize nothing ----------------------
+ODD = f"{os.path.join(os.path.dirname(__file__), 'fixtures', 'odd_graphs.py')}:build"
+
+
+def test_an_untraceable_model_is_told_to_use_dynamic(tmp_path):
+    code, err = run("analyze", ODD, "--kwargs", '{"kind": "data_dependent"}', "--batches", "1")
+    line = one_line(err)
+    assert code == 1 and "FX graph mode cannot trace this model" in line and "--method dynamic" in line
+
+
+def test_an_int8_graph_that_cannot_run_names_the_op(tmp_path):
+    code, err = run("analyze", ODD, "--kwargs", '{"kind": "view"}', "--batches", "1")
+    line = one_line(err)
+    assert code == 1 and "the int8 model torch.ao built for this model fails to run" in line
+    assert "(at `view = c2.view(" in line and "Call using an FX-traced Module" not in err  # torch's own print kept out
+
+
+def test_a_run_that_quantizes_nothing_says_so(tmp_path):
+    code, out_err = run("quantize", ODD, "--kwargs", '{"kind": "float_only"}', "--method", "dynamic", "--format", "pt",
+                        "--out", tmp_path / "o")
+    report = (tmp_path / "o" / "report.json").read_text()
+    assert code == 0 and "nothing was quantized: dynamic quantization covers Linear" in report
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["analyze", "demo", "--input-shape", "1,x"], "cannot read input shape '1,x'"),
+    (["analyze", "demo", "--html"], "--html writes report.html into the result folder: give --out DIR"),
+    (["analyze", "demo", "--method", "dynamic", "--observer", "minmax"], "--observer chooses the activation ranges"),
+])
+def test_options_that_would_be_ignored_are_refused(argv, expected):
+    code, err = run(*argv)
+    assert code == 2 and expected in err
+
+
+def test_progress_says_each_stage_once_when_not_on_a_terminal(tmp_path):
+    code, err = run("quantize", "demo", "--batches", "2", "--format", "pt", "--out", tmp_path / "o")
+    assert code == 0 and sum(1 for line in err.splitlines() if line.startswith("latency:")) == 1

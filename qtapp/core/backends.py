@@ -10,12 +10,13 @@ A backend does two things:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._torchao_compat import quiet_ao
-from .errors import QtappError, UsageError, first_line
+from .errors import Cancelled, QtappError, UsageError, first_line
 from .progress import CancelToken, Job, Stage
 
 
@@ -36,23 +37,24 @@ class Calibrated:
     def point_map(self) -> dict:
         return {p.name: p for p in self.points}
 
-    def convert(self, float_heads):
+    def convert(self, float_heads, recipe=None):
+        """The int8 model with `float_heads` float; `recipe` (default: the calibration's) gives what a
+        conversion may choose without recalibrating: the activation range and the per-point overrides."""
         unknown = sorted(set(float_heads) - set(self.heads))
         if unknown:
             raise UsageError(f"not layers of this model's inventory: {', '.join(unknown)}")
-        return self.backend.convert(self, float_heads)
+        return self.backend.convert(self, float_heads, recipe or self.recipe)
 
-    def convert_checked(self, float_heads, check_inputs=None) -> tuple[Any, dict[str, str]]:
+    def convert_checked(self, float_heads, check_inputs=None, recipe=None) -> tuple[Any, dict[str, str]]:
         """Convert with `float_heads` float; where torch fails to keep a point float (convert or the first
         forward raises), find which, convert that one in int8 instead, and say why:
         (model, {point: reason it stayed int8})."""
         import torch
 
         def attempt(heads):
-            model = self.convert(heads)
+            model = self.convert(heads, recipe)
             if check_inputs is not None:
-                with torch.no_grad(), quiet_ao():
-                    model(*check_inputs)
+                _run_silently(model, check_inputs)
             return model
 
         float_heads = list(float_heads)
@@ -68,9 +70,15 @@ class Calibrated:
                 attempt([name])
             except Exception as exc:  # noqa: BLE001 - this point cannot be kept float: say so on it
                 refused[name] = f"torch could not keep it float ({type(exc).__name__}: {first_line(exc)})"
-        if not refused:
-            raise first_error
-        return attempt([h for h in float_heads if h not in refused]), refused
+        if refused:
+            try:
+                return attempt([h for h in float_heads if h not in refused]), refused
+            except Exception as exc:  # noqa: BLE001 - named below like any other int8 model that cannot run
+                first_error = exc
+        where = getattr(first_error, "qtapp_where", None)
+        raise QtappError(f"the int8 model torch.ao built for this model fails to run: {type(first_error).__name__}: "
+                         f"{first_line(first_error)}" + (f" (at `{where}` of its int8 graph)" if where else "")
+                         + ". Keep the layers around that op float (--float), or use --method dynamic") from None
 
 
 class QuantBackend(Protocol):
@@ -78,10 +86,43 @@ class QuantBackend(Protocol):
 
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel: CancelToken) -> Job[Calibrated]: ...
 
-    def convert(self, calibrated: Calibrated, float_heads) -> Any: ...
+    def convert(self, calibrated: Calibrated, float_heads, recipe) -> Any: ...
 
     def reference(self, model) -> Any:
         """The float model the converted one is compared with, layer by layer (fused where fusion applies)."""
+
+
+@contextlib.contextmanager
+def _untraceable_named():
+    """torch.fx's trace errors, said as what they mean for the user."""
+    try:
+        yield
+    except (QtappError, Cancelled):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any trace failure of the user's model means the same
+        raise QtappError(f"FX graph mode cannot trace this model ({type(exc).__name__}: {first_line(exc)}): static "
+                         "and QAT quantization need a forward that torch.fx can follow (no Python if/for on "
+                         "tensor values); --method dynamic quantizes its Linear, LSTM and GRU layers without "
+                         "tracing") from None
+
+
+def _run_silently(model, inputs):
+    """Run an FX GraphModule with torch's own "Call using an FX-traced Module" print kept out of the
+    user's terminal; a failure is raised with the generated line that failed."""
+    import io
+
+    import torch
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), torch.no_grad(), quiet_ao():
+            model(*inputs)
+    except Exception as exc:  # noqa: BLE001 - re-raised with where it failed
+        lines = [line.strip() for line in err.getvalue().splitlines()]
+        here = next((i for i, line in enumerate(lines) if "<--- HERE" in line), None)  # torch marks the line
+        code = [line for line in lines[:here] if "=" in line and "(" in line] if here is not None else []
+        exc.qtapp_where = code[-1].split(";")[0] if code else None
+        raise
 
 
 def set_engine(engine: str) -> None:
@@ -128,26 +169,31 @@ class FxStaticBackend:
 
         set_engine(recipe.engine)
         # Observe every candidate layer, so any float set can be converted later without recalibrating.
-        with quiet_ao():
+        with quiet_ao(), _untraceable_named():
             prepared = prepare_fx(copy.deepcopy(model).eval(), fx_mapping(recipe), example)
+        with quiet_ao():
             points = _fx_calibrated_points(prepared, inventory)
             stats = yield from _feed(prepared, calib, cancel)
         return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, frozenset(), stats, points=points)
 
-    def convert(self, calibrated, float_heads):
+    def convert(self, calibrated, float_heads, recipe):
         from torch.ao.quantization.quantize_fx import convert_fx
 
+        from .observers import choose
         from .qconfigs import fx_mapping
 
-        recipe = calibrated.recipe
-        set_engine(recipe.engine)
+        set_engine(calibrated.recipe.engine)
         # Given a mapping, convert_fx deep-copies the model once more and re-checks every qconfig
         # (~+40% on resnet18); when the float set is the one prepared with, prepare's own mapping
-        # already says the same thing, so pass none.
+        # already says the same thing, so pass none. The mapping is the calibration's own: convert_fx
+        # refuses a qconfig other than the one prepared with; the range choice lives in the observers.
         mapping = None if set(float_heads) == set(calibrated.float_at_prepare) else \
-            fx_mapping(recipe, sorted(float_heads), qat=self.name == "qat", points=calibrated.point_map)
+            fx_mapping(calibrated.recipe, sorted(float_heads), qat=self.name == "qat", points=calibrated.point_map)
+        model = copy.deepcopy(calibrated.prepared)
+        choose(model, calibrated.points, recipe.observer, recipe.overrides)
         with quiet_ao():
-            return convert_fx(copy.deepcopy(calibrated.prepared), qconfig_mapping=mapping)
+            qmodel = convert_fx(model, qconfig_mapping=mapping)
+        return requantize_weights(qmodel, model, calibrated.points, recipe, float_heads)
 
     def reference(self, model):
         from torch.ao.quantization.quantize_fx import fuse_fx
@@ -173,9 +219,10 @@ class FxQatBackend(FxStaticBackend):
         float_heads = frozenset(inventory.float_layers)
         teacher = model.eval()
         points = {p.name: p for p in inventory.points}
-        with quiet_ao():
+        with quiet_ao(), _untraceable_named():
             prepared = prepare_qat_fx(copy.deepcopy(model).train(),
                                       fx_mapping(recipe, sorted(float_heads), qat=True, points=points), example)
+        with quiet_ao():
             calibrated_points = _fx_calibrated_points(prepared, inventory)
         opt = torch.optim.SGD(prepared.parameters(), lr=recipe.qat.lr, momentum=0.9)
         epochs, per_epoch = recipe.qat.epochs, len(calib)
@@ -211,11 +258,11 @@ class FxQatBackend(FxStaticBackend):
                           {"batches": step, "samples": samples, "epoch_losses": losses,
                            "distilled": not calib.has_labels}, points=calibrated_points)
 
-    def convert(self, calibrated, float_heads):
+    def convert(self, calibrated, float_heads, recipe):
         missing = sorted(calibrated.float_at_prepare - set(float_heads))
         if missing:
             raise UsageError(f"QAT trained {', '.join(missing)} in float; quantizing it needs another QAT run")
-        return super().convert(calibrated, float_heads)
+        return super().convert(calibrated, float_heads, recipe)
 
 
 class EagerStaticBackend:
@@ -243,12 +290,15 @@ class EagerStaticBackend:
         return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, frozenset(), stats,
                           points=tuple(points))
 
-    def convert(self, calibrated, float_heads):
+    def convert(self, calibrated, float_heads, recipe):
         import torch.nn as nn
         from torch.ao.quantization import DeQuantStub, QuantStub, convert
 
+        from .observers import choose
+
         set_engine(calibrated.recipe.engine)
         model = copy.deepcopy(calibrated.prepared)
+        choose(model, calibrated.points, recipe.observer, recipe.overrides)
         qconfig = model.qconfig
         for name in float_heads:
             parent_name, _, attr = name.rpartition(".")
@@ -263,8 +313,10 @@ class EagerStaticBackend:
             dq.qconfig = q.qconfig = qconfig
             q.activation_post_process = observer
             setattr(parent, attr, nn.Sequential(dq, layer, q))
+        reference = copy.deepcopy(model)  # the float (fused) weights, for a per-point weight override
         with quiet_ao():
-            return convert(model, inplace=False)
+            qmodel = convert(model, inplace=False)
+        return requantize_weights(qmodel, reference, calibrated.points, recipe, float_heads, eager=True)
 
     def reference(self, model):
         fused = copy.deepcopy(model).eval()
@@ -289,21 +341,29 @@ class DynamicBackend:
         return Calibrated(self, recipe, model, tuple(inventory.heads), None, frozenset(), {"batches": 0, "samples": 0},
                           points=tuple(inventory.points))
 
-    def convert(self, calibrated, float_heads):
+    def convert(self, calibrated, float_heads, recipe):
         import torch
-        from torch.ao.quantization import default_dynamic_qconfig, float16_dynamic_qconfig, quantize_dynamic
+        from torch.ao.quantization import (default_dynamic_qconfig, float16_dynamic_qconfig,
+                                           float_qparams_weight_only_qconfig, per_channel_dynamic_qconfig,
+                                           quantize_dynamic)
 
-        recipe = calibrated.recipe
         set_engine(recipe.engine)
-        from torch.ao.quantization import float_qparams_weight_only_qconfig
-
-        qconfig = float16_dynamic_qconfig if recipe.dtype == "float16" else default_dynamic_qconfig
         modules = dict(calibrated.model.named_modules())
-        # Embeddings: int8 rows with a float scale each (float16 has no embedding kernel: they stay float).
         embedding = (torch.nn.Embedding, torch.nn.EmbeddingBag)
-        spec = {h: float_qparams_weight_only_qconfig if isinstance(modules[h], embedding) else qconfig
-                for h in calibrated.heads if h not in set(float_heads)
-                and not (recipe.dtype == "float16" and isinstance(modules[h], embedding))}
+
+        def qconfig_of(head):
+            o = recipe.overrides.get(head)
+            dtype = o.dtype if o is not None and o.dtype else recipe.dtype
+            per_channel = o.per_channel if o is not None and o.per_channel is not None else False
+            if isinstance(modules[head], embedding):
+                # int8 rows with a float scale each; float16 has no embedding kernel: they stay float
+                return None if dtype == "float16" else float_qparams_weight_only_qconfig
+            if dtype == "float16":
+                return float16_dynamic_qconfig
+            return per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+
+        spec = {h: qconfig_of(h) for h in calibrated.heads if h not in set(float_heads)}
+        spec = {h: q for h, q in spec.items() if q is not None}
         dtype = torch.float16 if recipe.dtype == "float16" else torch.qint8
         with quiet_ao():
             quantized = quantize_dynamic(copy.deepcopy(calibrated.model).eval(), spec, dtype=dtype)
@@ -315,6 +375,35 @@ class DynamicBackend:
 
     def reference(self, model):
         return model
+
+
+def requantize_weights(qmodel, reference, points, recipe, float_heads, eager: bool = False):
+    """Layers whose override asks for other weight scales than the recipe's (per-channel or one per
+    tensor): their int8 weights rounded again from `reference`'s float (BatchNorm-folded) weights."""
+    import torch
+
+    from .qconfigs import weight_observer
+
+    for p in points:
+        o = recipe.overrides.get(p.name)
+        if o is None or o.per_channel is None or o.per_channel == recipe.per_channel or not p.weighted \
+                or p.name in float_heads:
+            continue
+        path = p.name if eager else p.target
+        qmod, fmod = qmodel.get_submodule(path), reference.get_submodule(path)
+        if not hasattr(qmod, "set_weight_bias"):
+            raise UsageError(f"override {p.name!r}: {type(qmod).__name__} takes no other weight scales")
+        w = fmod.weight if isinstance(getattr(fmod, "weight", None), torch.Tensor) else next(iter(fmod.children())).weight
+        observer = weight_observer(o.per_channel)()
+        with quiet_ao():
+            observer(w.detach())
+            scale, zp = observer.calculate_qparams()
+            if o.per_channel:
+                qw = torch.quantize_per_channel(w.detach(), scale.double(), zp.long(), 0, torch.qint8)
+            else:
+                qw = torch.quantize_per_tensor(w.detach(), float(scale), int(zp), torch.qint8)
+            qmod.set_weight_bias(qw, qmod.bias())
+    return qmodel
 
 
 def _fx_calibrated_points(prepared, inventory) -> tuple:

@@ -20,15 +20,16 @@ def sqnr_db(signal_sq: float, noise_sq: float) -> float | None:
     return 10.0 * math.log10(signal_sq / noise_sq)
 
 
-def first_tensor(out):
+def first_tensor(out, dequantize: bool = True):
+    """The first tensor of a model's (or op's) output, dequantized unless asked to keep int8 values."""
     import torch
 
     if isinstance(out, torch.Tensor):
-        return out.dequantize() if out.is_quantized else out
+        return out.dequantize() if out.is_quantized and dequantize else out
     if isinstance(out, (tuple, list)) and out:
-        return first_tensor(out[0])
+        return first_tensor(out[0], dequantize)
     if isinstance(out, dict) and out:
-        return first_tensor(next(iter(out.values())))
+        return first_tensor(next(iter(out.values())), dequantize)
     return None
 
 
@@ -50,16 +51,27 @@ class OutputMetrics:
     # Subsampled output values for plots (not in the JSON report).
     ref_values: object = field(default=None, repr=False)
     q_values: object = field(default=None, repr=False)
+    metric: object = None  # metrics.MetricValue of the recipe's metric, if it names one
+    accuracy_withheld: str | None = None  # why no accuracy is shown although there are labels
 
     def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in ("sqnr_db", "cosine", "max_abs_error", "top1_agreement",
-                                              "accuracy_float", "accuracy_quantized", "samples")}
+        out = {k: getattr(self, k) for k in ("sqnr_db", "cosine", "max_abs_error", "top1_agreement",
+                                             "accuracy_float", "accuracy_quantized", "samples")}
+        out["metric"] = self.metric.to_json() if self.metric is not None else None
+        out["accuracy_withheld"] = self.accuracy_withheld
+        return out
+
+
+MAX_METRIC_VALUES = 50_000_000  # output values kept for a metric over the whole evaluation set
 
 
 def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = None,
-                    float_cache: list | None = None) -> Job[OutputMetrics]:
+                    float_cache: list | None = None, metric: tuple | None = None) -> Job[OutputMetrics]:
     """`float_cache`, when given, holds the float model's output per batch: filled on the first
-    comparison over `data`, reused by later ones (a reconversion only re-runs the int8 model)."""
+    comparison over `data`, reused by later ones (a reconversion only re-runs the int8 model).
+    `metric`: (name, the user's function or None for a built-in), computed over the whole set.
+    Accuracy is given only where it means something: labels, a classifier's (N, C) outputs, and a
+    float top-1 clearly above chance on those labels."""
     import torch
 
     stage = Stage("evaluate", len(data), cancel)
@@ -68,6 +80,7 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
     agree = correct_f = correct_q = 0
     classify, labelled = True, data.has_labels
     refs, qs = [], []
+    whole_ref, whole_q, whole_y, kept = [], [], [], 0
     yield stage.step(0, "comparing outputs")
     with torch.no_grad(), quiet_ao():
         for i, (inputs, y) in enumerate(data):
@@ -101,17 +114,44 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
                     correct_q += int((q.argmax(1) == y).sum())
             refs.append(ref.flatten())
             qs.append(q.flatten())
+            if metric is not None:
+                kept += ref.numel()
+                if kept > MAX_METRIC_VALUES:
+                    from .errors import QtappError
+
+                    raise QtappError(f"metric {metric[0]} needs every output of the evaluation set, and "
+                                     f"{data.description} gives more than {MAX_METRIC_VALUES:,} values: use fewer "
+                                     "evaluation batches (a recipe's evaluation.batches)")
+                whole_ref.append(ref)
+                whole_q.append(q)
+                whole_y.append(y)
             yield stage.step(i + 1, f"{n} samples")
     ref_all, q_all = torch.cat(refs), torch.cat(qs)
     if len(ref_all) > SCATTER_POINTS:
         idx = torch.randperm(len(ref_all), generator=torch.Generator().manual_seed(0))[:SCATTER_POINTS]
         ref_all, q_all = ref_all[idx], q_all[idx]
+    accuracy, withheld = None, None
+    if classify and labelled:
+        from .metrics import classifier_accuracy_meaningful
+
+        classes = int(whole_ref[0].shape[1]) if whole_ref else int(ref.shape[1])
+        if classifier_accuracy_meaningful(correct_f / n, classes, n):
+            accuracy = (correct_f / n, correct_q / n)
+        else:
+            withheld = (f"no accuracy shown: the float model's top-1 on these labels is {correct_f / n:.1%}, "
+                        f"at chance level for {classes} outputs, so they are not its class ids (an embedding, or "
+                        "labels of another task); pass --metric with a metric that fits")
+    value = None
+    if metric is not None:
+        from .metrics import compute
+
+        labels = torch.cat(whole_y) if whole_y and all(t is not None for t in whole_y) else None
+        value = compute(metric[0], metric[1], torch.cat(whole_ref), torch.cat(whole_q), labels, accuracy)
     return OutputMetrics(
         sqnr_db(sig, noise), cos_sum / n, max_err,
         agree / n if classify else None,
-        correct_f / n if classify and labelled else None,
-        correct_q / n if classify and labelled else None,
-        n, math.sqrt(sig / max(elems, 1)), ref_all.numpy(), q_all.numpy())
+        accuracy[0] if accuracy else None, accuracy[1] if accuracy else None,
+        n, math.sqrt(sig / max(elems, 1)), ref_all.numpy(), q_all.numpy(), value, withheld)
 
 
 @dataclass

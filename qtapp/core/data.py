@@ -42,9 +42,11 @@ class DataSource:
 
 
 def open_source(source: str, input_spec: InputSpec | None, batch_size: int, max_batches: int,
-                preprocess="auto", split: str = "calib", seed: int = 0, preset=None) -> DataSource:
+                preprocess="auto", split: str = "calib", seed: int = 0, preset=None,
+                id_range: int | None = None) -> DataSource:
     """`split` picks the demo's calibration or evaluation split; `seed` varies random data; `preset`
-    is a torchvision weights' (name, transform) that image folders use when `preprocess` is "auto"."""
+    is a torchvision weights' (name, transform) that image folders use when `preprocess` is "auto";
+    `id_range`: random integer inputs are ids in [0, id_range) (the model's smallest embedding table)."""
     if input_spec is None:
         raise UsageError("the model's input shape is unknown: give it with --input-shape, e.g. 1,3,224,224")
     if source == "demo":
@@ -52,7 +54,7 @@ def open_source(source: str, input_spec: InputSpec | None, batch_size: int, max_
         return _from_tensors(f"demo {split} split", "demo", [("x", x)], y, {}, input_spec, batch_size,
                              max_batches, "none (the demo's stored tensors)")
     if source == "random":
-        return _random(input_spec, batch_size, max_batches, seed)
+        return _random(input_spec, batch_size, max_batches, seed, id_range)
     path = Path(source).expanduser()
     if not path.exists():
         raise QtappError(f"data source not found: {path} (use demo, random, an image folder or a "
@@ -216,11 +218,17 @@ def _from_tensors(desc, kind, named, y, rows, spec, batch_size, max_batches, pre
                       preprocessing="; ".join(notes) if notes else preprocessing, notes=notes)
 
 
-def _random(spec: InputSpec, batch_size: int, max_batches: int, seed: int) -> DataSource:
+def _random(spec: InputSpec, batch_size: int, max_batches: int, seed: int, id_range: int | None = None) -> DataSource:
     def batches():
         for i in range(max_batches):
-            yield spec.example(batch=batch_size, seed=seed * 100003 + i), None
+            yield spec.example(batch=batch_size, seed=seed * 100003 + i, id_range=id_range), None
 
-    return DataSource(f"random normal tensors (seed {seed})", "random", False, max_batches,
+    if spec.is_float:
+        what = "random normal tensors"
+    elif id_range:
+        what = f"random ids in [0, {id_range})"
+    else:  # no embedding tells the range of these integers: zeros are at least valid ids
+        what = "zeros (integer inputs of unknown range: give --calib with real ones)"
+    return DataSource(f"{what} (seed {seed})", "random", False, max_batches,
                       batch_size * max_batches, False, batches, dtype=spec.dtype,
                       preprocessing="none (random tensors)")

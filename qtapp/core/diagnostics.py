@@ -36,7 +36,9 @@ def notes(result) -> list[Note]:
         if facts is not None and facts.skipped:
             shown = ", ".join(facts.skipped[:3]) + (f" and {len(facts.skipped) - 3} more" if len(facts.skipped) > 3 else "")
             out.append(Note("skipped-items", f"{len(facts.skipped)} unreadable item(s) skipped in {facts.description}: {shown}"))
-    if result.engine == "qnnpack":
+    if not any(getattr(p, "quantized", False) for p in result.layers):
+        out.append(Note("nothing-quantized", _nothing_quantized(result)))
+    if result.engine == "qnnpack" and result.latency is not None:
         out.append(Note("qnnpack-on-x86", "qnnpack targets Arm CPUs; its latency measured on this x86 machine says "
                                           "nothing about a phone (on x86 it is typically slower than float)"))
     if result.calib_stats.get("distilled"):
@@ -50,6 +52,8 @@ def notes(result) -> list[Note]:
     if result.script_note and result.script_note != "scripted":
         out.append(Note("torchscript", f"TorchScript: {result.script_note}", "info"))
     o = result.output
+    if o is not None and o.accuracy_withheld:
+        out.append(Note("accuracy-withheld", o.accuracy_withheld, "info"))
     if o is not None and o.float_rms < DEAD_OUTPUT_RMS:
         out.append(Note("dead-output", f"the float model's outputs are almost zero (RMS {o.float_rms:.2g}): typical "
                                        "of randomly initialised weights, which collapse activations; error figures "
@@ -64,6 +68,14 @@ def notes(result) -> list[Note]:
     for e in result.exports:
         out += [Note(f"export-{e.format}", f"{e.format}: {n}", "info") for n in e.notes]
     return out
+
+
+def _nothing_quantized(result) -> str:
+    if result.method == "dynamic":
+        return ("nothing was quantized: dynamic quantization covers Linear, LSTM, GRU, RNN-cell and Embedding layers, "
+                "and this model has none that is not kept float; the files written are the float model")
+    return ("nothing was quantized: no layer of this model has an int8 kernel in torch.ao for "
+            f"{result.engine}, or every one is kept float; the files written are the float model")
 
 
 def _advice(result) -> str:

@@ -133,6 +133,18 @@ def _export_ptl(model, scripted, example, check, expected, path: Path) -> Export
     return ExportResult("ptl", str(path), path.stat().st_size, verified, diff, notes)
 
 
+def _onnx_reason(exc: BaseException) -> str:
+    """The sentence of an exporter error that says what failed (its message may open with a graph dump)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = next((line for line in lines if "not supported" in line or line.startswith("Exporting the operator")),
+                lines[0] if lines else "(no message)")
+    if len(said) > 500:
+        said = said[:500].rsplit(" ", 1)[0] + " …"
+    if "quantized::" in said and "not supported" in said:
+        said += " (torch.onnx has no ONNX form for this int8 op: keep the layer that uses it float, or export pt,ptl)"
+    return said
+
+
 def _export_onnx(model, scripted, example, check, expected, path: Path) -> ExportResult:
     import torch
 
@@ -146,16 +158,18 @@ def _export_onnx(model, scripted, example, check, expected, path: Path) -> Expor
 
     import io
 
+    import contextlib
+
     buf = io.BytesIO()
-    try:
-        with quiet_ao(), warnings.catch_warnings():
+    try:  # the exporter prints its whole graph to stderr on some failures: kept out of the user's terminal
+        with quiet_ao(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             torch.onnx.export(source, example, buf, dynamo=False, input_names=names, output_names=["output"],
                               dynamic_axes={n: {0: "batch"} for n in names} | {"output": {0: "batch"}})
         onnx.checker.check_model(onnx.load_from_string(buf.getvalue()))
     except Exception as exc:  # noqa: BLE001 - the exporter's many failure types all mean "no ONNX file"
-        raise QtappError(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+        raise QtappError(f"ONNX export failed: {type(exc).__name__}: {_onnx_reason(exc)}") from None
     write_bytes_atomic(path, buf.getvalue())
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {n: t.numpy() for n, t in zip(names, check)})[0])

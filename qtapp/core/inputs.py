@@ -29,10 +29,11 @@ class InputSpec:
             raise UsageError(f"input shape must be text such as 1,3,224,224 (';' between inputs), got {text!r}")
         shapes = []
         for part in text.replace(" ", "").split(";"):
-            try:
-                shapes.append(tuple(int(d) for d in part.replace("x", ",").split(",") if d))
-            except ValueError:
-                raise UsageError(f"cannot read input shape {text!r}: expected numbers like 1,3,224,224") from None
+            dims = part.replace("x", ",").split(",")
+            if not all(d.isdigit() for d in dims):  # "1,x" or "1,,3" is no shape, not a shorter one
+                raise UsageError(f"cannot read input shape {text!r}: expected numbers like 1,3,224,224 "
+                                 "(';' between the inputs of a model with several)")
+            shapes.append(tuple(int(d) for d in dims))
         return cls(tuple(shapes), dtype)
 
     @classmethod
@@ -62,8 +63,9 @@ class InputSpec:
     def is_float(self) -> bool:
         return self.dtype.startswith("float")
 
-    def example(self, batch: int | None = None, seed: int = 0):
-        """Deterministic example tensors, one per input (batch size overridden when given)."""
+    def example(self, batch: int | None = None, seed: int = 0, id_range: int | None = None):
+        """Deterministic example tensors, one per input (batch size overridden when given); integer
+        inputs are ids in [0, id_range), or zeros when no range is known."""
         import torch
 
         gen = torch.Generator().manual_seed(seed)
@@ -73,6 +75,8 @@ class InputSpec:
             shape = (batch, *shape[1:]) if batch is not None else shape
             if dtype.is_floating_point:
                 out.append(torch.randn(shape, generator=gen).to(dtype))
+            elif id_range:
+                out.append(torch.randint(0, id_range, shape, generator=gen, dtype=dtype))
             else:
                 out.append(torch.zeros(shape, dtype=dtype))
         return tuple(out)

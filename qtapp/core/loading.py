@@ -227,16 +227,16 @@ def _load_state_dict_into(module, path: Path) -> None:
         raise QtappError(f"weights {path} do not fit the architecture: {str(exc).splitlines()[0]} ...") from None
 
 
-def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
-    import torch.nn as nn
-
+def import_callable(spec: str, what: str = "factory"):
+    """(the object `spec` names, the file it came from or None): `package.module:name` or
+    `path/file.py:name`. Importing runs the module's code: callers have the user's consent."""
     target, _, attr = spec.rpartition(":")
     source_path = None
     if target.endswith(".py"):
         path = Path(target).expanduser().resolve()
         if not path.exists():
-            raise QtappError(f"factory file not found: {path}")
-        _require_regular(path, "factory file")
+            raise QtappError(f"{what} file not found: {path}")
+        _require_regular(path, f"{what} file")
         source_path = path
         mod_name = f"qtapp_user_{abs(hash(str(path)))}"
         sys.path.insert(0, str(path.parent))  # so the file's sibling imports work
@@ -256,9 +256,16 @@ def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
             raise QtappError(f"cannot import {target!r} for {spec}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - the user's module raised while being imported
             raise QtappError(f"importing {target} failed: {type(exc).__name__}: {first_line(exc)}") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
+    found = getattr(module, attr, None)
+    if not callable(found):
         raise QtappError(f"{target} has no callable named {attr!r}")
+    return found, source_path
+
+
+def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
+    import torch.nn as nn
+
+    factory, source_path = import_callable(spec)
     import inspect
 
     try:

@@ -36,11 +36,20 @@ OUTLIER_CHANNEL_RATIO = 20.0
 
 @dataclass(frozen=True)
 class QParams:
+    """A per-tensor int8 grid. `qmin`/`qmax` bound the integer type (quint8 0..255), which is where
+    values clip; `range_levels` is how many levels the calibrated range spans (fbgemm and x86 calibrate
+    to 128 of quint8's 256 levels, so values up to twice the calibrated maximum still fit)."""
+
     scale: float
     zero_point: int
     qmin: int
     qmax: int
     fixed: bool = False
+    range_levels: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.range_levels:
+            object.__setattr__(self, "range_levels", self.qmax - self.qmin + 1)
 
     @property
     def lo(self) -> float:
@@ -54,32 +63,53 @@ class QParams:
     def levels(self) -> int:
         return self.qmax - self.qmin + 1
 
+    def with_scale(self, scale: float, zero_point: int) -> "QParams":
+        return QParams(scale, zero_point, self.qmin, self.qmax, self.fixed, self.range_levels)
+
     def levels_of(self, x):
         import torch
 
         return torch.round(x / self.scale) + self.zero_point
 
     def fake(self, x):
+        """`x` rounded to this range as torch's own quantize op rounds it."""
         import torch
 
-        return (torch.clamp(self.levels_of(x), self.qmin, self.qmax) - self.zero_point) * self.scale
+        return torch.fake_quantize_per_tensor_affine(x.float(), self.scale, self.zero_point, self.qmin, self.qmax)
 
 
-def observer_qparams(observer) -> QParams | None:
-    """The calibrated per-tensor range of an activation observer (or QAT fake-quantizer); None when it
-    does not round to an integer type."""
+def observer_qparams(observer, choice: str | None = None) -> QParams | None:
+    """The calibrated per-tensor range of an activation observer (or QAT fake-quantizer), for range
+    `choice` when it observed several (observers.MultiObserver); None when it rounds to no integer type."""
     import torch
+
+    from .observers import MultiObserver
 
     dtype = getattr(observer, "dtype", None)
     if dtype not in (torch.quint8, torch.qint8, torch.uint8, torch.int8):
         return None
     with quiet_ao():
-        scale, zp = observer.calculate_qparams()
+        scale, zp = observer.calculate_qparams(choice) if isinstance(observer, MultiObserver) \
+            else observer.calculate_qparams()
     scale, zp = float(scale.flatten()[0]), int(zp.flatten()[0])
     if not math.isfinite(scale) or scale <= 0:
         return None
-    qmin, qmax = int(observer.quant_min), int(observer.quant_max)
-    return QParams(scale, zp, qmin, qmax, "FixedQParams" in type(observer).__name__)
+    info = torch.iinfo(dtype)
+    return QParams(scale, zp, info.min, info.max, "FixedQParams" in type(observer).__name__,
+                   int(observer.quant_max) - int(observer.quant_min) + 1)
+
+
+def tensor_qparams(q, like: QParams | None) -> QParams | None:
+    """The grid an int8 tensor of the converted model really has (its own scale: a scalar multiply
+    rescales exactly, a module keeps one output range for all its calls)."""
+    import torch
+
+    if not (torch.is_tensor(q) and q.is_quantized and q.qscheme() == torch.per_tensor_affine):
+        return None
+    info = torch.iinfo(q.int_repr().dtype)
+    levels = like.range_levels if like is not None else info.max - info.min + 1
+    return QParams(float(q.q_scale()), int(q.q_zero_point()), info.min, info.max,
+                   like.fixed if like is not None else False, levels)
 
 
 def dynamic_qparams(x, reduce_range: bool) -> QParams:
@@ -88,7 +118,7 @@ def dynamic_qparams(x, reduce_range: bool) -> QParams:
     qmax = 127 if reduce_range else 255
     scale = (hi - lo) / qmax if hi > lo else 1.0
     zp = int(min(max(round(-lo / scale), 0), qmax))
-    return QParams(scale, zp, 0, qmax)
+    return QParams(scale, zp, 0, 255, range_levels=qmax + 1)
 
 
 @dataclass
@@ -96,7 +126,7 @@ class RangeStats:
     """An activation point's range (calibrated, or per call for dynamic quantization) against the values
     it rounds: what share is clipped at each end, rounds to zero, and how many levels are really used."""
 
-    lo: float  # the representable range (dequantized)
+    lo: float  # the representable range (dequantized): where values clip
     hi: float
     scale: float
     zero_point: int
@@ -114,7 +144,7 @@ class RangeStats:
     exact_zero: float
     rounds_to_zero: float  # non-zero values that round to the zero level
     levels_used: int
-    levels_total: int
+    levels_total: int  # the levels the calibrated range spans (128 on fbgemm/x86, of quint8's 256)
     central_levels: int  # levels spanned by the central 99.9% of the values
     source: str = "calibration"  # which data the figures come from
     hist_edges: object = field(default=None, repr=False)  # numpy, for the plots
@@ -122,8 +152,13 @@ class RangeStats:
 
     @property
     def central_share(self) -> float:
-        """The share of the range the central 99.9% of values span."""
+        """The share of the calibrated range the central 99.9% of values span."""
         return self.central_levels / max(self.levels_total, 1)
+
+    @property
+    def calibrated_hi(self) -> float:
+        """The top of the calibrated range (below `hi` where the integer type has more levels)."""
+        return self.scale * (self.qmin + self.levels_total - 1 - self.zero_point)
 
     def to_json(self) -> dict:
         keys = ("lo", "hi", "scale", "zero_point", "qmin", "qmax", "fixed", "per_call", "observed_min",
@@ -186,7 +221,7 @@ class _RangeCounter:
         a, b = int(np.searchsorted(cum, 0.0005)), int(np.searchsorted(cum, 0.9995))
         return RangeStats(qp.lo, qp.hi, qp.scale, qp.zero_point, qp.qmin, qp.qmax, qp.fixed, bool(self.calls),
                           *self.observed, self.dmin, self.dmax, self.n, self.low / self.n, self.high / self.n,
-                          self.zero / self.n, self.rz / self.n, int((levels > 0).sum()), qp.levels,
+                          self.zero / self.n, self.rz / self.n, int((levels > 0).sum()), qp.range_levels,
                           max(b - a + 1, 1), source, np.asarray(self.edges), self.counts.numpy())
 
 
@@ -212,6 +247,7 @@ class PointResult:
     kept_float: bool = False
     kernel_sqnr_db: float | None = None  # the int8 module against its float op fed the same int8 input
     weight_sqnr_db: float | None = None  # the median output channel's int8 weights against its float ones
+    other_range: tuple | None = None  # (the scale its int8 output has, its own calibrated scale) when they differ
 
     @property
     def sqnr_db(self) -> float | None:
@@ -224,6 +260,7 @@ class PointResult:
                 "sqnr_db": self.sqnr_db, "accumulated_sqnr_db": self.accumulated_sqnr_db,
                 "local_sqnr_db": self.local_sqnr_db, "normalised_error": self.normalised_error,
                 "kernel_sqnr_db": self.kernel_sqnr_db, "weight_sqnr_db": self.weight_sqnr_db,
+                "other_range": list(self.other_range) if self.other_range else None,
                 "inputs": list(self.inputs), "reason": self.reason or None, "toggle": self.toggle,
                 "range": self.range.to_json() if self.range is not None else None,
                 "outlier_channels": [{"channel": c, "ratio": r} for c, r in self.outlier_channels],
@@ -238,6 +275,7 @@ class _Book:
     def __init__(self) -> None:
         self.values: dict[str, object] = {}
         self.pending: dict[str, object] = {}  # weighted points: the output with int8 weights
+        self.calls: dict[int, int] = {}  # calls of each hooked module so far in this pass
         self.keep = True
         self.on_value = None
 
@@ -286,9 +324,10 @@ def _fake_quant_weight(weight, observer):
     return (torch.clamp(torch.round(weight / scale + zp), qmin, qmax) - zp) * scale
 
 
-def _int8_weight_copy(module):
-    """A copy of a float (fused) module whose weight is rounded to int8 as convert_fx rounds it; a QAT
-    module rounds its own weights in forward (with its trained range), so its copy keeps doing that."""
+def _int8_weight_copy(module, per_channel: bool | None = None):
+    """A copy of a float (fused) module whose weight is rounded to int8 as convert_fx rounds it (or with
+    the scales a per-point override asks for); a QAT module rounds its own weights in forward (with its
+    trained range), so its copy keeps doing that."""
     import torch
     from torch.ao.quantization import FakeQuantizeBase
 
@@ -303,6 +342,10 @@ def _int8_weight_copy(module):
     if inner is not None and isinstance(getattr(inner, "weight", None), torch.Tensor):
         target = inner
     observer = _weight_observer(module) or _weight_observer(target)
+    if per_channel is not None and observer is not None:
+        from .qconfigs import weight_observer
+
+        observer = weight_observer(per_channel)()
     if observer is None or not isinstance(getattr(target, "weight", None), torch.Tensor):
         return None
     dup = copy.deepcopy(module)
@@ -387,7 +430,8 @@ class StaticAnalysis:
     """The float side of a static (FX, eager or QAT) calibration, built once and reused for every
     conversion of it: qparams per point, a tapped float model, and each weighted point's int8-weight copy."""
 
-    def __init__(self, calibrated, points: list[QuantPoint], mode: str) -> None:
+    def __init__(self, calibrated, points: list[QuantPoint], mode: str, recipe=None) -> None:
+        recipe = recipe or calibrated.recipe
         self.mode, self.points = mode, points
         prepared = calibrated.prepared
         self.prepared = prepared
@@ -401,7 +445,9 @@ class StaticAnalysis:
                 obs = getattr(obs, "activation_post_process", None)
             if obs is None or not is_observer(obs):
                 continue
-            qp = observer_qparams(obs)
+            override = recipe.overrides.get(p.name)
+            qp = observer_qparams(obs, override.observer if override is not None and override.observer
+                                  else recipe.observer)
             if qp is not None:
                 self.qparams[p.name] = qp
                 inner = getattr(obs, "activation_post_process", obs)
@@ -417,11 +463,14 @@ class StaticAnalysis:
             path = p.observer if mode != "eager" else f"{p.observer}.activation_post_process" if p.observer else \
                 "activation_post_process"
             _set_path(self.model, path, _make_tap(self.book, p.name))
+        self.actual_qparams: dict[str, QParams] = {}  # the grid each point's int8 tensor really has
         self.int8_weights = {}
         for p in points:
             if p.weighted and p.kind == "module":
                 path = p.target if mode != "eager" else p.name
-                dup = _int8_weight_copy(prepared.get_submodule(path))
+                override = recipe.overrides.get(p.name)
+                dup = _int8_weight_copy(prepared.get_submodule(path),
+                                        override.per_channel if override is not None else None)
                 if dup is not None:
                     dup = dup.eval()
                     _strip_observers(dup)
@@ -441,14 +490,22 @@ class StaticAnalysis:
                 self.kernel_refs[p.name] = dup
 
     def weighted_hooks(self):
-        """Forward hooks that give each weighted point its output with int8 weights, on float input."""
+        """Forward hooks that give each weighted point its output with int8 weights, on float input. A
+        module called twice (fc, fc@1) is one hook that hands each call to its own point."""
         import torch
 
-        handles = []
+        by_path: dict[str, list] = {}
         for name, (path, dup) in self.int8_weights.items():
-            def hook(_m, args, _out, name=name, dup=dup):
-                with torch.no_grad():
-                    self.book.pending.setdefault(name, first_tensor(dup(*args)))
+            by_path.setdefault(path, []).append((name, dup))
+        handles = []
+        for path, calls in by_path.items():
+            def hook(_m, args, _out, calls=calls):
+                k = self.book.calls.get(id(calls), 0)
+                self.book.calls[id(calls)] = k + 1
+                if k < len(calls):
+                    name, dup = calls[k]
+                    with torch.no_grad():
+                        self.book.pending[name] = first_tensor(dup(*args))
             handles.append(self.float_modules[path].register_forward_hook(hook))
         return handles
 
@@ -471,6 +528,7 @@ def static_ranges(analysis: StaticAnalysis, calib, max_batches: int, cancel: Can
 
     counters = {}
     for name, qp in analysis.qparams.items():
+        qp = analysis.actual_qparams.get(name, qp)  # the int8 model's own grid where it has been seen
         obs = analysis.observed_range.get(name, (None, None))
         edges = None
         if obs[0] is not None:
@@ -494,7 +552,7 @@ def static_ranges(analysis: StaticAnalysis, calib, max_batches: int, cancel: Can
     return {name: c.result("calibration") for name, c in counters.items()}
 
 
-def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: dict, data, samples: int = SAMPLES,
+def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, data, samples: int = SAMPLES,
                    cancel: CancelToken | None = None, data_key: str = "") -> Job[list[PointResult]]:
     """Accumulated, local and normalised error at every point of a static (FX/eager/QAT) int8 model.
     Local and normalised figures depend on the calibration and the data only: computed on the first
@@ -518,10 +576,17 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: 
             for done, chunk in _chunks(data, total):
                 book.values.clear()
                 book.pending.clear()
+                book.calls.clear()
                 analysis.model(*chunk)
                 got, module_io = int8_side(chunk)
+                for p in points:  # each point's real int8 grid, from the converted model's own tensor
+                    if p.name not in analysis.actual_qparams and p.name not in float_points:
+                        found = tensor_qparams(got.get(p.name), analysis.qparams.get(p.name))
+                        if found is not None:
+                            analysis.actual_qparams[p.name] = found
+                grid = lambda name: analysis.actual_qparams.get(name) or analysis.qparams.get(name)  # noqa: E731
                 for name, (args, out) in module_io.items():
-                    qp, ref_op = analysis.qparams.get(name), analysis.kernel_refs.get(name)
+                    qp, ref_op = grid(name), analysis.kernel_refs.get(name)
                     out = first_tensor(out)
                     if qp is None or ref_op is None or not torch.is_tensor(out):
                         continue
@@ -540,7 +605,7 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: 
                     q = got.get(p.name)
                     if torch.is_tensor(q) and q.shape == ref.shape:
                         acc[p.name].add(ref, q.dequantize() if q.is_quantized else q)
-                    qp = analysis.qparams.get(p.name)
+                    qp = grid(p.name)
                     if qp is None or cached is not None:
                         continue
                     rounded = qp.fake(ref)
@@ -559,7 +624,7 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: 
     if cached is None:
         cached = {}
         for p in points:
-            qp, (sq, n) = analysis.qparams.get(p.name), rounding[p.name]
+            qp, (sq, n) = analysis.actual_qparams.get(p.name) or analysis.qparams.get(p.name), rounding[p.name]
             cached[p.name] = (local[p.name].db if qp is not None else None,
                               math.sqrt(sq / n) / qp.scale if qp is not None and n else None)
         analysis.local_cache = (data_key, cached)
@@ -578,11 +643,20 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, ranges: 
         reason = p.reason
         if kept and quantized and p.kind != "input":
             reason = "torch kept it in int8 although it was set float: " + (p.reason or "its convert ignores the setting")
+        elif kept and int8_flags.get(p.name) and runs.get(p.name) == "float":
+            reason = ("kept float: it runs in float, but its output is rounded to int8 again for the next op, which "
+                      "runs in int8, so this alone changes little; keep that op float too to keep the value float")
+        own, real = analysis.qparams.get(p.name), analysis.actual_qparams.get(p.name)
+        # A module whose int8 output is on another grid than its own calibrated one (it runs twice and
+        # torch.ao keeps one output range for both calls): (real scale, its own scale).
+        other_range = (real.scale, own.scale) if p.kind == "module" and own is not None and real is not None \
+            and quantized and abs(math.log(real.scale / own.scale)) > math.log(1.1) else None
         out.append(PointResult(
             p.name, p.kind, p.op, p.parent, value_type.get(p.name, p.op), quantized, runs.get(p.name, p.runs),
-            acc[p.name].db, *cached[p.name], inputs=p.inputs, reason=reason, toggle=p.toggle, range=ranges.get(p.name), weight=weight,
+            acc[p.name].db, *cached[p.name], inputs=p.inputs, reason=reason, toggle=p.toggle, weight=weight,
             outlier_channels=_outlier_channels(weight), kept_float=kept,
-            kernel_sqnr_db=kernel[p.name].db if not kept else None, weight_sqnr_db=_channel_weight_sqnr(weight)))
+            kernel_sqnr_db=kernel[p.name].db if not kept else None, weight_sqnr_db=_channel_weight_sqnr(weight),
+            other_range=other_range))
     return out
 
 
@@ -643,7 +717,7 @@ def _int8_taps(qmodel, analysis: StaticAnalysis, mode: str):
                 result = super().run_node(n)
             name = wanted.get(n.name)
             if name is not None:
-                self.record[name] = first_tensor(result)
+                self.record[name] = first_tensor(result, dequantize=False)  # its grid is read off it
             return result
 
     def run(chunk):
@@ -689,7 +763,7 @@ def _eager_int8_taps(qmodel, points):
                     patched.append((m, meth))
             else:
                 def hook(_m, args, out, name=p.name):
-                    record.setdefault(name, first_tensor(out))
+                    record.setdefault(name, first_tensor(out, dequantize=False))
                     if p.kind == "module":
                         io.setdefault(name, (args, out))
                 handles.append(m.register_forward_hook(hook))
@@ -731,7 +805,7 @@ def analyse_dynamic(float_model, qmodel, points: list[QuantPoint], float_points:
                 return
             if x.is_floating_point() and dtype == "qint8":  # an embedding reads ids: no input range to round
                 ranges[name].add(x, dynamic_qparams(x, reduce_range))
-            got = first_tensor(q_mods[name](*args))
+            got = first_tensor(q_mods[name].forward(*args))  # forward: no hook, so not an int8-model call
             if got is not None and ref is not None and got.shape == ref.shape:
                 local[name].add(ref, got)
         return hook

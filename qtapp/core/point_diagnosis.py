@@ -16,6 +16,7 @@ BAD_BELOW_MEDIAN_DB = 10.0  # local SQNR this far under the median point's is ba
 BAD_LOCAL_DB = 20.0  # and below this, bad whatever the others do
 CLIP_SHARE = 0.005  # 0.5% of values clipped at one end
 ZERO_SHARE = 0.5  # half the non-zero values rounding to zero
+ZERO_BAD_SHARE = 0.9  # nine in ten: bad whatever the SQNR, which the few large values rule
 OUTLIER_CENTRAL_SHARE = 0.1  # 99.9% of values within 10% of the range
 ERROR_STARTS_DROP_DB = 10.0
 FIXED_RANGE_OPS = frozenset({"Sigmoid", "sigmoid", "Softmax", "softmax", "Tanh", "tanh", "Hardsigmoid", "hardsigmoid"})
@@ -67,8 +68,7 @@ def rounds_to_zero(p, ctx) -> Finding | None:
     r = p.range
     if r is None:
         return None
-    nonzero = 1.0 - r.exact_zero
-    share = r.rounds_to_zero / nonzero if nonzero > 0 else 0.0
+    share = _zero_share(p)
     if share < ZERO_SHARE:
         return None
     what = "inputs" if r.per_call else "values"
@@ -82,8 +82,10 @@ def outlier_range(p, ctx) -> Finding | None:
     owner = ctx["points"].get(p.name)
     if r is None or r.fixed or r.central_share > OUTLIER_CENTRAL_SHARE or (owner is not None and owner.shares_range):
         return None
-    return Finding("outlier-range", f"outliers set the range: 0.1% of values use {1 - r.central_share:.0%} of it, "
-                                    f"the rest use {r.central_levels} of {r.levels_total} levels",
+    sharers = [q.name for q in ctx["points"].values() if q.shares_range == p.name]
+    whose = f", a range it shares with {', '.join(sharers)} (one observer for all)" if sharers else ""
+    return Finding("outlier-range", f"outliers set the range{whose}: 0.1% of values use {1 - r.central_share:.0%} of "
+                                    f"it, the other 99.9% span {r.central_levels} of its {r.levels_total} levels",
                    {"central_levels": r.central_levels, "levels_total": r.levels_total,
                     "central_share": r.central_share})
 
@@ -92,9 +94,24 @@ def shared_range(p, ctx) -> Finding | None:
     r, owner = p.range, ctx["points"].get(p.name)
     if r is None or owner is None or not owner.shares_range or r.central_share > 0.25:
         return None
-    return Finding("shared-range", f"shares the range of {owner.shares_range} (one observer for both), but its "
-                                   f"values span only {r.central_levels} of its {r.levels_total} levels",
+    return Finding("shared-range", f"shares the range of {owner.shares_range} (one observer for both), but the "
+                                   f"central 99.9% of its values span only {r.central_levels} of its {r.levels_total} "
+                                   "levels",
                    {"shares": owner.shares_range, "central_levels": r.central_levels})
+
+
+def other_range(p, ctx) -> Finding | None:
+    if not getattr(p, "other_range", None):
+        return None
+    real, own = p.other_range
+    module = p.name.split("@", 1)[0]
+    calls = [q for q in ctx["by_name"] if q == module or q.startswith(f"{module}@")]
+    why = (f"{module} runs {len(calls)} times and torch.ao's int8 module keeps one output range for all its "
+           "calls; give each call a module of its own") if len(calls) > 1 else \
+        "torch gave its int8 module another output range than the one calibrated for it"
+    return Finding("other-range", f"its int8 output is rounded to another range than its own (scale {_num(real)} "
+                                  f"instead of {_num(own)}): {why}", {"scale": real, "own_scale": own,
+                                                                     "calls": len(calls)})
 
 
 def kernel_mismatch(p, ctx) -> Finding | None:
@@ -169,14 +186,14 @@ def error_starts_here(p, ctx) -> Finding | None:
     prev = min(before, key=lambda b: b.accumulated_sqnr_db)
     if prev.accumulated_sqnr_db - p.local_sqnr_db < ERROR_STARTS_DROP_DB:
         return None
-    return Finding("error-starts-here", f"error starts here: local {_db(p.local_sqnr_db)} dB, the point before "
-                                        f"({prev.name}) is {_db(prev.accumulated_sqnr_db)} dB",
+    return Finding("error-starts-here", f"error starts here: local {_db(p.local_sqnr_db)} dB, while {prev.name} before it is "
+                                        f"still at {_db(prev.accumulated_sqnr_db)} dB accumulated",
                    {"local_db": p.local_sqnr_db, "before": prev.name, "before_db": prev.accumulated_sqnr_db})
 
 
 # A calibrated range: clipping, then outliers (which explain values rounding to zero); one range per call
 # (dynamic): values rounding to zero is the finding, whatever set the range.
-CALIBRATED = (kernel_mismatch, weight_outlier_channel, clipping, outlier_range, shared_range, rounds_to_zero,
+CALIBRATED = (other_range, kernel_mismatch, weight_outlier_channel, clipping, outlier_range, shared_range, rounds_to_zero,
               amplifies, error_starts_here)
 PER_CALL = (rounds_to_zero, kernel_mismatch, outlier_range, weight_outlier_channel, amplifies, error_starts_here)
 
@@ -206,8 +223,17 @@ def bad_points(points, ctx=None) -> list:
         return []
     median = statistics.median(locals_) if locals_ else BAD_LOCAL_DB
     limit = max(min(median - BAD_BELOW_MEDIAN_DB, BAD_LOCAL_DB), median - BAD_BELOW_MEDIAN_DB)
-    bad = [p for p in scored if severity(p, ctx) <= limit or severity(p, ctx) < BAD_LOCAL_DB]
+    bad = [p for p in scored if severity(p, ctx) <= limit or severity(p, ctx) < BAD_LOCAL_DB
+           or _zero_share(p) >= ZERO_BAD_SHARE or getattr(p, "other_range", None)]
     return sorted(bad, key=lambda p: severity(p, ctx))
+
+
+def _zero_share(p) -> float:
+    """The share of a point's non-zero values that round to zero."""
+    r = p.range
+    if r is None or r.exact_zero >= 1.0:
+        return 0.0
+    return r.rounds_to_zero / (1.0 - r.exact_zero)
 
 
 def _context(points, bn_folded=(), inventory_points=None) -> dict:
@@ -225,19 +251,25 @@ def diagnose(points, bn_folded=(), inventory_points=None) -> dict[str, list[Find
         found = [f for f in (d(p, ctx) for d in detectors) if f is not None]
         if not found:
             scored = [q.local_sqnr_db for q in points if q.local_sqnr_db is not None]
-            found = [Finding("poor-rounding", f"its int8 rounding costs more than at other points: local "
-                                              f"{_db(p.local_sqnr_db)} dB, the median point "
-                                              f"{_db(statistics.median(scored))} dB",
-                             {"local_db": p.local_sqnr_db})]
+            median = statistics.median(scored) if scored else None
+            if p.local_sqnr_db is None:
+                text = "its error is far above what reaches it"
+            elif median is not None and p.local_sqnr_db <= median - BAD_BELOW_MEDIAN_DB:
+                text = (f"its int8 rounding costs more than at other points: local {_db(p.local_sqnr_db)} dB, the "
+                        f"median point {_db(median)} dB")
+            else:
+                text = f"its int8 rounding costs much: local {_db(p.local_sqnr_db)} dB (under {_db(BAD_LOCAL_DB)} dB)"
+            found = [Finding("poor-rounding", text, {"local_db": p.local_sqnr_db})]
         out[p.name] = found
     return out
 
 
 def worst_points(points, n: int = 5) -> list:
-    """The bad points, worst first; when none is bad, the n with the lowest local SQNR."""
+    """The n points that cost most by themselves: the bad ones first (worst first), then the others by
+    local SQNR (or accumulated, where a point has no local figure)."""
     ctx = _context(points)
-    bad = [p for p in points if p.diagnosis]
-    if bad:
-        return sorted(bad, key=lambda p: severity(p, ctx))[:n]
-    scored = [p for p in points if p.local_sqnr_db is not None and p.quantized and not p.kept_float]
-    return sorted(scored, key=lambda p: p.local_sqnr_db)[:n]
+    bad = sorted((p for p in points if p.diagnosis), key=lambda p: severity(p, ctx))
+    rest = [p for p in points if not p.diagnosis and p.quantized and not p.kept_float
+            and (p.local_sqnr_db is not None or p.accumulated_sqnr_db is not None)]
+    rest.sort(key=lambda p: p.local_sqnr_db if p.local_sqnr_db is not None else p.accumulated_sqnr_db)
+    return (bad + rest)[:n]

@@ -74,7 +74,7 @@ class QuantPoint:
     def label(self) -> str:
         """The short name shown in a tree row: `add`, `conv1`, `input x`."""
         if self.kind == "input":
-            return f"input {self.name.split(':', 1)[-1].rpartition('.')[2]}"
+            return f"input:{self.name.split(':', 1)[-1].rpartition('.')[2]}"
         if self.kind == "op":
             return self.name.rpartition("/")[2]
         return self.name.rpartition(".")[2] or self.name
@@ -388,7 +388,20 @@ def classify(points: list[QuantPoint], prepared, converted, engine: str) -> list
         lowered = node is not None and _is_lowered_op(node)
         toggle, reason = _toggle_rule(p, runs, lowered, engine)
         out.append(replace(p, runs=runs, toggle=toggle, reason=reason))
-    return out
+    return [replace(p, reason=_input_reason(p, out)) if p.kind == "input" else p for p in out]
+
+
+def _input_reason(p: QuantPoint, points: list[QuantPoint]) -> str:
+    """Which op rounds a model input, and whether keeping that op float keeps the input float."""
+    readers = [q for q in points if p.name in q.inputs]
+    if not readers:
+        return "the model's input, rounded to int8 for the first int8 op"
+    togglable = [q.name for q in readers if q.toggle]
+    if togglable:
+        return (f"the model's input, rounded to int8 for {', '.join(q.name for q in readers)}; keep "
+                f"{' and '.join(togglable)} float to keep the input float")
+    return (f"the model's input, rounded to int8 for {', '.join(q.name for q in readers)}, which torch keeps in int8 "
+            "whatever its setting: the input stays int8")
 
 
 _FLOAT_REASONS = {
@@ -407,6 +420,10 @@ def _toggle_rule(p: QuantPoint, runs: str, lowered: bool, engine: str) -> tuple[
         why = _FLOAT_REASONS.get(p.op) or (f"torch.ao has no int8 {p.op} for {engine}: it runs in float between a "
                                            "dequantize and a quantize")
         return None, f"not quantized: {why}"
+    if p.kind == "module" and "@" in p.name:
+        module = p.name.split("@", 1)[0]
+        return None, (f"a later call of {module}: torch keeps a module float for all its calls, so keep {module} "
+                      "float to keep this one float")
     if p.weighted and p.kind == "module":
         return "module", ""
     if p.kind == "op" and lowered and callable(p.target):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 
 def activation_observer(observer: str, engine: str):
-    from torch.ao.quantization import observer as obs
+    """Every range choice at once (observers.MultiObserver), `observer` chosen until a conversion
+    chooses another per point."""
     import torch
 
-    cls = {"minmax": obs.MinMaxObserver, "moving-average": obs.MovingAverageMinMaxObserver,
-           "histogram": obs.HistogramObserver}[observer]
+    from .observers import MultiObserver
+
     # fbgemm/x86 kernels need 7-bit activations to avoid overflow in their int16 accumulation
     # (what torch's own default qconfigs do); qnnpack and onednn use the full range.
     qmax = 127 if engine in ("fbgemm", "x86") else 255
-    return cls.with_args(dtype=torch.quint8, quant_min=0, quant_max=qmax)
+    return MultiObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=qmax, chosen=observer)
 
 
 def weight_observer(per_channel: bool):

@@ -15,11 +15,14 @@ from typing import Any
 
 from .errors import UsageError
 
-RECIPE_VERSION = 1
+# 2: per-point `overrides` (activation range, per-channel weights, dynamic dtype) and a `metric`;
+# version 1 files are still read (they have neither).
+RECIPE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METHODS = ("static", "dynamic", "qat")
 ENGINES = ("fbgemm", "x86", "qnnpack", "onednn")
 DTYPES = ("qint8", "float16")
-OBSERVERS = ("minmax", "moving-average", "histogram")
+OBSERVERS = ("minmax", "moving-average", "histogram", "percentile-99.9", "percentile-99.99")
 STATIC_MODES = ("auto", "fx", "eager")
 
 
@@ -96,6 +99,28 @@ class QatSpec:
 
 
 @dataclass
+class PointOverride:
+    """How one quantization point differs from the recipe's defaults (None: the default)."""
+
+    observer: str | None = None  # its activation range (static methods)
+    per_channel: bool | None = None  # its weights (layers with weights)
+    dtype: str | None = None  # dynamic quantization: qint8 or float16 for this layer
+
+    def __post_init__(self) -> None:
+        if self.observer is not None:
+            _check_choice("override observer", self.observer, OBSERVERS)
+        if self.per_channel is not None and not isinstance(self.per_channel, bool):
+            raise UsageError(f"override per_channel must be true or false, got {self.per_channel!r}")
+        if self.dtype is not None:
+            _check_choice("override dtype", self.dtype, DTYPES)
+        if self.observer is None and self.per_channel is None and self.dtype is None:
+            raise UsageError("an override needs at least one of observer, per_channel, dtype")
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
 class QuantRecipe:
     model: str
     weights: str | None = None
@@ -112,11 +137,15 @@ class QuantRecipe:
     evaluation: DataSpec = field(default_factory=lambda: DataSpec(batches=4))
     qat: QatSpec = field(default_factory=QatSpec)
     float_layers: list[str] = field(default_factory=list)
+    overrides: dict = field(default_factory=dict)  # point name -> PointOverride
+    metric: str | None = None  # sqnr | cosine | top1 | retrieval@1 | module:function | file.py:function
     version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
-        if self.version != RECIPE_VERSION:
-            raise UsageError(f"recipe version {self.version!r} is not supported (this qtapp reads version {RECIPE_VERSION})")
+        if self.version not in READABLE_VERSIONS:
+            raise UsageError(f"recipe version {self.version!r} is not supported (this qtapp reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))} and writes {RECIPE_VERSION})")
+        self.version = RECIPE_VERSION  # read as 1, written as 2: a version 1 recipe means the same in 2
         if not isinstance(self.model, str) or not self.model.strip():
             raise UsageError("recipe has no model spec")
         if not isinstance(self.kwargs, dict):
@@ -137,10 +166,26 @@ class QuantRecipe:
         if not isinstance(self.float_layers, list) or not all(isinstance(n, str) for n in self.float_layers):
             raise UsageError("float_layers must be a list of layer names")
         self.float_layers = sorted(set(self.float_layers))
+        if not isinstance(self.overrides, dict) or not all(isinstance(k, str) for k in self.overrides):
+            raise UsageError("overrides must be a JSON object of point name -> {observer, per_channel, dtype}")
+        for name, value in list(self.overrides.items()):
+            if isinstance(value, dict):
+                _refuse_unknown(f"override {name!r}", value, PointOverride)
+                value = PointOverride(**value)
+            elif not isinstance(value, PointOverride):
+                raise UsageError(f"override {name!r} must be an object such as {{\"observer\": \"minmax\"}}")
+            self.overrides[name] = value
+        if self.metric is not None:
+            if not isinstance(self.metric, str):
+                raise UsageError(f"metric must be a name such as sqnr or top1, got {self.metric!r}")
+            from .metrics import check_metric_name
+
+            check_metric_name(self.metric)
 
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["overrides"] = {name: o.to_dict() for name, o in sorted(self.overrides.items())}
         return {"version": d.pop("version"), **d}
 
     @classmethod
@@ -159,7 +204,7 @@ class QuantRecipe:
         if "model" not in data:
             raise UsageError("recipe has no 'model' key")
         if "version" not in data:
-            raise UsageError(f"recipe has no 'version' key: this qtapp writes and reads version {RECIPE_VERSION} "
+            raise UsageError(f"recipe has no 'version' key: this qtapp writes version {RECIPE_VERSION} "
                              f'(add "version": {RECIPE_VERSION} to a hand-written recipe)')
         recipe = cls(**data)
         if base_dir is not None:
@@ -196,7 +241,8 @@ class QuantRecipe:
         """Identifies what a calibration depends on: every field of the recipe except those that only
         decide the conversion or the evaluation. A field added later invalidates calibrations by default."""
         d = self.to_dict()
-        d.pop("evaluation")
+        for key in ("evaluation", "overrides", "metric", "observer"):  # every range is observed at once
+            d.pop(key)
         if self.method != "qat":  # QAT trains with its float layers; the other methods reconvert
             d.pop("float_layers")
         if self.method == "dynamic":  # dynamic "calibration" reads nothing: only the conversion differs
@@ -209,6 +255,12 @@ class QuantRecipe:
         if self.method != "dynamic" and self.dtype != "qint8":
             raise UsageError(f"dtype {self.dtype} applies to dynamic quantization only: {self.method} quantization "
                              "makes int8 weights and activations. Use --method dynamic, or drop --dtype")
+        for name, o in self.overrides.items():
+            if o.dtype is not None and self.method != "dynamic":
+                raise UsageError(f"override {name!r}: dtype applies to dynamic quantization only")
+            if o.observer is not None and self.method != "static":
+                raise UsageError(f"override {name!r}: an activation range (observer) applies to static quantization "
+                                 f"only ({self.method} {'computes ranges per call' if self.method == 'dynamic' else 'trains its ranges'})")
 
     @classmethod
     def load(cls, path: str | Path) -> "QuantRecipe":

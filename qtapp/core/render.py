@@ -61,6 +61,14 @@ def _fmt(value, spec="{:.2f}", none="n/a") -> str:
     return none if value is None else spec.format(value)
 
 
+def _metric_text(name: str, value: float) -> str:
+    if name == "sqnr":
+        return f"{value:.1f} dB"
+    if name in ("top1", "retrieval@1"):
+        return f"{value:.2%}"
+    return f"{value:.5g}"
+
+
 def speed_text(float_ms: float, quantized_ms: float) -> str:
     ratio = float_ms / quantized_ms
     return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
@@ -92,7 +100,9 @@ def points_text(result, n: int = 8) -> list[str]:
     """The worst points, one line each with its diagnosis (the CLI's `analyze`)."""
     worst = worst_layers(result, n)
     if not worst:
-        return ["  no quantized point to rank"]
+        if not any(p.quantized for p in result.layers):
+            return ["  nothing to rank: no point of this model is quantized (see the notes)"]
+        return ["  no point with a measurable error: the int8 outputs equal the float ones at every point"]
     width = min(max(len(p.name) for p in worst), 40)
     lines = [f"  {'point':<{width}}  {'local':>7} {'accum.':>7}  diagnosis"]
     for p in worst:
@@ -110,14 +120,19 @@ def summary_text(result, out: Path | None = None) -> str:
     o, lat = result.output, result.latency
     verb = "fine-tuned" if result.method == "qat" else "calibrated"
     calib = result.calibration
-    head = f"{result.model}: {result.method} ({result.mode}) on {result.engine}"
-    head += f", {verb} on {calib.samples} samples ({calib.description})" if calib else ", no calibration (dynamic)"
+    head = f"{result.model}: {result.method}" + (f" ({result.mode})" if result.mode != result.method else "") + \
+        f" on {result.engine}"
+    head += f", {verb} on {calib.samples} samples ({calib.description})" if calib else ", no calibration needed"
     lines = [head,
              f"  output      SQNR {_fmt(o.sqnr_db, '{:.1f} dB')}, cosine {_fmt(o.cosine, '{:.5f}')}, "
              f"max abs error {_fmt(o.max_abs_error, '{:.4g}')}, top-1 agreement {_fmt(o.top1_agreement, '{:.1%}')}"]
     if o.accuracy_float is not None:
         lines.append(f"  accuracy    float {o.accuracy_float:.2%} -> quantized {o.accuracy_quantized:.2%} "
                      f"on {o.samples} samples")
+    if o.metric is not None and not (o.metric.name == "top1" and o.accuracy_float is not None):
+        m = o.metric
+        own = f"float {_metric_text(m.name, m.float_value)} -> " if m.float_value is not None else ""
+        lines.append(f"  metric      {m.name}: {own}quantized {_metric_text(m.name, m.quantized)}")
     if result.size_float:
         lines.append(f"  size        {result.size_float / 1e6:.2f} MB -> {result.size_quantized / 1e6:.2f} MB "
                      f"({result.size_quantized / result.size_float:.0%} of float, TorchScript)")

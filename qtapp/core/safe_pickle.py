@@ -85,6 +85,10 @@ def _load_trusted(path: Path):
 
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:  # the pickle names its classes by module: that module must import
+        raise QtappError(f"cannot load {path}: it was saved with classes from the Python module {exc.name!r}, which "
+                         f"does not import here; run qtapp from the folder that holds {exc.name.split('.')[0]}.py, "
+                         "or add that folder to PYTHONPATH (or save a state_dict and load it with its factory)") from None
     except Exception as exc:  # noqa: BLE001 - the user's file, any failure is reported as such
         raise QtappError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
 

@@ -78,7 +78,8 @@ class QuantSession:
         if r.method == "qat" or r.static_mode == "fx":
             return "fx"
         if r.static_mode == "eager" and not self.loaded.eager_quantizable:
-            raise UsageError("eager mode needs one of torchvision's quantizable models (torchvision:quantized_NAME); "
+            raise UsageError("eager mode needs one of torchvision's quantizable models (torchvision:quantized_NAME), "
+                             "or use --method dynamic; "
                              "use static_mode fx for this model")
         return "eager" if self.loaded.eager_quantizable else "fx"
 
@@ -139,7 +140,15 @@ class QuantSession:
         if source == "auto":
             source = "demo" if self.loaded.spec == "demo" else "random"
         return open_source(source, self.input_spec, spec.batch_size, spec.batches, spec.preprocess, split, seed,
-                           preset=self.loaded.preprocess)
+                           preset=self.loaded.preprocess, id_range=self._id_range)
+
+    @property
+    def _id_range(self) -> int | None:
+        """Random integer inputs are ids of the model's smallest embedding table."""
+        import torch.nn as nn
+
+        sizes = [m.num_embeddings for m in self.loaded.module.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+        return min(sizes) if sizes else None
 
     def open_calibration(self) -> DataSource:
         return self.calibration_source(self.recipe)
@@ -183,6 +192,21 @@ class QuantSession:
     def quantize_job(self, cancel: CancelToken | None = None, measure: bool = True) -> Job[QuantizeOutcome]:
         """Calibrate if needed, convert, compare and (with `measure`) measure: adopt() the outcome."""
         return workflows.quantize(self.snapshot(), cancel, measure)
+
+    def adopt_calibration(self, calibrated: Calibrated) -> None:
+        """Keep a calibration a cancelled run finished: the next run only converts."""
+        if calibrated.key == self.recipe.calibration_key():
+            self._calibrated, self._point_side = calibrated, None
+
+    def result_is_current(self) -> bool:
+        """Whether the shown result was made with the settings and float layers in force now."""
+        if self.result is None:
+            return False
+        now = copy.deepcopy(self.recipe)
+        now.float_layers = sorted({*self.inventory.float_layers, *self.inapplicable_float_layers})
+        then = copy.deepcopy(self.result.recipe)
+        then.float_layers = sorted({*then.float_layers, *self.inapplicable_float_layers})
+        return now.to_dict() == then.to_dict()
 
     def adopt(self, outcome: QuantizeOutcome) -> RunResult:
         self._calibrated, self._float_side, self.result = outcome.calibrated, outcome.float_side, outcome.result
@@ -268,8 +292,13 @@ def _split_choices(inventory: LayerInventory, names) -> tuple[list[str], list[st
     A name that is no layer of the model at all is refused by the inventory, with suggestions."""
     applicable, inapplicable = [], []
     for name in names:
-        if name in inventory and not inventory.resolve(name, strict=False):
+        row = inventory.layers.get(name)
+        if row is not None and row.kind != "module" and not inventory.resolve(name, strict=False):
+            inventory.resolve(name)  # a point of this method that cannot be kept float: refused, with why
+        if row is not None and not inventory.resolve(name, strict=False):
             inapplicable.append(name)
+        elif row is None and ("/" in name or name.startswith("input:")) and inventory.method == "dynamic":
+            inapplicable.append(name)  # an op point of static quantization: dynamic quantization has none
         else:
             applicable.append(name)
     return applicable, inapplicable

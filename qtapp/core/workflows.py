@@ -14,6 +14,7 @@ from typing import Any, Callable
 from .backends import Calibrated, backend_for
 from .compare import compare_outputs
 from .data import DataSource
+from .errors import Cancelled
 from .export import export_model
 from .html_report import to_html
 from .measure import measure_files, to_torchscript
@@ -49,7 +50,7 @@ class RunSnapshot:
     open_calibration: Callable[[], DataSource]
     open_evaluation: Callable[[], tuple[DataSource, list[str]]]  # the source and notes about the choice
     notes: tuple[str, ...] = ()
-    point_side: tuple | None = None  # (Calibrated, StaticAnalysis, activation ranges), reused for that calibration
+    point_side: tuple | None = None  # (Calibrated, range choices, StaticAnalysis, activation ranges), reused for them
     bn_folded: tuple[str, ...] = ()  # heads whose fusion group folds a BatchNorm (for the diagnosis)
 
 
@@ -77,14 +78,18 @@ def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation
                                              snap.recipe.engine, cancel=cancel, dtype=snap.recipe.dtype)
         side = None
     else:
-        side = snap.point_side if snap.point_side is not None and snap.point_side[0] is calibrated else None
-        if side is None:
-            analysis = StaticAnalysis(calibrated, points, snap.mode)
+        # What the float side depends on: the calibration, and each point's range and weight scales.
+        key = (snap.recipe.observer, snap.recipe.per_channel,
+               tuple(sorted((n, repr(o)) for n, o in snap.recipe.overrides.items())))
+        side = snap.point_side
+        if side is None or side[0] is not calibrated or side[1] != key:
+            side = (calibrated, key, StaticAnalysis(calibrated, points, snap.mode, snap.recipe), None)
+        analysis, ranges = side[2], side[3]
+        results = yield from analyse_static(analysis, qmodel, float_set, evaluation, cancel=cancel, data_key=data_key)
+        if ranges is None:  # after the error pass: it has seen each point's real int8 grid
             ranges = yield from static_ranges(analysis, snap.open_calibration(), RANGE_BATCHES, cancel)
-            side = (calibrated, analysis, ranges)
-        _, analysis, ranges = side
-        results = yield from analyse_static(analysis, qmodel, float_set, ranges, evaluation, cancel=cancel,
-                                            data_key=data_key)
+            side = (*side[:3], ranges)
+        results = [replace(r, range=ranges.get(r.name)) for r in results]
     return with_diagnosis(results, diagnose(results, snap.bn_folded, calibrated.point_map)), side
 
 
@@ -99,10 +104,23 @@ def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool
 
         raise UsageError(reason)
     calibrated = snap.calibrated
-    if calibrated is None or calibrated.key != recipe.calibration_key():
+    fresh = calibrated is None or calibrated.key != recipe.calibration_key()
+    if fresh:
         calibrated = yield from calibrate(snap, cancel)
         snap = replace(snap, point_side=None)
-    qmodel, refused = calibrated.convert_checked(snap.inventory.float_layers, loaded.input_spec.example())
+    try:
+        outcome = yield from _convert_and_measure(snap, calibrated, cancel, measure)
+    except Cancelled as exc:
+        if fresh:  # a finished calibration is worth keeping: the owner may adopt it (adopt_calibration)
+            exc.partial = calibrated
+        raise
+    return outcome
+
+
+def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: CancelToken,
+                         measure: bool) -> Job[QuantizeOutcome]:
+    recipe, loaded = snap.recipe, snap.loaded
+    qmodel, refused = calibrated.convert_checked(snap.inventory.float_layers, loaded.input_spec.example(), recipe)
     evaluation, eval_notes = snap.open_evaluation()
     key = repr((recipe.evaluation, recipe.calibration, loaded.input_spec, snap.mode))
     float_side = snap.float_side

@@ -92,6 +92,11 @@ class ScreenshotDriver:
             self._wait_idle(app)
         if window.session is not None:
             layer = self.args.select or self._worst_layer()
+            if self.args.select and self.args.select not in window.session.inventory:
+                print(f"--select {self.args.select}: no such layer or point in {window.session.recipe.model}",
+                      file=sys.stderr)
+                window.close()
+                return 2
             if layer:
                 window.select_layer(layer)
         app.processEvents()

@@ -39,6 +39,7 @@ class QtLayerTreeModel(QAbstractItemModel):
         super().__init__(parent)
         self._inv: LayerInventory | None = None
         self._results: dict = {}
+        self._stale = False
         self._row_of: dict[str, int] = {}
 
     # -- binding -----------------------------------------------------------------------------------
@@ -60,11 +61,17 @@ class QtLayerTreeModel(QAbstractItemModel):
             inventory.subscribe(self._on_inventory_changed)
         self.endResetModel()
 
-    def set_results(self, layers) -> None:
-        """Show per-point errors (a list of core PointResult, or empty to clear)."""
+    def set_results(self, layers, stale: bool = False) -> None:
+        """Show per-point errors (a list of core PointResult, or empty to clear); `stale`: they are from
+        before the latest settings or toggles (shown grey, and said in the tooltip)."""
         self._results = {layer.name: layer for layer in layers or []}
-        for column in (COL_NAME, COL_LOCAL, COL_SQNR):
+        self._stale = stale
+        for column in (COL_NAME, COL_QUANT, COL_LOCAL, COL_SQNR):
             self._emit_column(column)
+
+    @property
+    def stale(self) -> bool:
+        return self._stale
 
     def bad_points(self) -> set[str]:
         """Names of the points with a diagnosis (worse than the rest) in the shown result."""
@@ -170,7 +177,11 @@ class QtLayerTreeModel(QAbstractItemModel):
             return self._tooltip(info)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_PARAMS, COL_SQNR, COL_LOCAL):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.BackgroundRole and col in (COL_SQNR, COL_LOCAL):
+        if role == Qt.ItemDataRole.ForegroundRole and self._stale and col in (COL_SQNR, COL_LOCAL):
+            return QBrush(QColor("#9a9a9a"))
+        if role == Qt.ItemDataRole.ForegroundRole and col == COL_QUANT:
+            return QBrush(QColor("#6b6b6b"))
+        if role == Qt.ItemDataRole.BackgroundRole and col in (COL_SQNR, COL_LOCAL) and not self._stale:
             res = self._results.get(info.name)
             value = None if res is None else res.sqnr_db if col == COL_SQNR else res.local_sqnr_db
             if res is not None and res.quantized and value is not None:
@@ -197,6 +208,9 @@ class QtLayerTreeModel(QAbstractItemModel):
             return f"⚠ {name}" if res is not None and res.diagnosis else name
         if col == COL_TYPE:
             return info.type
+        if col == COL_QUANT and not self._toggleable(info) and info.name in self._results:
+            res = self._results[info.name]  # no checkbox: say what it is in the int8 model
+            return "int8" if res.quantized else "float"  # (the tooltip says when the op itself runs in float)
         if col == COL_PARAMS:
             return f"{info.params:,}" if info.params else ""
         if col == COL_OUTPUT:
@@ -244,17 +258,23 @@ class QtLayerTreeModel(QAbstractItemModel):
         if point is not None and info.kind != "module":
             lines[1] = f"{point.description}, called in {info.parent or 'the model'}"
         res = self._results.get(info.name)
+        if res is not None and self._stale:
+            lines.append("From the last run, made before your latest changes: run again for current figures")
         if res is not None:
             figures = [f"local {res.local_sqnr_db:.1f} dB" if res.local_sqnr_db is not None else None,
                        f"accumulated {res.sqnr_db:.1f} dB" if res.sqnr_db is not None else None,
                        f"normalised error {res.normalised_error:.2f} (rounding alone: 0.29)"
                        if res.normalised_error is not None else None]
-            lines.append(f"{'int8' if res.quantized else 'float'} ({res.type}, runs in {res.runs or '?'}): "
-                         + ", ".join(f for f in figures if f))
+            runs = ("int8" if res.runs == "int8" else f"int8 output ({res.type} runs in float)") if res.quantized \
+                else f"float ({res.type})"
+            if res.quantized and res.runs == "int8":
+                runs = f"int8 ({res.type})"
+            lines.append(f"{runs}: " + ", ".join(f for f in figures if f))
             if res.range is not None:
                 r = res.range
-                lines.append(f"range {r.lo:.4g} to {r.hi:.4g}{' (fixed by the op)' if r.fixed else ''}; clipped "
-                             f"{r.clipped_low:.2%} low, {r.clipped_high:.2%} high; {r.levels_used} of "
+                per_call = " (one per call: the median call's)" if r.per_call else ""
+                lines.append(f"range {r.lo:.4g} to {r.hi:.4g}{' (fixed by the op)' if r.fixed else per_call}; "
+                             f"clipped {r.clipped_low:.2%} low, {r.clipped_high:.2%} high; {r.levels_used} of "
                              f"{r.levels_total} levels used")
             for finding in res.diagnosis:
                 lines.append(f"⚠ {finding.text}")

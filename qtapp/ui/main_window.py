@@ -19,7 +19,7 @@ from ..core import render, workflows
 from ..core.session import QuantSession
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
-from .layer_model import COL_NAME, COL_TYPE, NameRole, QtLayerTreeModel
+from .layer_model import COL_LOCAL, COL_NAME, COL_QUANT, COL_SQNR, COL_TYPE, NameRole, QtLayerTreeModel
 from .log_panel import LogPanel
 from .messages import for_window
 from .plots import OutputErrorPlot, WeightHistogramPlot
@@ -264,7 +264,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
     # -- jobs ---------------------------------------------------------------------------------------------
     def _start(self, name, make_job, on_result, on_error=None, on_finished=None, on_cancel=None):
         return self.controller.submit(name, make_job, on_result, on_error,
-                                      on_cancel or (lambda: self.statusBar().showMessage(f"{name} cancelled", 5000)),
+                                      on_cancel or (lambda *_: self.statusBar().showMessage(f"{name} cancelled", 5000)),
                                       on_finished)
 
     def run_quantize(self) -> None:
@@ -286,8 +286,16 @@ class MainWindow(FileActionsMixin, QMainWindow):
             self.result_applied.emit()
             self.statusBar().showMessage("Quantized and measured", 5000)
 
+        def on_cancel(partial=None) -> None:
+            kept = partial is not None and self.session is session
+            if kept:  # the calibration had finished: the next run only converts
+                session.adopt_calibration(partial)
+            self._show_result()
+            self.statusBar().showMessage("quantize cancelled" + ("; its calibration is kept, the next run only "
+                                                                 "converts" if kept else ""), 8000)
+
         self.controller.submit("quantize", lambda cancel: workflows.quantize(snap, cancel), on_result,
-                               on_cancel=lambda: self.statusBar().showMessage("quantize cancelled", 5000))
+                               on_cancel=on_cancel)
 
     def cancel_job(self) -> None:
         self.controller.cancel()
@@ -336,10 +344,16 @@ class MainWindow(FileActionsMixin, QMainWindow):
         result = session.result if session is not None else None
         # Per-layer figures of a result made with another method or mode name other layers: not shown.
         layers = result.layers if result is not None and result.mode == session.mode else []
-        self.tree_model.set_results(layers)
-        self.layer_plot.set_results(layers)
-        if self.bad_only.isChecked():
-            self.proxy.set_only(self.tree_model.bad_points())
+        # A result from before a settings change or a toggle still being applied: shown, greyed, and said.
+        stale = bool(layers) and not session.result_is_current()
+        self.tree_model.set_results(layers, stale=stale)
+        self.layer_plot.set_results(layers, stale=stale)
+        self.bad_only.setEnabled(bool(layers))
+        self._apply_bad_only()
+        if layers:  # the figures' columns as wide as their text ("34.8 (if int8)"), within reason
+            for col, widest in ((COL_QUANT, 48), (COL_LOCAL, 80), (COL_SQNR, 80)):
+                self.tree.resizeColumnToContents(col)
+                self.tree.setColumnWidth(col, min(self.tree.columnWidth(col), widest))
         self.output_plot.set_metrics(result.output if result else None)
         self.summary.show_result(session)
         self._on_tree_current_changed(self.tree.currentIndex(), None)
@@ -372,6 +386,8 @@ class MainWindow(FileActionsMixin, QMainWindow):
             self._show_result()
             if session.result is not None and session.calibrated is None:
                 self.statusBar().showMessage("Settings changed: run again to recalibrate", 5000)
+            elif session.result is not None and not session.result_is_current():
+                self.run_quantize()  # a conversion setting (the activation range): reconvert at once
 
         def on_error(exc, details) -> None:
             self.settings_panel.show_recipe(session.recipe)
@@ -386,9 +402,19 @@ class MainWindow(FileActionsMixin, QMainWindow):
             self.tree.expandAll()
 
     def _on_bad_only_toggled(self, checked: bool) -> None:
-        self.proxy.set_only(self.tree_model.bad_points() if checked else None)
+        self._apply_bad_only()
         if checked:
             self.tree.expandAll()
+
+    def _apply_bad_only(self) -> None:
+        """Only the bad points (and their ancestors), and a line saying so when there is none."""
+        checked = self.bad_only.isChecked() and self.bad_only.isEnabled()
+        bad = self.tree_model.bad_points()
+        self.proxy.set_only(bad if checked else None)
+        self.tree_hint.setVisible(self.session is None or (checked and not bad))
+        if self.session is not None and checked and not bad:
+            self.tree_hint.setText("No point is worse than the rest in this result: every point is shown again "
+                                   "when you untick Only bad points.")
 
     def selected_layer(self) -> str | None:
         idx = self.tree.currentIndex()
@@ -408,7 +434,9 @@ class MainWindow(FileActionsMixin, QMainWindow):
             name = inv[name].group_head
         layer = self.tree_model.result(name) if name is not None else None
         self.weight_plot.set_layer(name, layer.weight if layer else None)
-        self.range_plot.set_point(name, layer)
+        is_point = name is not None and inv is not None and inv[name].point is not None
+        self.range_plot.set_point(name, layer, is_point=is_point, ran=self.session is not None and
+                                  self.session.result is not None)
         self.layer_plot.highlight(name if layer else None)
         # When the open tab has nothing to show for this point and the other one has, show that one.
         current = self.detail_tabs.currentWidget()

@@ -24,6 +24,7 @@ WINDOW_WORDS = {
     "--out": "the output folder",
     "--format": "the formats of File ▸ Export",
     "--debug": "Show Details",
+    "--metric": "the Metric of the Tune panel (or a metric in a recipe)",
 }
 _FLAG = re.compile("|".join(re.escape(f) for f in sorted(WINDOW_WORDS, key=len, reverse=True)) + r"\b")
 _PHRASES = (

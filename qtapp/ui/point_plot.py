@@ -54,6 +54,7 @@ class LayerErrorPlot(PlotPanel):
         row.addStretch(1)
         self._content.layout().insertWidget(0, header)
         self._metric = "local"
+        self._stale = False
         self._points: list = []
         self._names, self._short, self._heights, self._quantized = [], [], [], []
         self._value_labels: list = []
@@ -70,6 +71,10 @@ class LayerErrorPlot(PlotPanel):
     def shown_metric(self) -> str:
         """"local" or "accumulated": which SQNR the bars show."""
         return self._metric
+
+    def is_stale(self) -> bool:
+        """Whether the bars are from before the latest changes (the title says so)."""
+        return self._stale
 
     def bar_names(self) -> list[str]:
         return list(self._names)
@@ -98,15 +103,17 @@ class LayerErrorPlot(PlotPanel):
             raise ValueError(f"unknown metric {metric!r}: {', '.join(METRICS)}")
         self._metric = metric
         self.metric_box.setCurrentIndex(list(METRICS).index(metric))
-        self.set_results(self._points)
+        self.set_results(self._points, self._stale)
 
     def _on_metric_box_changed(self, index: int) -> None:
         metric = self.metric_box.itemData(index)
         if metric != self._metric:
             self.set_metric(metric)
 
-    def set_results(self, layers) -> None:
-        """Show core PointResults (or anything with name, quantized, sqnr_db and local_sqnr_db)."""
+    def set_results(self, layers, stale: bool = False) -> None:
+        """Show core PointResults (or anything with name, quantized, sqnr_db and local_sqnr_db); `stale`:
+        from before the latest changes (said in the title)."""
+        self._stale = stale
         self._plot.clear()
         self._outline = None
         self._points = list(layers)
@@ -129,9 +136,9 @@ class LayerErrorPlot(PlotPanel):
                                                   pen=pg.mkPen("#7a7a7a", width=1.5), brush=None))
         self._value_labels = []
         for i in drawn if len(layers) <= self.VALUE_LABELS_UP_TO else []:
-            label = pg.TextItem(f"{self._heights[i]:.1f}", color=TEXT_COLOR, anchor=(0.5, float(self._heights[i] >= 0)))
+            label = pg.TextItem(f"{self._heights[i]:.1f}", color=TEXT_COLOR, anchor=(0.5, 1.0))
             label.setFont(QFont(self.font().family(), 8))
-            label.setPos(i, self._heights[i])
+            label.setPos(i, max(self._heights[i], 0.0))  # a negative bar's number sits on the baseline, not the axis
             self._plot.addItem(label)
             self._value_labels.append(label)
         key = " ".join(swatch(sqnr_color(db), text) for db, text in (
@@ -139,7 +146,10 @@ class LayerErrorPlot(PlotPanel):
             (SQNR_GOOD_DB, f"≥{SQNR_GOOD_DB:.0f} dB")))
         if not all(self._quantized):
             key += f" &nbsp; {swatch(KEPT_FLOAT_COLOR, 'kept in float')}"
-        self._plot.setTitle(f"{METRICS[self._metric][1]}<br>{key}", color=TEXT_COLOR, size="10pt")
+        title = METRICS[self._metric][1]
+        if self._stale:
+            title = f"<span style='color:#a04000'>{title}: the last run's, before your changes</span>"
+        self._plot.setTitle(f"{title}<br>{key}", color=TEXT_COLOR, size="10pt")
         finite = [self._heights[i] for i in drawn] or [0.0]
         lo, hi = min(0.0, min(finite)), max(0.0, max(finite))
         span = max(hi - lo, 1.0)

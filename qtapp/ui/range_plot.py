@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QLabel, QWidget
 
-from .plots import FLOAT_COLOR, TEXT_COLOR, PlotPanel, int_dtype_name, plot_widget, swatch, translucent
+from .plots import FLOAT_COLOR, TEXT_COLOR, PlotPanel, plot_widget, swatch, translucent
 
 CLIP_COLOR = QColor("#d62728")
 MAX_GRID_LEVELS = 64  # more levels than this in view are a grey smear
@@ -58,13 +58,22 @@ class ActivationRangePlot(PlotPanel):
         return self._title
 
     # -- data ----------------------------------------------------------------------------------------
-    def set_point(self, name: str | None, point) -> None:
-        """`point`: a core PointResult (its `range` is drawn), or None."""
+    def set_point(self, name: str | None, point, is_point: bool = True, ran: bool = True) -> None:
+        """`point`: a core PointResult (its `range` is drawn), or None; `is_point`: whether `name` is a
+        quantization point at all; `ran`: whether there is a result to take figures from."""
         self._plot.clear()
         self._name, self._range, self._title = name, None, ""
         r = getattr(point, "range", None)
-        if name is None or point is None:
-            self._show_message(self.EMPTY if name is None else f"{name}: run calibration to see its values")
+        if name is None:
+            self._show_message(self.EMPTY)
+            return
+        if not is_point:
+            self._show_message(f"{name or 'The model'} is not a quantization point (a container, or a module fused "
+                               "into its group's head): select one of its points")
+            return
+        if point is None:
+            self._show_message(f"{name}: run calibration to see its values" if not ran else
+                               f"{name} was not measured in this result")
             return
         if r is None or r.hist_counts is None:
             why = "it is kept in float" if point.kept_float else \
@@ -74,12 +83,14 @@ class ActivationRangePlot(PlotPanel):
         edges, counts = np.asarray(r.hist_edges, dtype=np.float64), np.asarray(r.hist_counts, dtype=np.float64)
         self._plot.plot(edges, counts + 1, stepMode="center", fillLevel=0, fillBrush=translucent(FLOAT_COLOR, 80),
                         pen=pg.mkPen(FLOAT_COLOR, width=1.5))
-        # Decades only (the view is in log10 units): pyqtgraph's own minor labels crowd a short axis.
-        decades = range(0, int(np.ceil(np.log10(counts.max() + 1))) + 1)
-        self._plot.getAxis("left").setTicks([[(k, f"{10 ** k:,}") for k in decades], []])
+        # Decades (the view is in log10 units): pyqtgraph's own minor labels crowd a short axis; 2 and 5
+        # as well when the counts span little more than one decade.
+        top = int(np.ceil(np.log10(counts.max() + 1)))
+        ticks = [10 ** k * m for k in range(0, top + 1) for m in ((1, 2, 5) if top <= 1 else (1,))]
+        self._plot.getAxis("left").setTicks([[(np.log10(t), f"{t:,}") for t in ticks], []])
         lo, hi = float(r.lo), float(r.hi)
         self._range = (lo, hi)
-        dtype = int_dtype_name(r.qmin, r.qmax) if (r.qmin, r.qmax) in ((-128, 127), (0, 255)) else "range"
+        dtype = "median call's" if r.per_call else "range"
         pen = pg.mkPen("#5a5a5a", width=1.4, style=Qt.PenStyle.DashLine)
         for value, end, anchor in ((lo, "min", (0, 0.5)), (hi, "max", (1, 0.5))):
             self._plot.addItem(pg.InfiniteLine(value, pen=pen, label=f" {dtype} {end} ", labelOpts={
@@ -87,10 +98,12 @@ class ActivationRangePlot(PlotPanel):
                 "movable": False}), ignoreBounds=True)
         x_lo, x_hi = min(float(edges[0]), lo), max(float(edges[-1]), hi)
         shade = translucent(CLIP_COLOR, 40)
-        if x_lo < lo:
-            self._plot.addItem(pg.LinearRegionItem((x_lo, lo), movable=False, brush=shade, pen=pg.mkPen(None)))
-        if x_hi > hi:
-            self._plot.addItem(pg.LinearRegionItem((hi, x_hi), movable=False, brush=shade, pen=pg.mkPen(None)))
+        # Shaded only where values were clipped: from the range's end to the furthest value beyond it
+        # (one range per call clips nothing: its lines are the median call's).
+        if not r.per_call and r.clipped_low > 0 and r.data_min < lo:
+            self._plot.addItem(pg.LinearRegionItem((r.data_min, lo), movable=False, brush=shade, pen=pg.mkPen(None)))
+        if not r.per_call and r.clipped_high > 0 and r.data_max > hi:
+            self._plot.addItem(pg.LinearRegionItem((hi, r.data_max), movable=False, brush=shade, pen=pg.mkPen(None)))
         if r.scale > 0 and (x_hi - x_lo) / r.scale <= MAX_GRID_LEVELS:
             grid = pg.mkPen(0, 0, 0, 40, width=1)
             for q in range(r.qmin, r.qmax + 1):
@@ -104,8 +117,10 @@ class ActivationRangePlot(PlotPanel):
                   f"{_pct(r.clipped_high)} above; {_pct(r.rounds_to_zero)} round to zero; {r.values:,} values "
                   f"({r.source})")
         self._title = f"{first}\n{second}"
-        key = f"{swatch(FLOAT_COLOR, 'values')} &nbsp; {swatch(CLIP_COLOR, 'outside the range: clipped')}"
-        findings = "".join(f"<br><span style='color:#b03000'>⚠ {escape(f.text)}</span>" for f in point.diagnosis)
+        key = swatch(FLOAT_COLOR, "values") + ("" if r.per_call else f" &nbsp; {swatch(CLIP_COLOR, 'clipped')}")
+        findings = "".join(f"<br><span style='color:#b03000'>⚠ {escape(f.text)}</span>" for f in point.diagnosis[:1])
+        if len(point.diagnosis) > 1:
+            findings += f" <span style='color:#777'>(+{len(point.diagnosis) - 1} more in the tree's tooltip)</span>"
         self._caption.setText(f"<b>{escape(first)}</b><br>{escape(second)}{findings}<br>{key}")
         self._plot.setXRange(x_lo, x_hi, padding=0.02)
         self._plot.enableAutoRange(axis="y")

@@ -52,8 +52,8 @@ class _Executor(QObject):
                     self._post("result", stop.value)
                     break
                 self._post("progress", p)
-        except Cancelled:
-            self._post("cancel")
+        except Cancelled as exc:  # what the job finished before it stopped, if it says (a calibration)
+            self._post("cancel", getattr(exc, "partial", None))
         except BaseException as exc:  # noqa: BLE001 - every failure is reported to the GUI thread
             self._post("error", exc, traceback.format_exc())
         finally:
@@ -150,7 +150,7 @@ class JobRunner(QObject):
                 self._call("error", *payload)
             elif kind == "cancel":
                 log.info("%s cancelled", self.name)
-                self._call("cancel")
+                self._call("cancel", *payload)
             elif kind == "result":
                 self._call("result", *payload)
             else:

@@ -53,7 +53,8 @@ def test_compare_outputs_of_identical_models(demo_loaded):
     metrics = drive(compare_outputs(demo_loaded.module, demo_loaded.module, data))
     assert metrics.sqnr_db is None and metrics.max_abs_error == 0.0 and metrics.top1_agreement == 1.0
     assert set(metrics.to_json()) == {"sqnr_db", "cosine", "max_abs_error", "top1_agreement",
-                                      "accuracy_float", "accuracy_quantized", "samples"}
+                                      "accuracy_float", "accuracy_quantized", "samples", "metric",
+                                      "accuracy_withheld"}
 
 
 def test_regression_outputs_have_no_agreement_or_accuracy():

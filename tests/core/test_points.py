@@ -169,10 +169,10 @@ def test_where_torch_fails_to_keep_a_point_float_the_run_goes_on_and_says_so(mon
     s = session("functional", float_layers=["block/add", "mix"])
     original = backends.FxStaticBackend.convert
 
-    def failing(self, calibrated, float_heads):
+    def failing(self, calibrated, float_heads, recipe):
         if "block/add" in float_heads:
             raise RuntimeError("Input type (c10::quint8) and bias type (float) should be the same")
-        return original(self, calibrated, float_heads)
+        return original(self, calibrated, float_heads, recipe)
 
     monkeypatch.setattr(backends.FxStaticBackend, "convert", failing)
     result = drive(s.quantize())

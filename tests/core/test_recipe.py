@@ -61,8 +61,45 @@ def test_unknown_keys_are_refused_by_name(data, named):
 
 def test_unknown_version_is_refused():
     with pytest.raises(UsageError) as exc:
-        QuantRecipe.from_dict({"version": 2, "model": "demo"})
-    assert "version 2" in str(exc.value) and f"version {RECIPE_VERSION}" in str(exc.value)
+        QuantRecipe.from_dict({"version": 3, "model": "demo"})
+    assert "version 3" in str(exc.value) and f"writes {RECIPE_VERSION}" in str(exc.value)
+
+
+def test_a_version_1_recipe_is_read_and_written_as_version_2(tmp_path):
+    old = {"version": 1, "model": "demo", "observer": "minmax", "float_layers": ["fc2"]}
+    recipe = QuantRecipe.from_dict(old)
+    assert recipe.version == RECIPE_VERSION == 2 and recipe.overrides == {} and recipe.metric is None
+    recipe.save(tmp_path / "r.json")
+    again = QuantRecipe.load(tmp_path / "r.json")
+    assert again.to_dict() == recipe.to_dict() and again.to_dict()["version"] == 2
+
+
+def test_overrides_round_trip_and_are_checked():
+    from qtapp.core.recipe import PointOverride
+
+    recipe = QuantRecipe.from_dict({"version": 2, "model": "demo", "metric": "cosine", "overrides": {
+        "layer1.0/add": {"observer": "percentile-99.99"}, "fc2": {"per_channel": False}}})
+    assert recipe.overrides["layer1.0/add"] == PointOverride(observer="percentile-99.99")
+    assert recipe.to_dict()["overrides"] == {"fc2": {"per_channel": False},
+                                             "layer1.0/add": {"observer": "percentile-99.99"}}
+    for bad, named in (({"x": {"observer": "median"}}, "median"), ({"x": {"colour": 1}}, "colour"),
+                       ({"x": {}}, "at least one"), ({"x": 3}, "must be an object"), ([1], "JSON object")):
+        with pytest.raises(UsageError, match=named):
+            QuantRecipe.from_dict({"version": 2, "model": "demo", "overrides": bad})
+    with pytest.raises(UsageError, match="unknown metric 'accuracy'"):
+        QuantRecipe.from_dict({"version": 2, "model": "demo", "metric": "accuracy"})
+    dynamic_range = QuantRecipe(model="demo", method="dynamic", overrides={"fc2": {"observer": "minmax"}})
+    with pytest.raises(UsageError, match="applies to static quantization only"):
+        dynamic_range.check_applicable()
+    with pytest.raises(UsageError, match="dtype applies to dynamic quantization only"):
+        QuantRecipe(model="demo", overrides={"fc2": {"dtype": "float16"}}).check_applicable()
+
+
+def test_overrides_and_the_observer_need_no_recalibration():
+    base = QuantRecipe(model="demo")
+    assert QuantRecipe(model="demo", observer="minmax").calibration_key() == base.calibration_key()
+    assert QuantRecipe(model="demo", overrides={"fc2": {"observer": "minmax"}}).calibration_key() == base.calibration_key()
+    assert QuantRecipe(model="demo", per_channel=False).calibration_key() != base.calibration_key()
 
 
 @pytest.mark.parametrize("key, value", [

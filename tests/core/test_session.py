@@ -67,10 +67,28 @@ def test_calibrate_once_reconvert_many(demo_session, calibration_calls):
 def test_a_calibration_setting_change_recalibrates(demo_session, calibration_calls):
     s = demo_session
     drive(s.quantize())
-    s.update_recipe(observer="minmax")
+    s.update_recipe(per_channel=False)
     assert s.calibrated is None
     drive(s.quantize())
-    assert calibration_calls == ["fx", "fx"] and s.calibrated.recipe.observer == "minmax"
+    assert calibration_calls == ["fx", "fx"] and s.calibrated.recipe.per_channel is False
+
+
+def test_another_activation_range_reconverts_without_recalibrating(demo_session, calibration_calls):
+    """Every range choice is observed in the one calibration pass (observers.MultiObserver)."""
+    s = demo_session
+    (x,), _ = next(iter(s.open_evaluation()))
+    histogram = drive(s.quantize())
+    calibrated = s.calibrated
+    s.update_recipe(observer="minmax")
+    assert s.calibrated is calibrated
+    minmax = drive(s.quantize())
+    assert calibration_calls == ["fx"]
+    scale = lambda r: r.quantized_model.get_submodule("block2.0").scale  # noqa: E731 - its output range
+    assert scale(minmax) > scale(histogram)  # min-max keeps every outlier in range: a coarser step
+    s.update_recipe(observer="histogram")
+    again = drive(s.quantize())
+    with torch.no_grad():
+        assert torch.equal(again.quantized_model(x), histogram.quantized_model(x))
 
 
 def test_changing_the_method_rebuilds_the_inventory_and_keeps_float_layers(demo_session):

@@ -62,8 +62,12 @@ def _other_value(name, value):
     return value + 1
 
 
-@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(QuantRecipe)
-                                  if f.name not in ("version", "evaluation", "float_layers")])
+# What a conversion chooses without recalibrating: the layers kept float, the evaluation, the activation
+# range (every one is observed in the one pass), the per-point overrides and the metric.
+CONVERSION_FIELDS = ("version", "evaluation", "float_layers", "observer", "overrides", "metric")
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(QuantRecipe) if f.name not in CONVERSION_FIELDS])
 def test_every_recipe_field_but_the_conversion_ones_invalidates_a_calibration(name):
     """Derived from the recipe's fields: a field added later is covered without a hand-kept list."""
     base = QuantRecipe(model="demo", method="qat" if name == "qat" else "static")
@@ -73,6 +77,10 @@ def test_every_recipe_field_but_the_conversion_ones_invalidates_a_calibration(na
 
 def test_float_layers_and_evaluation_reconvert_without_recalibrating():
     base = QuantRecipe(model="demo")
+    for name in CONVERSION_FIELDS[1:]:
+        value = {"overrides": {"fc1": {"observer": "minmax"}}, "metric": "cosine"}.get(name)
+        changed = dataclasses.replace(base, **{name: value if value is not None else _other_value(name, getattr(base, name))})
+        assert changed.calibration_key() == base.calibration_key(), name
     assert dataclasses.replace(base, float_layers=["fc1"]).calibration_key() == base.calibration_key()
     assert dataclasses.replace(base, evaluation=DataSpec(source="random")).calibration_key() == base.calibration_key()
     qat = QuantRecipe(model="demo", method="qat")
@@ -81,7 +89,9 @@ def test_float_layers_and_evaluation_reconvert_without_recalibrating():
 
 def test_notes_are_written_once_and_rendered_everywhere(demo_loaded):
     s = QuantSession(demo_loaded, QuantRecipe(model="demo", engine="qnnpack", calibration=DataSpec(source="random", batches=2)))
-    result = drive(s.quantize())
+    unmeasured = drive(s.quantize())
+    assert not any("qnnpack" in n.text for n in diagnostics.notes(unmeasured))  # a note about latency: none yet
+    result = drive(s.measure())
     notes = [n.text for n in diagnostics.notes(result)]
     assert any("random tensors" in n for n in notes) and any("qnnpack" in n for n in notes)
     assert report_dict(result)["notes"] == notes

@@ -89,3 +89,47 @@ def test_keeping_a_functional_op_float_from_the_tree(qtbot, window, open_and_wai
     point = {p.name: p for p in session.result.layers}["block/add_1"]
     assert not point.quantized and point.runs == "float"
     assert model.data(model.index_of("block/add_1", COL_LOCAL)).endswith("(if int8)")
+
+
+def test_figures_from_before_a_settings_change_are_shown_as_such(qtbot, window, open_and_wait, quantize_and_wait):
+    session = open_and_wait(qtbot, window, "demo")
+    quantize_and_wait(qtbot, window)
+    assert not window.tree_model.stale and not window.layer_plot.is_stale()
+    window.settings_panel.engine.setCurrentText("x86")  # needs a new calibration: nothing reruns by itself
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=30000)
+    assert session.calibrated is None and window.tree_model.stale and window.layer_plot.is_stale()
+    tip = window.tree_model.data(window.tree_model.index_of("block2.0", COL_NAME), Qt.ItemDataRole.ToolTipRole)
+    assert "From the last run, made before your latest changes" in tip
+    assert window.tree_model.data(window.tree_model.index_of("block2.0", COL_SQNR), Qt.ItemDataRole.BackgroundRole) is None
+    quantize_and_wait(qtbot, window)
+    assert not window.tree_model.stale and not window.layer_plot.is_stale()
+
+
+def test_another_activation_range_reconverts_at_once(qtbot, window, open_and_wait, quantize_and_wait):
+    session = open_and_wait(qtbot, window, "demo")
+    first = quantize_and_wait(qtbot, window)
+    calibrated = session.calibrated
+    with qtbot.waitSignal(window.result_applied, timeout=60000):
+        window.settings_panel.observer.setCurrentText("minmax")
+    qtbot.waitUntil(lambda: not window.runner.busy and window.controller.waiting is None, timeout=60000)
+    assert session.calibrated is calibrated and session.result is not first
+    assert session.result.recipe.observer == "minmax" and not window.tree_model.stale
+
+
+def test_only_bad_points_on_a_healthy_model_says_there_are_none(qtbot, window, open_and_wait, quantize_and_wait):
+    open_and_wait(qtbot, window, "demo")
+    assert not window.bad_only.isEnabled()  # nothing to filter before a run
+    quantize_and_wait(qtbot, window)
+    window.bad_only.setChecked(True)
+    assert visible_names(window) == [] and window.tree_hint.isVisible()
+    assert "No point is worse than the rest" in window.tree_hint.text()
+    window.bad_only.setChecked(False)
+    assert not window.tree_hint.isVisible() and "block2.0" in visible_names(window)
+
+
+def test_a_container_is_not_a_point(qtbot, window, open_and_wait, quantize_and_wait):
+    open_and_wait(qtbot, window, "demo")
+    quantize_and_wait(qtbot, window)
+    window.detail_tabs.setCurrentWidget(window.range_plot)
+    window.select_layer("block1")
+    assert "block1 is not a quantization point" in window.range_plot.message()

@@ -1,0 +1,94 @@
+"""Every activation range qtapp offers, from one calibration pass, chosen per point at conversion.
+
+`MultiObserver` watches the data once with each way of choosing a range: min-max, a moving average of
+per-batch min-max, torch's histogram observer (the range minimising the L2 rounding error), and
+percentile clipping at 99.9% and 99.99% (read off that same histogram). `calculate_qparams()` answers
+for the one chosen; choosing another later needs no new calibration, only a reconversion.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
+
+RANGES = ("minmax", "moving-average", "histogram", "percentile-99.9", "percentile-99.99")
+
+
+class MultiObserver(MinMaxObserver):
+    def __init__(self, dtype=torch.quint8, qscheme=torch.per_tensor_affine, quant_min=0, quant_max=127,
+                 chosen: str = "histogram", **kwargs) -> None:
+        super().__init__(dtype=dtype, qscheme=qscheme, quant_min=quant_min, quant_max=quant_max, **kwargs)
+        if chosen not in RANGES:
+            raise ValueError(f"unknown activation range {chosen!r}: {', '.join(RANGES)}")
+        self.chosen = chosen
+        self.moving = MovingAverageMinMaxObserver(dtype=dtype, qscheme=qscheme, quant_min=quant_min,
+                                                  quant_max=quant_max)
+        self.hist = HistogramObserver(dtype=dtype, qscheme=qscheme, quant_min=quant_min, quant_max=quant_max)
+
+    def forward(self, x_orig):
+        super().forward(x_orig)  # the true min and max
+        self.moving(x_orig)
+        self.hist(x_orig)
+        return x_orig
+
+    def range_of(self, choice: str) -> tuple[float, float] | None:
+        """The (min, max) `choice` would quantize to (before the zero point is fitted in); None before data."""
+        if self.min_val.numel() == 0 or not torch.isfinite(self.min_val).all():
+            return None
+        if choice == "minmax":
+            return float(self.min_val), float(self.max_val)
+        if choice == "moving-average":
+            return float(self.moving.min_val), float(self.moving.max_val)
+        if choice == "histogram":
+            lo, hi = self.hist._non_linear_param_search()
+            return float(lo), float(hi)
+        share = float(choice.split("-", 1)[1]) / 100.0
+        return self._percentile(1.0 - share), self._percentile(share)
+
+    def _percentile(self, q: float) -> float:
+        hist = self.hist.histogram.double()
+        total = float(hist.sum())
+        lo, hi = float(self.hist.min_val), float(self.hist.max_val)
+        if total == 0 or hi <= lo:
+            return lo if q < 0.5 else hi
+        cdf = torch.cumsum(hist, 0) / total
+        i = int(torch.searchsorted(cdf, torch.tensor(q, dtype=cdf.dtype)).clamp(max=len(hist) - 1))
+        width = (hi - lo) / len(hist)
+        before = float(cdf[i - 1]) if i else 0.0
+        inside = (q - before) / max(float(cdf[i]) - before, 1e-12)  # linear within the bin
+        return lo + width * (i + min(max(inside, 0.0), 1.0))
+
+    def calculate_qparams(self, choice: str | None = None):
+        choice = choice or self.chosen
+        if choice == "minmax":
+            return super().calculate_qparams()
+        if choice == "moving-average":
+            return self.moving.calculate_qparams()
+        if choice == "histogram":
+            return self.hist.calculate_qparams()
+        found = self.range_of(choice)
+        if found is None:
+            return super().calculate_qparams()
+        return self._calculate_qparams(torch.tensor(found[0]), torch.tensor(found[1]))
+
+    def extra_repr(self) -> str:
+        return f"chosen={self.chosen}, {super().extra_repr()}"
+
+
+def multi_observers(model):
+    """{path: MultiObserver} of a prepared model (FX: the graph's observer modules; eager: each
+    module's activation_post_process)."""
+    return {name: m for name, m in model.named_modules(remove_duplicate=False) if isinstance(m, MultiObserver)}
+
+
+def choose(model, points, default: str, overrides: dict) -> None:
+    """Set each MultiObserver of `model` to the range its point's override asks for, else `default`."""
+    by_observer = {}
+    for p in points:
+        if p.observer is None:
+            continue
+        override = overrides.get(p.name)
+        by_observer[p.observer] = override.observer if override is not None and override.observer else default
+    for path, obs in multi_observers(model).items():
+        key = path.removesuffix(".activation_post_process")  # eager: the module carrying it
+        obs.chosen = by_observer.get(path, by_observer.get(key, default))
