@@ -310,17 +310,17 @@ def test_analyze_names_the_broken_point_first_and_writes_the_same_to_report_json
     table = stdout.splitlines()
     header = next(i for i, line in enumerate(table) if line.split()[:3] == ["point", "local", "accum."])
     first = table[header + 1].split()
-    assert first[0] == "/mul"
+    assert first[0] == "fc2"
     assert "outliers set the range: 0.1% of values use 9" in table[header + 1]
-    assert "5 points, 5 in int8, 1 worse than the rest" in stdout
+    assert "4 points, 4 in int8, 1 worse than the rest" in stdout
     report = read_report(out)
     assert sorted(p.name for p in out.iterdir()) == ["recipe.json", "report.json"]  # no models: nothing exported
     worst = report["points"]["worst"][0]
-    assert worst["name"] == "/mul" and worst["diagnosis"].startswith("outliers set the range")
-    assert report["points"]["bad"] == ["/mul"]
-    mul = next(p for p in report["layers"] if p["name"] == "/mul")
-    assert mul["kind"] == "op" and mul["diagnosis"][0]["code"] == "outlier-range"
-    assert mul["local_sqnr_db"] == pytest.approx(float(first[1]), abs=0.05)
+    assert worst["name"] == "fc2" and worst["diagnosis"].startswith("outliers set the range")
+    assert report["points"]["bad"] == ["fc2"]
+    fc2 = next(p for p in report["layers"] if p["name"] == "fc2")
+    assert fc2["kind"] == "module" and fc2["diagnosis"][0]["code"] == "outlier-range"
+    assert fc2["local_sqnr_db"] == pytest.approx(float(first[1]), abs=0.05)
     assert report["latency_ms"]["float"] is None  # analyze measures error, not speed
 
 

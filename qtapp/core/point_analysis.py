@@ -24,7 +24,7 @@ import numpy as np
 
 from ._torchao_compat import quiet_ao
 from .compare import first_tensor, is_quantized_module, sqnr_db, weight_data
-from .points import QuantPoint, align, int8_values, is_observer, point_value_node
+from .points import QuantPoint, align, int8_values, is_observer, point_value_node, quantized_sources
 from .progress import CancelToken, Job, Stage
 
 IDEAL_ROUNDING = 1 / math.sqrt(12)
@@ -535,9 +535,18 @@ def static_ranges(analysis: StaticAnalysis, calib, max_batches: int, cancel: Can
             lo, hi = min(obs[0], qp.lo), max(obs[1], qp.hi)
             edges = np.linspace(lo, hi, HIST_BINS + 1) if hi > lo else None
         counters[name] = _RangeCounter(qp, edges, obs)
+    constants = {p.name for p in analysis.points if p.kind == "constant"}
+    seen: set = set()  # a held tensor is the same values at every forward: counted once
+
+    def add(name, x):
+        if name in counters and torch.is_tensor(x) and name not in seen:
+            counters[name].add(x)
+            if name in constants:
+                seen.add(name)
+
     book = analysis.book
     book.keep = False
-    book.on_value = lambda name, x: counters[name].add(x) if name in counters and torch.is_tensor(x) else None
+    book.on_value = add
     batches = min(len(calib), max_batches)
     stage = Stage("activation ranges", batches, cancel)
     try:
@@ -679,10 +688,7 @@ def _int8_taps(qmodel, analysis: StaticAnalysis, mode: str):
         return _eager_int8_taps(qmodel, points)
     mapping = align(analysis.prepared, qmodel)
     nodes = {n.name: n for n in qmodel.graph.nodes}
-    for n in qmodel.graph.nodes:  # an input's int8 value: the quantize node that reads it
-        if n.op == "call_function" and getattr(n.target, "__name__", "") == "quantize_per_tensor" \
-                and getattr(n.args[0], "op", None) == "placeholder":
-            mapping.setdefault(n.args[0].name, n.name)
+    mapping.update(quantized_sources(qmodel))  # inputs and held tensors: the quantize node that reads them
     int8 = int8_values(qmodel)
     from .points import runs_in
 
@@ -694,7 +700,7 @@ def _int8_taps(qmodel, analysis: StaticAnalysis, mode: str):
         node = nodes[node_name]
         quantize = [u for u in node.users if u.op == "call_function"
                     and getattr(u.target, "__name__", "") == "quantize_per_tensor"]
-        runs[p.name] = "int8" if p.kind == "input" else runs_in(qmodel, node, int8)
+        runs[p.name] = "int8" if p.kind in ("input", "constant") else runs_in(qmodel, node, int8)
         # An op that runs in float has its output rounded by the quantize node after it: that is the point's value.
         wanted[quantize[0].name if quantize and not int8.get(node_name, False) else node_name] = p.name
         flags[p.name] = int8.get(node_name, False) or bool(quantize)
@@ -848,3 +854,43 @@ def analyse_dynamic(float_model, qmodel, points: list[QuantPoint], float_points:
 
 def with_diagnosis(results: list[PointResult], findings: dict) -> list[PointResult]:
     return [replace(r, diagnosis=tuple(findings.get(r.name, ()))) for r in results]
+
+
+def range_choice_errors(analysis: StaticAnalysis, data, samples: int = SAMPLES,
+                        cancel: CancelToken | None = None) -> Job[dict]:
+    """{point: {range choice: local SQNR}}: each activation range the calibration observed (observers.
+    MultiObserver), applied to the float values at the point, over one pass: which range fits each point."""
+    import torch
+
+    from .observers import RANGES, MultiObserver
+
+    grids: dict[str, dict[str, QParams]] = {}
+    for p in analysis.points:
+        if p.observer is None or p.name not in analysis.qparams or p.shares_range:  # a shared range is its owner's
+            continue
+        obs = analysis.prepared.get_submodule(p.observer)
+        obs = getattr(obs, "activation_post_process", obs) if analysis.mode == "eager" else obs
+        if not isinstance(obs, MultiObserver):
+            continue
+        if not analysis.qparams[p.name].fixed:
+            grids[p.name] = {c: qp for c in RANGES if (qp := observer_qparams(obs, c)) is not None}
+    sums = {(n, c): _Sums() for n, gs in grids.items() for c in gs}
+    book = analysis.book
+
+    def on_value(name, x):
+        if name in grids and torch.is_tensor(x):
+            x = x.float()
+            for c, qp in grids[name].items():
+                sums[(name, c)].add(x, qp.fake(x))
+
+    book.keep, book.on_value = False, on_value
+    total = min(samples, data.samples)
+    stage = Stage("range choices", total, cancel)
+    try:
+        with torch.no_grad(), quiet_ao():
+            for done, chunk in _chunks(data, total):
+                analysis.model(*chunk)
+                yield stage.step(done + len(chunk[0]), f"{len(grids)} points x {len(RANGES)} ranges")
+    finally:
+        book.keep, book.on_value = True, None
+    return {n: {c: sums[(n, c)].db for c in gs} for n, gs in grids.items()}

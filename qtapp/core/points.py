@@ -49,7 +49,7 @@ _CANONICAL = {"iadd": "add", "add_relu": "add", "add_scalar": "add", "add_scalar
 @dataclass(frozen=True)
 class QuantPoint:
     name: str
-    kind: str  # "input" | "module" | "op"
+    kind: str  # "input" | "module" | "op" | "constant" (a tensor the model holds, rounded like an activation)
     op: str  # module type (ConvReLU2d, Hardswish) or function name (add, cat, mean)
     parent: str  # the tree row it belongs to: the module itself, or the module an op is called in
     observed: bool  # the quantizer rounds this output to int8
@@ -73,8 +73,8 @@ class QuantPoint:
     @property
     def label(self) -> str:
         """The short name shown in a tree row: `add`, `conv1`, `input x`."""
-        if self.kind == "input":
-            return f"input:{self.name.split(':', 1)[-1].rpartition('.')[2]}"
+        if self.kind in ("input", "constant"):
+            return self.name.split(":", 1)[0] + ":" + self.name.split(":", 1)[-1].rpartition(".")[2]
         if self.kind == "op":
             return self.name.rpartition("/")[2]
         return self.name.rpartition(".")[2] or self.name
@@ -189,8 +189,10 @@ def fx_points(prepared) -> list[QuantPoint]:
     points, calls = [], defaultdict(int)
     taken = {g for g, _ in via_getitem.values()}
     for n in nodes:
-        if is_obs[n] or n in absorbed or n in taken or n.op not in ("placeholder", "call_module", "call_function",
-                                                                     "call_method"):
+        if n.op == "get_attr" and n in observer_of:  # a tensor the model holds, rounded like an activation
+            pass
+        elif is_obs[n] or n in absorbed or n in taken or n.op not in ("placeholder", "call_module", "call_function",
+                                                                       "call_method"):
             continue
         value = via_getitem.get(n, (n, 0))[0]
         observed = value in observer_of
@@ -202,6 +204,10 @@ def fx_points(prepared) -> list[QuantPoint]:
         root = root_of.get(n)
         if n.op == "placeholder":
             name, kind, parent, scope = f"input:{n.name}", "input", "", ""
+        elif n.op == "get_attr":
+            owner = n.target.rpartition(".")[0]
+            name, kind, parent, scope = f"const:{n.target}", "constant", owner, owner
+            op = "tensor"
         elif n.op == "call_module" and root is None:
             k = calls[n.target]
             calls[n.target] += 1
@@ -363,6 +369,16 @@ def runs_in(converted, node, int8: dict[str, bool]) -> str:
     return "int8" if inputs and int8.get(inputs[0].name, False) else "float"
 
 
+def quantized_sources(converted) -> dict[str, str]:
+    """{input or held tensor node: the quantize node that rounds it}: their int8 values."""
+    out = {}
+    for n in converted.graph.nodes:
+        if n.op == "call_function" and _fn_name(n.target) == "quantize_per_tensor" and n.args \
+                and getattr(n.args[0], "op", None) in ("placeholder", "get_attr"):
+            out.setdefault(n.args[0].name, n.name)
+    return out
+
+
 def point_value_node(point: QuantPoint, mapping: dict[str, str]) -> str | None:
     """The converted node whose output is the point's value: its own node, else its pattern's root
     (an add+relu point is one add_relu node once lowered)."""
@@ -374,15 +390,12 @@ def classify(points: list[QuantPoint], prepared, converted, engine: str) -> list
     mapping = align(prepared, converted)
     nodes = {n.name: n for n in converted.graph.nodes}
     int8 = int8_values(converted)
-    for n in converted.graph.nodes:  # an input's int8 value is the quantize node that reads it
-        if n.op == "call_function" and _fn_name(n.target) == "quantize_per_tensor" and n.args \
-                and getattr(n.args[0], "op", None) == "placeholder":
-            mapping.setdefault(n.args[0].name, n.name)
+    mapping.update(quantized_sources(converted))
     out = []
     for p in points:
         name = point_value_node(p, mapping)
         node = nodes.get(name) if name else None
-        runs = ("int8" if p.kind == "input" else runs_in(converted, node, int8)) if node is not None else ""
+        runs = ("int8" if p.kind in ("input", "constant") else runs_in(converted, node, int8)) if node is not None else ""
         if p.kind != "input" and p.observed and not runs:
             runs = "int8"  # observed but rewritten beyond recognition: its output is rounded all the same
         lowered = node is not None and _is_lowered_op(node)
@@ -413,6 +426,10 @@ _FLOAT_REASONS = {
 
 
 def _toggle_rule(p: QuantPoint, runs: str, lowered: bool, engine: str) -> tuple[str | None, str]:
+    if p.kind == "constant":
+        return None, (f"a tensor the model holds ({p.target}), rounded to int8 like an activation because the op it "
+                      "feeds had an int8 pattern when calibrated: torch rounds it whatever that op's setting, even "
+                      "when the op then runs in float (a float island dequantizes it again)")
     if p.kind == "input":
         return None, ("the model's input, rounded to int8 for the first int8 op; keep that op float to keep the "
                       "input float")

@@ -98,13 +98,29 @@ def test_ranges_are_counted_on_the_calibration_data(demo):
 def test_the_outlier_model_is_diagnosed_at_its_outlier_point():
     session, result = run("outlier")
     worst = worst_points(result.layers)
-    assert worst[0].name == "/mul"
-    assert [p.name for p in result.layers if p.diagnosis] == ["/mul"]  # and nowhere else
+    assert worst[0].name == "fc2"
+    assert [p.name for p in result.layers if p.diagnosis] == ["fc2"]  # and nowhere else
     finding = worst[0].diagnosis[0]
     assert finding.code == "outlier-range"
     assert finding.text.startswith("outliers set the range: 0.1% of values use 9")  # 90% or more of it
     assert finding.figures["central_levels"] <= 16 and finding.text.endswith("of its 128 levels")
     assert result.output.sqnr_db < 25  # the model is really broken there
+
+
+def test_a_held_tensor_is_a_point_rounded_like_an_activation():
+    """A buffer the forward multiplies by is observed and rounded to int8 by torch.ao: it is listed as a
+    constant point, with the range of its values and no toggle of its own."""
+    session, result = run("held_tensor")
+    points = by_name(result)
+    gain = points["const:gain"]
+    assert gain.kind == "constant" and gain.quantized and gain.toggle is None
+    assert (gain.range.data_min, gain.range.data_max) == (pytest.approx(1.0), pytest.approx(30.0))
+    assert gain.range.values == 64  # the buffer itself, not a batch of activations
+    buffer = session.loaded.module.gain
+    q = torch.quantize_per_tensor(buffer, gain.range.scale, gain.range.zero_point, torch.quint8)
+    expected = sqnr(buffer, q.dequantize())
+    assert gain.local_sqnr_db == pytest.approx(expected, abs=0.01)
+    assert "/mul" in points and points["/mul"].inputs[-1] == "const:gain"
 
 
 def test_a_fixed_range_before_softmax_clips_and_says_whose_range_it_is():
