@@ -1,6 +1,7 @@
 """qtapp-cli: the headless face of Quantization Studio. Same core, same recipe files as the window.
 
-Exit codes: 0 success, 2 usage error (bad option, recipe, layer name, shape), 1 failure.
+Exit codes: 0 success, 2 usage error (bad option, recipe, layer name, shape), 1 failure, 3 `tune` did not
+reach its target within the budget (the best configuration it found is written all the same).
 """
 
 from __future__ import annotations
@@ -75,6 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--top", type=int, default=8, help="how many of the worst points to print (default 8)")
     a.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
     a.add_argument("--html", action="store_true", help="with --out: also write report.html")
+    a.add_argument("--sensitivity", action="store_true",
+                   help="also measure each toggleable point both ways, from the one calibration: the metric with "
+                        "only it kept float, and with only it quantized (two conversions per point)")
+
+    t = sub.add_parser("tune", help="search for the configuration that reaches an accuracy target with the fewest "
+                                    "points kept float, and write it as quantize would")
+    _model_args(t, spec_required=False)
+    _quant_args(t)
+    _run_args(t)
+    t.add_argument("--target", required=True, help="sqnr>=30 (output SQNR, dB), cosine>=0.999, drop<=1 (top-1 points "
+                                                   "lost, needs labels; or your --metric's units) or metric>=X")
+    t.add_argument("--budget", help="what the search may give up at most: float<=3 (points kept float), "
+                                    "float<=10%% (a share of them), size<=5MB or latency<=8ms (estimates)")
+    t.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx (default {DEFAULT_FORMATS})")
+    t.add_argument("--out", required=True, help="output folder: what quantize writes, and tune.json (every step tried)")
+    t.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
+    t.add_argument("--html", action="store_true", help="also write report.html, with the trade-off curve")
 
     i = sub.add_parser("inspect", help="list the layer inventory: types, sizes, shapes, fusion groups")
     _model_args(i)
@@ -95,6 +113,10 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="calibration and evaluation batch size (default 16)")
     p.add_argument("--epochs", type=int, help="QAT epochs (default 2)")
     p.add_argument("--lr", type=float, help="QAT learning rate (default 1e-4)")
+    p.add_argument("--metric", help="what the report, sensitivity and tune score: sqnr (default), cosine, top1 "
+                                    "(a classifier with class-id labels), retrieval@1 (embeddings), or your "
+                                    "function as package.module:function or file.py:function, called as "
+                                    "fn(float_outputs, quantized_outputs, labels) -> number, higher is better")
     p.add_argument("--recipe", help="run this recipe file; options given here override it")
 
 
@@ -126,7 +148,7 @@ def recipe_from_args(args):
     top = {"model": args.spec, "weights": args.weights, "kwargs": _kwargs(args.kwargs),
            "input_shape": args.input_shape, "input_dtype": args.input_dtype, "method": args.method, "static_mode": args.static_mode,
            "engine": args.engine, "dtype": args.dtype, "observer": args.observer, "per_channel": args.per_channel,
-           "float_layers": args.float_layers}
+           "float_layers": args.float_layers, "metric": getattr(args, "metric", None)}
     recipe = replace(recipe, **{k: v for k, v in top.items() if v is not None})
     if args.observer is not None and recipe.method != "static":
         from .core.errors import UsageError
@@ -148,6 +170,12 @@ def _named_by(args) -> Path | None:
     """The recipe file the model spec comes from, when the user did not type a SPEC (which is consent)."""
     recipe_file = getattr(args, "recipe", None)
     return Path(recipe_file) if recipe_file and not args.spec else None
+
+
+def _metric_named_by(args) -> Path | None:
+    """The recipe file the metric comes from, when the user did not type --metric."""
+    recipe_file = getattr(args, "recipe", None)
+    return Path(recipe_file) if recipe_file and not getattr(args, "metric", None) else None
 
 
 class TextProgress:
@@ -196,7 +224,8 @@ def _cmd_quantize(args) -> int:
     progress = TextProgress()
     try:
         result = drive(quantize_to_folder(recipe, out, formats, trust=args.trust, recipe_file=args.recipe,
-                                  html=args.html, model_named_by=_named_by(args)), progress)
+                                          html=args.html, model_named_by=_named_by(args),
+                                          metric_named_by=_metric_named_by(args)), progress)
     finally:
         progress.close()
     print(json.dumps(report_dict(result), indent=2) if args.json else summary_text(result, out))
@@ -207,7 +236,7 @@ def _cmd_quantize(args) -> int:
 
 def _cmd_analyze(args) -> int:
     from .core.progress import drive
-    from .core.render import points_text, report_dict, summary_text
+    from .core.render import points_text, report_dict, sensitivity_text, summary_text
     from .core.workflows import analyze, quantize_to_folder
 
     from .core.errors import UsageError
@@ -219,11 +248,16 @@ def _cmd_analyze(args) -> int:
         raise UsageError("--html writes report.html into the result folder: give --out DIR too")
     progress = TextProgress()
     try:
+        named = {"model_named_by": _named_by(args), "metric_named_by": _metric_named_by(args)}
         if args.out:
+            action = None
+            if args.sensitivity:
+                def action(session, cancel):
+                    return session.adopt((yield from session.sensitivity_job(cancel)))
             result = drive(quantize_to_folder(recipe, Path(args.out), [], trust=args.trust, recipe_file=args.recipe,
-                                              html=args.html, model_named_by=_named_by(args), measure=False), progress)
+                                              html=args.html, measure=False, action=action, **named), progress)
         else:
-            result = drive(analyze(recipe, trust=args.trust, model_named_by=_named_by(args)), progress)
+            result = drive(analyze(recipe, trust=args.trust, with_sensitivity=args.sensitivity, **named), progress)
     finally:
         progress.close()
     if args.json:
@@ -231,11 +265,45 @@ def _cmd_analyze(args) -> int:
         return 0
     summary = summary_text(result, Path(args.out) if args.out else None).splitlines()
     head = [line for line in summary if not line.startswith(("  worst points", "  diagnosis"))]
-    print("\n".join([*head[:2], *points_text(result, args.top), *head[2:]]))
+    print("\n".join([*head[:2], *points_text(result, args.top), *sensitivity_text(result, max(args.top, 12)),
+                     *head[2:]]))
     if args.out and args.html:
         print(f"  wrote       {Path(args.out) / 'report.html'}")
     elif not args.out:
         print("  (give --out DIR to write report.json and recipe.json)")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from .core.export import parse_formats
+    from .core.metrics import Target
+    from .core.progress import drive
+    from .core.render import report_dict, summary_text, tune_text
+    from .core.tune import Budget
+    from .core.workflows import tune_to_folder
+
+    recipe = recipe_from_args(args)
+    target, budget = Target.parse(args.target), Budget.parse(args.budget)  # refused before any work
+    formats = parse_formats(args.format)
+    out = Path(args.out)
+    progress = TextProgress()
+    try:
+        result = drive(tune_to_folder(recipe, out, formats, target, budget, trust=args.trust, recipe_file=args.recipe,
+                                      html=args.html, model_named_by=_named_by(args),
+                                      metric_named_by=_metric_named_by(args)), progress)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps(report_dict(result), indent=2))
+    else:
+        summary = summary_text(result, out).splitlines()
+        print("\n".join([summary[0], *tune_text(result), *summary[1:], f"  wrote       {out / 'tune.json'}"]))
+        if args.html:
+            print(f"  wrote       {out / 'report.html'}")
+    if not result.tune.reached:
+        print(f"qtapp-cli: target {result.tune.target} not reached within budget {result.tune.budget}; the best "
+              f"configuration found is in {out}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -313,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .core.errors import Cancelled, QtappError, UsageError, first_line
 
-    handler = {"quantize": _cmd_quantize, "analyze": _cmd_analyze, "inspect": _cmd_inspect,
+    handler = {"quantize": _cmd_quantize, "analyze": _cmd_analyze, "tune": _cmd_tune, "inspect": _cmd_inspect,
                "export": _cmd_export}[args.command]
     try:
         return handler(args)

@@ -54,3 +54,23 @@ def demo_quantized(demo_loaded):
     drive(session.quantize())
     return session
 
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """qtapp-cli's main(argv) in this process: cli(argv) -> (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from qtapp.cli import main
+
+    def run(argv) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in argv])
+            except SystemExit as exc:  # argparse's own exits
+                code = exc.code
+        return code, out.getvalue(), err.getvalue()
+
+    return run

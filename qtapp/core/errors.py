@@ -31,9 +31,12 @@ class CodeConsentRequired(QtappError):
     """A file (a recipe) names Python code to run: it runs only with the user's consent (--trust, or
     the window's dialog). What the user typed as the model spec is consent; what a file says is not."""
 
-    def __init__(self, spec: str, source) -> None:
-        self.spec, self.source = spec, source
+    def __init__(self, spec: str, source, role: str = "model") -> None:
+        self.spec, self.source, self.role = spec, source, role
+        yourself = {"model": "give the model yourself as SPEC", "metric": "give it yourself with --metric"}.get(
+            role, "give them yourself as SPEC and --metric")
+        spec_word = "callables" if " and " in role else "callable"
         super().__init__(
-            f"{source} names the Python callable {spec} as its model; running it executes code from outside "
+            f"{source} names the Python {spec_word} {spec} as its {role}; running it executes code from outside "
             "this app (a recipe is data, and may come from anyone). If you trust the recipe, pass --trust; "
-            "or give the model yourself as SPEC on the command line.")
+            f"or {yourself} on the command line.")

@@ -98,7 +98,7 @@ class QatSpec:
         self.lr = float(self.lr)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PointOverride:
     """How one quantization point differs from the recipe's defaults (None: the default)."""
 

@@ -5,6 +5,7 @@ Both list exactly `diagnostics.notes(result)`; neither interprets the figures on
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .diagnostics import notes
@@ -12,10 +13,23 @@ from .diagnostics import notes
 # 2: `layers` lists every quantization point (modules, functional ops, inputs) with its kind, its local,
 # accumulated and normalised error, its activation range and its diagnosis; `sqnr_db` stays the accumulated
 # figure. `points` summarises them.
-SCHEMA_VERSION = 2
+# 3: `sensitivity` (analyze --sensitivity, the Sensitivity tab) and `tune` (the search that chose this
+# configuration; every step in tune.json) when they were run.
+SCHEMA_VERSION = 3
 # Per-layer SQNR bands, the same in the window, the tree and report.html: red at or below POOR, amber
 # at FAIR, green at or above GOOD.
 SQNR_POOR_DB, SQNR_FAIR_DB, SQNR_GOOD_DB = 15.0, 25.0, 35.0
+
+
+def json_safe(value):
+    """`value` with every non-finite float as None: JSON has no Infinity (an SQNR of identical outputs)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def report_dict(result) -> dict:
@@ -51,10 +65,23 @@ def report_dict(result) -> dict:
         "notes": [n.text for n in found],
         "diagnostics": [{"code": n.code, "level": n.level, "text": n.text} for n in found],
     }
+    if result.sensitivity is not None:
+        report["sensitivity"] = json_safe(result.sensitivity.to_json())
+    if result.tune is not None:
+        report["tune"] = json_safe(tune_summary(result.tune))
     if result.method == "qat":
         report["qat"] = {"epochs": recipe.qat.epochs, "lr": recipe.qat.lr,
                          "epoch_losses": list(result.calib_stats.get("epoch_losses") or [])}
     return report
+
+
+def tune_summary(tune) -> dict:
+    best, start = tune.best, tune.start
+    return {"target": str(tune.target), "budget": str(tune.budget), "metric": tune.metric, "reached": tune.reached,
+            "start_score": start.score, "score": best.score, "float_points": sorted(best.config.float_points),
+            "overrides": {n: o.to_dict() for n, o in best.config.overrides}, "configurations_tried": len(tune.steps),
+            "conversions": tune.conversions, "calibrations": 1, "seconds": round(tune.seconds, 2),
+            "steps_file": "tune.json"}
 
 
 def _fmt(value, spec="{:.2f}", none="n/a") -> str:
@@ -113,6 +140,76 @@ def points_text(result, n: int = 8) -> list[str]:
     dtype = "int8" if result.dtype == "qint8" else result.dtype
     lines.append(f"  {len(result.layers)} points, {sum(1 for p in result.layers if p.quantized)} in {dtype}, "
                  f"{bad} worse than the rest (dB; local: the point alone in {dtype}, accum.: the {dtype} model there)")
+    return lines
+
+
+def _score_text(tune_or_metric: str, target_kind: str, score: float) -> str:
+    if target_kind == "drop":
+        return f"drop {score:.3g}" + (" points" if tune_or_metric == "top1" else "")
+    return _metric_text(target_kind if target_kind in ("sqnr", "cosine") else tune_or_metric, score)
+
+
+def _delta_text(name: str, d: float | None, sign: bool = True) -> str:
+    """A difference of two metric values, in the metric's units."""
+    if d is None:
+        return "n/a"
+    spec = "+" if sign else ""
+    if name == "sqnr":
+        return f"{d:{spec}.1f} dB"
+    if name in ("top1", "retrieval@1"):
+        return f"{d * 100:{spec}.1f} pts"
+    return f"{d:{spec}.3g}"
+
+
+def sensitivity_text(result, n: int = 12) -> list[str]:
+    """The points that matter most, both ways (the CLI's `analyze --sensitivity`)."""
+    sens = result.sensitivity
+    if sens is None:
+        return []
+    name = sens.metric
+    lines = [f"  sensitivity {name}, from one calibration ({sens.conversions} conversions, {sens.seconds:.1f} s): "
+             f"as the recipe is {_metric_text(name, sens.all_int8)}, with every toggleable point float "
+             f"{_metric_text(name, sens.all_float)}"]
+    if not sens.points:
+        return lines + ["  no point of this model can be kept float: nothing to rank"]
+    width = max(min(max(len(p.name) for p in sens.points[:n]), 40), 5)
+    lines.append(f"  {'point':<{width}}  {'only it float':>13} {'gain':>9}  {'only it int8':>13} {'cost':>9}")
+
+    def cell(value):
+        return "n/a" if value is None else _metric_text(name, value)
+
+    for p in sens.points[:n]:
+        if p.refused:
+            lines.append(f"  {p.name:<{width}}  torch cannot keep it float: {p.refused}")
+            continue
+        gain, cost = sens.gain(p), sens.cost(p)
+        lines.append(f"  {p.name:<{width}}  {cell(p.only_float):>13} {_delta_text(name, gain):>9}  "
+                     f"{cell(p.only_int8):>13} {_delta_text(name, cost, sign=False):>9}")
+    if len(sens.points) > n:
+        lines.append(f"  ... and {len(sens.points) - n} more in report.json (give --top to see more)")
+    lines.append("  (gain: what keeping only it float gains on the recipe as it is; cost: what quantizing only it "
+                 "loses against every toggleable point float)")
+    return lines
+
+
+def tune_text(result) -> list[str]:
+    """What the search found and how (the CLI's `tune`, before the quantize summary)."""
+    t = result.tune
+    kind, metric = t.target.kind, t.metric
+    floats = sorted(t.best.config.float_points)
+    overrides = t.best.config.overrides
+    verdict = "reached" if t.reached else "NOT reached"
+    lines = [f"  target      {t.target} (budget {t.budget}): {verdict}, {_score_text(metric, kind, t.best.score)} "
+             f"(as the recipe was: {_score_text(metric, kind, t.start.score)})"]
+    chosen = [f"{len(floats)} point(s) kept float" + (f" ({', '.join(floats)})" if floats else "")]
+    chosen += [f"{n}: " + ", ".join(f"{k} {v}" for k, v in o.to_dict().items()) for n, o in overrides]
+    lines.append("  chosen      " + "; ".join(chosen))
+    for i in t.path[1:]:
+        step = t.steps[i]
+        lines.append(f"  step        {step.move}: {_score_text(metric, kind, step.scored.score)}")
+    lines.append(f"  searched    {len(t.steps)} configurations in {t.seconds:.1f} s: {t.conversions} conversions and 1 "
+                 f"calibration (a calibration per configuration would be {len(t.steps)})")
+    lines += [f"  note: {n}" for n in t.notes]
     return lines
 
 

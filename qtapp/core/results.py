@@ -63,6 +63,8 @@ class RunResult:
     script_note: str = ""
     exports: tuple = ()  # ExportResult
     model_notes: tuple[str, ...] = ()  # from loading, the inventory and the session's data choices
+    sensitivity: Any = None  # sensitivity.SensitivityResult, when asked for
+    tune: Any = None  # tune.TuneResult: the search that chose this configuration
     quantized_model: Any = field(default=None, compare=False, repr=False)
     scripted: Any = field(default=None, compare=False, repr=False)
 

@@ -43,15 +43,28 @@ class QuantSession:
         self._float_side = None  # (evaluation key, float outputs per batch)
         self._point_side = None  # the float side of the per-point analysis of the stored calibration
         self.notes: list[str] = list(loaded.notes)
+        self.metric_fn = None  # the recipe's metric when it is the user's function (loaded by open())
         self.inventory = self._build_inventory()
         applicable, _ = _split_choices(self.inventory, recipe.float_layers)
         self.notes += self.inventory.set_float_layers(applicable)
         self.inventory.subscribe(self._on_inventory_changed)
 
     @classmethod
-    def open(cls, recipe: QuantRecipe, trust: bool = False, named_by: Path | None = None) -> Job["QuantSession"]:
+    def open(cls, recipe: QuantRecipe, trust: bool = False, named_by: Path | None = None,
+             metric_named_by: Path | None = None) -> Job["QuantSession"]:
         """Load the recipe's model. `named_by`: the recipe file, when the model spec came from it (not
-        typed by the user): a Python factory it names then needs `trust` (see loading.load_model)."""
+        typed by the user): a Python factory it names then needs `trust` (see loading.load_model); the
+        same for a metric function `metric_named_by` names."""
+        from .errors import CodeConsentRequired
+        from .metrics import is_callable_spec, load_metric
+
+        user_metric = recipe.metric is not None and is_callable_spec(recipe.metric)
+        if user_metric and metric_named_by is not None and not trust:  # before anything is imported
+            from .loading import _looks_like_factory
+
+            if named_by is not None and recipe.model and _looks_like_factory(recipe.model):  # one consent for both
+                raise CodeConsentRequired(f"{recipe.model} and {recipe.metric}", metric_named_by, "model and metric")
+            raise CodeConsentRequired(recipe.metric, metric_named_by, "metric")
         given = recipe.input_dtype or _data_dtype(recipe)
         input_spec = InputSpec.parse(recipe.input_shape, given or "float32") if recipe.input_shape else None
         loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, input_spec, named_by)
@@ -62,7 +75,10 @@ class QuantSession:
         if recipe.input_dtype is None and given is not None and given != "float32":
             loaded.notes.append(f"input dtype {dtype}: taken from the calibration data {recipe.calibration.source} "
                                 "(no --input-dtype given)")
-        return cls(loaded, recipe)
+        session = cls(loaded, recipe)
+        if user_metric:
+            session.metric_fn = load_metric(recipe.metric)
+        return session
 
     # -- settings ----------------------------------------------------------------------------------
     @property
@@ -187,7 +203,7 @@ class QuantSession:
         return RunSnapshot(self.loaded, recipe, self.mode, inv, self._calibrated, self._float_side,
                            lambda: self.calibration_source(recipe),
                            lambda: self.evaluation_source(recipe),
-                           tuple(dict.fromkeys(notes)), self._point_side, bn_folded)
+                           tuple(dict.fromkeys(notes)), self._point_side, bn_folded, self.metric_fn)
 
     def quantize_job(self, cancel: CancelToken | None = None, measure: bool = True) -> Job[QuantizeOutcome]:
         """Calibrate if needed, convert, compare and (with `measure`) measure: adopt() the outcome."""
@@ -224,6 +240,46 @@ class QuantSession:
     def adopt_result(self, result: RunResult) -> RunResult:
         self.result = result
         return result
+
+    def set_metric(self, name: str | None) -> None:
+        """What the report, sensitivity and tune score (None: sqnr). A function named here is imported
+        now: naming it is the user's consent."""
+        from .metrics import check_metric_name, is_callable_spec, load_metric
+
+        if name is not None:
+            check_metric_name(name)
+        fn = load_metric(name) if name is not None and is_callable_spec(name) else None
+        self.recipe.metric, self.metric_fn = name, fn
+
+    def sensitivity_job(self, cancel: CancelToken | None = None) -> Job[QuantizeOutcome]:
+        """Quantize, then every toggleable point's sensitivity both ways (workflows.sensitivity): adopt()."""
+        return workflows.sensitivity(self.snapshot(), cancel)
+
+    def tune_job(self, target, budget, cancel: CancelToken | None = None, measure: bool = True):
+        """Search for a configuration that reaches `target` within `budget` (workflows.tune): adopt the
+        outcome, with the recipe of the configuration found, by adopt_tuned()."""
+        return workflows.tune(self.snapshot(), target, budget, cancel, measure)
+
+    def adopt_tuned(self, outcome) -> RunResult:
+        """Take the configuration a tune found: its float layers and overrides become the recipe's, and
+        its result (made with them) the current one."""
+        result = self.adopt(outcome.quantized)
+        chosen = result.recipe
+        self.apply_configuration(chosen.float_layers, chosen.overrides)
+        return result
+
+    def apply_configuration(self, float_layers, overrides) -> bool:
+        """Set the float points and per-point overrides at once (a configuration a search tried); the
+        inventory's listeners hear of a float-set change. Whether anything changed."""
+        from .recipe import PointOverride
+
+        overrides = {n: o if isinstance(o, PointOverride) else PointOverride(**o) for n, o in dict(overrides).items()}
+        changed = overrides != self.recipe.overrides
+        self.recipe.overrides = overrides
+        applicable, _ = _split_choices(self.inventory, list(float_layers))
+        before = set(self.inventory.float_layers)
+        self.inventory.set_float_layers(applicable)
+        return changed or set(self.inventory.float_layers) != before
 
     def calibrate_job(self, cancel: CancelToken | None = None) -> Job[Calibrated]:
         return workflows.calibrate(self.snapshot(), cancel or CancelToken())

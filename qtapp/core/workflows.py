@@ -21,7 +21,7 @@ from .measure import measure_files, to_torchscript
 from .probe import probe_model
 from .progress import CancelToken, Job
 from .recipe import QuantRecipe
-from .render import report_dict
+from .render import json_safe, report_dict
 from .report import write_report
 from .results import DataFacts, RunResult
 from .resultset import ResultSet, write_bytes_atomic
@@ -52,6 +52,7 @@ class RunSnapshot:
     notes: tuple[str, ...] = ()
     point_side: tuple | None = None  # (Calibrated, range choices, StaticAnalysis, activation ranges), reused for them
     bn_folded: tuple[str, ...] = ()  # heads whose fusion group folds a BatchNorm (for the diagnosis)
+    metric_fn: Callable | None = None  # the recipe's metric when it is the user's function
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,8 @@ def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: Canc
     # The cached float outputs are filled on first use: a cancelled job may leave them part-filled, so
     # the job works on its own list and the outcome carries it.
     outputs = list(float_side[1])
-    output = yield from compare_outputs(loaded.module, qmodel, evaluation, cancel, outputs)
+    metric = (recipe.metric, snap.metric_fn) if recipe.metric else None
+    output = yield from compare_outputs(loaded.module, qmodel, evaluation, cancel, outputs, metric)
     layers, point_side = yield from analyse_points(snap, calibrated, qmodel, evaluation, cancel, key)
     refused_notes = tuple(f"{name} stayed int8: {why}" for name, why in refused.items())
     result = RunResult.capture(
@@ -202,24 +204,37 @@ def recipe_reads(recipe: QuantRecipe, recipe_file: Path | None = None) -> list[P
 
 
 def analyze(recipe: QuantRecipe, trust: bool = False, cancel: CancelToken | None = None,
-            model_named_by: Path | None = None) -> Job[RunResult]:
-    """The CLI's `analyze` without --out: open, calibrate, convert and measure every point; writes nothing."""
+            model_named_by: Path | None = None, metric_named_by: Path | None = None,
+            with_sensitivity: bool = False) -> Job[RunResult]:
+    """The CLI's `analyze` without --out: open, calibrate, convert and measure every point (and with
+    `with_sensitivity`, each point's sensitivity both ways); writes nothing."""
     from .session import QuantSession
 
     recipe.resolve_paths(Path.cwd())
     recipe.check_applicable()
-    session = yield from QuantSession.open(recipe, trust, named_by=model_named_by)
-    outcome = yield from session.quantize_job(cancel, measure=False)
+    session = yield from QuantSession.open(recipe, trust, named_by=model_named_by, metric_named_by=metric_named_by)
+    job = session.sensitivity_job(cancel) if with_sensitivity else session.quantize_job(cancel, measure=False)
+    outcome = yield from job
     return session.adopt(outcome)
 
 
+def _quantize_action(measure: bool):
+    def run(session, cancel):
+        outcome = yield from session.quantize_job(cancel, measure)
+        return session.adopt(outcome)
+    return run
+
+
 def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool = False,
-               cancel: CancelToken | None = None, recipe_file: Path | None = None,
-               html: bool = False, model_named_by: Path | None = None, measure: bool = True) -> Job[RunResult]:
+                       cancel: CancelToken | None = None, recipe_file: Path | None = None,
+                       html: bool = False, model_named_by: Path | None = None, measure: bool = True,
+                       metric_named_by: Path | None = None, action=None, extra_files=None) -> Job[RunResult]:
     """The CLI's action, end to end: open, calibrate, quantize, measure, export, write recipe and report.
     Everything is staged and published as one folder (`ResultSet`): a failure, a cancel or a kill leaves
-    the previous result set as it was. `model_named_by`: the recipe file the model spec was read from
-    (not typed by the user), whose Python callable then needs `trust`."""
+    the previous result set as it was. `model_named_by` / `metric_named_by`: the recipe file the model
+    spec / the metric was read from (not typed by the user), whose Python callable then needs `trust`.
+    `action(session, cancel)`: the job whose adopted result is written (default: quantize); `extra_files
+    (result)`: {file name: bytes} written beside the report."""
     from .session import QuantSession  # the owner object; it imports this module
 
     cancel = cancel or CancelToken()
@@ -227,12 +242,11 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
     recipe.check_applicable()
     results = ResultSet(Path(out_dir), recipe_reads(recipe, recipe_file))
     results.check()  # before any work: a refusal costs nothing
-    session = yield from QuantSession.open(recipe, trust, named_by=model_named_by)
+    session = yield from QuantSession.open(recipe, trust, named_by=model_named_by, metric_named_by=metric_named_by)
     session.check_export_formats(formats)
     results.reads += session.loaded.protected_paths
     with results:
-        outcome = yield from session.quantize_job(cancel, measure)
-        session.adopt(outcome)
+        yield from (action or _quantize_action(measure))(session, cancel)
         staged = yield from session.export_job(results.staging, formats)(cancel)
         result = staged.evolve(exports=tuple(replace(e, path=str(results.final_path(Path(e.path).name)))
                                              for e in staged.exports))
@@ -242,6 +256,112 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
         write_report(report, results.path("report.json"))
         if html:
             write_bytes_atomic(results.path("report.html"), to_html(result).encode("utf-8"))
+        for name, data in (extra_files(result) if extra_files else {}).items():
+            write_bytes_atomic(results.path(name), data)
         cancel.check()
         results.publish()
     return result
+
+
+def tune_to_folder(recipe: QuantRecipe, out_dir: Path, formats, target, budget, **kw) -> Job[RunResult]:
+    """The CLI's `tune`: search, then write what `quantize` writes for the configuration found (its
+    recipe reproduces it), and tune.json with every step tried."""
+    import json
+
+    def run(session, cancel):
+        outcome = yield from session.tune_job(target, budget, cancel)
+        return session.adopt_tuned(outcome)
+
+    def tune_json(result):
+        return (json.dumps(json_safe(result.tune.to_json()), indent=2) + "\n").encode("utf-8")
+
+    return (yield from quantize_to_folder(recipe, out_dir, formats, action=run,
+                                          extra_files=lambda r: {"tune.json": tune_json(r)}, **kw))
+
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    tune: Any  # tune.TuneResult
+    quantized: QuantizeOutcome  # the chosen configuration, quantized, analysed and measured
+
+
+def search_inputs(snap: RunSnapshot, outcome: QuantizeOutcome) -> dict:
+    """What the search reads off a quantized result: its candidates, bad points, each point's
+    consumers, the per-tensor layers, and (static) each point's error under every observed range."""
+    result = outcome.result
+    candidates = [h for h in snap.inventory.heads if h not in set(snap.inventory.float_layers)]
+    consumers: dict[str, list[str]] = {}
+    for p in outcome.calibrated.points:
+        for source in p.inputs:
+            consumers.setdefault(source, []).append(p.name)
+    from .point_diagnosis import worst_points
+
+    bad = tuple(p.name for p in worst_points(result.layers, len(result.layers)) if p.diagnosis)
+    weighted = {p.name for p in outcome.calibrated.points if p.weighted}
+    per_tensor = tuple(h for h in candidates if h in weighted and not snap.recipe.per_channel
+                       and snap.mode != "dynamic")
+    return {"candidates": candidates, "bad_points": bad, "consumers": consumers, "per_tensor_heads": per_tensor}
+
+
+def _scorer(snap: RunSnapshot, start: QuantizeOutcome, target, metric_name: str, candidates) -> "Scorer":
+    """Converts and scores configurations of `start`'s calibration, with the costs of `candidates`."""
+    from .costs import CostModel
+    from .scoring import Scorer
+
+    evaluation, _ = snap.open_evaluation()
+    metric = (metric_name, snap.metric_fn if metric_name == snap.recipe.metric else None)
+    loaded = snap.loaded
+    costs = CostModel.build(loaded.module, candidates, loaded.input_spec.example(batch=1))
+    lat = start.result.latency
+    if lat is not None:  # anchored at the start's measured int8 latency and the float model's
+        kept = set(snap.inventory.float_layers)
+        share = sum(m for h, m in costs.macs.items() if h in kept) / max(costs.total_macs, 1)
+        int8 = (lat.quantized_ms - lat.float_ms * share) / max(1 - share, 1e-9)
+        costs = costs.with_latency(lat.float_ms, max(int8, 0.0))
+    return Scorer(snap, start.calibrated, evaluation, metric, target, costs)
+
+
+def _from_start(snap: RunSnapshot, start: QuantizeOutcome) -> RunSnapshot:
+    return replace(snap, calibrated=start.calibrated, float_side=start.float_side, point_side=start.point_side)
+
+
+def sensitivity(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[QuantizeOutcome]:
+    """Quantize as the recipe says, then each toggleable point's sensitivity both ways from that one
+    calibration (sensitivity.py): the outcome's result carries it."""
+    from .sensitivity import sensitivity as measure
+
+    cancel = cancel or CancelToken()
+    start = yield from quantize(snap, cancel, measure=False)
+    snap = _from_start(snap, start)
+    candidates = search_inputs(snap, start)["candidates"]
+    scorer = _scorer(snap, start, None, snap.recipe.metric or "sqnr", candidates)
+    found = yield from measure(scorer, candidates, cancel)
+    return replace(start, result=start.result.evolve(sensitivity=found))
+
+
+def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, measure: bool = True) -> Job[TuneOutcome]:
+    """Quantize as the recipe says, then search moves from that calibration for the target (tune.py),
+    then quantize, analyse and (with `measure`) measure the configuration found."""
+    from .metrics import check_labels_for
+    from .point_analysis import range_choice_errors
+    from .tune import tune as search
+
+    cancel = cancel or CancelToken()
+    start = yield from quantize(snap, cancel, measure=measure)
+    snap = _from_start(snap, start)
+    evaluation, _ = snap.open_evaluation()
+    check_labels_for(target, snap.recipe.metric, evaluation.has_labels)
+    inputs = search_inputs(snap, start)
+    scorer = _scorer(snap, start, target, target.metric_name(snap.recipe.metric), inputs["candidates"])
+    range_errors = None
+    if snap.mode != "dynamic" and snap.recipe.method == "static" and start.point_side is not None:
+        range_errors = yield from range_choice_errors(start.point_side[2], scorer.evaluation, cancel=cancel)
+    result = yield from search(scorer, target, budget, inputs["candidates"], range_errors=range_errors,
+                               bad_points=inputs["bad_points"], consumers=inputs["consumers"],
+                               dynamic=snap.mode == "dynamic", per_tensor_heads=inputs["per_tensor_heads"],
+                               cancel=cancel)
+    chosen = result.best.config.recipe(snap.recipe)
+    inv = InventoryView(snap.inventory.heads, tuple(h for h in snap.inventory.heads if h in chosen.float_layers),
+                        tuple(h for h in snap.inventory.heads if h not in chosen.float_layers), snap.inventory.points)
+    final = yield from quantize(replace(snap, recipe=chosen, inventory=inv), cancel, measure=measure)
+    return TuneOutcome(result, replace(final, result=final.result.evolve(tune=result)))

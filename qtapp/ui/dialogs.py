@@ -36,9 +36,9 @@ def trust_box(parent: QWidget, path, classes: list[str]) -> QMessageBox:
     return box
 
 
-def code_consent_box(parent: QWidget, spec: str, source) -> QMessageBox:
+def code_consent_box(parent: QWidget, spec: str, source, role: str = "model") -> QMessageBox:
     box = QMessageBox(QMessageBox.Icon.Warning, "Run code named by a recipe?",
-                      f"The recipe\n  {source}\nnames this Python callable as its model:\n  {spec}\n\n"
+                      f"The recipe\n  {source}\nnames this Python callable as its {role}:\n  {spec}\n\n"
                       "Opening it will IMPORT AND RUN that code. A recipe is a data file that may come from "
                       "anyone: only continue if you trust it.",
                       QMessageBox.StandardButton.Cancel, parent)

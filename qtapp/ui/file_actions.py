@@ -94,11 +94,13 @@ class FileActionsMixin:
             if isinstance(exc, PickleRefused) and not trust:
                 self.ask_consent(trust_box(self, exc.path, exc.classes), again_trusted)
             elif isinstance(exc, CodeConsentRequired) and not trust:
-                self.ask_consent(code_consent_box(self, exc.spec, exc.source), again_trusted)
+                self.ask_consent(code_consent_box(self, exc.spec, exc.source, exc.role), again_trusted)
             else:
                 self._show_error("Cannot open model", exc, details)
 
-        self._start("open", lambda cancel: QuantSession.open(recipe, trust, named_by=named_by), on_result, on_error)
+        # A recipe file names its metric too: a function there runs only with the same consent.
+        self._start("open", lambda cancel: QuantSession.open(recipe, trust, named_by=named_by, metric_named_by=named_by),
+                    on_result, on_error)
 
     def ask_consent(self, box: QMessageBox, on_yes) -> QMessageBox:
         """Show a consent dialog (window-modal, not a nested event loop); `on_yes` runs only if the user

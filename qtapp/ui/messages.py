@@ -25,6 +25,10 @@ WINDOW_WORDS = {
     "--format": "the formats of File ▸ Export",
     "--debug": "Show Details",
     "--metric": "the Metric of the Tune panel (or a metric in a recipe)",
+    "--sensitivity": "the Sensitivity button of the Tune panel",
+    "--top": "the Sensitivity tab",
+    "--target": "the Target of the Tune panel",
+    "--budget": "the Budget of the Tune panel",
 }
 _FLAG = re.compile("|".join(re.escape(f) for f in sorted(WINDOW_WORDS, key=len, reverse=True)) + r"\b")
 _PHRASES = (

@@ -1,0 +1,114 @@
+"""Configurations of one calibration, converted and scored: what sensitivity and the search try.
+
+A `Config` is what a conversion chooses without recalibrating: the points kept float and the per-point
+overrides (activation range, weight scales, dynamic dtype). A `Scorer` converts one (from the stored
+calibration), runs the int8 model over the evaluation set (the float outputs computed once) and returns
+the metric, with the estimated size and latency.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+
+from .compare import compare_outputs
+from .metrics import MetricValue, Target
+from .progress import CancelToken, drive
+from .recipe import PointOverride
+
+
+@dataclass(frozen=True)
+class Config:
+    float_points: frozenset = frozenset()
+    overrides: tuple = ()  # ((point, PointOverride), ...), sorted by point
+
+    @classmethod
+    def of(cls, recipe) -> "Config":
+        return cls(frozenset(recipe.float_layers), tuple(sorted(recipe.overrides.items())))
+
+    @property
+    def override_map(self) -> dict:
+        return dict(self.overrides)
+
+    @property
+    def float16(self) -> frozenset:
+        return frozenset(n for n, o in self.overrides if o.dtype == "float16")
+
+    def with_float(self, names) -> "Config":
+        return replace(self, float_points=self.float_points | frozenset(names))
+
+    def without_float(self, names) -> "Config":
+        return replace(self, float_points=self.float_points - frozenset(names))
+
+    def with_override(self, name: str, **fields) -> "Config":
+        overrides = self.override_map
+        merged = {**(overrides[name].to_dict() if name in overrides else {}), **fields}
+        overrides[name] = PointOverride(**merged)
+        return replace(self, overrides=tuple(sorted(overrides.items())))
+
+    def recipe(self, base):
+        recipe = copy.deepcopy(base)
+        recipe.float_layers = sorted(self.float_points)
+        recipe.overrides = self.override_map
+        return recipe
+
+    def to_json(self) -> dict:
+        return {"float_layers": sorted(self.float_points),
+                "overrides": {n: o.to_dict() for n, o in self.overrides}}
+
+
+@dataclass(frozen=True)
+class Scored:
+    config: Config
+    metric: MetricValue
+    score: float  # what the target compares (the metric, or the drop from float)
+    sqnr_db: float | None
+    size_bytes: int
+    latency_ms: float | None
+    refused: dict = field(default_factory=dict)  # points torch could not keep float in this config
+
+    def to_json(self) -> dict:
+        return {**self.config.to_json(), "metric": self.metric.to_json(), "score": self.score,
+                "sqnr_db": self.sqnr_db, "size_bytes": self.size_bytes, "latency_ms": self.latency_ms,
+                "float_points": len(self.config.float_points), "refused": self.refused}
+
+
+class Scorer:
+    """Converts and scores configurations of one calibration (the owner's snapshot is read, never written)."""
+
+    def __init__(self, snap, calibrated, evaluation, metric: tuple, target: Target | None, costs) -> None:
+        """`target` None: the score is the metric's int8 value (sensitivity)."""
+        self.snap, self.calibrated, self.evaluation = snap, calibrated, evaluation
+        self.metric, self.target, self.costs = metric, target, costs
+        self.float_outputs: list = []
+        self.conversions = 0
+        self.example = snap.loaded.input_spec.example()
+        self._seen: dict[Config, Scored] = {}
+
+    def convert(self, config: Config):
+        self.conversions += 1
+        recipe = config.recipe(self.snap.recipe)
+        return self.calibrated.convert_checked(sorted(config.float_points), self.example, recipe)
+
+    def score(self, config: Config, cancel: CancelToken | None = None) -> Scored:
+        if config in self._seen:
+            return self._seen[config]
+        qmodel, refused = self.convert(config)
+        output = drive(compare_outputs(self.snap.loaded.module, qmodel, self.evaluation, cancel, self.float_outputs,
+                                       self.metric))
+        kept = config.float_points - set(refused)
+        score = self.target.score(output.metric) if self.target is not None else output.metric.quantized
+        scored = Scored(config, output.metric, score, output.sqnr_db,
+                        self.costs.size_bytes(kept, config.float16), self.costs.latency_ms(kept, config.float16),
+                        dict(refused))
+        self._seen[config] = scored
+        return scored
+
+    # What a free move must gain to be kept: less is noise, and each move is one more override in the recipe.
+    MARGIN = {"sqnr": 0.2, "cosine": 1e-5}
+
+    def better(self, a: Scored, b: Scored) -> bool:
+        """Whether `a` scores better than `b` for this target, by more than noise."""
+        kind, op = (self.target.kind, self.target.op) if self.target is not None else (self.metric[0], ">=")
+        margin = self.MARGIN.get(kind, 1e-9)
+        return a.score < b.score - margin if op == "<=" else a.score > b.score + margin

@@ -1,0 +1,144 @@
+"""The search: on models built to break one way each, it reaches the target with the fewest points kept
+float, by the move that fixes that way of breaking; budgets, refusals, and what tune.json records."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from qtapp.core.errors import UsageError
+from qtapp.core.metrics import Target
+from qtapp.core.progress import CancelToken, drive
+from qtapp.core.recipe import QuantRecipe
+from qtapp.core.session import QuantSession
+from qtapp.core.tune import Budget
+
+KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
+
+
+def tuned(kind, target, budget=None, **changes):
+    recipe = QuantRecipe(model=KINDS_SPEC, kwargs={"kind": kind}, **changes)
+    session = drive(QuantSession.open(recipe))
+    outcome = drive(session.tune_job(Target.parse(target), Budget.parse(budget), measure=False))
+    return session, outcome
+
+
+def test_an_outlier_activation_is_kept_float_with_the_layer_that_reads_it():
+    """fc2's outputs hold one feature at 30x the others. No range fits both (percentile clipping cuts
+    the feature that carries the signal), and fc2 float alone does not help: fc3 rounds the same values
+    to int8 on its input. Keeping the value float means fc2 and its reader fc3."""
+    session, outcome = tuned("outlier", "sqnr>=30")
+    t = outcome.tune
+    assert t.start.score < 25 and t.reached
+    assert t.best.config.float_points == {"fc2", "fc3"}
+    moves = [t.steps[i].move for i in t.path]
+    assert any(m.startswith("fc2's value (with fc3) float") for m in moves)
+    ranking = {s.move: s.scored.score for s in t.steps if s.move.endswith("(ranking)")}
+    assert ranking["only fc2 float (ranking)"] < 30 and ranking["only fc3 float (ranking)"] < 30  # neither alone
+    assert outcome.quantized.result.output.sqnr_db >= 30  # the configuration written reaches it too
+
+
+def test_a_layer_no_int8_choice_saves_is_the_one_kept_float():
+    session, outcome = tuned("must_stay_float", "sqnr>=30")
+    t = outcome.tune
+    assert t.start.score < 10 and t.reached
+    assert t.best.config.float_points == {"fc2"} and t.best.config.overrides == ()
+    tried = {s.phase for s in t.steps}
+    assert "ranges" in tried  # the cheap moves were tried first, and did not help
+    assert all(not s.accepted for s in t.steps if s.phase == "ranges")
+
+
+def test_dynamic_inputs_that_round_to_zero_get_float16_weights_not_float():
+    session, outcome = tuned("tiny_inputs", "sqnr>=30", method="dynamic")
+    t = outcome.tune
+    assert t.start.score < 5 and t.reached
+    assert t.best.config.float_points == frozenset()
+    assert {n: o.dtype for n, o in t.best.config.overrides} == {"fc2": "float16"}
+    result = outcome.quantized.result
+    import torch
+
+    fc2 = result.quantized_model.fc2  # float16 dynamic, not float; fc1 stays int8
+    assert "dtype=torch.float16" in repr(fc2) and "dtype=torch.qint8" in repr(result.quantized_model.fc1)
+    w = fc2.weight()
+    assert torch.equal(w, w.half().float()) and not torch.equal(w, session.loaded.module.fc2.weight)
+    assert result.output.sqnr_db >= 30
+
+
+def test_a_budget_keeps_the_best_configuration_within_it_and_says_the_target_was_missed():
+    session, outcome = tuned("outlier", "sqnr>=30", "float<=1")
+    t = outcome.tune
+    assert not t.reached and len(t.best.config.float_points) <= 1
+    assert t.best.score >= t.start.score  # never worse than where it started
+    assert any(not s.within_budget for s in t.steps)  # it saw the configuration that would reach it
+    assert "not reached within budget float<=1" in t.notes[0]
+
+
+def test_a_target_already_met_changes_nothing():
+    session, outcome = tuned("outlier", "sqnr>=10")
+    t = outcome.tune
+    assert t.reached and len(t.steps) == 1 and t.best is t.start
+    assert t.best.config.float_points == frozenset() and t.best.config.overrides == ()
+
+
+def test_adopting_a_tune_makes_its_configuration_the_sessions_recipe():
+    session, outcome = tuned("outlier", "sqnr>=30")
+    result = session.adopt_tuned(outcome)
+    assert set(session.recipe.float_layers) == {"fc2", "fc3"}
+    assert session.recipe.overrides == outcome.tune.best.config.override_map
+    assert session.result is result and set(result.float_layers) == {"fc2", "fc3"}
+
+
+def test_the_tuned_recipe_reproduces_the_figures_from_a_new_session():
+    session, outcome = tuned("outlier", "sqnr>=30")
+    session.adopt_tuned(outcome)
+    again = drive(QuantSession.open(copy.deepcopy(session.recipe)))
+    result = drive(again.quantize_job(measure=False))
+    assert result.result.output.sqnr_db == pytest.approx(outcome.quantized.result.output.sqnr_db, abs=0.05)
+    assert result.result.output.sqnr_db == pytest.approx(outcome.tune.best.score, abs=0.05)
+
+
+def test_tune_json_lists_every_step_its_path_curve_and_counts():
+    session, outcome = tuned("must_stay_float", "sqnr>=30")
+    doc = outcome.tune.to_json()
+    assert doc["reached"] and doc["target"] == "sqnr>=30" and doc["calibrations"] == 1
+    assert len(doc["steps"]) == doc["naive_calibrations"] >= doc["conversions"] > 1
+    assert doc["path"][0] == 0 and doc["steps"][doc["path"][-1]]["float_layers"] == ["fc2"]
+    assert [c["step"] for c in doc["curve"]] == doc["path"]
+    for step in doc["steps"]:
+        assert {"move", "phase", "accepted", "metric", "size_bytes", "latency_ms", "float_layers"} <= set(step)
+    chosen = doc["steps"][doc["path"][-1]]
+    assert doc["front"] and all(doc["steps"][i]["size_bytes"] <= chosen["size_bytes"] or
+                                doc["steps"][i]["score"] >= chosen["score"] for i in doc["front"])
+
+
+def test_a_cancelled_tune_leaves_the_session_as_it_was():
+    recipe = QuantRecipe(model=KINDS_SPEC, kwargs={"kind": "outlier"})
+    session = drive(QuantSession.open(recipe))
+    before = copy.deepcopy(session.recipe)
+    cancel = CancelToken()
+    job = session.tune_job(Target.parse("sqnr>=30"), Budget(), cancel, measure=False)
+    seen = []
+    from qtapp.core.errors import Cancelled
+
+    with pytest.raises(Cancelled):
+        for p in job:
+            seen.append(p.stage)
+            if p.stage == "tune":
+                cancel.cancel()
+    assert "tune" in seen and session.result is None
+    assert session.recipe == before
+
+
+@pytest.mark.parametrize("text, kind, value, share", [
+    ("float<=3", "float", 3, False), ("float <= 10%", "float", 10, True), ("size<=5MB", "size", 5, False),
+    ("latency<=8ms", "latency", 8, False), ("size<=0.5", "size", 0.5, False)])
+def test_budgets_are_read(text, kind, value, share):
+    assert Budget.parse(text) == Budget(kind, value, share)
+
+
+@pytest.mark.parametrize("text", ["float>=3", "size<=5%", "latency<=3MB", "speed<=2", "float<=", "5"])
+def test_a_budget_that_means_nothing_is_refused(text):
+    with pytest.raises(UsageError, match="budget"):
+        Budget.parse(text)
