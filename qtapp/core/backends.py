@@ -156,6 +156,9 @@ def _feed(model, calib, cancel, stage_name="calibrate") -> Job[dict]:
             batches += 1
             samples += len(inputs[0])
             yield stage.step(batches, f"{batches}/{len(calib)} batches, {samples} samples")
+    from .observers import freeze_all
+
+    freeze_all(model)  # every range choice worked out once, not at each conversion
     return {"batches": batches, "samples": samples}
 
 

@@ -24,8 +24,19 @@ class MultiObserver(MinMaxObserver):
         self.moving = MovingAverageMinMaxObserver(dtype=dtype, qscheme=qscheme, quant_min=quant_min,
                                                   quant_max=quant_max)
         self.hist = HistogramObserver(dtype=dtype, qscheme=qscheme, quant_min=quant_min, quant_max=quant_max)
+        self._frozen: dict | None = None  # every choice's answer, once the data is all seen
+
+    def freeze(self) -> None:
+        """Calibration is over: work out every choice's range and qparams now, once, rather than at each
+        conversion (the histogram's search is the costly part of converting a model). New data thaws it."""
+        self._frozen = None
+        if self.min_val.numel() == 0 or not torch.isfinite(self.min_val).all():
+            return
+        ranges = {c: self.range_of(c) for c in RANGES}
+        self._frozen = {"ranges": ranges, "qparams": {c: self.calculate_qparams(c) for c in RANGES}}
 
     def forward(self, x_orig):
+        self._frozen = None
         super().forward(x_orig)  # the true min and max
         self.moving(x_orig)
         self.hist(x_orig)
@@ -33,6 +44,8 @@ class MultiObserver(MinMaxObserver):
 
     def range_of(self, choice: str) -> tuple[float, float] | None:
         """The (min, max) `choice` would quantize to (before the zero point is fitted in); None before data."""
+        if self._frozen is not None:
+            return self._frozen["ranges"][choice]
         if self.min_val.numel() == 0 or not torch.isfinite(self.min_val).all():
             return None
         if choice == "minmax":
@@ -60,6 +73,9 @@ class MultiObserver(MinMaxObserver):
 
     def calculate_qparams(self, choice: str | None = None):
         choice = choice or self.chosen
+        if self._frozen is not None:
+            scale, zero_point = self._frozen["qparams"][choice]
+            return scale.clone(), zero_point.clone()
         if choice == "minmax":
             return super().calculate_qparams()
         if choice == "moving-average":
@@ -73,6 +89,11 @@ class MultiObserver(MinMaxObserver):
 
     def extra_repr(self) -> str:
         return f"chosen={self.chosen}, {super().extra_repr()}"
+
+
+def freeze_all(model) -> None:
+    for obs in multi_observers(model).values():
+        obs.freeze()
 
 
 def multi_observers(model):

@@ -89,6 +89,8 @@ def _fmt(value, spec="{:.2f}", none="n/a") -> str:
 
 
 def _metric_text(name: str, value: float) -> str:
+    if isinstance(value, float) and math.isinf(value):
+        return "exact (the float outputs)" if value > 0 else "-inf"
     if name == "sqnr":
         return f"{value:.1f} dB"
     if name in ("top1", "retrieval@1"):
@@ -168,7 +170,7 @@ def sensitivity_text(result, n: int = 12) -> list[str]:
         return []
     name = sens.metric
     lines = [f"  sensitivity {name}, from one calibration ({sens.conversions} conversions, {sens.seconds:.1f} s): "
-             f"as the recipe is {_metric_text(name, sens.all_int8)}, with every toggleable point float "
+             f"every toggleable point int8 {_metric_text(name, sens.all_int8)}, every one float "
              f"{_metric_text(name, sens.all_float)}"]
     if not sens.points:
         return lines + ["  no point of this model can be kept float: nothing to rank"]
@@ -187,8 +189,8 @@ def sensitivity_text(result, n: int = 12) -> list[str]:
                      f"{cell(p.only_int8):>13} {_delta_text(name, cost, sign=False):>9}")
     if len(sens.points) > n:
         lines.append(f"  ... and {len(sens.points) - n} more in report.json (give --top to see more)")
-    lines.append("  (gain: what keeping only it float gains on the recipe as it is; cost: what quantizing only it "
-                 "loses against every toggleable point float)")
+    lines.append("  (gain: what keeping only it float gains on every toggleable point int8; cost: what quantizing "
+                 "only it loses against every one float)")
     return lines
 
 

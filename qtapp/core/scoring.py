@@ -8,13 +8,28 @@ the metric, with the estimated size and latency.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 from dataclasses import dataclass, field, replace
 
 from .compare import compare_outputs
 from .metrics import MetricValue, Target
 from .progress import CancelToken, drive
 from .recipe import PointOverride
+
+
+@contextlib.contextmanager
+def steady_gc():
+    """Many conversions in a row: the objects alive now (the model, its calibration) are left out of
+    the garbage collector's full passes, which otherwise stall a conversion now and then (0.3 s of a
+    0.5 s conversion on resnet18). Garbage made meanwhile is collected as usual."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ the metric with only this point quantized (every other toggle float), and with o
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -27,19 +28,24 @@ class PointSensitivity:
 @dataclass(frozen=True)
 class SensitivityResult:
     metric: str
-    all_int8: float  # the metric of the configuration every point starts from (the recipe's)
+    all_int8: float  # the metric with every candidate in int8 (where each only-float figure starts from)
     all_float: float  # every candidate float: what only-int8 figures are read against
     points: tuple  # PointSensitivity, ranked: the most to gain by keeping it float first
     conversions: int
     seconds: float
 
     def gain(self, p: PointSensitivity) -> float | None:
-        """What keeping only this point float gains over the start, in the metric's units."""
-        return None if p.only_float is None else p.only_float - self.all_int8
+        """What keeping only this point float gains over every candidate int8, in the metric's units
+        (inf: its output is then exactly the float model's, as in a one-layer model)."""
+        return None if p.only_float is None or not math.isfinite(self.all_int8) else p.only_float - self.all_int8
 
     def cost(self, p: PointSensitivity) -> float | None:
-        """What quantizing only this point costs against every candidate float."""
-        return None if p.only_int8 is None else self.all_float - p.only_int8
+        """What quantizing only this point costs against every candidate float; None where that
+        reference is exact (every candidate float runs no int8 op: an SQNR of infinity), where the
+        only-int8 figure itself is the cost."""
+        if p.only_int8 is None or not math.isfinite(self.all_float):
+            return None
+        return self.all_float - p.only_int8
 
     def to_json(self) -> dict:
         return {"metric": self.metric, "all_int8": self.all_int8, "all_float": self.all_float,

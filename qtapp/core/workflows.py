@@ -327,15 +327,19 @@ def _from_start(snap: RunSnapshot, start: QuantizeOutcome) -> RunSnapshot:
 
 def sensitivity(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[QuantizeOutcome]:
     """Quantize as the recipe says, then each toggleable point's sensitivity both ways from that one
-    calibration (sensitivity.py): the outcome's result carries it."""
+    calibration (sensitivity.py), from every toggle in int8 (the recipe's per-point settings kept):
+    the outcome's result carries it."""
+    from .scoring import Config, steady_gc
     from .sensitivity import sensitivity as measure
 
     cancel = cancel or CancelToken()
     start = yield from quantize(snap, cancel, measure=False)
     snap = _from_start(snap, start)
-    candidates = search_inputs(snap, start)["candidates"]
+    candidates = list(snap.inventory.heads)  # every toggle, whatever the recipe keeps float now
     scorer = _scorer(snap, start, None, snap.recipe.metric or "sqnr", candidates)
-    found = yield from measure(scorer, candidates, cancel)
+    all_int8 = Config(frozenset(), tuple(sorted(snap.recipe.overrides.items())))
+    with steady_gc():
+        found = yield from measure(scorer, candidates, cancel, start=all_int8)
     return replace(start, result=start.result.evolve(sensitivity=found))
 
 
@@ -344,6 +348,7 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
     then quantize, analyse and (with `measure`) measure the configuration found."""
     from .metrics import check_labels_for
     from .point_analysis import range_choice_errors
+    from .scoring import steady_gc
     from .tune import tune as search
 
     cancel = cancel or CancelToken()
@@ -356,10 +361,11 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
     range_errors = None
     if snap.mode != "dynamic" and snap.recipe.method == "static" and start.point_side is not None:
         range_errors = yield from range_choice_errors(start.point_side[2], scorer.evaluation, cancel=cancel)
-    result = yield from search(scorer, target, budget, inputs["candidates"], range_errors=range_errors,
-                               bad_points=inputs["bad_points"], consumers=inputs["consumers"],
-                               dynamic=snap.mode == "dynamic", per_tensor_heads=inputs["per_tensor_heads"],
-                               cancel=cancel)
+    with steady_gc():
+        result = yield from search(scorer, target, budget, inputs["candidates"], range_errors=range_errors,
+                                   bad_points=inputs["bad_points"], consumers=inputs["consumers"],
+                                   dynamic=snap.mode == "dynamic", per_tensor_heads=inputs["per_tensor_heads"],
+                                   cancel=cancel)
     chosen = result.best.config.recipe(snap.recipe)
     inv = InventoryView(snap.inventory.heads, tuple(h for h in snap.inventory.heads if h in chosen.float_layers),
                         tuple(h for h in snap.inventory.heads if h not in chosen.float_layers), snap.inventory.points)

@@ -40,6 +40,7 @@ class QtLayerTreeModel(QAbstractItemModel):
         self._inv: LayerInventory | None = None
         self._results: dict = {}
         self._stale = False
+        self._overrides: dict = {}
         self._row_of: dict[str, int] = {}
 
     # -- binding -----------------------------------------------------------------------------------
@@ -68,6 +69,15 @@ class QtLayerTreeModel(QAbstractItemModel):
         self._stale = stale
         for column in (COL_NAME, COL_QUANT, COL_LOCAL, COL_SQNR):
             self._emit_column(column)
+
+    def set_overrides(self, overrides: dict) -> None:
+        """The recipe's per-point settings ({point: PointOverride}): float16 shows in the Int8 column,
+        every setting in the tooltip."""
+        if dict(overrides) == self._overrides:
+            return
+        self._overrides = dict(overrides)
+        self._emit_column(COL_QUANT)
+        self._emit_column(COL_NAME)
 
     @property
     def stale(self) -> bool:
@@ -208,6 +218,10 @@ class QtLayerTreeModel(QAbstractItemModel):
             return f"⚠ {name}" if res is not None and res.diagnosis else name
         if col == COL_TYPE:
             return info.type
+        override = self._overrides.get(info.name)
+        if col == COL_QUANT and override is not None and override.dtype == "float16" \
+                and self._inv.state(info.name) == "quantized":
+            return "fp16"  # dynamic: float16 weights for this layer
         if col == COL_QUANT and not self._toggleable(info) and info.name in self._results:
             res = self._results[info.name]  # no checkbox: say what it is in the int8 model
             return "int8" if res.quantized else "float"  # (the tooltip says when the op itself runs in float)
@@ -257,6 +271,10 @@ class QtLayerTreeModel(QAbstractItemModel):
         point = info.point
         if point is not None and info.kind != "module":
             lines[1] = f"{point.description}, called in {info.parent or 'the model'}"
+        override = self._overrides.get(info.name)
+        if override is not None:
+            lines.append("Set for this point (recipe overrides): " + ", ".join(
+                f"{k.replace('_', '-')} {v}" for k, v in override.to_dict().items()))
         res = self._results.get(info.name)
         if res is not None and self._stale:
             lines.append("From the last run, made before your latest changes: run again for current figures")

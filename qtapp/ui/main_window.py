@@ -28,6 +28,8 @@ from .range_plot import ActivationRangePlot
 from .settings_panel import SettingsPanel
 from .summary import SummaryView
 from .controller import RunController
+from .tune_panel import TunePanel
+from .tune_plot import SensitivityPlot, TradeoffPlot
 from .workers import JobRunner
 
 log = logging.getLogger("qtapp.ui")
@@ -124,13 +126,22 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.weight_plot = WeightHistogramPlot()
         self.range_plot = ActivationRangePlot()
         self.output_plot = OutputErrorPlot()
+        self.sensitivity_plot = SensitivityPlot()
+        self.sensitivity_plot.layer_clicked.connect(self._on_layer_plot_clicked)
+        self.tradeoff_plot = TradeoffPlot()
+        self.tradeoff_plot.step_clicked.connect(self._on_tradeoff_step)
         self.summary = SummaryView()
         self.detail_tabs = QTabWidget()
         self.detail_tabs.addTab(self.weight_plot, "Weights")
         self.detail_tabs.addTab(self.range_plot, "Activation range")
         self.detail_tabs.addTab(self.output_plot, "Output error")
+        self.detail_tabs.addTab(self.sensitivity_plot, "Sensitivity")
+        self.detail_tabs.addTab(self.tradeoff_plot, "Trade-off")
         self.detail_tabs.setTabToolTip(0, "The selected layer's float and int8 weights, and per-channel ranges")
         self.detail_tabs.setTabToolTip(1, "The selected point's values against its int8 range and levels")
+        self.detail_tabs.setTabToolTip(3, "Each toggleable point measured both ways (Tune panel ▸ Sensitivity)")
+        self.detail_tabs.setTabToolTip(4, "Every configuration the last tune tried, score against size; click one "
+                                          "to apply it")
         self.plots = QSplitter(Qt.Orientation.Vertical)
         self.plots.addWidget(self.layer_plot)
         self.plots.addWidget(self.detail_tabs)
@@ -144,6 +155,10 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop the running job at the next batch (Esc)")
         self.cancel_button.clicked.connect(self.cancel_job)
+        self.tune_panel = TunePanel()
+        self.tune_panel.tune_requested.connect(self.run_tune)
+        self.tune_panel.sensitivity_requested.connect(self.run_sensitivity)
+        self.tune_panel.metric_changed.connect(self._on_metric_changed)
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress_label = QLabel("Idle")
@@ -157,6 +172,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.cancel_button)
         rv.addLayout(buttons)
+        rv.addWidget(self.tune_panel)
         rv.addWidget(self.progress)
         rv.addWidget(self.progress_label)
         summary_box = QGroupBox("Summary")
@@ -212,6 +228,8 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         run_menu = self.menuBar().addMenu("&Run")
         self.run_action = self._action(run_menu, "Calibrate && quantize", self.run_quantize, "Ctrl+R")
+        self.tune_action = self._action(run_menu, "Tune", self.tune_panel.tune_button.click, "Ctrl+U")
+        self.sensitivity_action = self._action(run_menu, "Sensitivity", self.run_sensitivity, "Ctrl+Shift+S")
         self.cancel_action = self._action(run_menu, "Cancel", self.cancel_job, "Esc")
         view_menu = self.menuBar().addMenu("&View")
         toggle_log = self.log_dock.toggleViewAction()
@@ -250,6 +268,9 @@ class MainWindow(FileActionsMixin, QMainWindow):
         for col, width in enumerate((150, 40, 66, 80, 100, 70, 90, 100)):
             self.tree.setColumnWidth(col, width)
         self.settings_panel.show_recipe(session.recipe)
+        self.tune_panel.show_metric(session.recipe.metric)
+        self.sensitivity_plot.set_sensitivity(None)
+        self.tradeoff_plot.set_tune(None)
         self._show_result()
         inv = session.inventory
         self.setWindowTitle(f"{session.recipe.model} — Quantization Studio")
@@ -297,6 +318,75 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.controller.submit("quantize", lambda cancel: workflows.quantize(snap, cancel), on_result,
                                on_cancel=on_cancel)
 
+    def run_sensitivity(self) -> None:
+        """Quantize (from the stored calibration when it fits), then every toggleable point both ways."""
+        if self.session is None:
+            return
+        session, snap = self.session, self.session.snapshot()
+
+        def on_result(outcome) -> None:
+            if self.session is not session:
+                return
+            result = session.adopt(outcome)
+            self._show_result()
+            self.sensitivity_plot.set_sensitivity(result.sensitivity)
+            self.detail_tabs.setCurrentWidget(self.sensitivity_plot)
+            self.result_applied.emit()
+            top = result.sensitivity.points[0].name if result.sensitivity.points else None
+            self.statusBar().showMessage(f"Sensitivity of {len(result.sensitivity.points)} points"
+                                         + (f": keeping {top} float gains most" if top else ""), 8000)
+
+        self._start("sensitivity", lambda cancel: workflows.sensitivity(snap, cancel), on_result)
+
+    def run_tune(self, target, budget) -> None:
+        """Search for the configuration that reaches `target` within `budget`; it is applied to the tree
+        and its curve shown in the Trade-off tab."""
+        if self.session is None:
+            return
+        session, snap = self.session, self.session.snapshot()
+
+        def on_result(outcome) -> None:
+            if self.session is not session:
+                return
+            session.adopt_tuned(outcome)
+            self.settings_panel.show_recipe(session.recipe)
+            self._show_result()
+            self.tradeoff_plot.set_tune(outcome.tune)
+            self.detail_tabs.setCurrentWidget(self.tradeoff_plot)
+            self.result_applied.emit()
+            t = outcome.tune
+            floats = len(t.best.config.float_points)
+            self.statusBar().showMessage(f"Tune {'reached' if t.reached else 'did NOT reach'} {t.target}: "
+                                         f"{t.best.score:.4g} with {floats} point(s) float", 10000)
+
+        self._start("tune", lambda cancel: workflows.tune(snap, target, budget, cancel), on_result)
+
+    def _on_tradeoff_step(self, step: int) -> None:
+        """Apply a configuration the last tune tried to the tree (its float points and per-point settings)."""
+        tune, session = self.tradeoff_plot.tune(), self.session
+        if tune is None or session is None:
+            return
+        config = tune.steps[step].scored.config
+        session.apply_configuration(config.float_points, config.override_map)
+        self._show_result()
+        if session.calibrated is not None and not session.result_is_current() and not self.runner.busy:
+            self.run_quantize()  # only per-point settings changed: no inventory change started a run
+        self.statusBar().showMessage(f"Applied: {tune.steps[step].move}", 6000)
+
+    def _on_metric_changed(self, name) -> None:
+        session = self.session
+        if session is None:
+            return
+        try:
+            session.set_metric(name)
+        except Exception as exc:  # noqa: BLE001 - the user's function failed to import: said, metric unchanged
+            self.tune_panel.show_metric(session.recipe.metric)
+            self._show_error("Cannot use this metric", exc)
+            return
+        log.info("metric: %s", name or "sqnr")
+        if session.result is not None and session.calibrated is not None:
+            self.run_quantize()  # the figures are re-scored with it
+
     def cancel_job(self) -> None:
         self.controller.cancel()
 
@@ -328,6 +418,9 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.cancel_button.setEnabled(busy)
         self.cancel_action.setEnabled(busy)
         self.settings_panel.setEnabled(loaded and not busy)
+        for widget in (self.tune_panel.tune_button, self.tune_panel.sensitivity_button, self.tune_action,
+                       self.sensitivity_action):
+            widget.setEnabled(runnable and not busy)
         self.save_recipe_action.setEnabled(loaded)
         self.export_action.setEnabled(loaded and not busy and self.session.result is not None)
 
@@ -347,6 +440,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
         # A result from before a settings change or a toggle still being applied: shown, greyed, and said.
         stale = bool(layers) and not session.result_is_current()
         self.tree_model.set_results(layers, stale=stale)
+        self.tree_model.set_overrides(session.recipe.overrides if session is not None else {})
         self.layer_plot.set_results(layers, stale=stale)
         self.bad_only.setEnabled(bool(layers))
         self._apply_bad_only()
@@ -363,7 +457,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
         session = self.session
         log.info("float layers: %s", ", ".join(session.inventory.float_layers) or "none")
         self.statusBar().showMessage(f"{len(session.inventory.float_layers)} layer(s) kept float", 4000)
-        if session.calibrated is not None:  # reconvert from the stored calibration at once
+        if session.calibrated is not None and not session.result_is_current():  # reconvert at once
             self.run_quantize()
 
     # -- settings -------------------------------------------------------------------------------------

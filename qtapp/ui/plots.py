@@ -106,6 +106,28 @@ def finite(values) -> np.ndarray:
     return flat[np.isfinite(flat)]
 
 
+def thin_ticks(plot: pg.PlotItem, labels: list[str], font) -> list[tuple[int, str]]:
+    """Label every k-th category on the bottom axis so that the labels in view do not collide (the
+    others get unlabelled minor ticks); the (index, label) pairs labelled."""
+    import math
+
+    from PySide6.QtGui import QFontMetrics
+
+    axis = plot.getAxis("bottom")
+    if not labels:
+        axis.setTicks(None)
+        return []
+    lo, hi = plot.vb.viewRange()[0]
+    visible = max(1, min(len(labels) - 1, math.floor(hi)) - max(0, math.ceil(lo)) + 1)
+    metrics = QFontMetrics(axis.style.get("tickFont") or font)
+    label_px = max(metrics.horizontalAdvance(s) for s in labels) + 14
+    every = max(1, math.ceil(visible * label_px / max(plot.vb.width(), 1.0)))
+    major = [(i, s) for i, s in enumerate(labels) if i % every == 0]
+    minor = [(i, "") for i in range(len(labels)) if i % every]
+    axis.setTicks([major, minor])
+    return major
+
+
 def has_height(db: float | None) -> bool:
     return db is not None and math.isfinite(db)
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics
+from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
 
 from ..core.render import SQNR_FAIR_DB, SQNR_GOOD_DB, SQNR_POOR_DB
 from .plots import (BAR_WIDTH, KEPT_FLOAT_COLOR, TEXT_COLOR, has_height, PlotPanel, plot_widget, swatch,
-                    short_name, sqnr_color)
+                    short_name, sqnr_color, thin_ticks)
 
 
 METRICS = {
@@ -213,19 +211,7 @@ class LayerErrorPlot(PlotPanel):
         room = self._plot.vb.width() / max(hi_x - lo_x, 1e-9)
         for label in self._value_labels:
             label.setVisible(room >= 34)
-        axis = self._plot.getAxis("bottom")
-        if not self._names:
-            axis.setTicks(None)
-            return
-        lo, hi = self._plot.vb.viewRange()[0]
-        visible = max(1, min(len(self._names) - 1, math.floor(hi)) - max(0, math.ceil(lo)) + 1)
-        metrics = QFontMetrics(axis.style.get("tickFont") or self.font())
-        label_px = max(metrics.horizontalAdvance(s) for s in self._short) + 14
-        every = max(1, math.ceil(visible * label_px / max(self._plot.vb.width(), 1.0)))
-        major = [(i, s) for i, s in enumerate(self._short) if i % every == 0]
-        minor = [(i, "") for i in range(len(self._short)) if i % every]
-        self._labelled = major
-        axis.setTicks([major, minor])
+        self._labelled = thin_ticks(self._plot, self._short, self.font())
 
     def labelled_ticks(self) -> list[tuple[int, str]]:
         """The (bar index, label) pairs the x axis shows now (the rest are unlabelled minor ticks)."""

@@ -60,6 +60,12 @@ class SummaryView(QLabel):
         if o.accuracy_float is not None:
             rows.append(("Accuracy", _pct(o.accuracy_float), _pct(o.accuracy_quantized),
                          f"{(o.accuracy_quantized - o.accuracy_float) * 100:+.2f} points"))
+        m = o.metric
+        if m is not None and not (m.name == "top1" and o.accuracy_float is not None):
+            fmt = (lambda v: f"{v:.1f} dB") if m.name == "sqnr" else (lambda v: f"{v:.2%}") \
+                if m.name in ("top1", "retrieval@1") else (lambda v: f"{v:.5g}")
+            rows.append((f"Metric {m.name}", fmt(m.float_value) if m.float_value is not None else "–",
+                         fmt(m.quantized), ""))
         table = "".join(f"<tr><td>{escape(a)}</td><td align=right>{b}</td><td align=right>{c}</td>"
                         f"<td style='color:#555'>{d}</td></tr>" for a, b, c, d in rows)
         error = [f"SQNR {o.sqnr_db:.1f} dB" if o.sqnr_db is not None else "outputs identical",
