@@ -47,6 +47,9 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--observer", choices=OBSERVERS, help="activation observer for static quantization")
     p.add_argument("--per-channel", dest="per_channel", action=argparse.BooleanOptionalAction, default=None,
                    help="per-channel weight scales (default on)")
+    p.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="static and QAT: cross-layer equalisation of the float model before calibrating (evens out "
+                        "per-channel weight ranges between layer pairs; helps most with one scale per tensor)")
     p.add_argument("--float", dest="float_layers", nargs="+", metavar="LAYER", action="extend",
                    help="keep these layers (or whole subtrees) in float")
 
@@ -148,6 +151,7 @@ def recipe_from_args(args):
     top = {"model": args.spec, "weights": args.weights, "kwargs": _kwargs(args.kwargs),
            "input_shape": args.input_shape, "input_dtype": args.input_dtype, "method": args.method, "static_mode": args.static_mode,
            "engine": args.engine, "dtype": args.dtype, "observer": args.observer, "per_channel": args.per_channel,
+           "equalize": getattr(args, "equalize", None),
            "float_layers": args.float_layers, "metric": getattr(args, "metric", None)}
     recipe = replace(recipe, **{k: v for k, v in top.items() if v is not None})
     if args.observer is not None and recipe.method != "static":

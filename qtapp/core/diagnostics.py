@@ -41,6 +41,8 @@ def notes(result) -> list[Note]:
     if result.engine == "qnnpack" and result.latency is not None:
         out.append(Note("qnnpack-on-x86", "qnnpack targets Arm CPUs; its latency measured on this x86 machine says "
                                           "nothing about a phone (on x86 it is typically slower than float)"))
+    if result.calib_stats.get("equalized"):
+        out.append(Note("equalized", result.calib_stats["equalized"], "info"))
     if result.calib_stats.get("distilled"):
         out.append(Note("qat-distilled", "QAT data had no labels: fine-tuned by distillation from the float "
                                          "model's outputs", "info"))

@@ -133,6 +133,7 @@ class QuantRecipe:
     dtype: str = "qint8"  # dynamic quantization only
     per_channel: bool = True
     observer: str = "histogram"
+    equalize: bool = False  # cross-layer equalisation of the float model before calibrating (static, QAT)
     calibration: DataSpec = field(default_factory=DataSpec)
     evaluation: DataSpec = field(default_factory=lambda: DataSpec(batches=4))
     qat: QatSpec = field(default_factory=QatSpec)
@@ -157,6 +158,8 @@ class QuantRecipe:
         _check_choice("static_mode", self.static_mode, STATIC_MODES)
         if not isinstance(self.per_channel, bool):
             raise UsageError(f"per_channel must be true or false, got {self.per_channel!r}")
+        if not isinstance(self.equalize, bool):
+            raise UsageError(f"equalize must be true or false, got {self.equalize!r}")
         from .inputs import DTYPES as INPUT_DTYPES, InputSpec
 
         if self.input_dtype is not None:
@@ -255,6 +258,9 @@ class QuantRecipe:
         if self.method != "dynamic" and self.dtype != "qint8":
             raise UsageError(f"dtype {self.dtype} applies to dynamic quantization only: {self.method} quantization "
                              "makes int8 weights and activations. Use --method dynamic, or drop --dtype")
+        if self.equalize and self.method == "dynamic":
+            raise UsageError("cross-layer equalisation (equalize) prepares static and QAT quantization; dynamic "
+                             "quantization has no calibration to prepare. Drop --equalize, or use --method static")
         for name, o in self.overrides.items():
             if o.dtype is not None and self.method != "dynamic":
                 raise UsageError(f"override {name!r}: dtype applies to dynamic quantization only")

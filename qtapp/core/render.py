@@ -80,7 +80,7 @@ def tune_summary(tune) -> dict:
     return {"target": str(tune.target), "budget": str(tune.budget), "metric": tune.metric, "reached": tune.reached,
             "start_score": start.score, "score": best.score, "float_points": sorted(best.config.float_points),
             "overrides": {n: o.to_dict() for n, o in best.config.overrides}, "configurations_tried": len(tune.steps),
-            "conversions": tune.conversions, "calibrations": 1, "seconds": round(tune.seconds, 2),
+            "conversions": tune.conversions, "calibrations": tune.calibrations, "seconds": round(tune.seconds, 2),
             "steps_file": "tune.json"}
 
 
@@ -204,13 +204,15 @@ def tune_text(result) -> list[str]:
     lines = [f"  target      {t.target} (budget {t.budget}): {verdict}, {_score_text(metric, kind, t.best.score)} "
              f"(as the recipe was: {_score_text(metric, kind, t.start.score)})"]
     chosen = [f"{len(floats)} point(s) kept float" + (f" ({', '.join(floats)})" if floats else "")]
+    if t.best.config.equalize:
+        chosen.append("cross-layer equalisation")
     chosen += [f"{n}: " + ", ".join(f"{k} {v}" for k, v in o.to_dict().items()) for n, o in overrides]
     lines.append("  chosen      " + "; ".join(chosen))
     for i in t.path[1:]:
         step = t.steps[i]
         lines.append(f"  step        {step.move}: {_score_text(metric, kind, step.scored.score)}")
-    lines.append(f"  searched    {len(t.steps)} configurations in {t.seconds:.1f} s: {t.conversions} conversions and 1 "
-                 f"calibration (a calibration per configuration would be {len(t.steps)})")
+    lines.append(f"  searched    {len(t.steps)} configurations in {t.seconds:.1f} s: {t.conversions} conversions and "
+                 f"{t.calibrations} calibration(s) (a calibration per configuration would be {len(t.steps)})")
     lines += [f"  note: {n}" for n in t.notes]
     return lines
 

@@ -36,10 +36,11 @@ def steady_gc():
 class Config:
     float_points: frozenset = frozenset()
     overrides: tuple = ()  # ((point, PointOverride), ...), sorted by point
+    equalize: bool = False  # cross-layer equalisation before calibrating (model-wide: another calibration)
 
     @classmethod
     def of(cls, recipe) -> "Config":
-        return cls(frozenset(recipe.float_layers), tuple(sorted(recipe.overrides.items())))
+        return cls(frozenset(recipe.float_layers), tuple(sorted(recipe.overrides.items())), recipe.equalize)
 
     @property
     def override_map(self) -> dict:
@@ -55,6 +56,9 @@ class Config:
     def without_float(self, names) -> "Config":
         return replace(self, float_points=self.float_points - frozenset(names))
 
+    def without_overrides_of(self, names) -> "Config":
+        return replace(self, overrides=tuple((n, o) for n, o in self.overrides if n not in set(names)))
+
     def with_override(self, name: str, **fields) -> "Config":
         overrides = self.override_map
         merged = {**(overrides[name].to_dict() if name in overrides else {}), **fields}
@@ -65,11 +69,12 @@ class Config:
         recipe = copy.deepcopy(base)
         recipe.float_layers = sorted(self.float_points)
         recipe.overrides = self.override_map
+        recipe.equalize = self.equalize
         return recipe
 
     def to_json(self) -> dict:
         return {"float_layers": sorted(self.float_points),
-                "overrides": {n: o.to_dict() for n, o in self.overrides}}
+                "overrides": {n: o.to_dict() for n, o in self.overrides}, "equalize": self.equalize}
 
 
 @dataclass(frozen=True)
@@ -91,19 +96,35 @@ class Scored:
 class Scorer:
     """Converts and scores configurations of one calibration (the owner's snapshot is read, never written)."""
 
-    def __init__(self, snap, calibrated, evaluation, metric: tuple, target: Target | None, costs) -> None:
-        """`target` None: the score is the metric's int8 value (sensitivity)."""
-        self.snap, self.calibrated, self.evaluation = snap, calibrated, evaluation
+    def __init__(self, snap, calibrated, evaluation, metric: tuple, target: Target | None, costs,
+                 recalibrate=None) -> None:
+        """`target` None: the score is the metric's int8 value (sensitivity). `recalibrate(recipe)`:
+        a new Calibrated for a recipe whose calibration differs (a model-wide move such as equalize)."""
+        self.snap, self.evaluation = snap, evaluation
+        self._calibrations = {snap.recipe.calibration_key(): calibrated}
+        self.recalibrate = recalibrate
         self.metric, self.target, self.costs = metric, target, costs
         self.float_outputs: list = []
         self.conversions = 0
         self.example = snap.loaded.input_spec.example()
         self._seen: dict[Config, Scored] = {}
 
+    @property
+    def calibrations(self) -> int:
+        return len(self._calibrations)
+
+    def calibration_for(self, recipe):
+        key = recipe.calibration_key()
+        if key not in self._calibrations:
+            if self.recalibrate is None:
+                raise ValueError("this configuration needs another calibration, and no way to make one was given")
+            self._calibrations[key] = self.recalibrate(recipe)
+        return self._calibrations[key]
+
     def convert(self, config: Config):
         self.conversions += 1
         recipe = config.recipe(self.snap.recipe)
-        return self.calibrated.convert_checked(sorted(config.float_points), self.example, recipe)
+        return self.calibration_for(recipe).convert_checked(sorted(config.float_points), self.example, recipe)
 
     def score(self, config: Config, cancel: CancelToken | None = None) -> Scored:
         if config in self._seen:

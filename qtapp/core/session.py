@@ -203,7 +203,16 @@ class QuantSession:
         return RunSnapshot(self.loaded, recipe, self.mode, inv, self._calibrated, self._float_side,
                            lambda: self.calibration_source(recipe),
                            lambda: self.evaluation_source(recipe),
-                           tuple(dict.fromkeys(notes)), self._point_side, bn_folded, self.metric_fn)
+                           tuple(dict.fromkeys(notes)), self._point_side, bn_folded, self.metric_fn,
+                           self.equalizable_pairs())
+
+    def equalizable_pairs(self) -> tuple:
+        """The layer pairs cross-layer equalisation may scale (static and QAT models)."""
+        if self.mode == "dynamic" or self.loaded.kind != "eager":
+            return ()
+        from .equalize import find_pairs
+
+        return tuple(find_pairs(self.loaded.module, self.inventory))
 
     def quantize_job(self, cancel: CancelToken | None = None, measure: bool = True) -> Job[QuantizeOutcome]:
         """Calibrate if needed, convert, compare and (with `measure`) measure: adopt() the outcome."""
@@ -265,17 +274,20 @@ class QuantSession:
         its result (made with them) the current one."""
         result = self.adopt(outcome.quantized)
         chosen = result.recipe
-        self.apply_configuration(chosen.float_layers, chosen.overrides)
+        self.apply_configuration(chosen.float_layers, chosen.overrides, chosen.equalize)
         return result
 
-    def apply_configuration(self, float_layers, overrides) -> bool:
-        """Set the float points and per-point overrides at once (a configuration a search tried); the
-        inventory's listeners hear of a float-set change. Whether anything changed."""
+    def apply_configuration(self, float_layers, overrides, equalize: bool | None = None) -> bool:
+        """Set the float points, the per-point overrides and (when given) cross-layer equalisation at once
+        (a configuration a search tried); the inventory's listeners hear of a float-set change. Whether
+        anything changed. A change of `equalize` needs a new calibration, which the next run makes."""
         from .recipe import PointOverride
 
         overrides = {n: o if isinstance(o, PointOverride) else PointOverride(**o) for n, o in dict(overrides).items()}
-        changed = overrides != self.recipe.overrides
+        changed = overrides != self.recipe.overrides or (equalize is not None and equalize != self.recipe.equalize)
         self.recipe.overrides = overrides
+        if equalize is not None:
+            self.recipe.equalize = equalize
         applicable, _ = _split_choices(self.inventory, list(float_layers))
         before = set(self.inventory.float_layers)
         self.inventory.set_float_layers(applicable)

@@ -5,8 +5,9 @@ From one calibration (every range observed at once) the search tries, cheapest f
                 histogram, percentile 99.9 / 99.99), chosen per point from its local error in one pass,
                 tried all at once; then each bad point's alternatives one by one
   2. weights    per-channel scales where the recipe has one scale per tensor
-  3. float16    (dynamic) a layer's weights in float16 instead of int8, by sensitivity
-  4. float      keep points float, by sensitivity (measured from the configuration reached so far); a
+  3. equalize   cross-layer equalisation of the float model's layer pairs, then one more calibration
+  4. float16    (dynamic) a layer's weights in float16 instead of int8, by sensitivity
+  5. float      keep points float, by sensitivity (measured from the configuration reached so far); a
                 bad activation point whose output an int8 consumer would round again is tried with its
                 consumers ("keep the value float"); the shortest prefix of the ranking that reaches the
                 target is found by binary search (as AIMET's mixed precision does), then each point of it
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import UsageError
 from .metrics import Target
@@ -92,6 +93,7 @@ class TuneResult:
     start: Scored
     path: tuple  # the indices of the steps from the start to the chosen configuration
     conversions: int = 0
+    calibrations: int = 1
     seconds: float = 0.0
     notes: tuple = ()
     candidates: tuple = field(default=())
@@ -124,7 +126,7 @@ class TuneResult:
                 "reached": self.reached, "chosen": self.best.to_json(), "start": self.start.to_json(),
                 "steps": [s.to_json() for s in self.steps], "path": list(self.path), "curve": self.curve(),
                 "front": self.front(),
-                "conversions": self.conversions, "calibrations": 1,
+                "conversions": self.conversions, "calibrations": self.calibrations,
                 "naive_calibrations": len(self.steps),  # one calibration per configuration tried
                 "seconds": round(self.seconds, 2), "notes": list(self.notes)}
 
@@ -162,10 +164,11 @@ class _Search:
 
 def tune(scorer: Scorer, target: Target, budget: Budget, candidates: list[str], *, range_errors: dict | None = None,
          bad_points: tuple = (), consumers: dict | None = None, dynamic: bool = False, per_tensor_heads: tuple = (),
-         cancel: CancelToken | None = None) -> Job[TuneResult]:
+         equalizable: int = 0, cancel: CancelToken | None = None) -> Job[TuneResult]:
     """`candidates`: the toggle targets (points torch can keep float); `range_errors`: {point: {range:
     local dB}} (static); `bad_points`: the diagnosed ones, worst first; `consumers`: {point: the toggle
-    targets that read its value}; `per_tensor_heads`: weighted points with one weight scale per tensor."""
+    targets that read its value}; `per_tensor_heads`: weighted points with one weight scale per tensor;
+    `equalizable`: how many layer pairs cross-layer equalisation would scale (0: not tried)."""
     t0 = time.perf_counter()
     search = _Search(scorer, budget, candidates, cancel)
     stage = Stage("tune", 0, cancel)
@@ -214,21 +217,26 @@ def tune(scorer: Scorer, target: Target, budget: Budget, candidates: list[str], 
         trial = search.trial(config, f"per-channel weights at {len(per_tensor_heads)} layer(s)", "weights")
         search.keep_if_better(trial)
         yield stage.step(len(search.steps), "per-channel weights")
-    # 3. float16 (dynamic) and 4. float: by sensitivity from the configuration reached so far
+    # 3. cross-layer equalisation (model-wide, one more calibration)
+    before_equalize = None
+    if not done() and equalizable and not search.best.config.equalize:
+        trial = search.trial(replace(search.best.config, equalize=True),
+                             f"cross-layer equalisation of {equalizable} layer pair(s) (recalibrated)", "equalize")
+        before_equalize = (search.best, list(search.path))
+        if not search.keep_if_better(trial):
+            before_equalize = None
+        yield stage.step(len(search.steps), "cross-layer equalisation")
+    # 4. float16 (dynamic) and 5. float: by sensitivity from the configuration reached so far
     phases = (("float16", True), ("float", False)) if dynamic else (("float", False),)
-    for phase, half in phases:
-        if done():
-            break
-        moves = _moves(candidates, search.best.config, half, bad_points, consumers or {})
-        if not moves:
-            continue
-        ranked = yield from _rank(search, moves, half, phase, stage)
-        alone = _single_move(search, moves, half)
-        if alone is not None:  # one move reaches the target by itself: the ranking found it
-            label = next(s.move for s in reversed(search.steps) if s.scored is alone)
-            search.accept(alone, label.replace("only ", "", 1).replace(" (ranking)", " (alone reaches the target)"))
-        else:
-            yield from _prefix_search(search, ranked, half, phase, stage)
+    yield from _float_phases(search, phases, candidates, bad_points, consumers or {}, stage)
+    if before_equalize is not None and (not done() or search.best.config.float_points):
+        # Equalisation helped at the start but changes every range after it: the points kept float
+        # from it are not those kept float without it. Both branches searched; the better one kept.
+        with_eq, with_path = search.best, list(search.path)
+        search.best, search.path = before_equalize[0], before_equalize[1]
+        yield from _float_phases(search, phases, candidates, bad_points, consumers or {}, stage)
+        if not _preferred(search, search.best, with_eq):
+            search.best, search.path = with_eq, with_path
     tidy = _without_dead_overrides(search.best.config)
     if tidy != search.best.config:  # a range or scale chosen for a point now float: dropped, the same model
         trial = search.trial(tidy, "drop the overrides of points kept float", "prune")
@@ -241,13 +249,41 @@ def tune(scorer: Scorer, target: Target, budget: Budget, candidates: list[str], 
     yield Progress("tune", n, n, f"{n} configurations, target {'reached' if done() else 'not reached'}",
                    time.perf_counter() - t0)
     return TuneResult(target, budget, scorer.metric[0], done(), tuple(search.steps), search.best, start,
-                      tuple(search.path), scorer.conversions, time.perf_counter() - t0, tuple(notes),
+                      tuple(search.path), scorer.conversions, scorer.calibrations, time.perf_counter() - t0, tuple(notes),
                       tuple(candidates))
 
 
+def _float_phases(search: _Search, phases, candidates, bad_points, consumers, stage) -> Job[None]:
+    for phase, half in phases:
+        if search.met(search.best):
+            return
+        moves = _moves(candidates, search.best.config, half, bad_points, consumers)
+        if not moves:
+            continue
+        ranked = yield from _rank(search, moves, half, phase, stage)
+        alone = _single_move(search, moves, half)
+        if alone is not None:  # one move reaches the target by itself: the ranking found it
+            label = next(s.move for s in reversed(search.steps) if s.scored is alone)
+            search.accept(alone, label.replace("only ", "", 1).replace(" (ranking)", " (alone reaches the target)"))
+        else:
+            yield from _prefix_search(search, ranked, half, phase, stage)
+
+
+def _preferred(search: _Search, a: Scored, b: Scored) -> bool:
+    """Whether `a` is the better end of a search than `b`: reaching the target first, then fewer points
+    kept float (fewer in float16), then the better score."""
+    met_a, met_b = search.met(a) and search.allowed(a), search.met(b) and search.allowed(b)
+    if met_a != met_b:
+        return met_a
+    if met_a:
+        key = lambda s: (len(s.config.float_points), len(s.config.float16))  # noqa: E731
+        if key(a) != key(b):
+            return key(a) < key(b)
+    return search.scorer.better(a, b) or not search.scorer.better(b, a) and a.score == b.score
+
+
 def _without_dead_overrides(config: Config) -> Config:
-    kept = {n: o for n, o in config.overrides if n not in config.float_points}
-    return Config(config.float_points, tuple(sorted(kept.items())))
+    return config.without_overrides_of(config.float_points)
 
 
 def _moves(candidates, config: Config, half: bool, bad_points, consumers) -> list[tuple[str, tuple]]:
@@ -321,7 +357,7 @@ def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Jo
         # The target is out of reach this way: keep the best prefix the budget allows.
         best = None
         for k in range(1, len(ranked) + 1):
-            trial = prefix(k)
+            trial = full if k == len(ranked) else prefix(k)
             yield stage.step(len(search.steps), f"{verb}: top {k}")
             if search.allowed(trial) and (best is None or search.scorer.better(trial, best)):
                 best = trial
@@ -344,8 +380,7 @@ def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Jo
     for gain, label, points in sorted(chosen, key=lambda g: g[0]):  # the least useful first
         config = search.best.config
         if half:
-            overrides = {n: o for n, o in config.overrides if n not in points}
-            trial_config = Config(config.float_points, tuple(sorted(overrides.items())))
+            trial_config = config.without_overrides_of(points)
         else:
             trial_config = config.without_float(points)
         trial = search.trial(trial_config, f"without {label} {verb}", "prune")

@@ -19,7 +19,7 @@ from .export import export_model
 from .html_report import to_html
 from .measure import measure_files, to_torchscript
 from .probe import probe_model
-from .progress import CancelToken, Job
+from .progress import CancelToken, Job, drive
 from .recipe import QuantRecipe
 from .render import json_safe, report_dict
 from .report import write_report
@@ -53,6 +53,7 @@ class RunSnapshot:
     point_side: tuple | None = None  # (Calibrated, range choices, StaticAnalysis, activation ranges), reused for them
     bn_folded: tuple[str, ...] = ()  # heads whose fusion group folds a BatchNorm (for the diagnosis)
     metric_fn: Callable | None = None  # the recipe's metric when it is the user's function
+    cle_pairs: tuple = ()  # equalize.Pair: the layer pairs cross-layer equalisation may scale
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,11 @@ def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool
     calibrated = snap.calibrated
     fresh = calibrated is None or calibrated.key != recipe.calibration_key()
     if fresh:
-        calibrated = yield from calibrate(snap, cancel)
+        snap, equalized = _equalized(snap)
+        calibrated = yield from _calibrate_equalized(snap, equalized, cancel)
         snap = replace(snap, point_side=None)
+    elif recipe.equalize:  # the float model this calibration was made from: the equalised copy
+        snap = replace(snap, loaded=replace(loaded, module=calibrated.model))
     try:
         outcome = yield from _convert_and_measure(snap, calibrated, cancel, measure)
     except Cancelled as exc:
@@ -145,6 +149,31 @@ def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: Canc
     if measure:
         result = yield from measure_result(result, loaded, cancel)
     return QuantizeOutcome(calibrated, (key, outputs), result, point_side)
+
+
+def _equalized(snap: RunSnapshot) -> tuple[RunSnapshot, str]:
+    """With the recipe's `equalize`, the snapshot with an equalised copy of the float model (which
+    computes the same outputs) to calibrate, convert and analyse, and a sentence on what was done."""
+    if not snap.recipe.equalize:
+        return snap, ""
+    from .equalize import equalize
+
+    pairs = list(snap.cle_pairs)
+    if not pairs:
+        return snap, ("cross-layer equalisation: no pair of layers in this model can be equalised exactly (a conv "
+                      "or linear read only by another, through a ReLU at most): nothing changed")
+    module, info = equalize(snap.loaded.module, pairs, snap.loaded.input_spec.example())
+    note = (f"cross-layer equalisation of {len(pairs)} pair(s) of layers: the largest channel range over its "
+            f"tensor's median went from {info['max_ratio_before']:.0f}x to {info['max_ratio_after']:.0f}x (float "
+            f"outputs unchanged to {info['output_change']:.1g})")
+    return replace(snap, loaded=replace(snap.loaded, module=module)), note
+
+
+def _calibrate_equalized(snap: RunSnapshot, equalized: str, cancel: CancelToken) -> Job[Calibrated]:
+    calibrated = yield from calibrate(snap, cancel)
+    if equalized:  # said with every result of this calibration
+        calibrated.stats = {**calibrated.stats, "equalized": equalized}
+    return calibrated
 
 
 def calibrate(snap: RunSnapshot, cancel: CancelToken) -> Job[Calibrated]:
@@ -318,7 +347,11 @@ def _scorer(snap: RunSnapshot, start: QuantizeOutcome, target, metric_name: str,
         share = sum(m for h, m in costs.macs.items() if h in kept) / max(costs.total_macs, 1)
         int8 = (lat.quantized_ms - lat.float_ms * share) / max(1 - share, 1e-9)
         costs = costs.with_latency(lat.float_ms, max(int8, 0.0))
-    return Scorer(snap, start.calibrated, evaluation, metric, target, costs)
+    def recalibrate(recipe):  # a model-wide move (equalize): one more calibration, on the same data
+        eq_snap, equalized = _equalized(replace(snap, recipe=recipe, calibrated=None))
+        return drive(_calibrate_equalized(eq_snap, equalized, CancelToken()))
+
+    return Scorer(snap, start.calibrated, evaluation, metric, target, costs, recalibrate)
 
 
 def _from_start(snap: RunSnapshot, start: QuantizeOutcome) -> RunSnapshot:
@@ -365,6 +398,7 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
         result = yield from search(scorer, target, budget, inputs["candidates"], range_errors=range_errors,
                                    bad_points=inputs["bad_points"], consumers=inputs["consumers"],
                                    dynamic=snap.mode == "dynamic", per_tensor_heads=inputs["per_tensor_heads"],
+                                   equalizable=len(snap.cle_pairs) if snap.recipe.method == "static" else 0,
                                    cancel=cancel)
     chosen = result.best.config.recipe(snap.recipe)
     inv = InventoryView(snap.inventory.heads, tuple(h for h in snap.inventory.heads if h in chosen.float_layers),

@@ -367,7 +367,8 @@ class MainWindow(FileActionsMixin, QMainWindow):
         if tune is None or session is None:
             return
         config = tune.steps[step].scored.config
-        session.apply_configuration(config.float_points, config.override_map)
+        session.apply_configuration(config.float_points, config.override_map, config.equalize)
+        self.settings_panel.show_recipe(session.recipe)
         self._show_result()
         if session.calibrated is not None and not session.result_is_current() and not self.runner.busy:
             self.run_quantize()  # only per-point settings changed: no inventory change started a run

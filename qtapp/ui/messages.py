@@ -28,6 +28,9 @@ WINDOW_WORDS = {
     "--sensitivity": "the Sensitivity button of the Tune panel",
     "--top": "the Sensitivity tab",
     "--target": "the Target of the Tune panel",
+    "--no-per-channel": "unticking per-channel weight scales",
+    "--per-channel": "per-channel weight scales",
+    "--equalize": "cross-layer equalisation (Quantization settings)",
     "--budget": "the Budget of the Tune panel",
 }
 _FLAG = re.compile("|".join(re.escape(f) for f in sorted(WINDOW_WORDS, key=len, reverse=True)) + r"\b")

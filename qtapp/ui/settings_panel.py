@@ -41,6 +41,10 @@ class SettingsPanel(QWidget):
         self.engine_note.setStyleSheet("color: #555; font-size: 11px;")
         self.observer = self._combo(OBSERVERS)
         self.per_channel = QCheckBox("per-channel weight scales")
+        self.equalize = QCheckBox("cross-layer equalisation")
+        self.equalize.setToolTip("Before calibrating, even out the weight ranges of each pair of layers joined by "
+                                 "nothing but a ReLU (the float model computes the same; recalibrates). Helps where "
+                                 "one channel's weights or activations are far out of line with the others")
         self.dtype = self._combo(DTYPES)
         self.source = QComboBox()
         for key, label in SOURCES:
@@ -65,6 +69,7 @@ class SettingsPanel(QWidget):
         form.addRow("", self.engine_note)
         form.addRow("Observer", self.observer)
         form.addRow("", self.per_channel)
+        form.addRow("", self.equalize)
         form.addRow("Dynamic dtype", self.dtype)
         data = QGroupBox("Calibration data")
         dform = QFormLayout(data)
@@ -90,6 +95,7 @@ class SettingsPanel(QWidget):
         self.engine.currentTextChanged.connect(lambda v: self._emit(engine=v))
         self.observer.currentTextChanged.connect(lambda v: self._emit(observer=v))
         self.per_channel.toggled.connect(lambda v: self._emit(per_channel=v))
+        self.equalize.toggled.connect(lambda v: self._emit(equalize=v))
         self.dtype.currentTextChanged.connect(lambda v: self._emit(dtype=v))
         self.source.currentIndexChanged.connect(self._on_source_changed)
         self.browse.clicked.connect(self._on_browse_clicked)
@@ -126,6 +132,7 @@ class SettingsPanel(QWidget):
             self.engine.setCurrentText(recipe.engine)
             self.observer.setCurrentText(recipe.observer)
             self.per_channel.setChecked(recipe.per_channel)
+            self.equalize.setChecked(recipe.equalize)
             self.dtype.setCurrentText(recipe.dtype)
             src = recipe.calibration.source
             key = src if src in ("auto", "demo", "random") else (
@@ -145,6 +152,7 @@ class SettingsPanel(QWidget):
         self.static_mode.setEnabled(method == "static")
         self.observer.setEnabled(method == "static")
         self.per_channel.setEnabled(method != "dynamic")
+        self.equalize.setEnabled(method != "dynamic")
         self.dtype.setEnabled(method == "dynamic")
         self.qat_box.setEnabled(method == "qat")
         key = self.source.currentData()

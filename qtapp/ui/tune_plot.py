@@ -149,7 +149,7 @@ class TradeoffPlot(PlotPanel):
                         swatch(TRIED_COLOR, "tried (hollow: over budget)")))
         return (f"<b>{escape(str(tune.target))}</b> (budget {escape(str(tune.budget))}): {verdict} at "
                 f"{best.score:.4g} with {kept}{overrides}; from {tune.start.score:.4g}. {len(tune.steps)} "
-                f"configurations, {tune.conversions} conversions of one calibration, {tune.seconds:.1f} s. "
+                f"configurations, {tune.conversions} conversions of {tune.calibrations} calibration(s), {tune.seconds:.1f} s. "
                 f"Click a configuration to apply it to the tree.<br>{key}")
 
     def select_step(self, step: int) -> None:

@@ -1,0 +1,151 @@
+"""Cross-layer equalisation (Nagel et al. 2019, "Data-Free Quantization"): in a pair of weighted layers
+A -> (BatchNorm, ReLU) -> B, scale A's output channel c by 1/s_c and B's input channel c by s_c. ReLU is
+positively homogeneous, so the float model computes the same outputs, while each channel's weight range
+in A and in B meets at sqrt(r_A * r_B): channels far out of line (as BatchNorm folding makes them) stop
+setting a whole tensor's scale. It matters most with one weight scale per tensor (qnnpack's, or
+--no-per-channel), and it changes the calibration: the model is recalibrated after it.
+
+torch.ao ships `_equalize.equalize` for eager models whose pairs are given by name. This works on the
+points FX (or eager) found, on a copy of the float model, and works through BatchNorm by scaling its
+affine parameters (the conv before it is folded with it at conversion). A pair is taken only where A's
+only reader is B, through nothing but a ReLU, B computes over every channel (not grouped), and neither
+module is called twice; afterwards the copy's outputs are checked against the original's.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from .errors import QtappError
+
+ITERATIONS = 20  # chains (A -> B -> C) share B: a few passes settle them
+TOLERANCE = 1e-4  # relative change of the float outputs allowed: rounding, nothing more
+
+
+@dataclass(frozen=True)
+class Pair:
+    first: str  # the module whose output channels are scaled down
+    second: str  # the module whose input channels are scaled up
+    batchnorm: str | None = None  # the BatchNorm after `first`, whose affine parameters carry the scale
+
+    def __str__(self) -> str:
+        return f"{self.first} -> {self.second}"
+
+
+def find_pairs(model, inventory) -> list[Pair]:
+    """The (A, B) pairs of the inventory's points that equalisation keeps exact."""
+    import torch.nn as nn
+
+    points = inventory.points
+    modules = dict(model.named_modules())
+    called_twice = {n.split("@", 1)[0] for n in points if "@" in n}
+    readers: dict[str, list[str]] = {}
+    for p in points.values():
+        for source in p.inputs:
+            readers.setdefault(source, []).append(p.name)
+
+    def weighted(name):
+        m = modules.get(name)
+        return isinstance(m, (nn.Conv2d, nn.Linear)) and name not in called_twice
+
+    pairs = []
+    for p in points.values():
+        if p.kind != "module" or not weighted(p.name) or len(p.inputs) != 1:
+            continue
+        second = modules[p.name]
+        if isinstance(second, nn.Conv2d) and second.groups != 1:
+            continue  # a grouped conv mixes no channels: its input channel c is not one range
+        source = p.inputs[0]
+        if source in points and points[source].kind == "op" and points[source].op == "relu":
+            relu = points[source]  # A -> relu() -> B
+            if len(relu.inputs) != 1 or readers.get(source) != [p.name]:
+                continue
+            source = relu.inputs[0]
+            if readers.get(source) != [relu.name]:
+                continue
+        elif readers.get(source) != [p.name]:
+            continue
+        if source not in points or points[source].kind != "module" or not weighted(source):
+            continue
+        first = modules[source]
+        group = inventory[source].group if source in inventory else []
+        others = [modules.get(n) for n in group if n != source]
+        if any(not isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU)) for m in others):
+            continue  # ReLU6, Hardswish...: not positively homogeneous
+        if points[source].fused and set(points[source].fused) - {"ReLU", "relu"}:
+            continue
+        bns = [n for n in group if isinstance(modules.get(n), (nn.BatchNorm2d, nn.BatchNorm1d))]
+        out_channels = first.out_channels if isinstance(first, nn.Conv2d) else first.out_features
+        in_channels = second.in_channels if isinstance(second, nn.Conv2d) else second.in_features
+        if out_channels != in_channels or (isinstance(first, nn.Linear) != isinstance(second, nn.Linear)):
+            continue
+        pairs.append(Pair(source, p.name, bns[0] if bns else None))
+    return pairs
+
+
+def _first_range(first, bn):
+    """Per output channel of A, the largest |weight| once its BatchNorm is folded in."""
+    w = first.weight.detach().flatten(1).abs().amax(1)
+    if bn is not None:
+        w = w * (bn.weight.detach().abs() / (bn.running_var + bn.eps).sqrt())
+    return w
+
+
+def _second_range(second):
+    w = second.weight.detach()
+    return w.transpose(0, 1).flatten(1).abs().amax(1)  # per input channel
+
+
+def equalize(model, pairs: list[Pair], example) -> tuple[object, dict]:
+    """A copy of `model` with every pair equalised, and what it did: {"pairs", "max_ratio_before",
+    "max_ratio_after"} (the largest ratio of a channel's range to the tensor's median, over the pairs'
+    tensors). Raises QtappError if the copy's outputs differ from the original's (a pair that was not
+    what the graph said)."""
+    import torch
+
+    from .compare import first_tensor
+
+    out = copy.deepcopy(model).eval()
+    modules = dict(out.named_modules())
+
+    def spread():
+        worst = 1.0
+        for pair in pairs:
+            first, bn = modules[pair.first], modules.get(pair.batchnorm) if pair.batchnorm else None
+            for r in (_first_range(first, bn), _second_range(modules[pair.second])):
+                med = float(r.median())
+                if med > 0:
+                    worst = max(worst, float(r.max()) / med)
+        return worst
+
+    before = spread()
+    with torch.no_grad():
+        for _ in range(ITERATIONS):
+            moved = 0.0
+            for pair in pairs:
+                first, second = modules[pair.first], modules[pair.second]
+                bn = modules.get(pair.batchnorm) if pair.batchnorm else None
+                r1, r2 = _first_range(first, bn), _second_range(second)
+                s = torch.where((r1 > 0) & (r2 > 0), (r1 / r2.clamp_min(1e-12)).sqrt(), torch.ones_like(r1))
+                moved = max(moved, float((s - 1).abs().max()))
+                if bn is not None:  # bn(x) / s: its affine parameters carry the scale
+                    bn.weight.div_(s)
+                    bn.bias.div_(s)
+                else:
+                    shape = (-1,) + (1,) * (first.weight.dim() - 1)
+                    first.weight.div_(s.view(shape))
+                    if first.bias is not None:
+                        first.bias.div_(s)
+                shape = (1, -1) + (1,) * (second.weight.dim() - 2)
+                second.weight.mul_(s.view(shape))
+            if moved < 1e-3:
+                break
+        ref, got = first_tensor(model(*example)).float(), first_tensor(out(*example)).float()
+    scale = float(ref.abs().max()) or 1.0
+    diff = float((ref - got).abs().max()) / scale
+    if diff > TOLERANCE:
+        raise QtappError(f"cross-layer equalisation changed the float model's outputs (by {diff:.2g} of their "
+                         "largest value): a pair of layers is not what the traced graph says; not applied")
+    return out, {"pairs": [str(p) for p in pairs], "max_ratio_before": before, "max_ratio_after": spread(),
+                 "output_change": diff}
