@@ -211,8 +211,12 @@ def tune_text(result) -> list[str]:
     for i in t.path[1:]:
         step = t.steps[i]
         lines.append(f"  step        {step.move}: {_score_text(metric, kind, step.scored.score)}")
-    lines.append(f"  searched    {len(t.steps)} configurations in {t.seconds:.1f} s: {t.conversions} conversions and "
-                 f"{t.calibrations} calibration(s) (a calibration per configuration would be {len(t.steps)})")
+    if result.method == "dynamic":
+        lines.append(f"  searched    {len(t.steps)} configurations in {t.seconds:.1f} s: {t.conversions} conversions "
+                     "(dynamic quantization reads no calibration data)")
+    else:
+        lines.append(f"  searched    {len(t.steps)} configurations in {t.seconds:.1f} s: {t.conversions} conversions "
+                     f"and {t.calibrations} calibration(s) (a calibration per configuration would be {len(t.steps)})")
     lines += [f"  note: {n}" for n in t.notes]
     return lines
 

@@ -69,21 +69,34 @@ def sensitivity(scorer: Scorer, candidates, cancel: CancelToken | None = None, s
     everything = scorer.score(start.with_float(candidates), cancel) if both else None
     done += 1 if both else 0
     yield stage.step(done, "the start and all-float configurations")
-    out = []
+    configs = []  # in the order they are scored: this point float, then (both) only this point int8
     for name in candidates:
-        only_float = scorer.score(start.with_float([name]), cancel)
-        done += 1
-        only_int8 = None
+        configs.append(start.with_float([name]))
         if both:
-            only_int8 = scorer.score(start.with_float([c for c in candidates if c != name]), cancel)
-            done += 1
-        refused = only_float.refused.get(name, "")
-        out.append(PointSensitivity(name, only_int8.metric.quantized if only_int8 else None,
-                                    None if refused else only_float.metric.quantized, refused))
-        yield stage.step(done, f"{name}")
+            configs.append(start.with_float([c for c in candidates if c != name]))
+    scored = scorer.score_all(configs, cancel)
+    out = []
+    try:
+        yield from _collect(scored, candidates, both, out, stage, done)
+    finally:
+        scored.close()  # a cancel: the conversion running ahead is waited for, then dropped
     result = SensitivityResult(scorer.metric[0], base.metric.quantized,
                                everything.metric.quantized if everything else base.metric.quantized,
                                (), scorer.conversions, time.perf_counter() - t0)
     ranked = sorted(out, key=lambda p: -(result.gain(p) if result.gain(p) is not None else float("-inf")))
     return SensitivityResult(result.metric, result.all_int8, result.all_float, tuple(ranked), scorer.conversions,
                              result.seconds)
+
+
+def _collect(scored, candidates, both: bool, out: list, stage, done: int) -> Job[None]:
+    for name in candidates:
+        only_float = next(scored)
+        done += 1
+        only_int8 = None
+        if both:
+            only_int8 = next(scored)
+            done += 1
+        refused = only_float.refused.get(name, "")
+        out.append(PointSensitivity(name, only_int8.metric.quantized if only_int8 else None,
+                                    None if refused else only_float.metric.quantized, refused))
+        yield stage.step(done, f"{name}")

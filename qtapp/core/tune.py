@@ -145,7 +145,9 @@ class _Search:
         return self.budget.allows(s, len(self.candidates))
 
     def trial(self, config: Config, move: str, phase: str) -> Scored:
-        scored = self.scorer.score(config, self.cancel)
+        return self.record(self.scorer.score(config, self.cancel), move, phase)
+
+    def record(self, scored: Scored, move: str, phase: str) -> Scored:
         self.steps.append(Step(move, phase, scored, False, self.allowed(scored)))
         return scored
 
@@ -243,8 +245,9 @@ def tune(scorer: Scorer, target: Target, budget: Budget, candidates: list[str], 
         if abs(trial.score - search.best.score) <= 1e-9 or not search.scorer.better(search.best, trial):
             search.accept(trial)
     if not done():
+        unit = " dB" if target.kind == "sqnr" else " points" if target.kind == "drop" and scorer.metric[0] == "top1" else ""
         notes.append(f"target {target} not reached within budget {budget}: the best configuration found scores "
-                     f"{search.best.score:.4g}")
+                     f"{search.best.score:.4g}{unit}")
     n = len(search.steps)
     yield Progress("tune", n, n, f"{n} configurations, target {'reached' if done() else 'not reached'}",
                    time.perf_counter() - t0)
@@ -313,13 +316,18 @@ def _rank(search: _Search, moves, half: bool, phase: str, stage) -> Job[list]:
     the search acts on)."""
     base = search.best
     gains = []
-    for label, points in moves[:MAX_CANDIDATES]:
-        verb = "float16" if half else "float"
-        trial = search.trial(_apply(base.config, points, half), f"only {label} {verb} (ranking)", phase)
-        gain = trial.score - base.score if search.scorer.target.op == ">=" else base.score - trial.score
-        if not any(p in trial.refused for p in points):
-            gains.append((gain, label, points))
-        yield stage.step(len(search.steps), f"ranking: {label}")
+    verb = "float16" if half else "float"
+    moves = moves[:MAX_CANDIDATES]
+    scored = search.scorer.score_all([_apply(base.config, points, half) for _label, points in moves], search.cancel)
+    try:
+        for (label, points), trial in zip(moves, scored):
+            search.record(trial, f"only {label} {verb} (ranking)", phase)
+            gain = trial.score - base.score if search.scorer.target.op == ">=" else base.score - trial.score
+            if not any(p in trial.refused for p in points):
+                gains.append((gain, label, points))
+            yield stage.step(len(search.steps), f"ranking: {label}")
+    finally:
+        scored.close()
     gains.sort(key=lambda g: -g[0])
     return [g for g in gains if g[0] > 0]
 

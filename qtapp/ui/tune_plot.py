@@ -126,7 +126,7 @@ class TradeoffPlot(PlotPanel):
         target = pg.InfiniteLine(pos=tune.target.value, angle=0,
                                  pen=pg.mkPen(TARGET_COLOR, width=1.5, style=Qt.PenStyle.DotLine),
                                  label=f"target {tune.target}",
-                                 labelOpts={"position": 0.98, "color": TARGET_COLOR, "anchors": [(1, 1), (1, 1)]})
+                                 labelOpts={"position": 0.02, "color": TARGET_COLOR, "anchors": [(0, 1), (0, 1)]})
         self._plot.addItem(target)
         self._plot.setLabel("left", _axis_label(tune.target))
         ys = [y for _i, _x, y in xy] + [tune.target.value]

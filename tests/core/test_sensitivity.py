@@ -67,3 +67,22 @@ def test_the_report_has_the_sensitivity_block(demo):
     assert block["metric"] == "sqnr" and len(block["points"]) == len(demo[1].sensitivity.points)
     first = block["points"][0]
     assert {"name", "only_float", "only_int8", "gain", "cost"} <= set(first)
+
+
+def test_a_cancel_stops_it_and_leaves_no_conversion_running():
+    import threading
+
+    from qtapp.core.errors import Cancelled
+    from qtapp.core.progress import CancelToken
+
+    session = drive(QuantSession.open(QuantRecipe(model="demo")))
+    cancel = CancelToken()
+    steps = 0
+    with pytest.raises(Cancelled):
+        for p in session.sensitivity_job(cancel):
+            if p.stage == "sensitivity":
+                steps += 1
+                if steps == 3:
+                    cancel.cancel()
+    assert session.result is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("qtapp-convert")]
