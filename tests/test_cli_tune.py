@@ -121,3 +121,16 @@ def test_a_metric_function_named_by_a_recipe_needs_trust(tmp_path, cli):
     code, stdout, stderr = cli(["quantize", "--recipe", recipe, "--trust", "--out", tmp_path / "q", "--format", "pt"])
     assert code == 0, stderr
     assert canary.exists()
+
+
+def test_report_html_shows_the_search_and_the_sensitivity(tmp_path, cli):
+    code, _out, stderr = cli(["tune", *kind("must_stay_float"), "--target", "sqnr>=30", "--out", tmp_path / "t",
+                              "--format", "pt", "--html"])
+    assert code == 0, stderr
+    page = (tmp_path / "t" / "report.html").read_text()
+    assert "<h2>Tune: sqnr&gt;=30 (budget none)</h2>" in page and "aria-label='trade-off'" in page
+    assert "1 point(s) kept float: fc2" in page
+    code, _out, stderr = cli(["analyze", "demo", "--sensitivity", "--out", tmp_path / "a", "--html"])
+    assert code == 0, stderr
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert "<h2>Sensitivity (sqnr)</h2>" in page and page.count("<title>fc2: ") == 2  # its gain and cost bars

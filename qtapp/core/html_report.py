@@ -72,7 +72,7 @@ def _range_text(r) -> str:
     if r is None:
         return ""
     clipped = r["clipped_low"] + r["clipped_high"]
-    return f"{r['levels_used']}/{r['levels_total']} levels" + (f", {clipped:.2%} clipped" if clipped else "")
+    return r["levels"] + (f", {clipped:.2%} clipped" if clipped else "")
 
 
 def _error_histogram(ref, q) -> str:
@@ -113,6 +113,78 @@ def _scatter(ref, q) -> str:
                   for a, b in zip(ref[:1500], q[:1500]))
     return (f"<svg width='{size}' height='{size}' role='img' aria-label='float vs int8 outputs'>"
             f"<line x1='{sx(lo)}' y1='{sy(lo)}' x2='{sx(hi)}' y2='{sy(hi)}' stroke='#999'/>{pts}</svg>")
+
+
+def _sensitivity_html(sens: dict | None) -> str:
+    """Ranked bars: what keeping only each point float gains (blue), what quantizing only it costs (orange)."""
+    if not sens or not sens["points"]:
+        return ""
+    points = sens["points"][:40]
+    values = [v for p in points for v in (p["gain"], p["cost"]) if v is not None] or [0.0]
+    lo, hi = min(0.0, min(values)), max(0.0, max(values))
+    span = (hi - lo) or 1.0
+    step, w, h, top = 26, 60 + 26 * len(points), 190, 20
+    y = lambda v: top + (h - top - 50) * (hi - v) / span  # noqa: E731 - a projection
+    bars = []
+    for i, p in enumerate(points):
+        x = 50 + i * step
+        for k, (value, colour) in enumerate(((p["gain"], "#1f77b4"), (p["cost"], "#e8710a"))):
+            if value is None:
+                continue
+            y0, y1 = sorted((y(0.0), y(value)))
+            bars.append(f"<rect x='{x + k * 10}' y='{y0:.1f}' width='9' height='{max(y1 - y0, 0.5):.1f}' fill='{colour}'>"
+                        f"<title>{escape(p['name'])}: {'gain' if k == 0 else 'cost'} {value:.3g}</title></rect>")
+        bars.append(f"<text transform='translate({x + 10},{h - 46}) rotate(50)'>{escape(p['name'][-18:])}</text>")
+    axis = f"<line x1='46' x2='{w}' y1='{y(0.0):.1f}' y2='{y(0.0):.1f}' stroke='#999'/>"
+    labels = f"<text x='4' y='{y(hi) + 4:.1f}'>{hi:.3g}</text><text x='4' y='{y(lo) + 4:.1f}'>{lo:.3g}</text>"
+    return (f"<h2>Sensitivity ({escape(sens['metric'])})</h2><p class=sub>From one calibration, "
+            f"{sens['conversions']} conversions: every toggleable point int8 {sens['all_int8']:.4g}, every one float "
+            f"{'exact' if sens['all_float'] is None else format(sens['all_float'], '.4g')}. Blue: what keeping only "
+            "this point float gains; orange: what quantizing only this point costs. Ranked, the most to gain first"
+            f"{' (the first 40)' if len(sens['points']) > 40 else ''}.</p>"
+            f"<svg width='{w}' height='{h}' role='img' aria-label='sensitivity'>{axis}{labels}{''.join(bars)}</svg>")
+
+
+def _tune_html(result) -> str:
+    """The search: the target, what was chosen, the path, and every configuration tried against size."""
+    t = result.tune
+    if t is None:
+        return ""
+    import math
+
+    steps = [(i, s) for i, s in enumerate(t.steps) if math.isfinite(s.scored.score)]
+    xs = [s.scored.size_bytes / 1e6 for _i, s in steps]
+    ys = [s.scored.score for _i, s in steps] + [t.target.value]
+    x_lo, x_hi = min(xs), max(xs)
+    x_span = (x_hi - x_lo) or max(x_hi * 0.1, 1e-6)
+    y_lo, y_hi = min(ys), max(ys)
+    y_span = (y_hi - y_lo) or 1.0
+    w, h = 520, 260
+    sx = lambda v: 50 + (w - 70) * (v - x_lo) / x_span  # noqa: E731 - two projections
+    sy = lambda v: h - 30 - (h - 50) * (v - y_lo) / y_span  # noqa: E731
+    dots = "".join(f"<circle cx='{sx(s.scored.size_bytes / 1e6):.1f}' cy='{sy(s.scored.score):.1f}' r='3.5' "
+                   f"fill='{'#9a9a9a' if s.within_budget else 'none'}' stroke='#9a9a9a'><title>{escape(s.move)}: "
+                   f"{s.scored.score:.4g}</title></circle>" for _i, s in steps)
+    path = [t.steps[i] for i in t.path if math.isfinite(t.steps[i].scored.score)]
+    line = " ".join(f"{sx(s.scored.size_bytes / 1e6):.1f},{sy(s.scored.score):.1f}" for s in path)
+    target = (f"<line x1='50' x2='{w - 20}' y1='{sy(t.target.value):.1f}' y2='{sy(t.target.value):.1f}' "
+              f"stroke='#2ca02c' stroke-dasharray='4 3'/><text x='54' y='{sy(t.target.value) - 4:.1f}' "
+              f"fill='#2ca02c'>target {escape(str(t.target))}</text>")
+    axes = (f"<text x='{w / 2}' y='{h - 6}' text-anchor='middle'>estimated weight size (MB): "
+            f"{x_lo:.3g} to {x_hi:.3g}</text><text x='4' y='{sy(y_hi) + 4:.1f}'>{y_hi:.3g}</text>"
+            f"<text x='4' y='{sy(y_lo) + 4:.1f}'>{y_lo:.3g}</text>")
+    moves = "".join(f"<li>{escape(t.steps[i].move)}: {t.steps[i].scored.score:.4g}</li>" for i in t.path[1:]) or \
+        "<li>none: the recipe as it was already met the target</li>"
+    best = t.best.config
+    return (f"<h2>Tune: {escape(str(t.target))} (budget {escape(str(t.budget))})</h2>"
+            f"<p class={'info' if t.reached else 'warning'}>{'Reached' if t.reached else 'Not reached'}: "
+            f"{t.best.score:.4g} (the recipe as it was: {t.start.score:.4g}), {len(best.float_points)} point(s) kept "
+            f"float{': ' + escape(', '.join(sorted(best.float_points))) if best.float_points else ''}"
+            f"{', cross-layer equalisation' if best.equalize else ''}; {len(t.steps)} configurations tried, "
+            f"{t.conversions} conversions of {t.calibrations} calibration(s); every step is in tune.json.</p>"
+            f"<ol>{moves}</ol><svg width='{w}' height='{h}' role='img' aria-label='trade-off'>{target}{axes}{dots}"
+            f"<polyline points='{line}' fill='none' stroke='#e8710a' stroke-width='2'/></svg>"
+            "<p class=sub>Grey: every configuration tried (hollow: over the budget); orange: the search's path.</p>")
 
 
 def to_html(result) -> str:
@@ -177,6 +249,8 @@ float model's. dB, higher is better; &#9888; marks a point worse than the rest.<
 <span><i class=sw style='background:#b4b4b4'></i>kept float</span>
 <span><i class=sw style='background:#333;height:2px;vertical-align:middle'></i>accumulated</span></p>
 {_layer_chart(r['layers'])}
+{_tune_html(result)}
+{_sensitivity_html(r.get('sensitivity'))}
 <h2>Output: int8 against float</h2>
 <div style='display:flex;gap:24px;align-items:flex-start'>{_error_histogram(*out_values)}{_scatter(*out_values)}</div>
 <h2>Points</h2><table><tr><th>point</th><th>op</th><th>runs as</th><th class=num>local dB</th>

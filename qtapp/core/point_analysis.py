@@ -160,11 +160,20 @@ class RangeStats:
         """The top of the calibrated range (below `hi` where the integer type has more levels)."""
         return self.scale * (self.qmin + self.levels_total - 1 - self.zero_point)
 
+    def levels_text(self) -> str:
+        """How many levels the values use, of how many: "97 of 128 levels", or where values go past the
+        calibrated range into the levels the integer type has beyond it, "129 of 256 levels (128 calibrated)"."""
+        grid = self.qmax - self.qmin + 1
+        if self.levels_used > self.levels_total and grid > self.levels_total:
+            return f"{self.levels_used} of {grid} levels ({self.levels_total} calibrated)"
+        return f"{self.levels_used} of {self.levels_total} levels"
+
     def to_json(self) -> dict:
         keys = ("lo", "hi", "scale", "zero_point", "qmin", "qmax", "fixed", "per_call", "observed_min",
                 "observed_max", "data_min", "data_max", "values", "clipped_low", "clipped_high", "exact_zero",
                 "rounds_to_zero", "levels_used", "levels_total", "central_levels", "source")
         out = {k: getattr(self, k) for k in keys}
+        out["levels"] = self.levels_text()
         out["histogram"] = {"lo": float(self.hist_edges[0]), "hi": float(self.hist_edges[-1]),
                             "counts": [int(v) for v in self.hist_counts]}  # equal bins from lo to hi
         return out

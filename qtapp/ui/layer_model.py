@@ -292,8 +292,7 @@ class QtLayerTreeModel(QAbstractItemModel):
                 r = res.range
                 per_call = " (one per call: the median call's)" if r.per_call else ""
                 lines.append(f"range {r.lo:.4g} to {r.hi:.4g}{' (fixed by the op)' if r.fixed else per_call}; "
-                             f"clipped {r.clipped_low:.2%} low, {r.clipped_high:.2%} high; {r.levels_used} of "
-                             f"{r.levels_total} levels used")
+                             f"clipped {r.clipped_low:.2%} low, {r.clipped_high:.2%} high; {r.levels_text()} used")
             for finding in res.diagnosis:
                 lines.append(f"⚠ {finding.text}")
             if res.reason and (not res.quantized or res.kept_float):

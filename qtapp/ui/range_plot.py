@@ -113,7 +113,7 @@ class ActivationRangePlot(PlotPanel):
         kind = "one range per call (the median call's)" if r.per_call else \
             "range fixed by the op" if r.fixed else "calibrated range"
         first = f"{name}: {kind} {lo:.4g} to {hi:.4g}, scale {r.scale:.3g}"
-        second = (f"{r.levels_used} of {r.levels_total} levels used; clipped {_pct(r.clipped_low)} below, "
+        second = (f"{r.levels_text()} used; clipped {_pct(r.clipped_low)} below, "
                   f"{_pct(r.clipped_high)} above; {_pct(r.rounds_to_zero)} round to zero; {r.values:,} values "
                   f"({r.source})")
         self._title = f"{first}\n{second}"

@@ -293,3 +293,16 @@ def test_a_cancel_after_calibrating_hands_the_calibration_back():
     records = []
     drive(s.quantize(), records.append)
     assert "calibrate" not in {r.stage for r in records}
+
+
+def test_levels_used_past_the_calibrated_range_are_counted_against_the_whole_grid(demo):
+    """fbgemm calibrates 128 levels but its quint8 tensors hold 256: a point whose values go past the
+    calibrated maximum uses more than 128, said as such, never as '129 of 128'."""
+    session, result = demo
+    ranged = [p.range for p in result.layers if p.range is not None]
+    assert all(r.levels_used <= r.qmax - r.qmin + 1 for r in ranged)
+    past = [r for r in ranged if r.levels_used > r.levels_total]
+    assert past, "the demo has a point past its calibrated range (block3.0)"
+    for r in past:
+        assert r.levels_text() == f"{r.levels_used} of 256 levels (128 calibrated)"
+        assert r.to_json()["levels"] == r.levels_text()
