@@ -38,9 +38,15 @@ def _model_args(p: argparse.ArgumentParser, spec_required: bool = True) -> None:
 
 
 def _quant_args(p: argparse.ArgumentParser) -> None:
-    from .core.recipe import DTYPES, ENGINES, METHODS, OBSERVERS, STATIC_MODES
+    from .core.recipe import BACKENDS, DTYPES, ENGINES, METHODS, OBSERVERS, ONNX_QUANTIZERS, STATIC_MODES
 
     p.add_argument("--method", choices=METHODS)
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="who quantizes: torch.ao (default; FX/eager/dynamic, ships .pt/.ptl/.onnx) or pt2e (torchao's "
+                        "PT2E with the XNNPACK quantizer, static and QAT; ships .pte and ONNX Runtime .onnx)")
+    p.add_argument("--onnx-quantizer", dest="onnx_quantizer", choices=ONNX_QUANTIZERS,
+                   help="who makes the int8 .onnx: torch (the torch.ao model exported, default) or ort (onnxruntime's "
+                        "quantize_static of the float model's ONNX, same calibration data and float layers)")
     p.add_argument("--static-mode", choices=STATIC_MODES, help="static only: auto (eager for quantized_* models, else fx)")
     p.add_argument("--engine", choices=ENGINES)
     p.add_argument("--dtype", choices=DTYPES, help="dynamic only: weight dtype")
@@ -64,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(q, spec_required=False)
     _quant_args(q)
     _run_args(q)
-    q.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx (default {DEFAULT_FORMATS})")
+    q.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx,pte (default {DEFAULT_FORMATS}; pte needs the executorch extra)")
     q.add_argument("--out", required=True, help="output folder for model.*, recipe.json and report.json")
     q.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
     q.add_argument("--html", action="store_true",
@@ -92,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "lost, needs labels; or your --metric's units) or metric>=X")
     t.add_argument("--budget", help="what the search may give up at most: float<=3 (points kept float), "
                                     "float<=10%% (a share of them), size<=5MB or latency<=8ms (estimates)")
-    t.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx (default {DEFAULT_FORMATS})")
+    t.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx,pte (default {DEFAULT_FORMATS}; pte needs the executorch extra)")
     t.add_argument("--out", required=True, help="output folder: what quantize writes, and tune.json (every step tried)")
     t.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
     t.add_argument("--html", action="store_true", help="also write report.html, with the trade-off curve")
@@ -104,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export the float model (TorchScript files too) without quantizing")
     _model_args(e)
-    e.add_argument("--format", default=DEFAULT_FORMATS, help=f"from pt,ptl,onnx (default {DEFAULT_FORMATS})")
+    e.add_argument("--format", default=DEFAULT_FORMATS, help=f"from pt,ptl,onnx,pte (default {DEFAULT_FORMATS})")
     e.add_argument("--out", required=True)
     return parser
 
@@ -151,7 +157,8 @@ def recipe_from_args(args):
     top = {"model": args.spec, "weights": args.weights, "kwargs": _kwargs(args.kwargs),
            "input_shape": args.input_shape, "input_dtype": args.input_dtype, "method": args.method, "static_mode": args.static_mode,
            "engine": args.engine, "dtype": args.dtype, "observer": args.observer, "per_channel": args.per_channel,
-           "equalize": getattr(args, "equalize", None),
+           "equalize": getattr(args, "equalize", None), "backend": getattr(args, "backend", None),
+           "onnx_quantizer": getattr(args, "onnx_quantizer", None),
            "float_layers": args.float_layers, "metric": getattr(args, "metric", None)}
     recipe = replace(recipe, **{k: v for k, v in top.items() if v is not None})
     if args.observer is not None and recipe.method != "static":

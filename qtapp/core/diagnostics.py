@@ -36,7 +36,8 @@ def notes(result) -> list[Note]:
         if facts is not None and facts.skipped:
             shown = ", ".join(facts.skipped[:3]) + (f" and {len(facts.skipped) - 3} more" if len(facts.skipped) > 3 else "")
             out.append(Note("skipped-items", f"{len(facts.skipped)} unreadable item(s) skipped in {facts.description}: {shown}"))
-    if not any(getattr(p, "quantized", False) for p in result.layers):
+    # (a PT2E result lists no layers: the per-point views are torch.ao's)
+    if result.mode != "pt2e" and not any(getattr(p, "quantized", False) for p in result.layers):
         out.append(Note("nothing-quantized", _nothing_quantized(result)))
     if result.engine == "qnnpack" and result.latency is not None:
         out.append(Note("qnnpack-on-x86", "qnnpack targets Arm CPUs; its latency measured on this x86 machine says "

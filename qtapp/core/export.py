@@ -1,4 +1,5 @@
-"""Export to TorchScript (.pt), the lite interpreter (.ptl) and ONNX, each loaded back and checked.
+"""Export to TorchScript (.pt), the lite interpreter (.ptl), ONNX and ExecuTorch (.pte), each loaded
+back and checked, each file's output compared with the float model's.
 
 Each file is serialised in memory first and written by Python to a temporary name beside the
 destination, then renamed into place: a crash never leaves a half-written file, and a full disk is an
@@ -18,7 +19,7 @@ from .errors import QtappError, UsageError
 from .progress import CancelToken, Job, Stage
 from .resultset import write_bytes_atomic
 
-FORMATS = ("pt", "ptl", "onnx")
+FORMATS = ("pt", "ptl", "onnx", "pte")
 
 
 @dataclass
@@ -27,12 +28,24 @@ class ExportResult:
     path: str
     bytes: int
     verified: bool
-    max_abs_diff: float | None
+    max_abs_diff: float | None  # against the in-memory int8 model the file was made from
     notes: list[str] = field(default_factory=list)
+    quantizer: str = ""  # who made the int8 file
+    sqnr_vs_float_db: float | None = None  # the file's own output, run in its runtime, against float
+    latency: object = None  # measure.Latency of this file against its float counterpart, same runtime
 
     def to_json(self) -> dict:
+        lat = self.latency
         return {"format": self.format, "path": self.path, "bytes": self.bytes, "verified": self.verified,
-                "max_abs_diff": self.max_abs_diff, "notes": self.notes}
+                "max_abs_diff": self.max_abs_diff, "quantizer": self.quantizer,
+                "sqnr_vs_float_db": self.sqnr_vs_float_db, "notes": self.notes,
+                "latency_ms": None if lat is None else latency_json(lat)}
+
+
+def latency_json(lat) -> dict:
+    return {"float": lat.float_ms, "int8": lat.quantized_ms, "speedup": round(lat.float_ms / lat.quantized_ms, 3),
+            "runtime": lat.format, "batch": 1, "threads": lat.threads, "runs": lat.runs,
+            "other_load_cores": round(lat.other_load, 2) if lat.other_load is not None else None}
 
 
 def parse_formats(text) -> list[str]:
@@ -61,10 +74,15 @@ def script_bytes(scripted) -> bytes:
 
 def export_model(model, scripted, example: tuple, formats, out_dir: Path, protected: list[Path],
                  check: tuple | None = None, stem: str = "model",
-                 cancel: CancelToken | None = None) -> Job[list[ExportResult]]:
+                 cancel: CancelToken | None = None, makers: dict | None = None,
+                 reference=None, quantizer: str = "") -> Job[list[ExportResult]]:
     """`model` is the in-memory model each file is loaded back and checked against, on `check`
-    inputs (default: `example`, which also traces ONNX); `scripted` is its TorchScript."""
+    inputs (default: `example`, which also traces ONNX); `scripted` is its TorchScript. `makers`:
+    {format: callable -> (deploy.Made, the in-memory model it came from or None)} for the formats
+    another quantizer makes (pte; onnx by onnxruntime). `reference`: the float model every file's output
+    is compared with; `quantizer`: who made `model`."""
     check = check if check is not None else example
+    makers = makers or {}
     import torch
 
     # Every destination is checked before anything is written: a refusal leaves the folder as it was.
@@ -72,17 +90,84 @@ def export_model(model, scripted, example: tuple, formats, out_dir: Path, protec
         check_destination(out_dir / f"{stem}.{fmt}", protected)
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), quiet_ao():
-        expected = first_tensor(model(*check))
+        expected = first_tensor(model(*check)) if model is not None else None
+        float_out = first_tensor(reference(*check)) if reference is not None else None
     stage = Stage("export", len(formats), cancel)
     results = []
     yield stage.step(0, "exporting")
     for i, fmt in enumerate(formats):
         path = out_dir / f"{stem}.{fmt}"
-        writer = {"pt": _export_pt, "ptl": _export_ptl, "onnx": _export_onnx}[fmt]
-        with quiet_ao():
-            results.append(writer(model, scripted, example, check, expected, path))
+        if fmt in makers:
+            yield stage.step(i, f"making {path.name}")
+            made, source = yield from makers[fmt]()
+            result = _write_made(fmt, made, source, check, path)
+        else:
+            writer = {"pt": _export_pt, "ptl": _export_ptl, "onnx": _export_onnx}[fmt]
+            with quiet_ao():
+                result = writer(model, scripted, example, check, expected, path)
+            result.quantizer = quantizer
+        if float_out is not None:
+            result.sqnr_vs_float_db = _file_sqnr(fmt, path, check, float_out)
+        results.append(result)
         yield stage.step(i + 1, f"wrote {path.name}")
     return results
+
+
+def run_file(fmt: str, path: Path, check: tuple):
+    """The file's first output on `check`, run in its own runtime (a .pte one sample at a time: its
+    input shapes are fixed at export)."""
+    import torch
+
+    if fmt == "pte":
+        from .pt2e import run_pte
+
+        rows = [tuple(t[i:i + 1] for t in check) for i in range(len(check[0]))]
+        return torch.cat([o.detach() for o in run_pte(path, rows)])
+    if fmt == "onnx":
+        from .deploy import run_onnx
+
+        return run_onnx(path, [check])[0]
+    with quiet_ao(), torch.no_grad():
+        if fmt == "ptl":
+            from torch.jit.mobile import _load_for_lite_interpreter
+
+            return first_tensor(_load_for_lite_interpreter(str(path))(*check))
+        return first_tensor(torch.jit.load(str(path))(*check))
+
+
+def _file_sqnr(fmt, path, check, float_out) -> float | None:
+    got = run_file(fmt, path, check)
+    if got.shape != float_out.shape:
+        return None
+    e, g = float_out.float(), got.float()
+    return round(sqnr_db(float((e * e).sum()), float(((e - g) ** 2).sum())), 2)
+
+
+def _write_made(fmt: str, made, source, check, path: Path) -> ExportResult:
+    """Write a file another quantizer made, load it back in its runtime and compare it with the
+    in-memory model it came from (when there is one)."""
+    import torch
+
+    write_bytes_atomic(path, made.data)
+    got = run_file(fmt, path, check)
+    notes = list(made.notes)
+    if source is None:
+        return ExportResult(fmt, str(path), path.stat().st_size, True, None,
+                            notes + [f"loaded back and ran in {'onnxruntime' if fmt == 'onnx' else fmt}"],
+                            quantizer=made.quantizer)
+    with torch.no_grad(), quiet_ao():
+        expected = first_tensor(source(*check)).float()
+    if got.shape != expected.shape:
+        return ExportResult(fmt, str(path), path.stat().st_size, False, None,
+                            notes + [f"output shape {tuple(got.shape)} != the in-memory model's {tuple(expected.shape)}"],
+                            quantizer=made.quantizer)
+    diff = _compare(expected, got)
+    sq = sqnr_db(float((expected * expected).sum()), float(((expected - got.float()) ** 2).sum()))
+    argmax_ok = expected.dim() < 2 or bool((expected.argmax(-1) == got.argmax(-1)).all())
+    verified = sq >= 30 and argmax_ok
+    notes.append(f"against the in-memory int8 graph it was lowered from: SQNR {sq:.1f} dB, max abs diff {diff:.3g}"
+                 + ("" if argmax_ok else "; top-1 differs on the check input"))
+    return ExportResult(fmt, str(path), path.stat().st_size, verified, diff, notes, quantizer=made.quantizer)
 
 
 def _compare(expected, got) -> float:
@@ -105,6 +190,18 @@ def xnnpack_enabled() -> bool:
     import torch.backends.xnnpack
 
     return bool(torch.backends.xnnpack.enabled)
+
+
+def ptl_bytes(scripted) -> bytes:
+    """The lite-interpreter file of `scripted`, optimised for mobile where this torch has XNNPACK."""
+    mobile = scripted
+    if xnnpack_enabled():
+        from torch.utils.mobile_optimizer import optimize_for_mobile
+
+        with quiet_ao():
+            mobile = optimize_for_mobile(scripted)
+    with quiet_ao():
+        return mobile._save_to_buffer_for_lite_interpreter()
 
 
 def _export_ptl(model, scripted, example, check, expected, path: Path) -> ExportResult:

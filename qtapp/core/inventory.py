@@ -76,7 +76,9 @@ class LayerInventory:
     # -- building --------------------------------------------------------------------------------
     @classmethod
     def build(cls, loaded, method: str, engine: str, mode: str) -> "LayerInventory":
-        """`mode` is the resolved graph mode: "fx" or "eager" (static/qat), "dynamic" for dynamic."""
+        """`mode` is the resolved graph mode: "fx" or "eager" (static/qat), "dynamic" for dynamic, "pt2e"
+        for the PT2E backend (whose points are listed as FX finds them: the same ops, observed alike)."""
+        pt2e, mode = mode == "pt2e", "fx" if mode == "pt2e" else mode
         module = loaded.module
         layers = {name: _describe(name, m) for name, m in module.named_modules()}
         notes: list[str] = []
@@ -102,7 +104,9 @@ class LayerInventory:
             from .points import dynamic_points
 
             points = dynamic_points(module, [n for n, i in layers.items() if i.quantizable])
-        inventory = cls(layers, method, mode, engine, notes)
+        if pt2e:
+            points = [_module_toggles_only(p) for p in points]
+        inventory = cls(layers, method, "pt2e" if pt2e else mode, engine, notes)
         inventory._add_points(points)
         if mode == "fx" and points:
             inventory._unmark_untraced()
@@ -320,6 +324,16 @@ def _probe_shapes(module, input_spec, layers: dict[str, LayerInfo], declared=Non
 
 _FOLLOWS_NEIGHBOURS = ("no weights to quantize: it follows its neighbours (int8 between int8 layers where the "
                        "engine has a kernel)")
+
+
+def _module_toggles_only(point: QuantPoint) -> QuantPoint:
+    """The PT2E backend keeps modules float (by the module each graph op came from), not single ops."""
+    from dataclasses import replace
+
+    if point.toggle in (None, "module"):
+        return point
+    return replace(point, toggle=None, reason="the PT2E backend keeps whole modules float, not single functional "
+                                             "ops: keep the modules around it float, or use --backend torch.ao")
 
 
 def _static_points(module, mode: str, engine: str, input_spec) -> tuple[list[QuantPoint], str | None]:

@@ -1,5 +1,7 @@
-"""Time TorchScript files the way a deployment runs them: a fresh process that loads the files and
-nothing else, a fixed thread count, float and int8 interleaved run by run.
+"""Time exported files the way a deployment runs them: a fresh process that loads the two files (float
+and int8 of one format) in that format's runtime and nothing else, a fixed thread count, float and int8
+interleaved run by run. Formats: pt (TorchScript), ptl (the lite interpreter), onnx (ONNX Runtime's CPU
+provider), pte (the ExecuTorch runtime with its XNNPACK delegate).
 
 Run by measure.measure_files (not by users): `python -m qtapp.core.latency_worker SPEC.json`. Prints
 one JSON line per timed round ({"round", "float_ms", "quantized_ms"}) and a last line with the thread
@@ -18,20 +20,49 @@ from qtapp.core.measure import _cpu_seconds
 MIN_WALL_S = 1.0
 
 
+def load(kind: str, path: str, threads: int):
+    """A callable running the file at `path` on a tuple of tensors, as `kind`'s runtime runs it."""
+    import torch
+
+    if kind == "pt":
+        model = torch.jit.load(path, map_location="cpu").eval()
+        return lambda inputs: model(*inputs)
+    if kind == "ptl":
+        from torch.jit.mobile import _load_for_lite_interpreter
+
+        model = _load_for_lite_interpreter(path)
+        return lambda inputs: model(*inputs)
+    if kind == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        return lambda inputs: session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+    if kind == "pte":
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(path).load_method("forward")
+        return lambda inputs: method.execute(list(inputs))
+    raise ValueError(f"unknown format {kind!r}")
+
+
 def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
         spec = json.load(f)
     import torch
 
     torch.set_num_threads(int(spec["threads"]))
+    kind = spec.get("kind", "pt")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's TorchScript deprecation notices: not this run's business
-        models = {key: torch.jit.load(spec[key], map_location="cpu").eval() for key in ("float", "quantized")}
+        warnings.simplefilter("ignore")  # runtimes' deprecation notices: not this run's business
+        models = {key: load(kind, spec[key], int(spec["threads"])) for key in ("float", "quantized")}
         inputs = tuple(torch.load(spec["inputs"], weights_only=True))
         with torch.inference_mode():
             for _ in range(int(spec["warmup"])):
                 for model in models.values():
-                    model(*inputs)
+                    model(inputs)
             start = time.perf_counter()
             before = _cpu_seconds()
             # At least MIN_WALL_S of timed rounds, whatever max_runs says: the other-load figure counts CPU
@@ -41,7 +72,7 @@ def main(argv: list[str]) -> int:
                 row = {"round": i + 1}
                 for key, model in models.items():
                     t0 = time.perf_counter()
-                    model(*inputs)
+                    model(inputs)
                     row[f"{key}_ms"] = (time.perf_counter() - t0) * 1000
                 print(json.dumps(row), flush=True)
                 elapsed = time.perf_counter() - start

@@ -51,17 +51,22 @@ class Latency:
     runs: int
     threads: int
     other_load: float | None = None  # CPU cores other processes kept busy while this measured
+    format: str = "pt"  # the files timed: pt, ptl, onnx or pte, each in its own runtime
 
     @property
     def speedup(self) -> float:
         return self.float_ms / self.quantized_ms
 
 
+RUNTIMES = {"pt": "TorchScript", "ptl": "the lite interpreter", "onnx": "ONNX Runtime", "pte": "the ExecuTorch runtime"}
+
+
 def measure_files(float_path, quantized_path, example: tuple, threads: int | None = None, warmup: int = 5,
                   min_runs: int = 10, max_runs: int = 50, budget_s: float = 4.0,
-                  cancel: CancelToken | None = None) -> Job[Latency]:
-    """Batch-1 latency of two TorchScript files, timed in a separate process that loads only them
-    (as a deployment would), with `threads` intra-op threads, float and int8 interleaved."""
+                  cancel: CancelToken | None = None, kind: str = "pt", label: str = "latency") -> Job[Latency]:
+    """Batch-1 latency of two files of one format (`kind`: pt, ptl, onnx, pte), timed in a separate
+    process that loads only them in that format's runtime (as a deployment would), with `threads`
+    intra-op threads, float and int8 interleaved."""
     import json
     import os
     import subprocess
@@ -80,11 +85,11 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
         spec = Path(tmp) / "spec.json"
         spec.write_text(json.dumps({"float": str(float_path), "quantized": str(quantized_path), "inputs": str(inputs),
                                     "threads": threads, "warmup": warmup, "min_runs": min_runs,
-                                    "max_runs": max_runs, "budget_s": budget_s}))
+                                    "max_runs": max_runs, "budget_s": budget_s, "kind": kind}))
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         proc = subprocess.Popen([sys.executable, "-m", "qtapp.core.latency_worker", str(spec)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env)
-        stage = Stage("latency", max_runs, cancel)
+        stage = Stage(label, max_runs, cancel)
         times, last = {"float": [], "quantized": []}, {}
         try:
             yield stage.step(0, "starting a clean process")
@@ -94,7 +99,7 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
                     last = row
                     continue
                 if row["round"] == 1:  # time left from the pace of the timed rounds, not the process start
-                    stage = Stage("latency", max_runs, cancel)
+                    stage = Stage(label, max_runs, cancel)
                 times["float"].append(row["float_ms"])
                 times["quantized"].append(row["quantized_ms"])
                 yield stage.step(min(row["round"], max_runs), f"{row['round']} runs in a separate process")
@@ -104,7 +109,9 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
             stderr = proc.stderr.read()
             proc.wait()
         if proc.returncode != 0 or not times["float"]:
-            tail = stderr.strip().splitlines()[-1:] or ["no output"]
-            raise QtappError(f"timing the TorchScript files in a separate process failed: {tail[0][:300]}")
+            said = [line for line in stderr.strip().splitlines() if "cpuinfo" not in line]
+            tail = said[-1:] or ["no output"]
+            raise QtappError(f"timing the {kind} files in {RUNTIMES.get(kind, kind)} in a separate process failed: "
+                             f"{tail[0][:300]}")
     return Latency(statistics.median(times["float"]), statistics.median(times["quantized"]), len(times["float"]),
-                   int(last.get("threads", threads)), last.get("other_load"))
+                   int(last.get("threads", threads)), last.get("other_load"), kind)

@@ -17,8 +17,11 @@ from .errors import UsageError
 
 # 2: per-point `overrides` (activation range, per-channel weights, dynamic dtype) and a `metric`;
 # version 1 files are still read (they have neither).
-RECIPE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3: the quantizing `backend` (torch.ao or pt2e) and the `onnx_quantizer` (torch or ort).
+RECIPE_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+BACKENDS = ("torch.ao", "pt2e")
+ONNX_QUANTIZERS = ("torch", "ort")
 METHODS = ("static", "dynamic", "qat")
 ENGINES = ("fbgemm", "x86", "qnnpack", "onednn")
 DTYPES = ("qint8", "float16")
@@ -140,6 +143,11 @@ class QuantRecipe:
     float_layers: list[str] = field(default_factory=list)
     overrides: dict = field(default_factory=dict)  # point name -> PointOverride
     metric: str | None = None  # sqnr | cosine | top1 | retrieval@1 | module:function | file.py:function
+    # torch.ao (FX/eager/dynamic; .pt, .ptl, .onnx) or pt2e (torchao's PT2E with the XNNPACK quantizer; .pte)
+    backend: str = "torch.ao"
+    # who makes the int8 .onnx: torch (the torch.ao model exported) or ort (ONNX Runtime's quantize_static
+    # of the float model's ONNX, on the same calibration data and with the same float layers)
+    onnx_quantizer: str = "torch"
     version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
@@ -156,6 +164,8 @@ class QuantRecipe:
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("observer", self.observer, OBSERVERS)
         _check_choice("static_mode", self.static_mode, STATIC_MODES)
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("onnx_quantizer", self.onnx_quantizer, ONNX_QUANTIZERS)
         if not isinstance(self.per_channel, bool):
             raise UsageError(f"per_channel must be true or false, got {self.per_channel!r}")
         if not isinstance(self.equalize, bool):
@@ -244,7 +254,7 @@ class QuantRecipe:
         """Identifies what a calibration depends on: every field of the recipe except those that only
         decide the conversion or the evaluation. A field added later invalidates calibrations by default."""
         d = self.to_dict()
-        for key in ("evaluation", "overrides", "metric", "observer"):  # every range is observed at once
+        for key in ("evaluation", "overrides", "metric", "observer", "onnx_quantizer"):  # every range is observed at once
             d.pop(key)
         if self.method != "qat":  # QAT trains with its float layers; the other methods reconvert
             d.pop("float_layers")
@@ -261,6 +271,19 @@ class QuantRecipe:
         if self.equalize and self.method == "dynamic":
             raise UsageError("cross-layer equalisation (equalize) prepares static and QAT quantization; dynamic "
                              "quantization has no calibration to prepare. Drop --equalize, or use --method static")
+        if self.backend == "pt2e":
+            if self.method == "dynamic":
+                raise UsageError("--backend pt2e quantizes statically (static or qat); dynamic quantization is "
+                                 "torch.ao's: use --backend torch.ao with --method dynamic")
+            if self.static_mode == "eager":
+                raise UsageError("--backend pt2e captures the model with torch.export, not eager mode: drop "
+                                 "--static-mode eager, or use --backend torch.ao")
+            if self.observer != "histogram":
+                raise UsageError(f"--backend pt2e takes its activation ranges from the XNNPACK quantizer (a histogram "
+                                 f"observer); --observer {self.observer} applies to --backend torch.ao")
+            if self.overrides:
+                raise UsageError(f"--backend pt2e has no per-point range or weight overrides (overrides for "
+                                 f"{', '.join(sorted(self.overrides))}); use --backend torch.ao for them")
         for name, o in self.overrides.items():
             if o.dtype is not None and self.method != "dynamic":
                 raise UsageError(f"override {name!r}: dtype applies to dynamic quantization only")

@@ -15,7 +15,7 @@ from .diagnostics import notes
 # figure. `points` summarises them.
 # 3: `sensitivity` (analyze --sensitivity, the Sensitivity tab) and `tune` (the search that chose this
 # configuration; every step in tune.json) when they were run.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Per-layer SQNR bands, the same in the window, the tree and report.html: red at or below POOR, amber
 # at FAIR, green at or above GOOD.
 SQNR_POOR_DB, SQNR_FAIR_DB, SQNR_GOOD_DB = 15.0, 25.0, 35.0
@@ -34,6 +34,8 @@ def json_safe(value):
 
 def report_dict(result) -> dict:
     import torch
+
+    from .export import latency_json
 
     from .. import __version__
 
@@ -57,7 +59,10 @@ def report_dict(result) -> dict:
         "size_bytes": {"float": result.size_float, "quantized": result.size_quantized},
         "latency_ms": {"float": lat.float_ms if lat else None, "quantized": lat.quantized_ms if lat else None,
                        "batch": 1, "threads": lat.threads if lat else None, "runs": lat.runs if lat else None,
-                       "other_load_cores": round(lat.other_load, 2) if lat and lat.other_load is not None else None},
+                       "other_load_cores": round(lat.other_load, 2) if lat and lat.other_load is not None else None,
+                       "runtime": lat.format if lat else None,
+                       # every exported file against its float counterpart, each in its own runtime
+                       "per_format": {e.format: latency_json(e.latency) for e in result.exports if e.latency}},
         "output": o.to_json() if o is not None else None,
         "layers": [layer.to_json() for layer in result.layers],
         "points": points_summary(result),
@@ -96,6 +101,26 @@ def _metric_text(name: str, value: float) -> str:
     if name in ("top1", "retrieval@1"):
         return f"{value:.2%}"
     return f"{value:.5g}"
+
+
+def formats_table(exports) -> list[str]:
+    """One row per shipped file: who quantized it, its output against float (run in its own runtime), its
+    size and its batch-1 latency against the float model in the same format and runtime."""
+    from .measure import RUNTIMES
+
+    lines = ["  files       format  runtime                 SQNR vs float*  size      float ms  int8 ms  speed"]
+    for e in exports:
+        lat = e.latency
+        speed = speed_text(lat.float_ms, lat.quantized_ms) if lat else "not timed"
+        lines.append(f"              .{e.format:<6} {RUNTIMES.get(e.format, e.format):<23} "
+                     f"{_fmt(e.sqnr_vs_float_db, '{:.1f} dB'):>13}   {e.bytes / 1e6:6.2f} MB "
+                     f"{_fmt(lat.float_ms if lat else None, '{:9.3f}'):>9} {_fmt(lat.quantized_ms if lat else None, '{:8.3f}'):>8}  {speed}")
+    lines.append("              * each file run in its runtime on the check samples (the first 8 evaluation samples)")
+    quantizers = dict.fromkeys(e.quantizer for e in exports if e.quantizer)
+    for q in quantizers:
+        made = ", ".join(f".{e.format}" for e in exports if e.quantizer == q)
+        lines.append(f"              {made}: quantized by {q}")
+    return lines
 
 
 def speed_text(float_ms: float, quantized_ms: float) -> str:
@@ -226,7 +251,7 @@ def summary_text(result, out: Path | None = None) -> str:
     verb = "fine-tuned" if result.method == "qat" else "calibrated"
     calib = result.calibration
     head = f"{result.model}: {result.method}" + (f" ({result.mode})" if result.mode != result.method else "") + \
-        f" on {result.engine}"
+        (" with the XNNPACK quantizer" if result.mode == "pt2e" else f" on {result.engine}")
     head += f", {verb} on {calib.samples} samples ({calib.description})" if calib else ", no calibration needed"
     lines = [head,
              f"  output      SQNR {_fmt(o.sqnr_db, '{:.1f} dB')}, cosine {_fmt(o.cosine, '{:.5f}')}, "
@@ -240,7 +265,8 @@ def summary_text(result, out: Path | None = None) -> str:
         lines.append(f"  metric      {m.name}: {own}quantized {_metric_text(m.name, m.quantized)}")
     if result.size_float:
         lines.append(f"  size        {result.size_float / 1e6:.2f} MB -> {result.size_quantized / 1e6:.2f} MB "
-                     f"({result.size_quantized / result.size_float:.0%} of float, TorchScript)")
+                     f"({result.size_quantized / result.size_float:.0%} of float, "
+                     f"{'ExecuTorch .pte' if lat is not None and lat.format == 'pte' else 'TorchScript'})")
     if lat is not None:
         lines.append(f"  latency     {lat.float_ms:.2f} ms -> {lat.quantized_ms:.2f} ms "
                      f"({speed_text(lat.float_ms, lat.quantized_ms)}, batch 1, {lat.threads} threads, "
@@ -255,6 +281,8 @@ def summary_text(result, out: Path | None = None) -> str:
     for e in result.exports:
         lines.append(f"  wrote       {e.path} ({e.bytes / 1e6:.2f} MB, "
                      f"{'verified' if e.verified else 'NOT verified'}, max abs diff {_fmt(e.max_abs_diff, '{:.3g}')})")
+    if any(e.sqnr_vs_float_db is not None or e.latency is not None for e in result.exports):
+        lines += formats_table(result.exports)
     if out is not None:
         lines.append(f"  wrote       {out / 'recipe.json'}, {out / 'report.json'}")
     lines += [f"  note: {n.text}" for n in notes(result)]

@@ -79,7 +79,8 @@ class RunResult:
 
     @property
     def engine(self) -> str:
-        return self.recipe.engine
+        """The int8 kernels the model was quantized for (a PT2E result: XNNPACK's, whatever the recipe's engine)."""
+        return "xnnpack" if self.mode == "pt2e" else self.recipe.engine
 
     @property
     def dtype(self) -> str:

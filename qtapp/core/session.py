@@ -87,10 +87,16 @@ class QuantSession:
 
     @property
     def mode(self) -> str:
-        """The graph mode the recipe resolves to for this model: fx, eager or dynamic."""
+        """The graph mode the recipe resolves to for this model: fx, eager, dynamic or pt2e (the PT2E
+        backend; dynamic quantization is torch.ao's whatever the backend)."""
         r = self.recipe
         if r.method == "dynamic":
             return "dynamic"
+        if r.backend == "pt2e":
+            if r.static_mode == "eager":
+                raise UsageError("--backend pt2e captures the model with torch.export, not eager mode: use "
+                                 "static_mode auto or fx, or --backend torch.ao")
+            return "pt2e"
         if r.method == "qat" or r.static_mode == "fx":
             return "fx"
         if r.static_mode == "eager" and not self.loaded.eager_quantizable:
@@ -238,13 +244,19 @@ class QuantSession:
         self._point_side = outcome.point_side
         return self.result
 
-    def export_job(self, out_dir: Path, formats):
+    def export_job(self, out_dir: Path, formats, measure: bool = False):
         """A job maker `(cancel) -> Job[RunResult]` that writes the current result's files, checked and
-        snapshotted now; the job returns a new result listing them (adopt it with adopt_result)."""
+        snapshotted now; the job returns a new result listing them (adopt it with adopt_result). With
+        `measure`, each file is timed against its float counterpart in its own runtime."""
         self.check_export_formats(formats)
         result, check, protected = self._need_result(), self._check_inputs(), self.loaded.protected_paths
+        modules = set()
+        for head in result.float_layers:
+            info = self.inventory.layers.get(head)
+            modules |= {head, *(info.group if info is not None else ())}
+        plan = workflows.ExportPlan(self.snapshot(), frozenset(modules), measure)
         return lambda cancel=None: workflows.export(result, self.loaded, Path(out_dir), formats, check, protected,
-                                                    cancel)
+                                                    cancel, plan)
 
     def adopt_result(self, result: RunResult) -> RunResult:
         self.result = result
@@ -316,9 +328,24 @@ class QuantSession:
 
     def check_export_formats(self, formats) -> None:
         """Refuse up front what cannot be exported, before any long work."""
+        ort = self.recipe.onnx_quantizer == "ort"
+        if self.mode == "pt2e" and {"pt", "ptl"} & set(formats):
+            raise UsageError("--backend pt2e makes a PT2E graph, whose TorchScript is a reference graph (float ops "
+                             "between quantize/dequantize, no int8 kernels): export pte (and onnx), or use --backend "
+                             "torch.ao for .pt/.ptl")
+        if "pte" in formats:
+            from .pt2e import require
+
+            require(".pte export")
+            if self.recipe.method == "dynamic":
+                raise UsageError(".pte export quantizes with PT2E and the XNNPACK quantizer, statically: use "
+                                 "--method static (or qat) for a .pte, or export pt,ptl,onnx")
+        if ort or self.mode == "pt2e":
+            return  # onnxruntime quantizes the float model's ONNX: the torch.onnx limits below do not apply
         if "onnx" in formats and self.recipe.method == "dynamic":
             raise UsageError("ONNX export of dynamically quantized models is not supported by torch.onnx "
-                             "(quantized::linear_dynamic has no ONNX form): export pt/ptl, or use the static method")
+                             "(quantized::linear_dynamic has no ONNX form): use --onnx-quantizer ort (onnxruntime's "
+                             "quantize_dynamic), export pt/ptl, or use the static method")
         embeddings = [h for h in self.inventory.quantized_heads if self.inventory[h].type in ("Embedding", "EmbeddingBag")]
         if "onnx" in formats and embeddings:
             raise UsageError(f"ONNX export: torch.onnx cannot export int8 embeddings (quantized::embedding_byte), and "

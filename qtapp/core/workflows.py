@@ -19,7 +19,7 @@ from .export import export_model
 from .html_report import to_html
 from .measure import measure_files, to_torchscript
 from .probe import probe_model
-from .progress import CancelToken, Job, drive
+from .progress import CancelToken, Job, Stage, drive
 from .recipe import QuantRecipe
 from .render import json_safe, report_dict
 from .report import write_report
@@ -75,6 +75,8 @@ def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation
 
     float_set = set(snap.inventory.float_layers)
     points = list(calibrated.points)
+    if snap.mode == "pt2e":  # the per-point views read torch.ao's graphs; PT2E's are not mapped to them yet
+        return [], None
     if snap.mode == "dynamic":
         results = yield from analyse_dynamic(snap.loaded.module, qmodel, points, float_set, evaluation,
                                              snap.recipe.engine, cancel=cancel, dtype=snap.recipe.dtype)
@@ -139,6 +141,9 @@ def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: Canc
     output = yield from compare_outputs(loaded.module, qmodel, evaluation, cancel, outputs, metric)
     layers, point_side = yield from analyse_points(snap, calibrated, qmodel, evaluation, cancel, key)
     refused_notes = tuple(f"{name} stayed int8: {why}" for name, why in refused.items())
+    if snap.mode == "pt2e":
+        refused_notes += ("PT2E backend: the output is compared with float; the per-point error and range views "
+                          "are not available for it yet (--backend torch.ao shows them)",)
     result = RunResult.capture(
         recipe=recipe, model=recipe.model, mode=snap.mode, input=str(loaded.input_spec),
         calibration=calibrated.data if recipe.method != "dynamic" else None,
@@ -188,35 +193,141 @@ def calibrate(snap: RunSnapshot, cancel: CancelToken) -> Job[Calibrated]:
     return calibrated
 
 
+def quantizer_name(result: RunResult) -> str:
+    """Who made the result's int8 model, in words (said on each file it writes)."""
+    if result.mode == "pt2e":
+        return "PT2E with the XNNPACK quantizer (torchao)"
+    return f"torch.ao {result.mode} mode, {result.engine} engine"
+
+
 def measure_result(result: RunResult, loaded, cancel: CancelToken | None = None) -> Job[RunResult]:
-    """Size as TorchScript, and batch-1 latency of the two TorchScript files timed in a separate quiet
-    process (as the shipped file runs), float beside quantized: a new result."""
+    """Size and batch-1 latency of the file the backend ships, float beside quantized, timed in a
+    separate quiet process: TorchScript for torch.ao, an ExecuTorch .pte for PT2E. A new result."""
     import tempfile
 
     from .export import script_bytes
 
     example = loaded.input_spec.example(batch=1)
-    float_ts, _ = to_torchscript(loaded.module, example)
-    scripted, note = to_torchscript(result.quantized_model, example)
-    float_bytes, quant_bytes = script_bytes(float_ts), script_bytes(scripted)
+    if result.mode == "pt2e":
+        from .deploy import pte_of
+
+        yield Stage("lower", 2, cancel).step(0, "lowering float and int8 to ExecuTorch for timing")
+        float_bytes, quant_bytes = pte_of(loaded.module, example).data, pte_of(result.quantized_model, example).data
+        scripted, note, kind = None, "", "pte"
+    else:
+        float_ts, _ = to_torchscript(loaded.module, example)
+        scripted, note = to_torchscript(result.quantized_model, example)
+        float_bytes, quant_bytes, kind = script_bytes(float_ts), script_bytes(scripted), "pt"
     with tempfile.TemporaryDirectory(prefix="qtapp-measure-") as tmp:
-        paths = Path(tmp) / "float.pt", Path(tmp) / "int8.pt"
+        paths = Path(tmp) / f"float.{kind}", Path(tmp) / f"int8.{kind}"
         write_bytes_atomic(paths[0], float_bytes)  # a full disk: one message naming the file
         write_bytes_atomic(paths[1], quant_bytes)
-        latency = yield from measure_files(*paths, example, cancel=cancel)
+        latency = yield from measure_files(*paths, example, cancel=cancel, kind=kind)
     return result.evolve(scripted=scripted, script_note=note, size_float=len(float_bytes),
                          size_quantized=len(quant_bytes), latency=latency)
 
 
+@dataclass(frozen=True)
+class ExportPlan:
+    """What exporting needs beyond the result: the data another quantizer calibrates on (a .pte made by
+    PT2E for a torch.ao run, an ONNX Runtime .onnx), and whether to time each file."""
+
+    snapshot: RunSnapshot | None = None
+    float_modules: frozenset = frozenset()  # every module of the float layers' fusion groups
+    measure: bool = False
+
+
 def export(result: RunResult, loaded, out_dir: Path, formats, check_inputs: tuple,
-           protected: list[Path], cancel: CancelToken | None = None) -> Job[RunResult]:
-    """Write and verify each format; a new result that lists the files."""
+           protected: list[Path], cancel: CancelToken | None = None, plan: ExportPlan = ExportPlan()) -> Job[RunResult]:
+    """Write and verify each format, each file's output against float; with `plan.measure`, time each
+    file against its float counterpart in its own runtime. A new result that lists the files."""
+    cancel = cancel or CancelToken()
     example = loaded.input_spec.example(batch=1)
-    scripted, note = (result.scripted, result.script_note) if result.scripted is not None else \
-        to_torchscript(result.quantized_model, example)
+    recipe = result.recipe
+    scripted, note = result.scripted, result.script_note
+    if scripted is None and result.mode != "pt2e" and any(f in ("pt", "ptl", "onnx") for f in formats):
+        scripted, note = to_torchscript(result.quantized_model, example)
+    makers = {}
+    if "pte" in formats:
+        makers["pte"] = lambda: _pte_file(result, plan.snapshot, example, check_inputs, cancel)
+    if "onnx" in formats and (recipe.onnx_quantizer == "ort" or result.mode == "pt2e"):
+        makers["onnx"] = lambda: _ort_file(result, loaded, plan, example, cancel)
     exports = yield from export_model(result.quantized_model, scripted, example, formats, Path(out_dir), protected,
-                                      check_inputs, cancel=cancel)
+                                      check_inputs, cancel=cancel, makers=makers, reference=loaded.module,
+                                      quantizer=quantizer_name(result))
+    if plan.measure:
+        exports = yield from time_exports(exports, loaded, example, cancel)
     return result.evolve(scripted=scripted, script_note=note, exports=tuple(exports))
+
+
+def _pte_file(result: RunResult, snap: RunSnapshot | None, example, check_inputs, cancel) -> Job:
+    """The .pte of the result: its own PT2E graph lowered, or for a torch.ao run, a PT2E calibration of
+    the same float model on the same data with the same float modules, then lowered."""
+    from .deploy import pte_of
+    from .pt2e import require
+
+    require(".pte export")
+    if result.mode == "pt2e":
+        yield Stage("lower", 1, cancel).step(0, "lowering to ExecuTorch (XNNPACK)")
+        return pte_of(result.quantized_model, example), result.quantized_model
+    if result.method == "dynamic" or snap is None:
+        from .errors import UsageError
+
+        raise UsageError(".pte export quantizes with PT2E (static int8): it needs a static or QAT run")
+    snap, equalized = _equalized(replace(snap, recipe=replace(snap.recipe, backend="pt2e", observer="histogram",
+                                                              method="static", overrides={})))
+    snap = replace(snap, mode="pt2e", calibrated=None)
+    calibrated = yield from calibrate(snap, cancel)
+    modules = [h for h in snap.inventory.float_layers
+               if (p := {q.name: q for q in snap.inventory.points}.get(h)) is None or p.toggle in (None, "module")]
+    qmodel, refused = calibrated.convert_checked(modules, check_inputs)
+    yield Stage("lower", 1, cancel).step(0, "lowering to ExecuTorch (XNNPACK)")
+    made = pte_of(qmodel, example)
+    said = [f"made by a PT2E calibration on the same {calibrated.data.samples} samples"
+            + (f", with {', '.join(modules)} float" if modules else "")]
+    said += [f"{name} stayed int8 in the .pte: {why}" for name, why in refused.items()]
+    said += [f"{h} stayed int8 in the .pte: PT2E keeps modules float, not single ops"
+             for h in snap.inventory.float_layers if h not in modules]
+    return replace(made, notes=(*said, *made.notes)), qmodel
+
+
+def _ort_file(result: RunResult, loaded, plan: ExportPlan, example, cancel) -> Job:
+    from .deploy import ort_quantized
+
+    yield Stage("onnxruntime", 1, cancel).step(0, "ONNX export of the float model, onnxruntime quantization")
+    snap = plan.snapshot
+    calib = snap.open_calibration() if snap is not None and result.method != "dynamic" else None
+    made = ort_quantized(loaded.module, example, calib, set(plan.float_modules), result.recipe.per_channel,
+                         dynamic=result.method == "dynamic")
+    if result.mode == "pt2e" and result.recipe.onnx_quantizer != "ort":
+        made = replace(made, notes=("a PT2E run has no torch.ao int8 model to export: onnxruntime quantized "
+                                    "the float ONNX instead (--onnx-quantizer ort)", *made.notes))
+    return made, None
+
+
+def time_exports(exports, loaded, example, cancel) -> Job[list]:
+    """Each exported file timed against the float model in the same format and runtime (float files
+    made in a temporary folder), one separate process per format."""
+    import tempfile
+
+    from .deploy import float_onnx, pte_of
+    from .export import ptl_bytes, script_bytes
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="qtapp-float-") as tmp:
+        scripted = None
+        for e in exports:
+            if e.format in ("pt", "ptl") and scripted is None:
+                scripted, _ = to_torchscript(loaded.module, example)
+            data = {"pt": lambda: script_bytes(scripted), "ptl": lambda: ptl_bytes(scripted),
+                    "onnx": lambda: float_onnx(loaded.module, example)[0],
+                    "pte": lambda: pte_of(loaded.module, example).data}[e.format]()
+            float_path = Path(tmp) / f"float.{e.format}"
+            write_bytes_atomic(float_path, data)
+            latency = yield from measure_files(float_path, e.path, example, cancel=cancel, kind=e.format,
+                                               label=f"latency .{e.format}")
+            out.append(replace(e, latency=latency))
+    return out
 
 
 def recipe_reads(recipe: QuantRecipe, recipe_file: Path | None = None) -> list[Path]:
@@ -276,7 +387,7 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
     results.reads += session.loaded.protected_paths
     with results:
         yield from (action or _quantize_action(measure))(session, cancel)
-        staged = yield from session.export_job(results.staging, formats)(cancel)
+        staged = yield from session.export_job(results.staging, formats, measure=measure)(cancel)
         result = staged.evolve(exports=tuple(replace(e, path=str(results.final_path(Path(e.path).name)))
                                              for e in staged.exports))
         session.adopt_result(result)

@@ -61,17 +61,18 @@ def test_unknown_keys_are_refused_by_name(data, named):
 
 def test_unknown_version_is_refused():
     with pytest.raises(UsageError) as exc:
-        QuantRecipe.from_dict({"version": 3, "model": "demo"})
-    assert "version 3" in str(exc.value) and f"writes {RECIPE_VERSION}" in str(exc.value)
+        QuantRecipe.from_dict({"version": 4, "model": "demo"})
+    assert "version 4" in str(exc.value) and f"writes {RECIPE_VERSION}" in str(exc.value)
 
 
-def test_a_version_1_recipe_is_read_and_written_as_version_2(tmp_path):
+def test_a_version_1_recipe_is_read_and_written_as_the_current_version(tmp_path):
     old = {"version": 1, "model": "demo", "observer": "minmax", "float_layers": ["fc2"]}
     recipe = QuantRecipe.from_dict(old)
-    assert recipe.version == RECIPE_VERSION == 2 and recipe.overrides == {} and recipe.metric is None
+    assert recipe.version == RECIPE_VERSION == 3 and recipe.overrides == {} and recipe.metric is None
+    assert recipe.backend == "torch.ao" and recipe.onnx_quantizer == "torch"
     recipe.save(tmp_path / "r.json")
     again = QuantRecipe.load(tmp_path / "r.json")
-    assert again.to_dict() == recipe.to_dict() and again.to_dict()["version"] == 2
+    assert again.to_dict() == recipe.to_dict() and again.to_dict()["version"] == 3
 
 
 def test_overrides_round_trip_and_are_checked():

@@ -1,0 +1,318 @@
+"""The second quantization backend: torchao's PT2E flow with the XNNPACK quantizer, and ExecuTorch files.
+
+torch.export captures the model (batch dimension dynamic, so calibration and evaluation batches of any
+size run), `prepare_pt2e` inserts observers where the XNNPACK quantizer says (symmetric int8, weights
+per channel or per tensor), calibration feeds them, and `convert_pt2e` makes the reference int8 graph
+(quantize/dequantize around float ops) that ExecuTorch's XNNPACK delegate lowers to int8 kernels.
+
+Float islands are made on a copy of the calibrated graph, before conversion: the observers feeding the
+ops of a kept-float module are bypassed, so those ops read float weights and float activations while
+every other observer keeps its calibrated range. One calibration therefore serves every float set, as
+in the FX backend. (The quantizer's own `set_module_name(name, None)` would need a new calibration for
+each set.)
+
+torchao and executorch are an optional extra: `pip install -e ".[executorch]"`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+from .errors import QtappError, UsageError, first_line
+from .progress import Job, Stage
+
+EXTRA = 'pip install -e ".[executorch]" (executorch 1.5.1 and torchao 0.18.0, about 160 MB)'
+MAX_BATCH = 4096
+
+
+def available() -> bool:
+    try:
+        _import_quiet()
+    except ImportError:
+        return False
+    return True
+
+
+def require(what: str) -> None:
+    """Refuse `what` with how to get it when torchao or executorch is missing."""
+    try:
+        _import_quiet()
+    except ImportError as exc:
+        raise UsageError(f"{what} needs torchao and executorch, which are not installed ({exc.name or exc} is "
+                         f"missing): {EXTRA}") from None
+
+
+def _import_quiet():
+    # torchao's import registers an Enum with torch's pytree, which logs a deprecation warning meant for
+    # torchao's authors: not for a user of this app.
+    logger = logging.getLogger("torch.utils._pytree")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import executorch.exir  # noqa: F401
+            import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+            from executorch.backends.xnnpack.quantizer import xnnpack_quantizer  # noqa: F401
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_pt2e() -> Iterator[None]:
+    """torch.export's and torchao's notices about their own internals, filtered around our calls only."""
+    with warnings.catch_warnings():
+        for pattern in (r".*torch\.export.*", r".*capture_pre_autograd_graph.*", r".*is deprecated.*",
+                        r".*Enum subclass.*", r".*_check_is_size.*", r".*TorchScript.*"):
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
+
+
+@contextlib.contextmanager
+def native_stderr_to(sink: list[str]) -> Iterator[None]:
+    """Capture what C++ code writes to file descriptor 2 (ExecuTorch's runtime logs its CPU probing on
+    every load) into `sink`, so it reaches the user only when something failed."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            sink.append(tmp.read().decode("utf-8", "replace"))
+
+
+def quantizer(per_channel: bool, qat: bool = False):
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                         get_symmetric_quantization_config)
+
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=qat))
+
+
+def export_graph(model, example: tuple, dynamic_batch: bool = True):
+    """torch.export of `model` on `example`, with every input's first dimension dynamic when asked
+    (the exported module then runs calibration batches of any size). Said plainly when it fails."""
+    import torch
+    from torch.export import Dim, export
+
+    batch = Dim("batch", min=1, max=MAX_BATCH)
+    shapes = tuple({0: batch} for _ in example) if dynamic_batch else None
+    if dynamic_batch:  # a batch of 1 would be specialised to a constant: export at 2
+        example = tuple(t.expand(2, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t for t in example)
+    if not isinstance(model, torch.fx.GraphModule):  # an exported graph refuses eval(); it is in eval already
+        model = model.eval()
+    try:
+        with quiet_pt2e():
+            return export(model, example, dynamic_shapes=shapes, strict=False)
+    except Exception as exc:  # noqa: BLE001 - torch.export's many failure types all mean "cannot capture"
+        why = f"{type(exc).__name__}: {first_line(exc)}"
+        raise QtappError(f"torch.export cannot capture this model ({why[:400]}): the PT2E backend and .pte files need "
+                         "a model torch.export can trace" + (" with a dynamic batch dimension" if dynamic_batch else "")
+                         + "; --backend torch.ao quantizes it with FX or eager mode instead") from None
+
+
+class Pt2eBackend:
+    """Static post-training quantization (and QAT) with torchao's PT2E flow and the XNNPACK quantizer."""
+
+    name = "pt2e"
+    qat = False
+
+    def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
+        from .backends import Calibrated, _feed
+
+        require("--backend pt2e")
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+        stage = Stage("export", 1, cancel)
+        yield stage.step(0, "torch.export")
+        program = export_graph(copy.deepcopy(model), example)
+        with quiet_pt2e():
+            prepared = prepare_pt2e(program.module(), quantizer(recipe.per_channel))
+        yield stage.step(1, "prepared with the XNNPACK quantizer")
+        with quiet_pt2e():
+            stats = yield from _feed(prepared, calib, cancel)
+        return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, frozenset(), stats,
+                          points=tuple(inventory.points))
+
+    def convert(self, calibrated, float_heads, recipe):
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+        graph = copy.deepcopy(calibrated.prepared)
+        keep_float(graph, float_heads)
+        with quiet_pt2e():
+            return convert_pt2e(graph)
+
+    def reference(self, model):
+        return model
+
+
+class Pt2eQatBackend(Pt2eBackend):
+    """PT2E quantization-aware training: prepare_qat_pt2e on the exported graph, a short fine-tune."""
+
+    qat = True
+
+    def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
+        import torch
+        import torch.nn.functional as F
+
+        from .backends import Calibrated
+
+        require("--backend pt2e")
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+        teacher = model.eval()
+        program = export_graph(copy.deepcopy(model).train(), example)
+        with quiet_pt2e():
+            prepared = prepare_qat_pt2e(program.module(), quantizer(recipe.per_channel, qat=True))
+        keep_float(prepared, inventory.float_layers)  # QAT trains its float layers float
+        move_exported_model_to_train(prepared)
+        opt = torch.optim.SGD(prepared.parameters(), lr=recipe.qat.lr, momentum=0.9)
+        epochs, per_epoch = recipe.qat.epochs, len(calib)
+        stage = Stage("QAT fine-tune", epochs * per_epoch, cancel)
+        losses, samples, step = [], 0, 0
+        yield stage.step(0, f"epoch 1/{epochs}")
+        for epoch in range(epochs):
+            running = 0.0
+            for inputs, y in calib:
+                cancel.check()
+                with quiet_pt2e():
+                    out = prepared(*inputs)
+                if y is not None:
+                    loss = F.cross_entropy(out, y)
+                else:
+                    with torch.no_grad():
+                        target = F.softmax(teacher(*inputs), dim=-1)
+                    loss = F.kl_div(F.log_softmax(out, dim=-1), target, reduction="batchmean")
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                running += loss.item()
+                samples += len(inputs[0])
+                step += 1
+                yield stage.step(step, f"epoch {epoch + 1}/{epochs}, loss {loss.item():.4f}")
+            losses.append(running / max(per_epoch, 1))
+        move_exported_model_to_eval(prepared)
+        return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, frozenset(inventory.float_layers),
+                          {"batches": step, "samples": samples, "epoch_losses": losses,
+                           "distilled": not calib.has_labels}, points=tuple(inventory.points))
+
+    def convert(self, calibrated, float_heads, recipe):
+        missing = sorted(calibrated.float_at_prepare - set(float_heads))
+        if missing:
+            raise UsageError(f"QAT trained {', '.join(missing)} in float; quantizing it needs another QAT run")
+        return super().convert(calibrated, float_heads, recipe)
+
+
+def _owner(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def _is_observer(node, graph_module) -> bool:
+    if node.op != "call_module":
+        return False
+    from torchao.quantization.pt2e import FakeQuantizeBase, ObserverBase
+
+    return isinstance(graph_module.get_submodule(node.target), (ObserverBase, FakeQuantizeBase))
+
+
+def keep_float(graph_module, heads) -> None:
+    """Bypass, in place, the weight observers of every op of a module in `heads`: after convert_pt2e those
+    ops compute in float, on float weights, from their dequantized int8 input. A head with no weighted op
+    of its own in the graph is refused by name."""
+    heads = set(heads)
+    if not heads:
+        return
+    found = set()
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_function":
+            continue
+        owner = _owner(node)
+        if owner not in heads:
+            continue
+        for arg in list(node.all_input_nodes):
+            # Only the observers of the op's own weights: its activation input stays the int8 value its
+            # producer computes (a producer left without an int8 consumer would leave a lone dequantize
+            # that ExecuTorch has no kernel for), as a float island reads a dequantized input in FX.
+            if _is_observer(arg, graph_module) and arg.args and getattr(arg.args[0], "op", "") == "get_attr":
+                node.replace_input_with(arg, arg.args[0])
+                found.add(owner)
+    missing = sorted(heads - found)
+    if missing:
+        raise QtappError(f"the PT2E graph has no quantized weighted op of {', '.join(missing)} to keep float (the "
+                         "PT2E backend keeps layers with weights float, not activations or functional ops; "
+                         "--backend torch.ao toggles those)")
+    graph_module.graph.eliminate_dead_code()
+    graph_module.recompile()
+
+
+# -- ExecuTorch ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Lowered:
+    program: bytes  # the .pte file
+    delegated: int  # call_delegate nodes: XNNPACK subgraphs
+    not_delegated: tuple[str, ...]  # the ops ExecuTorch runs with its portable kernels, one entry each
+
+
+def lower_to_pte(model, example: tuple) -> Lowered:
+    """Lower `model` (float, or a converted PT2E graph) at `example`'s shapes to an ExecuTorch program
+    with the XNNPACK delegate."""
+    require(".pte export")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    program = export_graph(model, example, dynamic_batch=False)
+    try:
+        with quiet_pt2e():
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+            ops = [n for n in edge.exported_program().graph.nodes if n.op == "call_function"]
+            buffer = edge.to_executorch().buffer
+    except Exception as exc:  # noqa: BLE001 - the lowering's failure types all mean "no .pte"
+        raise QtappError(f"lowering to ExecuTorch failed ({type(exc).__name__}: {first_line(exc)[:400]})") from None
+    delegated = sum(1 for n in ops if "call_delegate" in str(n.target))
+    skip = ("call_delegate", "getitem")
+    other = tuple(_op_name(n.target) for n in ops if not any(s in str(n.target) for s in skip))
+    return Lowered(bytes(buffer), delegated, other)
+
+
+def _op_name(target) -> str:
+    name = str(getattr(target, "__name__", target))
+    return name.replace("aten.", "").replace(".default", "")
+
+
+def run_pte(path, inputs_list) -> list:
+    """Load a .pte in the ExecuTorch runtime and run it once per inputs tuple: the outputs' first tensors."""
+    require(".pte files")
+    from executorch.runtime import Runtime
+
+    logs: list[str] = []
+    try:
+        with native_stderr_to(logs):
+            method = Runtime.get().load_program(str(path)).load_method("forward")
+            return [method.execute(list(inputs))[0] for inputs in inputs_list]
+    except Exception as exc:  # noqa: BLE001 - the runtime's own log says why; it is shown here
+        said = " ".join(line for line in "".join(logs).splitlines() if "cpuinfo" not in line)[-300:]
+        raise QtappError(f"the ExecuTorch runtime could not run {path}: {type(exc).__name__}: {first_line(exc)}"
+                         + (f" ({said})" if said else "")) from None
+
+
+def summarize_ops(names) -> str:
+    from collections import Counter
+
+    counts = Counter(names)
+    return ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.most_common())
