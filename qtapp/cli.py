@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     _quant_args(i)
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
+    b = sub.add_parser("bench", help="time every file of a result folder again, against the float model in the same "
+                                     "format and runtime, each in a separate process")
+    b.add_argument("folder", help="a folder qtapp-cli quantize --out wrote")
+    b.add_argument("--trust", action="store_true", help="run the Python factory the folder's recipe names "
+                                                        "(EXECUTES that code)")
+    b.add_argument("--json", action="store_true", help="print the timings as JSON")
+
     e = sub.add_parser("export", help="export the float model (TorchScript files too) without quantizing")
     _model_args(e)
     e.add_argument("--format", default=DEFAULT_FORMATS, help=f"from pt,ptl,onnx,pte (default {DEFAULT_FORMATS})")
@@ -354,6 +361,25 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .core.export import latency_json
+    from .core.progress import drive
+    from .core.render import formats_table
+    from .core.workflows import bench_folder
+
+    progress = TextProgress()
+    try:
+        exports = drive(bench_folder(Path(args.folder), trust=args.trust), progress)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps({e.format: latency_json(e.latency) for e in exports}, indent=2))
+        return 0
+    print(f"{args.folder}: batch 1, {exports[0].latency.threads} threads, each format in its own runtime")
+    print("\n".join(formats_table(exports, with_sqnr=False)))
+    return 0
+
+
 def _cmd_export(args) -> int:
     from .core.export import export_model, parse_formats
     from .core.inputs import InputSpec
@@ -377,8 +403,15 @@ def _cmd_export(args) -> int:
     results_set = ResultSet(Path(args.out), loaded.protected_paths)
     with results_set:
         scripted, how = to_torchscript(loaded.module, example)
+
+        def float_pte():
+            from .core.deploy import pte_of
+
+            yield from ()
+            return pte_of(loaded.module, loaded.input_spec.example(batch=1)), loaded.module
+
         staged = drive(export_model(loaded.module, scripted, example, formats, results_set.staging,
-                                    loaded.protected_paths), TextProgress())
+                                    loaded.protected_paths, makers={"pte": float_pte}), TextProgress())
         results_set.publish()
     results = [replace(r, path=str(results_set.final_path(Path(r.path).name))) for r in staged]
     for r in results:
@@ -393,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     from .core.errors import Cancelled, QtappError, UsageError, first_line
 
     handler = {"quantize": _cmd_quantize, "analyze": _cmd_analyze, "tune": _cmd_tune, "inspect": _cmd_inspect,
-               "export": _cmd_export}[args.command]
+               "export": _cmd_export, "bench": _cmd_bench}[args.command]
     try:
         return handler(args)
     except UsageError as exc:

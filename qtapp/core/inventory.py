@@ -327,13 +327,14 @@ _FOLLOWS_NEIGHBOURS = ("no weights to quantize: it follows its neighbours (int8 
 
 
 def _module_toggles_only(point: QuantPoint) -> QuantPoint:
-    """The PT2E backend keeps modules float (by the module each graph op came from), not single ops."""
+    """The PT2E backend keeps layers with weights float (by the module each graph op came from), not
+    activations or single functional ops."""
     from dataclasses import replace
 
-    if point.toggle in (None, "module"):
+    if point.toggle is None or (point.toggle == "module" and point.weighted):
         return point
-    return replace(point, toggle=None, reason="the PT2E backend keeps whole modules float, not single functional "
-                                             "ops: keep the modules around it float, or use --backend torch.ao")
+    return replace(point, toggle=None, reason="the PT2E backend keeps layers with weights float, not activations or "
+                                             "functional ops: keep the layers around it float, or use --backend torch.ao")
 
 
 def _static_points(module, mode: str, engine: str, input_spec) -> tuple[list[QuantPoint], str | None]:

@@ -70,7 +70,7 @@ def quiet_pt2e() -> Iterator[None]:
     """torch.export's and torchao's notices about their own internals, filtered around our calls only."""
     with warnings.catch_warnings():
         for pattern in (r".*torch\.export.*", r".*capture_pre_autograd_graph.*", r".*is deprecated.*",
-                        r".*Enum subclass.*", r".*_check_is_size.*", r".*TorchScript.*"):
+                        r".*Enum subclass.*", r".*_check_is_size.*", r".*TorchScript.*", r".*API is experimental.*"):
             warnings.filterwarnings("ignore", message=pattern)
         yield
 
@@ -298,11 +298,11 @@ def _op_name(target) -> str:
 def run_pte(path, inputs_list) -> list:
     """Load a .pte in the ExecuTorch runtime and run it once per inputs tuple: the outputs' first tensors."""
     require(".pte files")
-    from executorch.runtime import Runtime
-
     logs: list[str] = []
     try:
-        with native_stderr_to(logs):
+        with native_stderr_to(logs), quiet_pt2e():
+            from executorch.runtime import Runtime
+
             method = Runtime.get().load_program(str(path)).load_method("forward")
             return [method.execute(list(inputs))[0] for inputs in inputs_list]
     except Exception as exc:  # noqa: BLE001 - the runtime's own log says why; it is shown here

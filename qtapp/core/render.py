@@ -103,19 +103,21 @@ def _metric_text(name: str, value: float) -> str:
     return f"{value:.5g}"
 
 
-def formats_table(exports) -> list[str]:
+def formats_table(exports, with_sqnr: bool = True) -> list[str]:
     """One row per shipped file: who quantized it, its output against float (run in its own runtime), its
     size and its batch-1 latency against the float model in the same format and runtime."""
     from .measure import RUNTIMES
 
-    lines = ["  files       format  runtime                 SQNR vs float*  size      float ms  int8 ms  speed"]
+    lines = ["  files       format  runtime                 " + ("SQNR vs float*  " if with_sqnr else "")
+             + "size      float ms  int8 ms  speed"]
     for e in exports:
         lat = e.latency
         speed = speed_text(lat.float_ms, lat.quantized_ms) if lat else "not timed"
-        lines.append(f"              .{e.format:<6} {RUNTIMES.get(e.format, e.format):<23} "
-                     f"{_fmt(e.sqnr_vs_float_db, '{:.1f} dB'):>13}   {e.bytes / 1e6:6.2f} MB "
+        sq = f"{_fmt(e.sqnr_vs_float_db, '{:.1f} dB'):>13}   " if with_sqnr else ""
+        lines.append(f"              .{e.format:<6} {RUNTIMES.get(e.format, e.format):<23} {sq}{e.bytes / 1e6:6.2f} MB "
                      f"{_fmt(lat.float_ms if lat else None, '{:9.3f}'):>9} {_fmt(lat.quantized_ms if lat else None, '{:8.3f}'):>8}  {speed}")
-    lines.append("              * each file run in its runtime on the check samples (the first 8 evaluation samples)")
+    if with_sqnr:
+        lines.append("              * each file run in its runtime on the check samples (the first 8 evaluation samples)")
     quantizers = dict.fromkeys(e.quantizer for e in exports if e.quantizer)
     for q in quantizers:
         made = ", ".join(f".{e.format}" for e in exports if e.quantizer == q)

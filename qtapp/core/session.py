@@ -326,6 +326,19 @@ class QuantSession:
         result = yield from self.export_job(out_dir, formats)(cancel)
         return list(self.adopt_result(result).exports)
 
+    def unavailable_formats(self) -> dict[str, str]:
+        """{format: why it cannot be exported now} for every format this session cannot write."""
+        from .errors import QtappError
+        from .export import FORMATS
+
+        out = {}
+        for fmt in FORMATS:
+            try:
+                self.check_export_formats([fmt])
+            except (UsageError, QtappError) as exc:
+                out[fmt] = str(exc)
+        return out
+
     def check_export_formats(self, formats) -> None:
         """Refuse up front what cannot be exported, before any long work."""
         ort = self.recipe.onnx_quantizer == "ort"

@@ -75,8 +75,11 @@ def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation
 
     float_set = set(snap.inventory.float_layers)
     points = list(calibrated.points)
-    if snap.mode == "pt2e":  # the per-point views read torch.ao's graphs; PT2E's are not mapped to them yet
-        return [], None
+    if snap.mode == "pt2e":  # read off the PT2E graphs (no activation ranges or weight views yet)
+        from .pt2e_points import analyse
+
+        results = yield from analyse(calibrated.prepared, qmodel, points, float_set, evaluation, cancel=cancel)
+        return with_diagnosis(results, diagnose(results, snap.bn_folded, calibrated.point_map)), None
     if snap.mode == "dynamic":
         results = yield from analyse_dynamic(snap.loaded.module, qmodel, points, float_set, evaluation,
                                              snap.recipe.engine, cancel=cancel, dtype=snap.recipe.dtype)
@@ -142,8 +145,8 @@ def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: Canc
     layers, point_side = yield from analyse_points(snap, calibrated, qmodel, evaluation, cancel, key)
     refused_notes = tuple(f"{name} stayed int8: {why}" for name, why in refused.items())
     if snap.mode == "pt2e":
-        refused_notes += ("PT2E backend: the output is compared with float; the per-point error and range views "
-                          "are not available for it yet (--backend torch.ao shows them)",)
+        refused_notes += ("PT2E backend: every point's accumulated, local and normalised error is read off the PT2E "
+                          "graphs; its activation-range and weight views are torch.ao's (--backend torch.ao shows them)",)
     result = RunResult.capture(
         recipe=recipe, model=recipe.model, mode=snap.mode, input=str(loaded.input_spec),
         calibration=calibrated.data if recipe.method != "dynamic" else None,
@@ -328,6 +331,45 @@ def time_exports(exports, loaded, example, cancel) -> Job[list]:
                                                label=f"latency .{e.format}")
             out.append(replace(e, latency=latency))
     return out
+
+
+def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None = None) -> Job[list]:
+    """`qtapp-cli bench DIR`: every file a result folder lists, timed again against the float model (rebuilt
+    from the folder's recipe) in the same format and runtime. Reads the folder, writes nothing to it."""
+    import json
+
+    from .errors import UsageError
+    from .export import ExportResult
+    from .loading import load_model
+    from .recipe import QuantRecipe
+
+    folder = Path(folder)
+    report_path, recipe_path = folder / "report.json", folder / "recipe.json"
+    if not report_path.is_file() or not recipe_path.is_file():
+        raise UsageError(f"{folder} is not a result folder: it needs the report.json and recipe.json that "
+                         "qtapp-cli quantize --out writes")
+    try:
+        listed = json.loads(report_path.read_text(encoding="utf-8")).get("exports") or []
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise UsageError(f"{report_path} is not a qtapp report ({exc})") from None
+    exports = []
+    for e in listed:
+        path = folder / Path(str(e.get("path", ""))).name
+        if e.get("format") not in ("pt", "ptl", "onnx", "pte"):
+            continue
+        if not path.is_file():
+            raise UsageError(f"{path.name} is listed in {report_path.name} but missing from {folder}")
+        exports.append(ExportResult(e["format"], str(path), path.stat().st_size, bool(e.get("verified")), None,
+                                    quantizer=str(e.get("quantizer") or "")))
+    if not exports:
+        raise UsageError(f"{report_path} lists no exported file to time")
+    recipe = QuantRecipe.load(recipe_path)
+    from .inputs import InputSpec
+
+    spec = InputSpec.parse(recipe.input_shape, recipe.input_dtype or "float32") if recipe.input_shape else None
+    loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, spec, named_by=recipe_path)
+    example = loaded.input_spec.example(batch=1)
+    return (yield from time_exports(exports, loaded, example, cancel or CancelToken()))
 
 
 def recipe_reads(recipe: QuantRecipe, recipe_file: Path | None = None) -> list[Path]:

@@ -148,6 +148,12 @@ def _row(*widgets) -> QWidget:
     return w
 
 
+# SQNR: the file's own output, run in its runtime, against float; ms: batch 1, against a float file of the
+# same format in the same runtime
+COLUMNS = ("Format", "File", "Size", "Verified", "SQNR vs float", "Float ms", "Int8 ms", "Speed-up", "Quantized by",
+           "Notes")
+
+
 class ExportDialog(QDialog):
     """Choose a folder and formats; the main window runs the export job and fills in the results."""
 
@@ -159,17 +165,23 @@ class ExportDialog(QDialog):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse_clicked)
         self.formats = {f: QCheckBox(label) for f, label in
-                        (("pt", "TorchScript (.pt)"), ("ptl", "Lite interpreter (.ptl, mobile)"), ("onnx", "ONNX (.onnx)"))}
-        self.formats["pt"].setChecked(True)
-        self.formats["ptl"].setChecked(True)
-        for fmt, why in (unavailable or {}).items():
+                        (("pt", "TorchScript (.pt)"), ("ptl", "Lite interpreter (.ptl, mobile)"), ("onnx", "ONNX (.onnx)"),
+                         ("pte", "ExecuTorch (.pte, mobile)"))}
+        unavailable = unavailable or {}
+        defaults = [f for f in ("pt", "ptl") if f not in unavailable] or [f for f in ("pte", "onnx") if f not in unavailable]
+        for fmt in defaults:
+            self.formats[fmt].setChecked(True)
+        self.time_files = QCheckBox("time each file against float in its runtime")
+        self.time_files.setChecked(True)
+        self.time_files.setToolTip("Each file and a float file of the same format run in a separate process, batch 1")
+        for fmt, why in unavailable.items():
             self.formats[fmt].setChecked(False)
             self.formats[fmt].setEnabled(False)
             self.formats[fmt].setToolTip(why)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
-        self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["Format", "File", "Size", "Verified", "Notes"])
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setWordWrap(True)  # notes are sentences: wrap them rather than cut them
         self.table.setVisible(False)
@@ -183,6 +195,7 @@ class ExportDialog(QDialog):
         form = QFormLayout()
         form.addRow("Folder", _row(self.folder, browse))
         form.addRow("Formats", _row(*self.formats.values()))
+        form.addRow("", self.time_files)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         note = QLabel("Each file is loaded back and run; the report and recipe are saved beside them.")
@@ -205,17 +218,23 @@ class ExportDialog(QDialog):
         self.table.setVisible(True)
         self.table.setRowCount(len(results))
         for row, r in enumerate(results):
-            cells = [r.format, r.path, f"{r.bytes / 1e6:.2f} MB", "yes" if r.verified else "NO", "; ".join(r.notes)]
+            lat = r.latency
+            cells = [r.format, r.path, f"{r.bytes / 1e6:.2f} MB", "yes" if r.verified else "NO",
+                     "" if r.sqnr_vs_float_db is None else f"{r.sqnr_vs_float_db:.1f} dB",
+                     f"{lat.float_ms:.3f}" if lat else "", f"{lat.quantized_ms:.3f}" if lat else "",
+                     f"{lat.float_ms / lat.quantized_ms:.2f}x" if lat else "", r.quantizer, "; ".join(r.notes)]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(text)
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
                 self.table.setItem(row, col, item)
         self.table.resizeColumnsToContents()
-        self.table.setColumnWidth(4, 420)
+        for col in (1, len(COLUMNS) - 2):
+            self.table.setColumnWidth(col, min(self.table.columnWidth(col), 220))
+        self.table.setColumnWidth(len(COLUMNS) - 1, 420)
         self.table.resizeRowsToContents()
         self.open_folder_button.setEnabled(bool(results))
-        self.resize(max(self.width(), 1000), 220 + self.table.verticalHeader().length())
+        self.resize(max(self.width(), 1200), 240 + self.table.verticalHeader().length())
 
     def _on_open_folder_clicked(self) -> None:
         from PySide6.QtCore import QUrl

@@ -15,6 +15,7 @@ from ..core.errors import CodeConsentRequired, UsageError
 from ..core.recipe import QuantRecipe
 from ..core.safe_pickle import PickleRefused
 from ..core.session import QuantSession
+from .messages import for_window
 from .dialogs import ExportDialog, FactoryDialog, TorchvisionDialog, code_consent_box, trust_box
 
 log = logging.getLogger("qtapp.ui")
@@ -153,10 +154,7 @@ class FileActionsMixin:
         if self.session is None or self.session.result is None:
             self.statusBar().showMessage("Quantize first: there is nothing to export yet", 5000)
             return None
-        unavailable = {}
-        if self.session.recipe.method == "dynamic":
-            unavailable["onnx"] = ("torch cannot export dynamically quantized layers to ONNX "
-                                   "(quantized::linear_dynamic has no ONNX form): use the static method for ONNX")
+        unavailable = {fmt: for_window(why) for fmt, why in self.session.unavailable_formats().items()}
         dialog = ExportDialog(self, self.settings.value("export/folder", str(Path.cwd() / "export")), unavailable)
         dialog.export_button.clicked.connect(lambda: self.export_to(dialog))
         dialog.open()
@@ -174,7 +172,8 @@ class FileActionsMixin:
         self.settings.setValue("export/folder", str(folder))
         recipe = copy.deepcopy(session.recipe)
         try:
-            export = session.export_job(folder, formats)  # checked, and the current result taken, now
+            # checked, and the current result taken, now
+            export = session.export_job(folder, formats, measure=dialog.time_files.isChecked())
         except UsageError as exc:
             self._show_error("Cannot export", exc)
             return

@@ -32,6 +32,9 @@ WINDOW_WORDS = {
     "--per-channel": "per-channel weight scales",
     "--equalize": "cross-layer equalisation (Quantization settings)",
     "--budget": "the Budget of the Tune panel",
+    "--backend": "the Backend (Quantization settings)",
+    "--observer": "the Observer (Quantization settings)",
+    "--onnx-quantizer": "the ONNX quantizer (Quantization settings)",
 }
 _FLAG = re.compile("|".join(re.escape(f) for f in sorted(WINDOW_WORDS, key=len, reverse=True)) + r"\b")
 _PHRASES = (

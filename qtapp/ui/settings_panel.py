@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ..core.data import TENSOR_SUFFIXES
-from ..core.recipe import DTYPES, ENGINES, METHODS, OBSERVERS, STATIC_MODES, QuantRecipe
+from ..core.recipe import BACKENDS, DTYPES, ENGINES, METHODS, OBSERVERS, ONNX_QUANTIZERS, STATIC_MODES, QuantRecipe
 
 ENGINE_NOTES = {
     "fbgemm": "fbgemm: x86 server/desktop kernels.",
@@ -34,6 +34,12 @@ class SettingsPanel(QWidget):
         super().__init__(parent)
         self._updating = False
         self.method = self._combo(METHODS)
+        self.backend = self._combo(BACKENDS)
+        self.backend.setToolTip("torch.ao: FX/eager/dynamic quantization, ships .pt/.ptl/.onnx. pt2e: torchao's PT2E "
+                                "with the XNNPACK quantizer (static, QAT), ships ExecuTorch .pte and ONNX")
+        self.onnx_quantizer = self._combo(ONNX_QUANTIZERS)
+        self.onnx_quantizer.setToolTip("Who makes the int8 .onnx: torch (the torch.ao model exported) or ort "
+                                       "(ONNX Runtime's quantize_static of the float model, same data and float layers)")
         self.static_mode = self._combo(STATIC_MODES)
         self.engine = self._combo(ENGINES)
         self.engine_note = QLabel()
@@ -64,6 +70,7 @@ class SettingsPanel(QWidget):
         quant = QGroupBox("Quantization")
         form = QFormLayout(quant)
         form.addRow("Method", self.method)
+        form.addRow("Backend", self.backend)
         form.addRow("Static mode", self.static_mode)
         form.addRow("Engine", self.engine)
         form.addRow("", self.engine_note)
@@ -71,6 +78,7 @@ class SettingsPanel(QWidget):
         form.addRow("", self.per_channel)
         form.addRow("", self.equalize)
         form.addRow("Dynamic dtype", self.dtype)
+        form.addRow("ONNX quantizer", self.onnx_quantizer)
         data = QGroupBox("Calibration data")
         dform = QFormLayout(data)
         dform.addRow("Source", self.source)
@@ -91,6 +99,8 @@ class SettingsPanel(QWidget):
             layout.addWidget(box)
 
         self.method.currentTextChanged.connect(lambda v: self._emit(method=v))
+        self.backend.currentTextChanged.connect(lambda v: self._emit(backend=v))
+        self.onnx_quantizer.currentTextChanged.connect(lambda v: self._emit(onnx_quantizer=v))
         self.static_mode.currentTextChanged.connect(lambda v: self._emit(static_mode=v))
         self.engine.currentTextChanged.connect(lambda v: self._emit(engine=v))
         self.observer.currentTextChanged.connect(lambda v: self._emit(observer=v))
@@ -128,6 +138,8 @@ class SettingsPanel(QWidget):
         self._updating = True
         try:
             self.method.setCurrentText(recipe.method)
+            self.backend.setCurrentText(recipe.backend)
+            self.onnx_quantizer.setCurrentText(recipe.onnx_quantizer)
             self.static_mode.setCurrentText(recipe.static_mode)
             self.engine.setCurrentText(recipe.engine)
             self.observer.setCurrentText(recipe.observer)
@@ -149,16 +161,21 @@ class SettingsPanel(QWidget):
 
     def _update_enabled(self) -> None:
         method = self.method.currentText()
-        self.static_mode.setEnabled(method == "static")
-        self.observer.setEnabled(method == "static")
+        pt2e = self.backend.currentText() == "pt2e" and method != "dynamic"
+        self.backend.setEnabled(method != "dynamic")
+        self.static_mode.setEnabled(method == "static" and not pt2e)
+        self.engine.setEnabled(not pt2e)
+        self.observer.setEnabled(method == "static" and not pt2e)
         self.per_channel.setEnabled(method != "dynamic")
         self.equalize.setEnabled(method != "dynamic")
         self.dtype.setEnabled(method == "dynamic")
         self.qat_box.setEnabled(method == "qat")
         key = self.source.currentData()
         self.browse.setEnabled(key in ("folder", "file"))
-        self.engine_note.setText(ENGINE_NOTES[self.engine.currentText()])
+        self.engine_note.setText("pt2e: XNNPACK's int8 kernels (ExecuTorch); the engine applies to torch.ao." if pt2e
+                                 else ENGINE_NOTES[self.engine.currentText()])
         self.engine_note.setStyleSheet("color: #a04000; font-size: 11px;" if self.engine.currentText() == "qnnpack"
+                                       and not pt2e
                                        else "color: #555; font-size: 11px;")
 
     # -- widgets -> changes ------------------------------------------------------------------------
