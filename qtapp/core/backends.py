@@ -212,7 +212,6 @@ class FxQatBackend(FxStaticBackend):
 
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
         import torch
-        import torch.nn.functional as F
         from torch.ao.quantization import disable_observer
         from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
@@ -227,45 +226,57 @@ class FxQatBackend(FxStaticBackend):
                                       fx_mapping(recipe, sorted(float_heads), qat=True, points=points), example)
         with quiet_ao():
             calibrated_points = _fx_calibrated_points(prepared, inventory)
-        opt = torch.optim.SGD(prepared.parameters(), lr=recipe.qat.lr, momentum=0.9)
-        epochs, per_epoch = recipe.qat.epochs, len(calib)
-        stage = Stage("QAT fine-tune", epochs * per_epoch, cancel)
-        losses, samples, step = [], 0, 0
-        yield stage.step(0, f"epoch 1/{epochs}")
-        for epoch in range(epochs):
-            if epochs > 1 and epoch == epochs - 1:
-                # Last epoch: settle BN statistics and quantization ranges (the usual QAT schedule).
-                prepared.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
-                prepared.apply(disable_observer)
-            running = 0.0
-            for inputs, y in calib:
-                cancel.check()
-                with quiet_ao():
-                    out = prepared(*inputs)
-                if y is not None:
-                    loss = F.cross_entropy(out, y)
-                else:  # no labels: distil from the float model's own outputs
-                    with torch.no_grad():
-                        target = F.softmax(teacher(*inputs), dim=-1)
-                    loss = F.kl_div(F.log_softmax(out, dim=-1), target, reduction="batchmean")
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                running += loss.item()
-                samples += len(inputs[0])
-                step += 1
-                yield stage.step(step, f"epoch {epoch + 1}/{epochs}, loss {loss.item():.4f}")
-            losses.append(running / max(per_epoch, 1))
+
+        def settle():  # last epoch: settle BN statistics and quantization ranges (the usual QAT schedule)
+            prepared.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
+            prepared.apply(disable_observer)
+
+        stats = yield from qat_train(prepared, teacher, calib, recipe, cancel, settle, quiet_ao)
         prepared.eval()
-        return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, float_heads,
-                          {"batches": step, "samples": samples, "epoch_losses": losses,
-                           "distilled": not calib.has_labels}, points=calibrated_points)
+        return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, float_heads, stats,
+                          points=calibrated_points)
 
     def convert(self, calibrated, float_heads, recipe):
         missing = sorted(calibrated.float_at_prepare - set(float_heads))
         if missing:
             raise UsageError(f"QAT trained {', '.join(missing)} in float; quantizing it needs another QAT run")
         return super().convert(calibrated, float_heads, recipe)
+
+
+def qat_train(prepared, teacher, calib, recipe, cancel, before_last_epoch=None, quiet=contextlib.nullcontext):
+    """The QAT fine-tune both backends run: SGD over the calibration batches for recipe.qat.epochs, on
+    the labels, or without labels by distillation from the float `teacher`; the stats of the run."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.SGD(prepared.parameters(), lr=recipe.qat.lr, momentum=0.9)
+    epochs, per_epoch = recipe.qat.epochs, len(calib)
+    stage = Stage("QAT fine-tune", epochs * per_epoch, cancel)
+    losses, samples, step = [], 0, 0
+    yield stage.step(0, f"epoch 1/{epochs}")
+    for epoch in range(epochs):
+        if before_last_epoch is not None and epochs > 1 and epoch == epochs - 1:
+            before_last_epoch()
+        running = 0.0
+        for inputs, y in calib:
+            cancel.check()
+            with quiet():
+                out = prepared(*inputs)
+            if y is not None:
+                loss = F.cross_entropy(out, y)
+            else:  # no labels: distil from the float model's own outputs
+                with torch.no_grad():
+                    target = F.softmax(teacher(*inputs), dim=-1)
+                loss = F.kl_div(F.log_softmax(out, dim=-1), target, reduction="batchmean")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            running += loss.item()
+            samples += len(inputs[0])
+            step += 1
+            yield stage.step(step, f"epoch {epoch + 1}/{epochs}, loss {loss.item():.4f}")
+        losses.append(running / max(per_epoch, 1))
+    return {"batches": step, "samples": samples, "epoch_losses": losses, "distilled": not calib.has_labels}
 
 
 class EagerStaticBackend:

@@ -151,7 +151,7 @@ class Pt2eBackend:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
         graph = copy.deepcopy(calibrated.prepared)
-        keep_float(graph, float_heads)
+        keep_float(graph, set(float_heads) - set(calibrated.float_at_prepare))  # QAT: those trained float already
         with quiet_pt2e():
             return convert_pt2e(graph)
 
@@ -165,10 +165,7 @@ class Pt2eQatBackend(Pt2eBackend):
     qat = True
 
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
-        import torch
-        import torch.nn.functional as F
-
-        from .backends import Calibrated
+        from .backends import Calibrated, qat_train
 
         require("--backend pt2e")
         from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
@@ -180,35 +177,10 @@ class Pt2eQatBackend(Pt2eBackend):
             prepared = prepare_qat_pt2e(program.module(), quantizer(recipe.per_channel, qat=True))
         keep_float(prepared, inventory.float_layers)  # QAT trains its float layers float
         move_exported_model_to_train(prepared)
-        opt = torch.optim.SGD(prepared.parameters(), lr=recipe.qat.lr, momentum=0.9)
-        epochs, per_epoch = recipe.qat.epochs, len(calib)
-        stage = Stage("QAT fine-tune", epochs * per_epoch, cancel)
-        losses, samples, step = [], 0, 0
-        yield stage.step(0, f"epoch 1/{epochs}")
-        for epoch in range(epochs):
-            running = 0.0
-            for inputs, y in calib:
-                cancel.check()
-                with quiet_pt2e():
-                    out = prepared(*inputs)
-                if y is not None:
-                    loss = F.cross_entropy(out, y)
-                else:
-                    with torch.no_grad():
-                        target = F.softmax(teacher(*inputs), dim=-1)
-                    loss = F.kl_div(F.log_softmax(out, dim=-1), target, reduction="batchmean")
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                running += loss.item()
-                samples += len(inputs[0])
-                step += 1
-                yield stage.step(step, f"epoch {epoch + 1}/{epochs}, loss {loss.item():.4f}")
-            losses.append(running / max(per_epoch, 1))
+        stats = yield from qat_train(prepared, teacher, calib, recipe, cancel, quiet=quiet_pt2e)
         move_exported_model_to_eval(prepared)
         return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, frozenset(inventory.float_layers),
-                          {"batches": step, "samples": samples, "epoch_losses": losses,
-                           "distilled": not calib.has_labels}, points=tuple(inventory.points))
+                          stats, points=tuple(inventory.points))
 
     def convert(self, calibrated, float_heads, recipe):
         missing = sorted(calibrated.float_at_prepare - set(float_heads))
@@ -251,6 +223,15 @@ def keep_float(graph_module, heads) -> None:
             if _is_observer(arg, graph_module) and arg.args and getattr(arg.args[0], "op", "") == "get_attr":
                 node.replace_input_with(arg, arg.args[0])
                 found.add(owner)
+    # Between float ops, no rounding: an activation observer whose value a float op (or op chain) computes
+    # and only float ops (or the model's output) read is bypassed too, as FX keeps a float island's
+    # inside float. One an int8 op computes or reads stays: its int8 kernel needs it.
+    for node in list(graph_module.graph.nodes):
+        if not _is_observer(node, graph_module) or not node.args or getattr(node.args[0], "op", "") == "get_attr":
+            continue
+        readers_float = all(u.op == "output" or (u.op == "call_function" and _owner(u) in heads) for u in node.users)
+        if readers_float and _computed_float(node.args[0], heads, graph_module):
+            node.replace_all_uses_with(node.args[0])
     missing = sorted(heads - found)
     if missing:
         raise QtappError(f"the PT2E graph has no quantized weighted op of {', '.join(missing)} to keep float (the "
@@ -258,6 +239,18 @@ def keep_float(graph_module, heads) -> None:
                          "--backend torch.ao toggles those)")
     graph_module.graph.eliminate_dead_code()
     graph_module.recompile()
+
+
+def _computed_float(node, heads, graph_module) -> bool:
+    """Whether `node`'s value comes from an op of a float head through unrounded single-input ops."""
+    while node.op == "call_function":
+        if _owner(node) in heads:
+            return True
+        inputs = [a for a in node.all_input_nodes if a.op != "get_attr"]
+        if len(inputs) != 1 or _is_observer(inputs[0], graph_module):
+            return False
+        node = inputs[0]
+    return False
 
 
 # -- ExecuTorch ------------------------------------------------------------------------------------------

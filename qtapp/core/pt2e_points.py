@@ -119,13 +119,13 @@ def analyse(prepared, converted, points, float_points: set, data, samples: int =
     from .point_analysis import PointResult, _chunks, _Sums
 
     where = map_points(converted, points)
-    names = {end.name for end, _ in where.values()}
     acc = {p: _Sums() for p in where}
     local = {p: _Sums() for p in where}
     rounding = {p: [0.0, 0, None] for p in where}
     total = min(samples, data.samples)
     stage = Stage("per-point error", total, cancel)
     yield stage.step(0, "every quantization point (PT2E graph)")
+    wanted = {(dq.name if dq is not None else end.name) for end, dq in where.values()}
     compute_names = {n.name for n in _compute_nodes(converted)} | \
         {n.name for n in converted.graph.nodes if n.op == "placeholder"}
     with torch.no_grad():
@@ -134,30 +134,30 @@ def analyse(prepared, converted, points, float_points: set, data, samples: int =
 
             def keep_float(_interp, n, value):
                 if n.name in compute_names and torch.is_tensor(value):
-                    floats[n.name] = value
+                    floats[n.name] = value.clone()  # the graph has in-place ops (relu_, add_): keep a copy
                 return value
 
             _interpreter(prepared, keep_float).run(*chunk)
             got, own, own_q = {}, {}, {}
 
             def accumulated(_interp, n, value):
-                if torch.is_tensor(value):
-                    got[n.name] = value
+                if torch.is_tensor(value) and n.name in wanted:
+                    got[n.name] = value.clone()
                 return value
 
             _interpreter(converted, accumulated).run(*chunk)
 
             def isolated(interp, n, value):
                 if n.name in compute_names and n.name in floats:
-                    own[n.name] = value  # computed from float inputs; its consumers read the float value
-                    return floats[n.name]
+                    own[n.name] = value.clone()  # computed from float inputs; its consumers read the float value
+                    return floats[n.name].clone()
                 kind = _kind(n) if n.op == "call_function" else ""
                 if kind == "q" and n.args and getattr(n.args[0], "name", None) in own:
                     rest = interp.map_nodes_to_values(n.args[1:], n)
                     own_q[n.name] = n.target(own[n.args[0].name], *rest)
                 elif kind == "dq" and n.args and getattr(n.args[0], "name", None) in own_q:
                     rest = interp.map_nodes_to_values(n.args[1:], n)
-                    own[n.name] = n.target(own_q[n.args[0].name], *rest)
+                    own[n.name] = n.target(own_q[n.args[0].name], *rest).clone()
                 return value
 
             _interpreter(converted, isolated).run(*chunk)

@@ -254,7 +254,7 @@ class QuantSession:
         for head in result.float_layers:
             info = self.inventory.layers.get(head)
             modules |= {head, *(info.group if info is not None else ())}
-        plan = workflows.ExportPlan(self.snapshot(), frozenset(modules), measure)
+        plan = workflows.ExportPlan(self.snapshot(), frozenset(modules), measure, check)
         return lambda cancel=None: workflows.export(result, self.loaded, Path(out_dir), formats, check, protected,
                                                     cancel, plan)
 

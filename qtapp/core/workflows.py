@@ -238,6 +238,7 @@ class ExportPlan:
     snapshot: RunSnapshot | None = None
     float_modules: frozenset = frozenset()  # every module of the float layers' fusion groups
     measure: bool = False
+    check: tuple = ()  # the check inputs every file is compared on
 
 
 def export(result: RunResult, loaded, out_dir: Path, formats, check_inputs: tuple,
@@ -305,7 +306,25 @@ def _ort_file(result: RunResult, loaded, plan: ExportPlan, example, cancel) -> J
     if result.mode == "pt2e" and result.recipe.onnx_quantizer != "ort":
         made = replace(made, notes=("a PT2E run has no torch.ao int8 model to export: onnxruntime quantized "
                                     "the float ONNX instead (--onnx-quantizer ort)", *made.notes))
+    made = replace(made, notes=(*made.notes, _against_run(made.data, result, plan.check)))
     return made, None
+
+
+def _against_run(onnx_bytes: bytes, result: RunResult, check) -> str:
+    """How far onnxruntime's int8 file is from the run's own int8 model, on the check inputs."""
+    import torch
+
+    from .compare import first_tensor, sqnr_db
+    from .deploy import run_onnx
+
+    (got,) = run_onnx(onnx_bytes, [check])
+    with torch.no_grad():
+        ref = first_tensor(result.quantized_model(*check)).float()
+    if got.shape != ref.shape:
+        return f"output shape {tuple(got.shape)} differs from the run's int8 model's {tuple(ref.shape)}"
+    sq = sqnr_db(float((ref * ref).sum()), float(((ref - got.float()) ** 2).sum()))
+    return ("identical to the run's int8 model on the check samples" if sq is None else
+            f"against the run's own int8 model ({quantizer_name(result)}): SQNR {sq:.1f} dB on the check samples")
 
 
 def time_exports(exports, loaded, example, cancel) -> Job[list]:

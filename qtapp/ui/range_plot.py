@@ -77,7 +77,9 @@ class ActivationRangePlot(PlotPanel):
             return
         if r is None or r.hist_counts is None:
             why = "it is kept in float" if point.kept_float else \
-                "its output is not rounded to int8" if not point.quantized else "it has no activation range (weights only)"
+                "its output is not rounded to int8" if not point.quantized else \
+                "none was measured in this result (a PT2E run measures each point's error, not its range: the " \
+                "torch.ao backend shows ranges)"
             self._show_message(f"{name} has no activation range to show: {why}")
             return
         edges, counts = np.asarray(r.hist_edges, dtype=np.float64), np.asarray(r.hist_counts, dtype=np.float64)

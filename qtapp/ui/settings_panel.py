@@ -172,7 +172,7 @@ class SettingsPanel(QWidget):
         self.qat_box.setEnabled(method == "qat")
         key = self.source.currentData()
         self.browse.setEnabled(key in ("folder", "file"))
-        self.engine_note.setText("pt2e: XNNPACK's int8 kernels (ExecuTorch); the engine applies to torch.ao." if pt2e
+        self.engine_note.setText("pt2e quantizes for XNNPACK (ExecuTorch)." if pt2e
                                  else ENGINE_NOTES[self.engine.currentText()])
         self.engine_note.setStyleSheet("color: #a04000; font-size: 11px;" if self.engine.currentText() == "qnnpack"
                                        and not pt2e

@@ -143,3 +143,17 @@ def test_an_op_the_quantizer_leaves_unrounded_is_not_counted_int8():
     # XNNPACK's quantizer has no int8 matmul: its output reaches the division unrounded
     assert not layers["/matmul"].quantized and layers["/matmul"].normalised_error is None
     assert layers["block/add"].quantized and layers["/cat"].quantized
+
+
+def test_pt2e_qat_trains_with_its_float_layers_float_and_converts(demo_loaded):
+    recipe = QuantRecipe(model="demo", backend="pt2e", method="qat", float_layers=["fc2"],
+                         calibration=DataSpec(batches=2))
+    recipe.qat.epochs = 1
+    session = QuantSession(demo_loaded, recipe)
+    session.inventory.set_float_layers(["fc2"])
+    result = drive(session.quantize())
+    assert result.mode == "pt2e" and result.calib_stats["batches"] == 2 and result.output.accuracy_quantized > 0.9
+    weights = _linear_weights(result.quantized_model)
+    assert weights["fc2"].op == "get_attr" and "dequantize" in str(weights["fc1"].target)
+    with pytest.raises(UsageError, match="QAT trained fc2 in float"):
+        session.calibrated.convert([])
