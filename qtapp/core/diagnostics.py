@@ -68,6 +68,13 @@ def notes(result) -> list[Note]:
     if lat is not None and lat.other_load is not None and lat.other_load > BUSY_CORES:
         out.append(Note("busy-machine", f"other processes kept {lat.other_load:.1f} CPU cores busy while latency was "
                                         "measured: the latency figures are inflated; measure again on a quiet machine"))
+    busy = [e for e in result.exports if e.latency is not None and e.latency.other_load is not None
+            and e.latency.other_load > BUSY_CORES]
+    if busy:
+        worst = max(e.latency.other_load for e in busy)
+        out.append(Note("busy-machine-files", f"other processes kept up to {worst:.1f} CPU cores busy while "
+                                              f"{', '.join('.' + e.format for e in busy)} were timed: those figures are "
+                                              "inflated; time the folder again on a quiet machine (qtapp-cli bench DIR)"))
     for e in result.exports:
         out += [Note(f"export-{e.format}", f"{e.format}: {n}", "info") for n in e.notes]
     return out

@@ -41,6 +41,7 @@ _PHRASES = (
     (re.compile(r"Run `qtapp-cli inspect` to list layers\."), "The layer tree lists them."),
     (re.compile(r"give the model yourself as SPEC on the command line"), "open the model yourself (File menu)"),
     (re.compile(r"on the command line"), "in the window"),
+    (re.compile(r"\(qtapp-cli bench DIR\)"), "(File ▸ Export, timing each file)"),
     (re.compile(r"\bSPEC\b"), "the model"),
 )
 

@@ -82,3 +82,18 @@ def test_every_file_is_timed_against_its_float_counterpart_in_its_runtime(demo_l
     assert timed["onnx"].format == "onnx" and timed["ptl"].format == "ptl"
     per_format = report_dict(result)["latency_ms"]["per_format"]
     assert set(per_format) == {"ptl", "onnx"} and per_format["onnx"]["runtime"] == "onnx"
+
+
+def test_files_timed_on_a_busy_machine_are_flagged(demo_quantized):
+    from dataclasses import replace
+
+    from qtapp.core.diagnostics import notes
+    from qtapp.core.export import ExportResult
+    from qtapp.core.measure import Latency
+
+    quiet, busy = Latency(1.0, 0.5, 50, 2, 0.05, "pt"), Latency(1.0, 0.5, 50, 2, 1.4, "onnx")
+    files = (ExportResult("pt", "m.pt", 1, True, 0.0, latency=quiet), ExportResult("onnx", "m.onnx", 1, True, None,
+                                                                                  latency=busy))
+    said = [n for n in notes(replace(demo_quantized.result, exports=files)) if n.code == "busy-machine-files"]
+    assert len(said) == 1 and ".onnx" in said[0].text and ".pt" not in said[0].text.replace(".onnx", "")
+    assert "1.4 CPU cores" in said[0].text
