@@ -187,6 +187,7 @@ class FileActionsMixin:
         def on_result(result) -> None:
             if self.session is session:
                 session.adopt_result(result)
+                self.summary.show_result(session)  # the files' latencies join the summary's table
             dialog.show_results(result.exports)
 
         def on_progress(p):

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
 from ..core import diagnostics
+from ..core.measure import RUNTIMES
 
 
 def _mb(n) -> str:
@@ -51,12 +52,18 @@ class SummaryView(QLabel):
                       if result.size_float else pending)
         speed = pending if not lat else (f"{lat.speedup:.2f}× faster" if lat.speedup >= 1
                                          else f"{1 / lat.speedup:.2f}× slower")
+        shipped = "ExecuTorch .pte" if lat is not None and lat.format == "pte" else "TorchScript"
         rows = [
-            ("Size (TorchScript)", _mb(result.size_float) if result.size_float else pending,
+            (f"Size ({shipped})", _mb(result.size_float) if result.size_float else pending,
              _mb(result.size_quantized) if result.size_quantized else pending, size_ratio),
             (f"Latency (batch 1, {lat.threads} threads)" if lat else "Latency (batch 1)",
              _ms(lat.float_ms) if lat else pending, _ms(lat.quantized_ms) if lat else pending, speed),
         ]
+        for e in result.exports:  # after an export: each file against float in its own runtime
+            if e.latency is not None:
+                rows.append((f"model.{e.format} ({RUNTIMES.get(e.format, e.format)})", _ms(e.latency.float_ms),
+                             _ms(e.latency.quantized_ms), f"{e.latency.speedup:.2f}× faster" if e.latency.speedup >= 1
+                             else f"{1 / e.latency.speedup:.2f}× slower"))
         if o.accuracy_float is not None:
             rows.append(("Accuracy", _pct(o.accuracy_float), _pct(o.accuracy_quantized),
                          f"{(o.accuracy_quantized - o.accuracy_float) * 100:+.2f} points"))

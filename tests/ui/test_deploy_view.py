@@ -34,6 +34,10 @@ def test_pt2e_backend_run_and_export_table(qtbot, window, tmp_path, open_and_wai
         assert float(dialog.table.item(row, col["Int8 ms"]).text()) > 0
         assert (tmp_path / "out" / f"model.{fmt}").stat().st_size > 0
     assert "onnxruntime" in dialog.table.item(rows["onnx"], col["Quantized by"]).text()
+    # the summary beside the plots gains a row per timed file, and names what it sized
+    summary = window.summary.text()
+    assert "model.pte (the ExecuTorch runtime)" in summary and "model.onnx (ONNX Runtime)" in summary
+    assert "Size (ExecuTorch .pte)" in summary
     dialog.close()
     # back to torch.ao: TorchScript is offered again
     panel.backend.setCurrentText("torch.ao")
