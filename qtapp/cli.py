@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time every file of a result folder again, against the float model in the same "
                                      "format and runtime, each in a separate process")
     b.add_argument("folder", help="a folder qtapp-cli quantize --out wrote")
+    b.add_argument("spec", nargs="?", help="the float model to time against (default: the one the folder's recipe "
+                                           "names; giving it here is consent to run it)")
     b.add_argument("--trust", action="store_true", help="run the Python factory the folder's recipe names "
                                                         "(EXECUTES that code)")
     b.add_argument("--json", action="store_true", help="print the timings as JSON")
@@ -369,7 +371,7 @@ def _cmd_bench(args) -> int:
 
     progress = TextProgress()
     try:
-        exports = drive(bench_folder(Path(args.folder), trust=args.trust), progress)
+        exports = drive(bench_folder(Path(args.folder), trust=args.trust, spec=args.spec), progress)
     finally:
         progress.close()
     if args.json:

@@ -207,7 +207,9 @@ def severity(p, ctx) -> float:
         own = min(own, p.accumulated_sqnr_db)
     if p.kernel_sqnr_db is not None:
         own = min(own, p.kernel_sqnr_db)
-    if p.weight_sqnr_db is not None:
+    # int8 weights alone measure about 40 dB per tensor on any healthy layer: they count only when bad
+    # outright, never against the other points' local figures (which include their weights' rounding)
+    if p.weight_sqnr_db is not None and p.weight_sqnr_db < BAD_LOCAL_DB:
         own = min(own, p.weight_sqnr_db)
     return own
 
@@ -257,8 +259,11 @@ def diagnose(points, bn_folded=(), inventory_points=None) -> dict[str, list[Find
             elif median is not None and p.local_sqnr_db <= median - BAD_BELOW_MEDIAN_DB:
                 text = (f"its int8 rounding costs more than at other points: local {_db(p.local_sqnr_db)} dB, the "
                         f"median point {_db(median)} dB")
-            else:
+            elif p.local_sqnr_db < BAD_LOCAL_DB:
                 text = f"its int8 rounding costs much: local {_db(p.local_sqnr_db)} dB (under {_db(BAD_LOCAL_DB)} dB)"
+            else:
+                text = (f"it costs more than its local {_db(p.local_sqnr_db)} dB shows: {_db(severity(p, ctx))} dB "
+                        "at its worst (its int8 kernel, its weights or the drop from its inputs)")
             found = [Finding("poor-rounding", text, {"local_db": p.local_sqnr_db})]
         out[p.name] = found
     return out

@@ -352,9 +352,11 @@ def time_exports(exports, loaded, example, cancel) -> Job[list]:
     return out
 
 
-def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None = None) -> Job[list]:
-    """`qtapp-cli bench DIR`: every file a result folder lists, timed again against the float model (rebuilt
-    from the folder's recipe) in the same format and runtime. Reads the folder, writes nothing to it."""
+def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None = None,
+                 spec: str | None = None) -> Job[list]:
+    """`qtapp-cli bench DIR [SPEC]`: every file a result folder lists, timed again against the float model
+    (`spec`, else the one the folder's recipe names) in the same format and runtime. Reads the folder,
+    writes nothing to it."""
     import json
 
     from .errors import UsageError
@@ -385,8 +387,10 @@ def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None =
     recipe = QuantRecipe.load(recipe_path)
     from .inputs import InputSpec
 
-    spec = InputSpec.parse(recipe.input_shape, recipe.input_dtype or "float32") if recipe.input_shape else None
-    loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, spec, named_by=recipe_path)
+    model = spec
+    shapes = InputSpec.parse(recipe.input_shape, recipe.input_dtype or "float32") if recipe.input_shape else None
+    loaded = yield from load_model(model or recipe.model, recipe.weights, recipe.kwargs, trust, shapes,
+                                   named_by=None if model else recipe_path)
     example = loaded.input_spec.example(batch=1)
     return (yield from time_exports(exports, loaded, example, cancel or CancelToken()))
 

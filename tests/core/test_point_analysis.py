@@ -306,3 +306,16 @@ def test_levels_used_past_the_calibrated_range_are_counted_against_the_whole_gri
     for r in past:
         assert r.levels_text() == f"{r.levels_used} of 256 levels (128 calibrated)"
         assert r.to_json()["levels"] == r.levels_text()
+
+
+def test_healthy_int8_weights_do_not_make_a_point_bad():
+    """Per-tensor int8 weights measure ~40 dB on any layer; two layers at 51 and 54 dB local are fine
+    (the dynamic demo flagged both as 'costs much: local 51 dB (under 20 dB)')."""
+    from qtapp.core.point_analysis import PointResult
+
+    points = [PointResult(n, "module", "Linear", "", "DynamicQuantizedLinear", True, "int8", acc, loc, None,
+                          weight_sqnr_db=40.0) for n, loc, acc in (("fc1", 51.4, 51.4), ("fc2", 53.7, 51.6))]
+    assert bad_points(points) == []
+    bad_weights = [*points, PointResult("fc3", "module", "Linear", "", "DynamicQuantizedLinear", True, "int8", 50.0,
+                                        50.0, None, weight_sqnr_db=12.0)]
+    assert [p.name for p in bad_points(bad_weights)] == ["fc3"]
