@@ -64,6 +64,25 @@ def float_onnx(model, example: tuple) -> tuple[bytes, str]:
 
 
 @contextlib.contextmanager
+def _logged_to(sink: list[str]):
+    """What onnxruntime's quantizer logs (to the root logger: "Axis 1 is out-of-range for weight ...")
+    collected into `sink` instead of the user's terminal; the caller says it as notes."""
+    import logging
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            sink.append(record.getMessage())
+
+    root = logging.getLogger()
+    handler, handlers, level = Keep(logging.WARNING), root.handlers[:], root.level
+    root.handlers, root.level = [handler], logging.WARNING
+    try:
+        yield
+    finally:
+        root.handlers, root.level = handlers, level
+
+
+@contextlib.contextmanager
 def _quiet_exporter():
     import torch
 
@@ -140,8 +159,9 @@ def ort_quantized(model, example: tuple, calib, float_modules: set[str], per_cha
         except Exception as exc:  # noqa: BLE001 - pre-processing only helps; quantize the graph as exported
             notes.append(f"quant_pre_process skipped ({type(exc).__name__}: {first_line(exc)[:120]})")
             pre = src
+        logged: list[str] = []
         try:
-            with _quiet_exporter():
+            with _quiet_exporter(), _logged_to(logged):
                 if dynamic:
                     quantize_dynamic(str(pre), str(out), per_channel=per_channel, weight_type=QuantType.QInt8,
                                      nodes_to_exclude=exclude)
@@ -156,6 +176,7 @@ def ort_quantized(model, example: tuple, calib, float_modules: set[str], per_cha
         except Exception as exc:  # noqa: BLE001 - onnxruntime's failure types all mean "no int8 ONNX"
             raise QtappError(f"onnxruntime could not quantize this model's ONNX graph ({type(exc).__name__}: "
                              f"{first_line(exc)[:300]})") from None
+        notes += [f"onnxruntime: {line}" for line in dict.fromkeys(logged)]
         return Made(out.read_bytes(), how, tuple(notes))
 
 
@@ -175,10 +196,17 @@ def run_onnx(data_or_path, inputs_list, threads: int | None = None) -> list:
 
 def pte_of(model, example: tuple) -> Made:
     """The ExecuTorch program of `model` (a converted PT2E graph, or a float model), XNNPACK-delegated."""
-    from .pt2e import lower_to_pte, summarize_ops
+    from .pt2e import lower_to_pte, summarize_ops, weighted_ops
 
     lowered = lower_to_pte(model, example)
     notes = [f"{lowered.delegated} XNNPACK-delegated subgraph(s)"]
+    int8, floats = weighted_ops(model) if hasattr(model, "graph") else ([], [])
+    if int8 and floats:
+        notes.append(f"int8 weights in {len(int8)} of {len(int8) + len(floats)} layers; float: {', '.join(floats)}")
+    elif int8:
+        notes.append(f"int8 weights in all {len(int8)} layers with weights")
+    elif hasattr(model, "graph") and floats and any("quantize" in str(n.target) for n in model.graph.nodes):
+        notes.append(f"no layer has int8 weights: {', '.join(floats)} run in float (the file is mostly float)")
     if lowered.not_delegated:
         notes.append(f"not delegated (ExecuTorch portable kernels): {summarize_ops(lowered.not_delegated)}")
     else:

@@ -101,7 +101,7 @@ def export_model(model, scripted, example: tuple, formats, out_dir: Path, protec
         if fmt in makers:
             yield stage.step(i, f"making {path.name}")
             made, source = yield from makers[fmt]()
-            result = _write_made(fmt, made, source, check, path)
+            result = _write_made(fmt, made, source, check, path, float_out)
         else:
             writer = {"pt": _export_pt, "ptl": _export_ptl, "onnx": _export_onnx}[fmt]
             with quiet_ao():
@@ -145,17 +145,20 @@ def _file_sqnr(fmt, path, check, float_out) -> float | None:
     return None if sq is None or math.isinf(sq) else round(sq, 2)  # None: identical to float, or float is all zero
 
 
-def _write_made(fmt: str, made, source, check, path: Path) -> ExportResult:
+def _write_made(fmt: str, made, source, check, path: Path, float_out=None) -> ExportResult:
     """Write a file another quantizer made, load it back in its runtime and compare it with the
-    in-memory model it came from (when there is one)."""
+    in-memory model it came from (when there is one; else only its output's shape with float's)."""
     import torch
 
     write_bytes_atomic(path, made.data)
     got = run_file(fmt, path, check)
     notes = list(made.notes)
     if source is None:
-        return ExportResult(fmt, str(path), path.stat().st_size, True, None,
-                            notes + [f"loaded back and ran in {'onnxruntime' if fmt == 'onnx' else fmt}"],
+        shaped = float_out is None or tuple(got.shape) == tuple(float_out.shape)
+        return ExportResult(fmt, str(path), path.stat().st_size, shaped, None,
+                            notes + [f"loaded back and ran in {'onnxruntime' if fmt == 'onnx' else fmt}"
+                                     + ("" if shaped else f": output shape {tuple(got.shape)} != float's "
+                                                          f"{tuple(float_out.shape)}")],
                             quantizer=made.quantizer)
     with torch.no_grad(), quiet_ao():
         expected = first_tensor(source(*check)).float()

@@ -4,8 +4,9 @@ interleaved run by run. Formats: pt (TorchScript), ptl (the lite interpreter), o
 provider), pte (the ExecuTorch runtime with its XNNPACK delegate).
 
 Run by measure.measure_files (not by users): `python -m qtapp.core.latency_worker SPEC.json`. Prints
-one JSON line per timed round ({"round", "float_ms", "quantized_ms"}) and a last line with the thread
-count and how many CPU cores other processes kept busy meanwhile.
+a JSON line at most every REPORT_EVERY_S ({"round": rounds so far, "float_ms": [...], "quantized_ms":
+[...]} for the rounds since the last line) and a last line with the thread count and how many CPU cores
+other processes kept busy meanwhile.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import warnings
 from qtapp.core.measure import _cpu_seconds
 
 MIN_WALL_S = 1.0
+REPORT_EVERY_S = 0.1
 
 
 def load(kind: str, path: str, threads: int):
@@ -71,18 +73,25 @@ def main(argv: list[str]) -> int:
             # At least MIN_WALL_S of timed rounds, whatever max_runs says: the other-load figure counts CPU
             # time in clock ticks (10 ms), which a few milliseconds of a tiny model cannot resolve.
             limit = int(spec["max_runs"]) * 100
+            batch, said = {"float_ms": [], "quantized_ms": []}, start
             for i in range(limit):
-                row = {"round": i + 1}
                 for key, model in models.items():
                     t0 = time.perf_counter()
                     model(inputs)
-                    row[f"{key}_ms"] = (time.perf_counter() - t0) * 1000
-                print(json.dumps(row), flush=True)
-                elapsed = time.perf_counter() - start
-                if i + 1 >= int(spec["min_runs"]) and elapsed > float(spec["budget_s"]):
+                    batch[f"{key}_ms"].append((time.perf_counter() - t0) * 1000)
+                now = time.perf_counter()
+                elapsed = now - start
+                done = (i + 1 >= int(spec["min_runs"]) and elapsed > float(spec["budget_s"])) or \
+                    (i + 1 >= int(spec["max_runs"]) and elapsed >= MIN_WALL_S)
+                # Rounds go out in batches, at most ten lines a second: the parent reading one line per
+                # round of a tiny model would itself keep a core busy, measured as other load.
+                if done or now - said >= REPORT_EVERY_S:
+                    print(json.dumps({"round": i + 1, **batch}), flush=True)
+                    batch, said = {"float_ms": [], "quantized_ms": []}, now
+                if done:
                     break
-                if i + 1 >= int(spec["max_runs"]) and elapsed >= MIN_WALL_S:
-                    break
+            if batch["float_ms"]:  # the round limit ended the loop between two lines
+                print(json.dumps({"round": i + 1, **batch}), flush=True)
     wall, after = time.perf_counter() - start, _cpu_seconds()
     other = None
     if before is not None and after is not None:  # machine CPU time minus this process's, per second

@@ -98,16 +98,19 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
                 if "round" not in row:
                     last = row
                     continue
-                if row["round"] == 1:  # time left from the pace of the timed rounds, not the process start
+                if not times["float"]:  # time left from the pace of the timed rounds, not the process start
                     stage = Stage(label, max_runs, cancel)
-                times["float"].append(row["float_ms"])
-                times["quantized"].append(row["quantized_ms"])
-                yield stage.step(min(row["round"], max_runs), f"{row['round']} runs in a separate process")
+                times["float"] += row["float_ms"]
+                times["quantized"] += row["quantized_ms"]
+                # the stage ends when the worker has said its last line, with the real count of runs
+                yield stage.step(min(row["round"], max_runs - 1), f"{row['round']} runs in a separate process")
         finally:
             if proc.poll() is None:
                 proc.kill()
             stderr = proc.stderr.read()
             proc.wait()
+        if proc.returncode == 0 and times["float"]:
+            yield stage.step(max_runs, f"{len(times['float'])} runs in a separate process")
         if proc.returncode != 0 or not times["float"]:
             said = [line for line in stderr.strip().splitlines() if "cpuinfo" not in line]
             tail = said[-1:] or ["no output"]

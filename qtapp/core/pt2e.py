@@ -70,7 +70,8 @@ def quiet_pt2e() -> Iterator[None]:
     """torch.export's and torchao's notices about their own internals, filtered around our calls only."""
     with warnings.catch_warnings():
         for pattern in (r".*torch\.export.*", r".*capture_pre_autograd_graph.*", r".*is deprecated.*",
-                        r".*Enum subclass.*", r".*_check_is_size.*", r".*TorchScript.*", r".*API is experimental.*"):
+                        r".*Enum subclass.*", r".*_check_is_size.*", r".*TorchScript.*", r".*API is experimental.*",
+                        r".*were assigned during export.*"):
             warnings.filterwarnings("ignore", message=pattern)
         yield
 
@@ -216,6 +217,8 @@ def keep_float(graph_module, heads) -> None:
         owner = _owner(node)
         if owner not in heads:
             continue
+        if "conv1d" in str(node.target) and node.args and _is_observer(node.args[0], graph_module):
+            _float_conv1d_input(node, owner, heads, graph_module)
         for arg in list(node.all_input_nodes):
             # Only the observers of the op's own weights: its activation input stays the int8 value its
             # producer computes (a producer left without an int8 consumer would leave a lone dequantize
@@ -239,6 +242,15 @@ def keep_float(graph_module, heads) -> None:
                          "--backend torch.ao toggles those)")
     graph_module.graph.eliminate_dead_code()
     graph_module.recompile()
+
+
+def _float_conv1d_input(node, owner, heads, graph_module) -> None:
+    """ExecuTorch 1.5's XNNPACK delegate cannot take a float Conv1d among int8 layers: reading an int8
+    (dequantized) input, lowering stops ("Weight and Input should both be quantized"); fed float, the
+    program lowers but XNNPACK refuses it when the runtime loads it (a depthwise node it calls invalid).
+    So a Conv1d is not kept float on this backend, and says why."""
+    raise QtappError(f"ExecuTorch's XNNPACK delegate cannot run a float Conv1d ({owner}) among int8 layers (lowering "
+                     "or loading the .pte fails): it stays int8 on the PT2E backend; --backend torch.ao keeps it float")
 
 
 def _computed_float(node, heads, graph_module) -> bool:
@@ -275,12 +287,36 @@ def lower_to_pte(model, example: tuple) -> Lowered:
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             ops = [n for n in edge.exported_program().graph.nodes if n.op == "call_function"]
             buffer = edge.to_executorch().buffer
-    except Exception as exc:  # noqa: BLE001 - the lowering's failure types all mean "no .pte"
-        raise QtappError(f"lowering to ExecuTorch failed ({type(exc).__name__}: {first_line(exc)[:400]})") from None
+    except Exception as exc:  # noqa: BLE001 - the lowering's failure types all mean "no .pte"; --debug shows its trace
+        raise QtappError(f"lowering to ExecuTorch failed ({type(exc).__name__}: {first_line(exc)[:400]}); a layer kept "
+                         "float next to int8 ones may be one the XNNPACK delegate cannot lower: keep fewer layers "
+                         "float for the .pte") from exc
     delegated = sum(1 for n in ops if "call_delegate" in str(n.target))
     skip = ("call_delegate", "getitem")
     other = tuple(_op_name(n.target) for n in ops if not any(s in str(n.target) for s in skip))
     return Lowered(bytes(buffer), delegated, other)
+
+
+def weighted_ops(graph_module) -> tuple[list[str], list[str]]:
+    """(modules whose weighted ops read int8 weights, modules whose weighted ops read float ones) of a
+    converted PT2E graph: what a .pte runs in int8 and what it leaves float."""
+    int8, floats = [], []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function" or "quantize" in str(node.target):
+            continue
+        inputs = node.all_input_nodes
+        params = [a for a in inputs if a.op == "get_attr" and "bias" not in str(a.target)]
+        dq_weights = [a for a in inputs if "dequantize" in str(a.target)
+                      and any(b.op == "get_attr" for b in a.all_input_nodes)]
+        if dq_weights:
+            int8.append(_module_of(node))
+        elif params:
+            floats.append(_module_of(node))
+    return list(dict.fromkeys(int8)), [m for m in dict.fromkeys(floats) if m not in int8]
+
+
+def _module_of(node) -> str:
+    return _owner(node) or node.name
 
 
 def _op_name(target) -> str:

@@ -23,6 +23,11 @@ import math
 from .progress import CancelToken, Job, Stage
 
 CHUNK, SAMPLES = 8, 16
+# ops a module runs that do not compute on its input (an LSTM's zero initial state, a shape)
+_NOT_COMPUTE = frozenset({"t", "view", "reshape", "flatten", "zeros", "ones", "full", "empty", "sym_size", "arange",
+                          "scalar_tensor", "zeros_like", "ones_like"})
+# what the XNNPACK quantizer rounds together with the op before it
+_ACTIVATIONS = frozenset({"relu", "relu6", "hardtanh", "clamp"})
 _ROUNDING = ("quantize_per_tensor", "quantize_per_channel")
 _UNROUNDING = ("dequantize_per_tensor", "dequantize_per_channel")
 
@@ -52,10 +57,10 @@ def _compute_nodes(graph_module) -> list:
             and "getitem" not in str(n.target)]
 
 
-def map_points(converted, points) -> dict:
-    """{point name: (the node computing its value, the dequantize node of its output rounding or None)}."""
+def map_points(converted, points, with_starts: bool = False):
+    """{point name: (the node computing its value, the dequantize node of its output rounding or None)}
+    (and, `with_starts`, {point name: the point's first op})."""
     compute = _compute_nodes(converted)
-    own_points = {p.name if p.kind == "module" else None for p in points if p.observed} - {None}
     placeholders = {n.name: n for n in converted.graph.nodes if n.op == "placeholder"}
     by_owner: dict[str, list] = {}
     for n in compute:
@@ -63,7 +68,7 @@ def map_points(converted, points) -> dict:
     starts = {}
     for p in points:
         if p.kind == "module":
-            nodes = [n for n in by_owner.get(p.name, []) if _op_name(n) not in ("t", "view", "reshape", "flatten")]
+            nodes = [n for n in by_owner.get(p.name, []) if _op_name(n) not in _NOT_COMPUTE]
             start = nodes[0] if nodes else None
         elif p.kind == "op":
             same = [n for n in by_owner.get(p.scope, []) if _op_name(n) == p.op.rstrip("_")]
@@ -84,14 +89,18 @@ def map_points(converted, points) -> dict:
         # single consumer unrounded and that consumer is not another point's op.
         while start.op != "placeholder":
             users = [u for u in end.users if u.op == "call_function" and not _kind(u)]
-            if len(end.users) != 1 or len(users) != 1 or (other_starts.get(users[0], set()) - {name}) \
-                    or _owner(users[0]) in own_points - {name}:
+            if len(end.users) != 1 or len(users) != 1:
                 break
-            end = users[0]
+            nxt = users[0]
+            fused = _op_name(nxt) in _ACTIVATIONS or "getitem" in str(nxt.target)  # conv+relu, lstm -> output
+            inside = _owner(nxt) == _owner(start) and not (other_starts.get(nxt, set()) - {name})
+            if not (fused or inside):
+                break
+            end = nxt
         q = next((u for u in end.users if _kind(u) == "q"), None)
         dq = next((u for u in q.users if _kind(u) == "dq"), None) if q is not None else None
         out[name] = (end, dq)
-    return out
+    return (out, starts) if with_starts else out
 
 
 def _interpreter(graph_module, on_value):
@@ -118,7 +127,7 @@ def analyse(prepared, converted, points, float_points: set, data, samples: int =
 
     from .point_analysis import PointResult, _chunks, _Sums
 
-    where = map_points(converted, points)
+    where, starts = map_points(converted, points, with_starts=True)
     acc = {p: _Sums() for p in where}
     local = {p: _Sums() for p in where}
     rounding = {p: [0.0, 0, None] for p in where}
@@ -126,7 +135,7 @@ def analyse(prepared, converted, points, float_points: set, data, samples: int =
     stage = Stage("per-point error", total, cancel)
     yield stage.step(0, "every quantization point (PT2E graph)")
     wanted = {(dq.name if dq is not None else end.name) for end, dq in where.values()}
-    compute_names = {n.name for n in _compute_nodes(converted)} | \
+    compute_names = {n.name for n in converted.graph.nodes if n.op == "call_function" and not _kind(n)} | \
         {n.name for n in converted.graph.nodes if n.op == "placeholder"}
     with torch.no_grad():
         for done, chunk in _chunks(data, total):
@@ -191,8 +200,18 @@ def analyse(prepared, converted, points, float_points: set, data, samples: int =
             continue
         end, dq = where[p.name]
         sq, n, scale = rounding[p.name]
+        start = starts[p.name]
+        dq_inputs = [a for a in start.all_input_nodes if _kind(a) == "dq"]
+        int8_weights = any(b.op == "get_attr" for a in dq_inputs for b in a.all_input_nodes)
+        int8_in = bool(dq_inputs)
+        # int8 kernels once lowered: an op with int8 weights, or int8 values in and a rounded value out
+        runs_int8 = not kept and (int8_weights or (int8_in and dq is not None))
+        reason = p.reason if "PT2E" in p.reason else (
+            "" if dq is not None else "kept float" if kept else
+            "the XNNPACK quantizer has no int8 pattern for it: it runs in float" if not runs_int8 else
+            "its output is not rounded to int8 here: the op after it reads it in float")
         out.append(PointResult(
-            p.name, p.kind, p.op, p.parent, _op_name(end), dq is not None, "float" if kept else "int8",
+            p.name, p.kind, p.op, p.parent, _op_name(end), dq is not None, "int8" if runs_int8 else "float",
             acc[p.name].db, local[p.name].db, math.sqrt(sq / n) / scale if n and scale else None, inputs=p.inputs,
-            reason=p.reason, toggle=p.toggle, kept_float=kept))
+            reason=reason, toggle=p.toggle, kept_float=kept))
     return out

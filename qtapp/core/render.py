@@ -127,6 +127,8 @@ def formats_table(exports, with_sqnr: bool = True) -> list[str]:
 
 def speed_text(float_ms: float, quantized_ms: float) -> str:
     ratio = float_ms / quantized_ms
+    if 0.995 <= ratio < 1.005:
+        return "as fast"
     return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
 
 
@@ -281,8 +283,10 @@ def summary_text(result, out: Path | None = None) -> str:
     if result.float_layers:
         lines.append(f"  kept float  {', '.join(result.float_layers)}")
     for e in result.exports:
+        against = (f"max abs diff {e.max_abs_diff:.3g} against the in-memory model" if e.max_abs_diff is not None
+                   else "no in-memory twin to compare with: see its SQNR against float")
         lines.append(f"  wrote       {e.path} ({e.bytes / 1e6:.2f} MB, "
-                     f"{'verified' if e.verified else 'NOT verified'}, max abs diff {_fmt(e.max_abs_diff, '{:.3g}')})")
+                     f"{'verified' if e.verified else 'NOT verified'}, {against})")
     if any(e.sqnr_vs_float_db is not None or e.latency is not None for e in result.exports):
         lines += formats_table(result.exports)
     if out is not None:

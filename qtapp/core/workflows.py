@@ -131,6 +131,9 @@ def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: Canc
                          measure: bool) -> Job[QuantizeOutcome]:
     recipe, loaded = snap.recipe, snap.loaded
     qmodel, refused = calibrated.convert_checked(snap.inventory.float_layers, loaded.input_spec.example(), recipe)
+    if refused:  # what the result shows float is what runs float
+        snap = replace(snap, inventory=replace(snap.inventory, float_layers=tuple(
+            h for h in snap.inventory.float_layers if h not in refused)))
     evaluation, eval_notes = snap.open_evaluation()
     key = repr((recipe.evaluation, recipe.calibration, loaded.input_spec, snap.mode))
     float_side = snap.float_side

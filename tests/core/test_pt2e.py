@@ -157,3 +157,35 @@ def test_pt2e_qat_trains_with_its_float_layers_float_and_converts(demo_loaded):
     assert weights["fc2"].op == "get_attr" and "dequantize" in str(weights["fc1"].target)
     with pytest.raises(UsageError, match="QAT trained fc2 in float"):
         session.calibrated.convert([])
+
+
+def _fixture(name: str) -> str:
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[1] / "fixtures" / name)
+
+
+def test_a_float_conv1d_stays_int8_and_says_why(tmp_path):
+    """ExecuTorch's XNNPACK fails on a float Conv1d among int8 layers: at lowering ("Weight and Input should
+    both be quantized") or when the runtime loads the .pte. Each stays int8, said on the result, and the
+    .pte is written and runs."""
+    session = drive(QuantSession.open(QuantRecipe(model=f"{_fixture('audio.py')}:build", backend="pt2e",
+                                                  calibration=DataSpec(batches=2, batch_size=8))))
+    session.inventory.set_float_layers(["conv1", "conv2", "fc"])
+    result = drive(session.quantize())
+    assert result.float_layers == ("fc",)
+    for name in ("conv1", "conv2"):
+        assert any(n.startswith(f"{name} stayed int8") and "Conv1d" in n for n in result.model_notes)
+    (pte,) = drive(session.export(tmp_path, ["pte"]))
+    assert pte.verified and any("float:" in n and "fc" in n.split("float:")[1] for n in pte.notes)
+
+
+def test_recurrent_layers_are_said_float_on_pt2e():
+    session = drive(QuantSession.open(QuantRecipe(model=f"{_fixture('seqmodels.py')}:build", backend="pt2e",
+                                                  input_shape="1,12,16", calibration=DataSpec(batches=2))))
+    result = drive(session.quantize())
+    layers = {p.name: p for p in result.layers}
+    for name in ("lstm", "gru"):
+        assert not layers[name].quantized and layers[name].runs == "float" and "XNNPACK" in layers[name].reason
+    assert layers["lstm"].accumulated_sqnr_db != layers["gru"].accumulated_sqnr_db  # each measured at its own output
+    assert layers["proj"].quantized and layers["head.2"].quantized
