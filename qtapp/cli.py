@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(q)
     q.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx,pte (default {DEFAULT_FORMATS}; pte needs the executorch extra)")
     q.add_argument("--out", required=True, help="output folder for model.*, recipe.json and report.json")
+    _time_files_arg(q)
     q.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
     q.add_argument("--html", action="store_true",
                    help="also write report.html: one self-contained page (plots included) to share")
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "float<=10%% (a share of them), size<=5MB or latency<=8ms (estimates)")
     t.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx,pte (default {DEFAULT_FORMATS}; pte needs the executorch extra)")
     t.add_argument("--out", required=True, help="output folder: what quantize writes, and tune.json (every step tried)")
+    _time_files_arg(t)
     t.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
     t.add_argument("--html", action="store_true", help="also write report.html, with the trade-off curve")
 
@@ -122,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", default=DEFAULT_FORMATS, help=f"from pt,ptl,onnx,pte (default {DEFAULT_FORMATS})")
     e.add_argument("--out", required=True)
     return parser
+
+
+def _time_files_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--time-files", dest="time_files", action=argparse.BooleanOptionalAction, default=True,
+                   help="time each exported file against a float file of its format, in its runtime, in a separate "
+                        "process (default on; about 2 s a format; --no-time-files skips it, `bench DIR` does it later)")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -245,7 +253,7 @@ def _cmd_quantize(args) -> int:
     try:
         result = drive(quantize_to_folder(recipe, out, formats, trust=args.trust, recipe_file=args.recipe,
                                           html=args.html, model_named_by=_named_by(args),
-                                          metric_named_by=_metric_named_by(args)), progress)
+                                          metric_named_by=_metric_named_by(args), time_files=args.time_files), progress)
     finally:
         progress.close()
     print(json.dumps(report_dict(result), indent=2) if args.json else summary_text(result, out))
@@ -310,7 +318,7 @@ def _cmd_tune(args) -> int:
     try:
         result = drive(tune_to_folder(recipe, out, formats, target, budget, trust=args.trust, recipe_file=args.recipe,
                                       html=args.html, model_named_by=_named_by(args),
-                                      metric_named_by=_metric_named_by(args)), progress)
+                                      metric_named_by=_metric_named_by(args), time_files=args.time_files), progress)
     finally:
         progress.close()
     if args.json:

@@ -55,7 +55,7 @@ def run_main(argv) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli_demo")
-    code, stdout, stderr = run_main(["quantize", "demo", "--out", out])
+    code, stdout, stderr = run_main(["quantize", "--no-time-files", "demo", "--out", out])
     return code, stdout, stderr, out
 
 
@@ -120,7 +120,7 @@ def test_report_values_for_the_demo(demo_run):
 
 def test_recipe_rerun(demo_run, tmp_path):
     first = demo_run[3]
-    code, _, stderr = run_main(["quantize", "--recipe", first / "recipe.json", "--out", tmp_path])
+    code, _, stderr = run_main(["quantize", "--no-time-files", "--recipe", first / "recipe.json", "--out", tmp_path])
     assert code == 0, stderr
     a, b = read_report(first), read_report(tmp_path)
     assert (b["method"], b["engine"], b["model"]) == (a["method"], a["engine"], a["model"])
@@ -129,7 +129,7 @@ def test_recipe_rerun(demo_run, tmp_path):
 
 
 def test_json_output_and_options_over_a_recipe(demo_run, tmp_path):
-    code, stdout, stderr = run_main(["quantize", "--recipe", demo_run[3] / "recipe.json", "--engine", "qnnpack",
+    code, stdout, stderr = run_main(["quantize", "--no-time-files", "--recipe", demo_run[3] / "recipe.json", "--engine", "qnnpack",
                                      "--float", "fc2", "--batches", "2", "--format", "pt", "--json",
                                      "--out", tmp_path])
     assert code == 0, stderr
@@ -144,7 +144,7 @@ def test_json_output_and_options_over_a_recipe(demo_run, tmp_path):
 
 # -- usage errors: exit 2 ------------------------------------------------------------------------------
 def test_unknown_engine_is_refused_by_argparse(tmp_path):
-    code, _, stderr = run_main(["quantize", "demo", "--engine", "tpu", "--out", tmp_path])
+    code, _, stderr = run_main(["quantize", "--no-time-files", "demo", "--engine", "tpu", "--out", tmp_path])
     assert code == 2
     assert "invalid choice: 'tpu'" in stderr
     assert list(tmp_path.iterdir()) == []
@@ -152,7 +152,7 @@ def test_unknown_engine_is_refused_by_argparse(tmp_path):
 
 def test_misspelt_float_layer_exits_2_naming_it(tmp_path):
     out = tmp_path / "out"
-    code, stdout, stderr = run_main(["quantize", "demo", "--float", "block1.O", "--out", out])
+    code, stdout, stderr = run_main(["quantize", "--no-time-files", "demo", "--float", "block1.O", "--out", out])
     assert code == 2
     assert stderr.startswith("qtapp-cli: error: no layer named 'block1.O'") and "block1.0" in stderr
     assert "Traceback" not in stderr and stdout == ""
@@ -162,12 +162,12 @@ def test_misspelt_float_layer_exits_2_naming_it(tmp_path):
 def test_recipe_with_an_unknown_key_exits_2(tmp_path):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"version": 1, "model": "demo", "calibation": {"batches": 2}}))
-    code, _, stderr = run_main(["quantize", "--recipe", recipe, "--out", tmp_path / "out"])
+    code, _, stderr = run_main(["quantize", "--no-time-files", "--recipe", recipe, "--out", tmp_path / "out"])
     assert code == 2 and "unknown recipe keys: calibation" in stderr
 
 
 def test_wrong_input_shape_exits_2_naming_the_expected_shape(tmp_path):
-    code, _, stderr = run_main(["quantize", "demo", "--input-shape", "1,3,32,33", "--out", tmp_path])
+    code, _, stderr = run_main(["quantize", "--no-time-files", "demo", "--input-shape", "1,3,32,33", "--out", tmp_path])
     assert code == 2
     assert "1x3x32x33" in stderr and "1x1x8x8" in stderr
 
@@ -175,14 +175,14 @@ def test_wrong_input_shape_exits_2_naming_the_expected_shape(tmp_path):
 def test_quantizing_torchscript_exits_2_explaining_why(demo_loaded, tmp_path):
     path = tmp_path / "scripted.pt"
     torch.jit.script(demo_loaded.module).save(str(path))
-    code, _, stderr = run_main(["quantize", path, "--input-shape", "1,1,8,8", "--out", tmp_path / "out"])
+    code, _, stderr = run_main(["quantize", "--no-time-files", path, "--input-shape", "1,1,8,8", "--out", tmp_path / "out"])
     assert code == 2
     assert "is TorchScript: it has no Python source" in stderr
 
 
 # -- failures: exit 1 ----------------------------------------------------------------------------------
 def test_missing_model_file_exits_1_with_a_short_message(tmp_path):
-    code, stdout, stderr = run_main(["quantize", tmp_path / "nope.pt", "--out", tmp_path / "out"])
+    code, stdout, stderr = run_main(["quantize", "--no-time-files", tmp_path / "nope.pt", "--out", tmp_path / "out"])
     assert code == 1
     assert stderr.startswith("qtapp-cli: error: model file not found") and stderr.count("\n") == 1
     assert "Traceback" not in stderr and stdout == ""
@@ -282,7 +282,7 @@ def test_export_refuses_the_model_source_folder(tmp_path):
 # -- a float layer survives into the exported TorchScript ---------------------------------------------
 def test_float_layer_is_float_in_the_exported_torchscript(tmp_path):
     torch.manual_seed(0)
-    code, _, stderr = run_main(["quantize", "torchvision:resnet18", "--engine", "x86", "--float", "layer4.1.conv2",
+    code, _, stderr = run_main(["quantize", "--no-time-files", "torchvision:resnet18", "--engine", "x86", "--float", "layer4.1.conv2",
                                 "--batches", "2", "--batch-size", "4", "--format", "pt", "--out", tmp_path])
     assert code == 0, stderr
     report = read_report(tmp_path)

@@ -76,14 +76,14 @@ def test_export_keeps_foreign_files_and_never_mixes_sets(tmp_path):
 
 def test_out_under_a_file_is_named(tmp_path):
     (tmp_path / "afile").write_text("x")
-    code, err = run("quantize", "demo", "--batches", "2", "--out", tmp_path / "afile" / "sub")
+    code, err = run("quantize", "--no-time-files", "demo", "--batches", "2", "--out", tmp_path / "afile" / "sub")
     assert code == 2 and "is a file, not a folder" in one_line(err)
 
 
 def test_result_files_are_readable_by_others(tmp_path):
     old = os.umask(0o022)
     try:
-        code, err = run("quantize", "demo", "--batches", "2", "--format", "pt", "--out", tmp_path / "out")
+        code, err = run("quantize", "--no-time-files", "demo", "--batches", "2", "--format", "pt", "--out", tmp_path / "out")
     finally:
         os.umask(old)
     assert code == 0, err
@@ -109,7 +109,7 @@ def test_an_int8_graph_that_cannot_run_names_the_op(tmp_path):
 
 
 def test_a_run_that_quantizes_nothing_says_so(tmp_path):
-    code, out_err = run("quantize", ODD, "--kwargs", '{"kind": "float_only"}', "--method", "dynamic", "--format", "pt",
+    code, out_err = run("quantize", "--no-time-files", ODD, "--kwargs", '{"kind": "float_only"}', "--method", "dynamic", "--format", "pt",
                         "--out", tmp_path / "o")
     report = (tmp_path / "o" / "report.json").read_text()
     assert code == 0 and "nothing was quantized: dynamic quantization covers Linear" in report
@@ -126,5 +126,5 @@ def test_options_that_would_be_ignored_are_refused(argv, expected):
 
 
 def test_progress_says_each_stage_once_when_not_on_a_terminal(tmp_path):
-    code, err = run("quantize", "demo", "--batches", "2", "--format", "pt", "--out", tmp_path / "o")
+    code, err = run("quantize", "--no-time-files", "demo", "--batches", "2", "--format", "pt", "--out", tmp_path / "o")
     assert code == 0 and sum(1 for line in err.splitlines() if line.startswith("latency:")) == 1

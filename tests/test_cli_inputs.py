@@ -39,7 +39,7 @@ def report_of(out) -> dict:
 def test_two_input_model_with_random_data_quantizes_and_exports(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "o"
-    code, _, stderr = run_main(["quantize", TWO_SPEC, "--input-shape", "1,16;1,8", "--batches", "2",
+    code, _, stderr = run_main(["quantize", "--no-time-files", TWO_SPEC, "--input-shape", "1,16;1,8", "--batches", "2",
                                 "--format", "pt,ptl,onnx", "--out", out])
     assert code == 0, stderr
     report = report_of(out)
@@ -59,7 +59,7 @@ def test_two_input_model_with_an_npz_of_x0_x1(tmp_path, monkeypatch):
         np.savez(f, x0=rng.standard_normal((40, 16)).astype(np.float32),
                  x1=rng.standard_normal((40, 8)).astype(np.float32), y=rng.integers(0, 4, 40))
     out = tmp_path / "o"
-    code, _, stderr = run_main(["quantize", TWO_SPEC, "--input-shape", "1,16;1,8", "--calib", tmp_path / "two.npz",
+    code, _, stderr = run_main(["quantize", "--no-time-files", TWO_SPEC, "--input-shape", "1,16;1,8", "--calib", tmp_path / "two.npz",
                                 "--batch-size", "8", "--format", "pt", "--out", out])
     assert code == 0, stderr
     report = report_of(out)
@@ -74,7 +74,7 @@ def test_a_token_model_takes_int64_inputs_from_its_data(tmp_path, monkeypatch):
     ids = np.random.default_rng(0).integers(0, 50, (48, 12)).astype(np.int64)
     np.save(tmp_path / "ids.npy", ids)
     out = tmp_path / "o"
-    code, stdout, stderr = run_main(["quantize", TOKENS_SPEC, "--calib", tmp_path / "ids.npy", "--format", "pt",
+    code, stdout, stderr = run_main(["quantize", "--no-time-files", TOKENS_SPEC, "--calib", tmp_path / "ids.npy", "--format", "pt",
                                      "--out", out])  # no --input-dtype
     assert code == 0, stderr
     report = report_of(out)
@@ -105,7 +105,7 @@ def test_nan_in_calibration_data_is_named_not_a_torch_error(tmp_path, monkeypatc
     x[5, :3] = np.inf
     with open(tmp_path / "calib.npz", "wb") as f:
         np.savez(f, x0=x, x1=np.ones((20, 8), np.float32))
-    code, _, stderr = run_main(["quantize", TWO_SPEC, "--input-shape", "1,16;1,8", "--calib", tmp_path / "calib.npz",
+    code, _, stderr = run_main(["quantize", "--no-time-files", TWO_SPEC, "--input-shape", "1,16;1,8", "--calib", tmp_path / "calib.npz",
                                 "--out", tmp_path / "o"])
     assert code == 1
     assert str(tmp_path / "calib.npz") in stderr and "4 NaN/Inf" in stderr and "histc" not in stderr

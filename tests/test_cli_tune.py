@@ -20,7 +20,7 @@ def kind(name):
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, cli):
     out = tmp_path_factory.mktemp("tune") / "t"
-    code, stdout, stderr = cli(["tune", *kind("must_stay_float"), "--target", "sqnr>=30", "--out", out])
+    code, stdout, stderr = cli(["tune", "--no-time-files", *kind("must_stay_float"), "--target", "sqnr>=30", "--out", out])
     return code, stdout, stderr, out
 
 
@@ -31,7 +31,7 @@ def test_tune_writes_what_quantize_writes_and_tune_json(tuned):
     assert "target      sqnr>=30 (budget none): reached" in stdout
     assert "chosen      1 point(s) kept float (fc2)" in stdout
     recipe = json.loads((out / "recipe.json").read_text())
-    assert recipe["version"] == 2 and recipe["float_layers"] == ["fc2"]
+    assert recipe["version"] == 3 and recipe["float_layers"] == ["fc2"]
     report = json.loads((out / "report.json").read_text())
     assert report["tune"]["reached"] and report["tune"]["float_points"] == ["fc2"]
     assert report["output"]["sqnr_db"] >= 30
@@ -43,7 +43,7 @@ def test_tune_writes_what_quantize_writes_and_tune_json(tuned):
 def test_quantize_with_the_tuned_recipe_reproduces_tunes_figures(tuned, tmp_path, cli):
     out = tuned[3]
     # The recipe names a Python factory: running it from the recipe file needs --trust.
-    code, stdout, stderr = cli(["quantize", "--recipe", out / "recipe.json", "--trust", "--out", tmp_path / "q"])
+    code, stdout, stderr = cli(["quantize", "--no-time-files", "--recipe", out / "recipe.json", "--trust", "--out", tmp_path / "q"])
     assert code == 0, stderr
     again = json.loads((tmp_path / "q" / "report.json").read_text())["output"]["sqnr_db"]
     tuned_report = json.loads((out / "report.json").read_text())
@@ -53,7 +53,7 @@ def test_quantize_with_the_tuned_recipe_reproduces_tunes_figures(tuned, tmp_path
 
 def test_a_target_out_of_reach_within_the_budget_exits_3_and_keeps_the_best(tmp_path, cli):
     out = tmp_path / "t"
-    code, stdout, stderr = cli(["tune", *kind("must_stay_float"), "--target", "sqnr>=30", "--budget", "float<=0",
+    code, stdout, stderr = cli(["tune", "--no-time-files", *kind("must_stay_float"), "--target", "sqnr>=30", "--budget", "float<=0",
                                      "--out", out, "--format", "pt"])
     assert code == 3
     assert "target sqnr>=30 not reached within budget float<=0" in stderr and str(out) in stderr
@@ -70,7 +70,7 @@ def test_a_target_out_of_reach_within_the_budget_exits_3_and_keeps_the_best(tmp_
 ])
 def test_bad_targets_and_budgets_are_refused_before_writing(tmp_path, args, message, cli):
     out = tmp_path / "t"
-    code, stdout, stderr = cli(["tune", *kind("outlier"), *args, "--out", out])
+    code, stdout, stderr = cli(["tune", "--no-time-files", *kind("outlier"), *args, "--out", out])
     assert code == 2 and message in stderr
     assert not out.exists()
 
@@ -90,7 +90,7 @@ def test_analyze_sensitivity_prints_both_directions_and_writes_them(tmp_path, cl
 
 
 def test_metric_cosine_is_reported_by_name(tmp_path, cli):
-    code, stdout, stderr = cli(["quantize", "demo", "--metric", "cosine", "--out", tmp_path / "q", "--format", "pt"])
+    code, stdout, stderr = cli(["quantize", "--no-time-files", "demo", "--metric", "cosine", "--out", tmp_path / "q", "--format", "pt"])
     assert code == 0, stderr
     assert "  metric      cosine: quantized 0.99" in stdout
     report = json.loads((tmp_path / "q" / "report.json").read_text())
@@ -101,7 +101,7 @@ def test_metric_cosine_is_reported_by_name(tmp_path, cli):
 def test_a_users_metric_function_drives_tune(tmp_path, cli):
     fn = tmp_path / "m.py"
     fn.write_text("def neg_mae(ref, q, y):\n    return -float((ref - q).abs().mean())\n")
-    code, stdout, stderr = cli(["tune", *kind("must_stay_float"), "--metric", f"{fn}:neg_mae",
+    code, stdout, stderr = cli(["tune", "--no-time-files", *kind("must_stay_float"), "--metric", f"{fn}:neg_mae",
                                      "--target", "metric>=-0.01", "--out", tmp_path / "t", "--format", "pt"])
     assert code == 0, stderr
     doc = json.loads((tmp_path / "t" / "tune.json").read_text())
@@ -115,16 +115,16 @@ def test_a_metric_function_named_by_a_recipe_needs_trust(tmp_path, cli):
     fn.write_text(f"open({str(canary)!r}, 'w').close()\ndef score(ref, q, y):\n    return 1.0\n")
     recipe = tmp_path / "r.json"
     recipe.write_text(json.dumps({"version": 2, "model": "demo", "metric": f"{fn}:score"}))
-    code, stdout, stderr = cli(["quantize", "--recipe", recipe, "--out", tmp_path / "q"])
+    code, stdout, stderr = cli(["quantize", "--no-time-files", "--recipe", recipe, "--out", tmp_path / "q"])
     assert code == 1 and "as its metric" in stderr and "--trust" in stderr
     assert not canary.exists() and not (tmp_path / "q").exists()
-    code, stdout, stderr = cli(["quantize", "--recipe", recipe, "--trust", "--out", tmp_path / "q", "--format", "pt"])
+    code, stdout, stderr = cli(["quantize", "--no-time-files", "--recipe", recipe, "--trust", "--out", tmp_path / "q", "--format", "pt"])
     assert code == 0, stderr
     assert canary.exists()
 
 
 def test_report_html_shows_the_search_and_the_sensitivity(tmp_path, cli):
-    code, _out, stderr = cli(["tune", *kind("must_stay_float"), "--target", "sqnr>=30", "--out", tmp_path / "t",
+    code, _out, stderr = cli(["tune", "--no-time-files", *kind("must_stay_float"), "--target", "sqnr>=30", "--out", tmp_path / "t",
                               "--format", "pt", "--html"])
     assert code == 0, stderr
     page = (tmp_path / "t" / "report.html").read_text()

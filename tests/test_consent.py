@@ -30,7 +30,7 @@ def test_os_system_named_by_a_recipe_does_not_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     canary = tmp_path / "CANARY"
     recipe = write_recipe(tmp_path / "r.json", model="os:system", kwargs={"command": f"touch {canary}"})
-    code, err = run("quantize", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
+    code, err = run("quantize", "--no-time-files", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
     assert code == 1 and "os:system" in err and str(recipe) in err and "--trust" in err
     assert not canary.exists() and not (tmp_path / "out").exists()
 
@@ -41,7 +41,7 @@ def test_shutil_rmtree_named_by_a_recipe_deletes_nothing(tmp_path, monkeypatch):
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
     recipe = write_recipe(tmp_path / "r.json", model="shutil:rmtree", kwargs={"path": str(precious)})
-    code, err = run("quantize", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
+    code, err = run("quantize", "--no-time-files", "--recipe", str(recipe), "--out", str(tmp_path / "out"))
     assert code == 1 and "shutil:rmtree" in err
     assert (precious / "thesis.tex").read_text() == "years of work"
 
@@ -54,10 +54,10 @@ def test_a_file_py_factory_named_by_a_recipe_is_not_even_imported(tmp_path, monk
                        "import torch.nn as nn\n"
                        "def build():\n    m = nn.Linear(4, 2)\n    m.example_input_shape = (1, 4)\n    return m\n")
     recipe = write_recipe(tmp_path / "r.json", model="net.py:build", input_shape="1,4")
-    code, err = run("quantize", "--recipe", str(recipe), "--batches", "2", "--out", str(tmp_path / "out"))
+    code, err = run("quantize", "--no-time-files", "--recipe", str(recipe), "--batches", "2", "--out", str(tmp_path / "out"))
     assert code == 1 and "net.py:build" in err and not canary.exists()
     # With --trust the same recipe runs (the canary proves the code ran, as the user agreed).
-    code, err = run("quantize", "--recipe", str(recipe), "--trust", "--batches", "2", "--format", "pt",
+    code, err = run("quantize", "--no-time-files", "--recipe", str(recipe), "--trust", "--batches", "2", "--format", "pt",
                     "--out", str(tmp_path / "out"))
     assert code == 0, err
     assert canary.exists() and (tmp_path / "out" / "model.pt").exists()
@@ -70,7 +70,7 @@ def test_a_spec_typed_on_the_command_line_is_consent(tmp_path, monkeypatch):
                        "def build():\n    m = nn.Sequential(nn.Linear(4, 3))\n    m.example_input_shape = (1, 4)\n"
                        "    return m\n")
     recipe = write_recipe(tmp_path / "r.json", model="os:system", engine="x86")
-    code, err = run("quantize", f"{factory}:build", "--recipe", str(recipe), "--batches", "2", "--format", "pt",
+    code, err = run("quantize", "--no-time-files", f"{factory}:build", "--recipe", str(recipe), "--batches", "2", "--format", "pt",
                     "--out", str(tmp_path / "out"))
     assert code == 0, err
     assert json.loads((tmp_path / "out" / "report.json").read_text())["engine"] == "x86"
@@ -78,5 +78,5 @@ def test_a_spec_typed_on_the_command_line_is_consent(tmp_path, monkeypatch):
 
 def test_torchvision_and_the_demo_named_by_a_recipe_need_no_consent(tmp_path):
     recipe = write_recipe(tmp_path / "r.json", model="demo", calibration={"batches": 2})
-    code, err = run("quantize", "--recipe", str(recipe), "--format", "pt", "--out", str(tmp_path / "out"))
+    code, err = run("quantize", "--no-time-files", "--recipe", str(recipe), "--format", "pt", "--out", str(tmp_path / "out"))
     assert code == 0, err

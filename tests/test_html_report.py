@@ -23,7 +23,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def result_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("html") / "out"
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()) as stdout:
-        code = main(["quantize", "demo", "--batches", "2", "--float", "fc1", "--calib", "random", "--html",
+        code = main(["quantize", "--no-time-files", "demo", "--batches", "2", "--float", "fc1", "--calib", "random", "--html",
                      "--format", "pt", "--out", str(out)])
     assert code == 0
     assert f"wrote       {out / 'report.html'}" in stdout.getvalue()

@@ -26,7 +26,7 @@ from qtapp.core.resultset import ResultSet, write_bytes_atomic
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 
-QUICK = ["--batches", "2"]
+QUICK = ["--no-time-files", "--batches", "2"]
 
 
 def run_cli(*argv) -> tuple[int, str]:

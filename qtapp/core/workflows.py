@@ -436,13 +436,15 @@ def _quantize_action(measure: bool):
 def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool = False,
                        cancel: CancelToken | None = None, recipe_file: Path | None = None,
                        html: bool = False, model_named_by: Path | None = None, measure: bool = True,
-                       metric_named_by: Path | None = None, action=None, extra_files=None) -> Job[RunResult]:
+                       metric_named_by: Path | None = None, action=None, extra_files=None,
+                       time_files: bool = True) -> Job[RunResult]:
     """The CLI's action, end to end: open, calibrate, quantize, measure, export, write recipe and report.
     Everything is staged and published as one folder (`ResultSet`): a failure, a cancel or a kill leaves
     the previous result set as it was. `model_named_by` / `metric_named_by`: the recipe file the model
     spec / the metric was read from (not typed by the user), whose Python callable then needs `trust`.
     `action(session, cancel)`: the job whose adopted result is written (default: quantize); `extra_files
-    (result)`: {file name: bytes} written beside the report."""
+    (result)`: {file name: bytes} written beside the report; `time_files`: time each exported file against
+    float in its runtime (with `measure`)."""
     from .session import QuantSession  # the owner object; it imports this module
 
     cancel = cancel or CancelToken()
@@ -455,7 +457,7 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
     results.reads += session.loaded.protected_paths
     with results:
         yield from (action or _quantize_action(measure))(session, cancel)
-        staged = yield from session.export_job(results.staging, formats, measure=measure)(cancel)
+        staged = yield from session.export_job(results.staging, formats, measure=measure and time_files)(cancel)
         result = staged.evolve(exports=tuple(replace(e, path=str(results.final_path(Path(e.path).name)))
                                              for e in staged.exports))
         session.adopt_result(result)

@@ -97,3 +97,18 @@ def test_files_timed_on_a_busy_machine_are_flagged(demo_quantized):
     said = [n for n in notes(replace(demo_quantized.result, exports=files)) if n.code == "busy-machine-files"]
     assert len(said) == 1 and ".onnx" in said[0].text and ".pt" not in said[0].text.replace(".onnx", "")
     assert "1.4 CPU cores" in said[0].text
+
+
+def test_the_files_table_names_each_runtime_and_who_quantized():
+    from qtapp.core.export import ExportResult
+    from qtapp.core.measure import Latency
+    from qtapp.core.render import formats_table
+
+    files = [ExportResult("pte", "m.pte", 2_000_000, True, 0.1, quantizer="PT2E", sqnr_vs_float_db=35.0,
+                          latency=Latency(9.3, 3.4, 100, 2, 0.0, "pte")),
+             ExportResult("onnx", "m.onnx", 2_000_000, True, None, quantizer="onnxruntime",
+                          latency=Latency(8.9, 8.9, 100, 2, 0.0, "onnx"))]
+    text = "\n".join(formats_table(files))
+    assert "the ExecuTorch runtime" in text and "35.0 dB" in text and "2.74x faster" in text and "as fast" in text
+    assert ".pte: quantized by PT2E" in text and ".onnx: quantized by onnxruntime" in text
+    assert "SQNR" not in "\n".join(formats_table(files, with_sqnr=False))

@@ -49,7 +49,7 @@ def _other_value(name, value):
         return not value
     if isinstance(value, str):
         return {"static": "qat", "fbgemm": "x86", "qint8": "float16", "histogram": "minmax", "auto": "fx",
-                "float32": "int64"}.get(value, value + "x")
+                "float32": "int64", "torch.ao": "pt2e", "torch": "ort"}.get(value, value + "x")
     if isinstance(value, (DataSpec, QatSpec)):
         return dataclasses.replace(value, batches=value.batches + 1) if isinstance(value, DataSpec) else \
             dataclasses.replace(value, epochs=value.epochs + 1)
@@ -63,8 +63,9 @@ def _other_value(name, value):
 
 
 # What a conversion chooses without recalibrating: the layers kept float, the evaluation, the activation
-# range (every one is observed in the one pass), the per-point overrides and the metric.
-CONVERSION_FIELDS = ("version", "evaluation", "float_layers", "observer", "overrides", "metric")
+# range (every one is observed in the one pass), the per-point overrides and the metric; and who makes
+# the .onnx (an export choice).
+CONVERSION_FIELDS = ("version", "evaluation", "float_layers", "observer", "overrides", "metric", "onnx_quantizer")
 
 
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(QuantRecipe) if f.name not in CONVERSION_FIELDS])

@@ -213,6 +213,7 @@ def test_export_writes_verified_files(qtbot, window, tmp_path, open_and_wait, qu
     dialog = window.open_export_dialog()
     dialog.folder.setText(str(tmp_path / "out"))
     dialog.formats["onnx"].setChecked(True)
+    dialog.time_files.setChecked(False)  # timing each file: tests/ui/test_deploy_view.py
     dialog.export_button.click()
     qtbot.waitUntil(lambda: dialog.table.rowCount() == 3, timeout=60000)
     qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)
