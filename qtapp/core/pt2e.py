@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import QtappError, UsageError, first_line
-from .progress import Job, Stage
+from .progress import Stage
 
 EXTRA = 'pip install -e ".[executorch]" (executorch 1.5.1 and torchao 0.18.0, about 160 MB)'
 MAX_BATCH = 4096

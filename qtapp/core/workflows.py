@@ -285,8 +285,8 @@ def _pte_file(result: RunResult, snap: RunSnapshot | None, example, check_inputs
                                                               method="static", overrides={})))
     snap = replace(snap, mode="pt2e", calibrated=None)
     calibrated = yield from calibrate(snap, cancel)
-    modules = [h for h in snap.inventory.float_layers
-               if (p := {q.name: q for q in snap.inventory.points}.get(h)) is None or p.toggle in (None, "module")]
+    by_name = {q.name: q for q in snap.inventory.points}
+    modules = [h for h in snap.inventory.float_layers if by_name.get(h) is None or by_name[h].toggle in (None, "module")]
     qmodel, refused = calibrated.convert_checked(modules, check_inputs)
     yield Stage("lower", 1, cancel).step(0, "lowering to ExecuTorch (XNNPACK)")
     made = pte_of(qmodel, example)
@@ -390,10 +390,9 @@ def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None =
     recipe = QuantRecipe.load(recipe_path)
     from .inputs import InputSpec
 
-    model = spec
     shapes = InputSpec.parse(recipe.input_shape, recipe.input_dtype or "float32") if recipe.input_shape else None
-    loaded = yield from load_model(model or recipe.model, recipe.weights, recipe.kwargs, trust, shapes,
-                                   named_by=None if model else recipe_path)
+    loaded = yield from load_model(spec or recipe.model, recipe.weights, recipe.kwargs, trust, shapes,
+                                   named_by=None if spec else recipe_path)  # a SPEC typed here is consent
     example = loaded.input_spec.example(batch=1)
     return (yield from time_exports(exports, loaded, example, cancel or CancelToken()))
 
