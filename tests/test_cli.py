@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -14,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from qtapp.cli import main
 from qtapp.core.recipe import QuantRecipe
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
@@ -41,21 +38,10 @@ def console_script(name: str) -> str:
     return found
 
 
-def run_main(argv) -> tuple[int, str, str]:
-    """main(argv) in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:  # argparse's own exits
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, cli):
     out = tmp_path_factory.mktemp("cli_demo")
-    code, stdout, stderr = run_main(["quantize", "--no-time-files", "demo", "--out", out])
+    code, stdout, stderr = cli(["quantize", "--no-time-files", "demo", "--out", out])
     return code, stdout, stderr, out
 
 
@@ -118,9 +104,9 @@ def test_report_values_for_the_demo(demo_run):
     assert exports["pt"]["bytes"] <= 0.30 * size["float"]
 
 
-def test_recipe_rerun(demo_run, tmp_path):
+def test_recipe_rerun(demo_run, tmp_path, cli):
     first = demo_run[3]
-    code, _, stderr = run_main(["quantize", "--no-time-files", "--recipe", first / "recipe.json", "--out", tmp_path])
+    code, _, stderr = cli(["quantize", "--no-time-files", "--recipe", first / "recipe.json", "--out", tmp_path])
     assert code == 0, stderr
     a, b = read_report(first), read_report(tmp_path)
     assert (b["method"], b["engine"], b["model"]) == (a["method"], a["engine"], a["model"])
@@ -128,10 +114,10 @@ def test_recipe_rerun(demo_run, tmp_path):
     assert QuantRecipe.load(tmp_path / "recipe.json") == QuantRecipe.load(first / "recipe.json")
 
 
-def test_json_output_and_options_over_a_recipe(demo_run, tmp_path):
-    code, stdout, stderr = run_main(["quantize", "--no-time-files", "--recipe", demo_run[3] / "recipe.json", "--engine", "qnnpack",
-                                     "--float", "fc2", "--batches", "2", "--format", "pt", "--json",
-                                     "--out", tmp_path])
+def test_json_output_and_options_over_a_recipe(demo_run, tmp_path, cli):
+    code, stdout, stderr = cli(["quantize", "--no-time-files", "--recipe", demo_run[3] / "recipe.json", "--engine", "qnnpack",
+                                "--float", "fc2", "--batches", "2", "--format", "pt", "--json",
+                                "--out", tmp_path])
     assert code == 0, stderr
     report = json.loads(stdout)
     assert report == read_report(tmp_path)
@@ -143,58 +129,58 @@ def test_json_output_and_options_over_a_recipe(demo_run, tmp_path):
 
 
 # -- usage errors: exit 2 ------------------------------------------------------------------------------
-def test_unknown_engine_is_refused_by_argparse(tmp_path):
-    code, _, stderr = run_main(["quantize", "--no-time-files", "demo", "--engine", "tpu", "--out", tmp_path])
+def test_unknown_engine_is_refused_by_argparse(tmp_path, cli):
+    code, _, stderr = cli(["quantize", "--no-time-files", "demo", "--engine", "tpu", "--out", tmp_path])
     assert code == 2
     assert "invalid choice: 'tpu'" in stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_misspelt_float_layer_exits_2_naming_it(tmp_path):
+def test_misspelt_float_layer_exits_2_naming_it(tmp_path, cli):
     out = tmp_path / "out"
-    code, stdout, stderr = run_main(["quantize", "--no-time-files", "demo", "--float", "block1.O", "--out", out])
+    code, stdout, stderr = cli(["quantize", "--no-time-files", "demo", "--float", "block1.O", "--out", out])
     assert code == 2
     assert stderr.startswith("qtapp-cli: error: no layer named 'block1.O'") and "block1.0" in stderr
     assert "Traceback" not in stderr and stdout == ""
     assert not out.exists()
 
 
-def test_recipe_with_an_unknown_key_exits_2(tmp_path):
+def test_recipe_with_an_unknown_key_exits_2(tmp_path, cli):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"version": 1, "model": "demo", "calibation": {"batches": 2}}))
-    code, _, stderr = run_main(["quantize", "--no-time-files", "--recipe", recipe, "--out", tmp_path / "out"])
+    code, _, stderr = cli(["quantize", "--no-time-files", "--recipe", recipe, "--out", tmp_path / "out"])
     assert code == 2 and "unknown recipe keys: calibation" in stderr
 
 
-def test_wrong_input_shape_exits_2_naming_the_expected_shape(tmp_path):
-    code, _, stderr = run_main(["quantize", "--no-time-files", "demo", "--input-shape", "1,3,32,33", "--out", tmp_path])
+def test_wrong_input_shape_exits_2_naming_the_expected_shape(tmp_path, cli):
+    code, _, stderr = cli(["quantize", "--no-time-files", "demo", "--input-shape", "1,3,32,33", "--out", tmp_path])
     assert code == 2
     assert "1x3x32x33" in stderr and "1x1x8x8" in stderr
 
 
-def test_quantizing_torchscript_exits_2_explaining_why(demo_loaded, tmp_path):
+def test_quantizing_torchscript_exits_2_explaining_why(demo_loaded, tmp_path, cli):
     path = tmp_path / "scripted.pt"
     torch.jit.script(demo_loaded.module).save(str(path))
-    code, _, stderr = run_main(["quantize", "--no-time-files", path, "--input-shape", "1,1,8,8", "--out", tmp_path / "out"])
+    code, _, stderr = cli(["quantize", "--no-time-files", path, "--input-shape", "1,1,8,8", "--out", tmp_path / "out"])
     assert code == 2
     assert "is TorchScript: it has no Python source" in stderr
 
 
 # -- failures: exit 1 ----------------------------------------------------------------------------------
-def test_missing_model_file_exits_1_with_a_short_message(tmp_path):
-    code, stdout, stderr = run_main(["quantize", "--no-time-files", tmp_path / "nope.pt", "--out", tmp_path / "out"])
+def test_missing_model_file_exits_1_with_a_short_message(tmp_path, cli):
+    code, stdout, stderr = cli(["quantize", "--no-time-files", tmp_path / "nope.pt", "--out", tmp_path / "out"])
     assert code == 1
     assert stderr.startswith("qtapp-cli: error: model file not found") and stderr.count("\n") == 1
     assert "Traceback" not in stderr and stdout == ""
 
 
-def test_a_factory_that_raises_is_named_with_its_error(tmp_path):
+def test_a_factory_that_raises_is_named_with_its_error(tmp_path, cli):
     factory = tmp_path / "broken.py"
     factory.write_text(textwrap.dedent("""
         def build():
             raise RuntimeError("the factory is broken")
     """))
-    code, _, stderr = run_main(["inspect", f"{factory}:build"])
+    code, _, stderr = cli(["inspect", f"{factory}:build"])
     assert code == 1
     assert f"{factory}:build raised RuntimeError while building the model: the factory is broken" in stderr
     assert "Traceback" not in stderr and "--debug" not in stderr
@@ -222,8 +208,8 @@ def test_console_script_help():
 
 
 # -- inspect and export ----------------------------------------------------------------------------------
-def test_inspect_json(tmp_path):
-    code, stdout, stderr = run_main(["inspect", "demo", "--json", "--float", "block2"])
+def test_inspect_json(tmp_path, cli):
+    code, stdout, stderr = cli(["inspect", "demo", "--json", "--float", "block2"])
     assert code == 0, stderr
     data = json.loads(stdout)
     assert data["model"] == "demo" and data["input"] == "1x1x8x8"
@@ -234,14 +220,14 @@ def test_inspect_json(tmp_path):
     assert rows["block1.0"]["group"] == ["block1.0", "block1.1", "block1.2"]
 
 
-def test_inspect_text():
-    code, stdout, _ = run_main(["inspect", "torchvision:quantized_mobilenet_v2", "--method", "static"])
+def test_inspect_text(cli):
+    code, stdout, _ = cli(["inspect", "torchvision:quantized_mobilenet_v2", "--method", "static"])
     assert code == 0
     assert "torchvision:quantized_mobilenet_v2: input 1x3x224x224, method static (eager)" in stdout
     assert "fuses 0+1+2" in stdout
 
 
-def test_inspect_a_file_factory_with_kwargs_and_weights(seq_spec, tmp_path):
+def test_inspect_a_file_factory_with_kwargs_and_weights(seq_spec, tmp_path, cli):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("seqmodels_for_cli", seq_spec.rpartition(":")[0])
@@ -249,41 +235,41 @@ def test_inspect_a_file_factory_with_kwargs_and_weights(seq_spec, tmp_path):
     spec.loader.exec_module(module)
     weights = tmp_path / "seq.pth"
     torch.save(module.SeqClassifier(hidden=8, classes=3).state_dict(), weights)
-    code, stdout, stderr = run_main(["inspect", seq_spec, "--kwargs", '{"hidden": 8, "classes": 3}',
-                                     "--weights", weights, "--method", "dynamic", "--json"])
+    code, stdout, stderr = cli(["inspect", seq_spec, "--kwargs", '{"hidden": 8, "classes": 3}',
+                                "--weights", weights, "--method", "dynamic", "--json"])
     assert code == 0, stderr
     rows = {row["name"]: row for row in json.loads(stdout)["layers"]}
     assert rows["head.2"]["params"] == 8 * 3 + 3 and rows["head.2"]["output_shape"] == "1x3"
     assert [n for n, row in rows.items() if row["quantizable"]] == ["proj", "lstm", "gru", "head.0", "head.2"]
 
 
-def test_bad_kwargs_json_exits_2(seq_spec):
-    code, _, stderr = run_main(["inspect", seq_spec, "--kwargs", "{hidden: 8}"])
+def test_bad_kwargs_json_exits_2(seq_spec, cli):
+    code, _, stderr = cli(["inspect", seq_spec, "--kwargs", "{hidden: 8}"])
     assert code == 2 and "--kwargs is not valid JSON" in stderr
-    code, _, stderr = run_main(["inspect", seq_spec, "--kwargs", "[8]"])
+    code, _, stderr = cli(["inspect", seq_spec, "--kwargs", "[8]"])
     assert code == 2 and "--kwargs must be a JSON object" in stderr
 
 
-def test_export_float_model(tmp_path):
-    code, stdout, stderr = run_main(["export", "demo", "--format", "pt,ptl", "--out", tmp_path])
+def test_export_float_model(tmp_path, cli):
+    code, stdout, stderr = cli(["export", "demo", "--format", "pt,ptl", "--out", tmp_path])
     assert code == 0, stderr
     assert stdout.count("verified") == 2 and "NOT verified" not in stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "model.ptl"]
 
 
-def test_export_refuses_the_model_source_folder(tmp_path):
+def test_export_refuses_the_model_source_folder(tmp_path, cli):
     source = tmp_path / "model.pt"
     torch.save(torch.nn.Sequential(torch.nn.Linear(4, 2)), source)
-    code, _, stderr = run_main(["export", source, "--input-shape", "1,4", "--out", tmp_path])
+    code, _, stderr = cli(["export", source, "--input-shape", "1,4", "--out", tmp_path])
     assert code == 2 and "holds" in stderr and "model.pt" in stderr  # --out holds the model it reads
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
 
 
 # -- a float layer survives into the exported TorchScript ---------------------------------------------
-def test_float_layer_is_float_in_the_exported_torchscript(tmp_path):
+def test_float_layer_is_float_in_the_exported_torchscript(tmp_path, cli):
     torch.manual_seed(0)
-    code, _, stderr = run_main(["quantize", "--no-time-files", "torchvision:resnet18", "--engine", "x86", "--float", "layer4.1.conv2",
-                                "--batches", "2", "--batch-size", "4", "--format", "pt", "--out", tmp_path])
+    code, _, stderr = cli(["quantize", "--no-time-files", "torchvision:resnet18", "--engine", "x86", "--float", "layer4.1.conv2",
+                           "--batches", "2", "--batch-size", "4", "--format", "pt", "--out", tmp_path])
     assert code == 0, stderr
     report = read_report(tmp_path)
     flags = {layer["name"]: layer["quantized"] for layer in report["layers"]}
@@ -303,9 +289,9 @@ def test_float_layer_is_float_in_the_exported_torchscript(tmp_path):
 OUTLIER_SPEC = f"{Path(__file__).resolve().parent / 'fixtures' / 'point_kinds.py'}:build"
 
 
-def test_analyze_names_the_broken_point_first_and_writes_the_same_to_report_json(tmp_path):
+def test_analyze_names_the_broken_point_first_and_writes_the_same_to_report_json(tmp_path, cli):
     out = tmp_path / "a"
-    code, stdout, stderr = run_main(["analyze", OUTLIER_SPEC, "--kwargs", '{"kind": "outlier"}', "--out", out])
+    code, stdout, stderr = cli(["analyze", OUTLIER_SPEC, "--kwargs", '{"kind": "outlier"}', "--out", out])
     assert code == 0, stderr
     table = stdout.splitlines()
     header = next(i for i, line in enumerate(table) if line.split()[:3] == ["point", "local", "accum."])
@@ -324,14 +310,14 @@ def test_analyze_names_the_broken_point_first_and_writes_the_same_to_report_json
     assert report["latency_ms"]["float"] is None  # analyze measures error, not speed
 
 
-def test_analyze_without_out_writes_nothing(tmp_path, monkeypatch):
+def test_analyze_without_out_writes_nothing(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
-    code, stdout, stderr = run_main(["analyze", "demo", "--batches", "2", "--top", "3"])
+    code, stdout, stderr = cli(["analyze", "demo", "--batches", "2", "--top", "3"])
     assert code == 0, stderr
     assert "give --out DIR to write report.json" in stdout and list(tmp_path.iterdir()) == []
     assert sum(1 for line in stdout.splitlines() if "(no worse than the rest)" in line) == 3
 
 
-def test_analyze_refuses_a_bad_top():
-    code, _, stderr = run_main(["analyze", "demo", "--top", "0"])
+def test_analyze_refuses_a_bad_top(cli):
+    code, _, stderr = cli(["analyze", "demo", "--top", "0"])
     assert code == 2 and "--top must be a positive number" in stderr

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -13,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from qtapp.cli import main
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 
@@ -22,25 +19,15 @@ TWO_SPEC = f"{FIXTURES / 'multi_input.py'}:build_two"
 TOKENS_SPEC = f"{FIXTURES / 'multi_input.py'}:build_tokens"
 
 
-def run_main(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 def report_of(out) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
-def test_two_input_model_with_random_data_quantizes_and_exports(tmp_path, monkeypatch):
+def test_two_input_model_with_random_data_quantizes_and_exports(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "o"
-    code, _, stderr = run_main(["quantize", "--no-time-files", TWO_SPEC, "--input-shape", "1,16;1,8", "--batches", "2",
-                                "--format", "pt,ptl,onnx", "--out", out])
+    code, _, stderr = cli(["quantize", "--no-time-files", TWO_SPEC, "--input-shape", "1,16;1,8", "--batches", "2",
+                           "--format", "pt,ptl,onnx", "--out", out])
     assert code == 0, stderr
     report = report_of(out)
     assert report["calibration"]["samples"] == 32 and report["output"]["cosine"] > 0.9
@@ -52,15 +39,15 @@ def test_two_input_model_with_random_data_quantizes_and_exports(tmp_path, monkey
     assert scripted(torch.randn(2, 16), torch.randn(2, 8)).shape == (2, 4)
 
 
-def test_two_input_model_with_an_npz_of_x0_x1(tmp_path, monkeypatch):
+def test_two_input_model_with_an_npz_of_x0_x1(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     with open(tmp_path / "two.npz", "wb") as f:
         np.savez(f, x0=rng.standard_normal((40, 16)).astype(np.float32),
                  x1=rng.standard_normal((40, 8)).astype(np.float32), y=rng.integers(0, 4, 40))
     out = tmp_path / "o"
-    code, _, stderr = run_main(["quantize", "--no-time-files", TWO_SPEC, "--input-shape", "1,16;1,8", "--calib", tmp_path / "two.npz",
-                                "--batch-size", "8", "--format", "pt", "--out", out])
+    code, _, stderr = cli(["quantize", "--no-time-files", TWO_SPEC, "--input-shape", "1,16;1,8", "--calib", tmp_path / "two.npz",
+                           "--batch-size", "8", "--format", "pt", "--out", out])
     assert code == 0, stderr
     report = report_of(out)
     assert report["calibration"]["samples"] == 40 and report["calibration"]["labels"] is True
@@ -69,13 +56,13 @@ def test_two_input_model_with_an_npz_of_x0_x1(tmp_path, monkeypatch):
     assert "at chance level for 4 outputs" in report["output"]["accuracy_withheld"]
 
 
-def test_a_token_model_takes_int64_inputs_from_its_data(tmp_path, monkeypatch):
+def test_a_token_model_takes_int64_inputs_from_its_data(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     ids = np.random.default_rng(0).integers(0, 50, (48, 12)).astype(np.int64)
     np.save(tmp_path / "ids.npy", ids)
     out = tmp_path / "o"
-    code, stdout, stderr = run_main(["quantize", "--no-time-files", TOKENS_SPEC, "--calib", tmp_path / "ids.npy", "--format", "pt",
-                                     "--out", out])  # no --input-dtype
+    code, stdout, stderr = cli(["quantize", "--no-time-files", TOKENS_SPEC, "--calib", tmp_path / "ids.npy", "--format", "pt",
+                                "--out", out])  # no --input-dtype
     assert code == 0, stderr
     report = report_of(out)
     assert report["input"] == "1x12 int64"
@@ -98,15 +85,15 @@ def test_the_input_dtype_follows_the_calibration_file_in_a_session(tmp_path):
     assert session.input_spec.dtype == "int64"  # an explicit dtype wins over the data's
 
 
-def test_nan_in_calibration_data_is_named_not_a_torch_error(tmp_path, monkeypatch):
+def test_nan_in_calibration_data_is_named_not_a_torch_error(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
     x = np.ones((20, 16), np.float32)
     x[3, 2] = np.nan
     x[5, :3] = np.inf
     with open(tmp_path / "calib.npz", "wb") as f:
         np.savez(f, x0=x, x1=np.ones((20, 8), np.float32))
-    code, _, stderr = run_main(["quantize", "--no-time-files", TWO_SPEC, "--input-shape", "1,16;1,8", "--calib", tmp_path / "calib.npz",
-                                "--out", tmp_path / "o"])
+    code, _, stderr = cli(["quantize", "--no-time-files", TWO_SPEC, "--input-shape", "1,16;1,8", "--calib", tmp_path / "calib.npz",
+                           "--out", tmp_path / "o"])
     assert code == 1
     assert str(tmp_path / "calib.npz") in stderr and "4 NaN/Inf" in stderr and "histc" not in stderr
 
