@@ -185,6 +185,26 @@ class PlotPanel(QWidget):
             view.getPlotItem().vb.menu.addAction("Export as PNG…", self._on_menu_export)
             layout.addWidget(view, stretch)
 
+    def _pick_items(self, view, item_at, on_pick, tooltip_for) -> None:
+        """A left click on an item of `view` (`item_at(scene position)`, None off every item) calls
+        `on_pick(item)`; hovering one shows `tooltip_for(item)`."""
+
+        def clicked(event) -> None:
+            if event.button() == Qt.MouseButton.LeftButton:
+                item = item_at(event.scenePos())
+                if item is not None:
+                    on_pick(item)
+
+        def moved(scene_pos) -> None:
+            item = item_at(scene_pos)
+            if item is None:
+                QToolTip.hideText()
+            else:
+                QToolTip.showText(view.mapToGlobal(view.mapFromScene(scene_pos)), tooltip_for(item), view)
+
+        view.scene().sigMouseClicked.connect(clicked)
+        view.scene().sigMouseMoved.connect(moved)
+
     def _on_menu_export(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export plot as PNG", "plot.png", "PNG (*.png)")
         if path:

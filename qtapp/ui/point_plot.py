@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..core.render import SQNR_FAIR_DB, SQNR_GOOD_DB, SQNR_POOR_DB
 from .plots import (BAR_WIDTH, KEPT_FLOAT_COLOR, TEXT_COLOR, has_height, PlotPanel, plot_widget, swatch,
@@ -58,9 +58,7 @@ class LayerErrorPlot(PlotPanel):
         self._value_labels: list = []
         self._highlighted: str | None = None
         self._outline: pg.BarGraphItem | None = None
-        scene = self._view.scene()
-        scene.sigMouseClicked.connect(self._on_scene_clicked)
-        scene.sigMouseMoved.connect(self._on_scene_moved)
+        self._pick_items(self._view, self._name_at, self.layer_clicked.emit, self.tooltip_for)
         self._plot.vb.sigXRangeChanged.connect(self._update_ticks)
         self._plot.vb.sigResized.connect(self._update_ticks)
         self.set_results([])
@@ -173,13 +171,13 @@ class LayerErrorPlot(PlotPanel):
         self._plot.addItem(self._outline)
 
     # -- interaction ---------------------------------------------------------------------------------
-    def _index_at(self, scene_pos: QPointF) -> int | None:
+    def _name_at(self, scene_pos: QPointF) -> str | None:
         vb = self._plot.vb
         if not self._names or self.is_empty() or not vb.sceneBoundingRect().contains(scene_pos):
             return None
         x = vb.mapSceneToView(scene_pos).x()
         i = int(round(x))
-        return i if 0 <= i < len(self._names) and abs(x - i) <= BAR_WIDTH / 2 + 0.04 else None
+        return self._names[i] if 0 <= i < len(self._names) and abs(x - i) <= BAR_WIDTH / 2 + 0.04 else None
 
     def tooltip_for(self, name: str) -> str:
         i = self._names.index(name)
@@ -189,21 +187,6 @@ class LayerErrorPlot(PlotPanel):
         point = self._points[i]
         diagnosis = "".join(f"<br>⚠ {f.text}" for f in getattr(point, "diagnosis", ()))
         return f"<b>{text}</b>{diagnosis}<br>{METRICS[self._metric][2]}{COLOURS_TIP}"
-
-    def _on_scene_clicked(self, event) -> None:
-        if event.button() != Qt.MouseButton.LeftButton:
-            return
-        i = self._index_at(event.scenePos())
-        if i is not None:
-            self.layer_clicked.emit(self._names[i])
-
-    def _on_scene_moved(self, scene_pos: QPointF) -> None:
-        i = self._index_at(scene_pos)
-        if i is None:
-            QToolTip.hideText()
-            return
-        where = self._view.mapToGlobal(self._view.mapFromScene(scene_pos))
-        QToolTip.showText(where, self.tooltip_for(self._names[i]), self._view)
 
     def _update_ticks(self, *_args) -> None:
         # The numbers over the bars need about 34 pixels each: shown only while the bars are that wide.

@@ -9,7 +9,7 @@ from html import escape
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QLabel, QToolTip, QWidget
+from PySide6.QtWidgets import QLabel, QWidget
 
 from .plots import FLOAT_COLOR, QUANT_COLOR, TEXT_COLOR, PlotPanel, plot_widget, short_name, swatch, thin_ticks
 
@@ -52,9 +52,7 @@ class TradeoffPlot(PlotPanel):
         self._xy: list[tuple[int, float, float]] = []  # (step, x, y) of each distinct configuration drawn
         self._selected: int | None = None
         self._marker = None
-        scene = self._view.scene()
-        scene.sigMouseClicked.connect(self._on_scene_clicked)
-        scene.sigMouseMoved.connect(self._on_scene_moved)
+        self._pick_items(self._view, self._step_at, self.select_step, self.tooltip_for)
         self.set_tune(None)
 
     # -- read-only facts ---------------------------------------------------------------------------
@@ -190,21 +188,6 @@ class TradeoffPlot(PlotPanel):
                 best, best_d = i, d
         return best
 
-    def _on_scene_clicked(self, event) -> None:
-        if event.button() != Qt.MouseButton.LeftButton:
-            return
-        step = self._step_at(event.scenePos())
-        if step is not None:
-            self.select_step(step)
-
-    def _on_scene_moved(self, scene_pos: QPointF) -> None:
-        step = self._step_at(scene_pos)
-        if step is None:
-            QToolTip.hideText()
-            return
-        where = self._view.mapToGlobal(self._view.mapFromScene(scene_pos))
-        QToolTip.showText(where, self.tooltip_for(step), self._view)
-
 
 class SensitivityPlot(PlotPanel):
     """Per point, ranked: what keeping only it float gains (blue), and what quantizing only it costs
@@ -227,9 +210,7 @@ class SensitivityPlot(PlotPanel):
         self._gains: list[float | None] = []
         self._costs: list[float | None] = []
         self._sens = None
-        scene = self._view.scene()
-        scene.sigMouseClicked.connect(self._on_scene_clicked)
-        scene.sigMouseMoved.connect(self._on_scene_moved)
+        self._pick_items(self._view, self._name_at, self.layer_clicked.emit, self.tooltip_for)
         self._plot.vb.sigXRangeChanged.connect(self._update_ticks)
         self._plot.vb.sigResized.connect(self._update_ticks)
         self.set_sensitivity(None)
@@ -301,27 +282,12 @@ class SensitivityPlot(PlotPanel):
         return (f"<b>{escape(name)}</b><br>only it float: {p.only_float:.4g}{gain}"
                 f"<br>only it int8: {p.only_int8:.4g}{cost}")
 
-    def _index_at(self, scene_pos: QPointF) -> int | None:
+    def _name_at(self, scene_pos: QPointF) -> str | None:
         vb = self._plot.vb
         if not self._names or self.is_empty() or not vb.sceneBoundingRect().contains(scene_pos):
             return None
         i = int(round(vb.mapSceneToView(scene_pos).x()))
-        return i if 0 <= i < len(self._names) else None
-
-    def _on_scene_clicked(self, event) -> None:
-        if event.button() != Qt.MouseButton.LeftButton:
-            return
-        i = self._index_at(event.scenePos())
-        if i is not None:
-            self.layer_clicked.emit(self._names[i])
-
-    def _on_scene_moved(self, scene_pos: QPointF) -> None:
-        i = self._index_at(scene_pos)
-        if i is None:
-            QToolTip.hideText()
-            return
-        where = self._view.mapToGlobal(self._view.mapFromScene(scene_pos))
-        QToolTip.showText(where, self.tooltip_for(self._names[i]), self._view)
+        return self._names[i] if 0 <= i < len(self._names) else None
 
     def _update_ticks(self, *_args) -> None:
         thin_ticks(self._plot, [short_name(n) for n in self._names], self.font())
