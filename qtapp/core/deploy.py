@@ -24,6 +24,7 @@ class Made:
     data: bytes
     quantizer: str  # who made the int8 file, in words
     notes: tuple[str, ...] = ()
+    float_data: bytes | None = None  # the float file it was quantized from, when there was one
 
 
 def _input_names(n: int) -> list[str]:
@@ -177,7 +178,7 @@ def ort_quantized(model, example: tuple, calib, float_modules: set[str], per_cha
             raise QtappError(f"onnxruntime could not quantize this model's ONNX graph ({type(exc).__name__}: "
                              f"{first_line(exc)[:300]})") from None
         notes += [f"onnxruntime: {line}" for line in dict.fromkeys(logged)]
-        return Made(out.read_bytes(), how, tuple(notes))
+        return Made(out.read_bytes(), how, tuple(notes), float_data=data)
 
 
 def run_onnx(data_or_path, inputs_list, threads: int | None = None) -> list:

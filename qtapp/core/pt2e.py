@@ -218,7 +218,7 @@ def keep_float(graph_module, heads) -> None:
         if owner not in heads:
             continue
         if "conv1d" in str(node.target) and node.args and _is_observer(node.args[0], graph_module):
-            _float_conv1d_input(node, owner, heads, graph_module)
+            _refuse_float_conv1d(owner)  # a quantized Conv1d: XNNPACK cannot take it float among int8 ones
         for arg in list(node.all_input_nodes):
             # Only the observers of the op's own weights: its activation input stays the int8 value its
             # producer computes (a producer left without an int8 consumer would leave a lone dequantize
@@ -244,7 +244,7 @@ def keep_float(graph_module, heads) -> None:
     graph_module.recompile()
 
 
-def _float_conv1d_input(node, owner, heads, graph_module) -> None:
+def _refuse_float_conv1d(owner: str) -> None:
     """ExecuTorch 1.5's XNNPACK delegate cannot take a float Conv1d among int8 layers: reading an int8
     (dequantized) input, lowering stops ("Weight and Input should both be quantized"); fed float, the
     program lowers but XNNPACK refuses it when the runtime loads it (a depthwise node it calls invalid).

@@ -254,16 +254,17 @@ def export(result: RunResult, loaded, out_dir: Path, formats, check_inputs: tupl
     scripted, note = result.scripted, result.script_note
     if scripted is None and result.mode != "pt2e" and any(f in ("pt", "ptl", "onnx") for f in formats):
         scripted, note = to_torchscript(result.quantized_model, example)
-    makers = {}
+    makers, floats = {}, {}  # floats: {format: the float file a maker made on the way}, reused for timing
     if "pte" in formats:
         makers["pte"] = lambda: _pte_file(result, plan.snapshot, example, check_inputs, cancel)
     if "onnx" in formats and (recipe.onnx_quantizer == "ort" or result.mode == "pt2e"):
-        makers["onnx"] = lambda: _ort_file(result, loaded, plan, example, cancel)
+        makers["onnx"] = lambda: _ort_file(result, loaded, plan, example, cancel, floats)
     exports = yield from export_model(result.quantized_model, scripted, example, formats, Path(out_dir), protected,
                                       check_inputs, cancel=cancel, makers=makers, reference=loaded.module,
                                       quantizer=quantizer_name(result))
     if plan.measure:
-        exports = yield from time_exports(exports, loaded, example, cancel)
+        exports = yield from time_exports(exports, loaded, example, cancel, floats, result.latency,
+                                          result.size_quantized)
     return result.evolve(scripted=scripted, script_note=note, exports=tuple(exports))
 
 
@@ -298,7 +299,7 @@ def _pte_file(result: RunResult, snap: RunSnapshot | None, example, check_inputs
     return replace(made, notes=(*said, *made.notes)), qmodel
 
 
-def _ort_file(result: RunResult, loaded, plan: ExportPlan, example, cancel) -> Job:
+def _ort_file(result: RunResult, loaded, plan: ExportPlan, example, cancel, floats: dict) -> Job:
     from .deploy import ort_quantized
 
     yield Stage("onnxruntime", 1, cancel).step(0, "ONNX export of the float model, onnxruntime quantization")
@@ -306,6 +307,7 @@ def _ort_file(result: RunResult, loaded, plan: ExportPlan, example, cancel) -> J
     calib = snap.open_calibration() if snap is not None and result.method != "dynamic" else None
     made = ort_quantized(loaded.module, example, calib, set(plan.float_modules), result.recipe.per_channel,
                          dynamic=result.method == "dynamic")
+    floats["onnx"] = made.float_data
     if result.mode == "pt2e" and result.recipe.onnx_quantizer != "ort":
         made = replace(made, notes=("a PT2E run has no torch.ao int8 model to export: onnxruntime quantized "
                                     "the float ONNX instead (--onnx-quantizer ort)", *made.notes))
@@ -330,23 +332,32 @@ def _against_run(onnx_bytes: bytes, result: RunResult, check) -> str:
             f"against the run's own int8 model ({quantizer_name(result)}): SQNR {sq:.1f} dB on the check samples")
 
 
-def time_exports(exports, loaded, example, cancel) -> Job[list]:
+def time_exports(exports, loaded, example, cancel, floats: dict | None = None, measured=None,
+                 measured_bytes: int | None = None) -> Job[list]:
     """Each exported file timed against the float model in the same format and runtime (float files
-    made in a temporary folder), one separate process per format."""
+    made in a temporary folder, or taken from `floats` {format: bytes} when the export made one), one
+    separate process per format. `measured`: the run's own Latency, of an int8 file of `measured_bytes`:
+    an export of that format and size is that same file, and keeps that figure instead of a second one."""
     import tempfile
 
     from .deploy import float_onnx, pte_of
     from .export import ptl_bytes, script_bytes
 
+    floats = floats or {}
     out = []
     with tempfile.TemporaryDirectory(prefix="qtapp-float-") as tmp:
         scripted = None
         for e in exports:
-            if e.format in ("pt", "ptl") and scripted is None:
-                scripted, _ = to_torchscript(loaded.module, example)
-            data = {"pt": lambda: script_bytes(scripted), "ptl": lambda: ptl_bytes(scripted),
-                    "onnx": lambda: float_onnx(loaded.module, example)[0],
-                    "pte": lambda: pte_of(loaded.module, example).data}[e.format]()
+            if measured is not None and measured.format == e.format and measured_bytes == e.bytes:
+                out.append(replace(e, latency=measured))
+                continue
+            data = floats.get(e.format)
+            if data is None:
+                if e.format in ("pt", "ptl") and scripted is None:
+                    scripted, _ = to_torchscript(loaded.module, example)
+                data = {"pt": lambda: script_bytes(scripted), "ptl": lambda: ptl_bytes(scripted),
+                        "onnx": lambda: float_onnx(loaded.module, example)[0],
+                        "pte": lambda: pte_of(loaded.module, example).data}[e.format]()
             float_path = Path(tmp) / f"float.{e.format}"
             write_bytes_atomic(float_path, data)
             latency = yield from measure_files(float_path, e.path, example, cancel=cancel, kind=e.format,

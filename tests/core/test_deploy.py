@@ -112,3 +112,12 @@ def test_the_files_table_names_each_runtime_and_who_quantized():
     assert "the ExecuTorch runtime" in text and "35.0 dB" in text and "2.74x faster" in text and "as fast" in text
     assert ".pte: quantized by PT2E" in text and ".onnx: quantized by onnxruntime" in text
     assert "SQNR" not in "\n".join(formats_table(files, with_sqnr=False))
+
+
+def test_the_run_s_own_timing_is_the_pt_file_s_and_is_not_measured_twice(demo_loaded, tmp_path):
+    session = QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=2)))
+    drive(session.quantize())
+    measured = drive(session.measure())
+    result = drive(session.export_job(tmp_path, ["pt"], measure=True)())
+    (pt,) = result.exports
+    assert pt.bytes == measured.size_quantized and pt.latency is measured.latency
