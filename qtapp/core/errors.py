@@ -40,3 +40,17 @@ class CodeConsentRequired(QtappError):
             f"{source} names the Python {spec_word} {spec} as its {role}; running it executes code from outside "
             "this app (a recipe is data, and may come from anyone). If you trust the recipe, pass --trust; "
             f"or {yourself} on the command line.")
+
+
+class ProgramFileRefused(QtappError):
+    """A model file is a program: TorchScript and lite-interpreter (.ptl) files carry code (their
+    `__setstate__` runs when they are loaded, their methods when they are run) that can write any file
+    the user can. Loading one needs the user's consent (--trust, or the window's dialog), as a pickle
+    outside the allowlist does."""
+
+    def __init__(self, path, kind: str = "TorchScript", message: str | None = None) -> None:
+        self.path, self.kind = path, kind
+        super().__init__(message or (
+            f"{path} is a {kind} file: it is a program, and loading it runs code from the file (its __setstate__ "
+            "and methods can create or overwrite files). If you trust the file, pass --trust; otherwise open "
+            "the Python model (torchvision:NAME, package.module:callable, file.py:callable) with its state_dict."))

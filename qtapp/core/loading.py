@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import demo
-from .errors import CodeConsentRequired, QtappError, UsageError, first_line
+from .errors import CodeConsentRequired, ProgramFileRefused, QtappError, UsageError, first_line
 from .inputs import InputSpec
 from .progress import Job, Stage
 from .safe_pickle import load_pickled_module
@@ -310,6 +310,25 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("constants.pkl") or "/code/" in n or n.endswith("bytecode.pkl") for n in names)
 
 
+def _is_lite(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("bytecode.pkl") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def refuse_torchscript_for_quantizing(spec: str) -> None:
+    """Refuse a TorchScript model file before it is loaded (loading it runs its code), where the job
+    would refuse it anyway: TorchScript cannot be quantized."""
+    path = Path(spec).expanduser()
+    if _looks_like_factory(spec) or spec == "demo" or spec.startswith("torchvision:") or not path.is_file():
+        return
+    if _is_torchscript(path):
+        probe = LoadedModel(spec, None, "torchscript", None)
+        raise UsageError(probe.why_not_quantizable())
+
+
 def _load_file(spec: str, path: Path, trust: bool) -> LoadedModel:
     import torch
 
@@ -321,6 +340,8 @@ def _load_file(spec: str, path: Path, trust: bool) -> LoadedModel:
         raise QtappError(f"model file {path} is empty")
 
     if _is_torchscript(path):
+        if not trust:  # checked from the zip's listing alone: nothing in the file has run yet
+            raise ProgramFileRefused(path, "lite-interpreter (.ptl)" if _is_lite(path) else "TorchScript")
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except RuntimeError as exc:

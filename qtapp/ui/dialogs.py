@@ -36,6 +36,18 @@ def trust_box(parent: QWidget, path, classes: list[str]) -> QMessageBox:
     return box
 
 
+def program_consent_box(parent: QWidget, path, kind: str = "TorchScript") -> QMessageBox:
+    box = QMessageBox(QMessageBox.Icon.Warning, f"Load {kind} file?",
+                      f"{path}\nis a {kind} file. TorchScript is a program: loading it runs code stored in the "
+                      "file (it can create or overwrite any file you can write).\n\nOnly continue if you trust "
+                      "its source.",
+                      QMessageBox.StandardButton.Cancel, parent)
+    box.addButton("Load and run its code", QMessageBox.ButtonRole.AcceptRole)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.setObjectName("programConsentDialog")
+    return box
+
+
 def code_consent_box(parent: QWidget, spec: str, source, role: str = "model") -> QMessageBox:
     box = QMessageBox(QMessageBox.Icon.Warning, "Run code named by a recipe?",
                       f"The recipe\n  {source}\nnames this Python callable as its {role}:\n  {spec}\n\n"

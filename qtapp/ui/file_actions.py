@@ -11,12 +11,13 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from ..core.errors import CodeConsentRequired, UsageError
+from ..core.errors import CodeConsentRequired, ProgramFileRefused, UsageError
 from ..core.recipe import QuantRecipe
 from ..core.safe_pickle import PickleRefused
 from ..core.session import QuantSession
 from .messages import for_window
-from .dialogs import ExportDialog, FactoryDialog, TorchvisionDialog, code_consent_box, trust_box
+from .dialogs import (ExportDialog, FactoryDialog, TorchvisionDialog, code_consent_box, program_consent_box,
+                      trust_box)
 
 log = logging.getLogger("qtapp.ui")
 MAX_RECENT = 10
@@ -94,6 +95,8 @@ class FileActionsMixin:
         def on_error(exc, details) -> None:
             if isinstance(exc, PickleRefused) and not trust:
                 self.ask_consent(trust_box(self, exc.path, exc.classes), again_trusted)
+            elif isinstance(exc, ProgramFileRefused) and not trust:
+                self.ask_consent(program_consent_box(self, exc.path, exc.kind), again_trusted)
             elif isinstance(exc, CodeConsentRequired) and not trust:
                 self.ask_consent(code_consent_box(self, exc.spec, exc.source, exc.role), again_trusted)
             else:

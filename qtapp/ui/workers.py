@@ -20,10 +20,12 @@ from typing import Callable
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
-from ..core.errors import Cancelled
+from ..core.errors import Cancelled, CodeConsentRequired, ProgramFileRefused, QtappError
+from ..core.safe_pickle import PickleRefused
 from ..core.progress import CancelToken, Job
 
 log = logging.getLogger("qtapp.ui")
+CONSENT_ERRORS = (PickleRefused, CodeConsentRequired, ProgramFileRefused)
 
 
 class _Executor(QObject):
@@ -146,7 +148,12 @@ class JobRunner(QObject):
             if kind == "progress":
                 self._call("progress", *payload)
             elif kind == "error":
-                log.error("%s failed: %s\n%s", self.name, payload[0], payload[1])
+                if isinstance(payload[0], CONSENT_ERRORS):  # expected: the window asks, nothing failed
+                    log.info("%s waits for consent: %s", self.name, payload[0])
+                elif isinstance(payload[0], QtappError):  # the user's to act on: the dialog says it
+                    log.warning("%s failed: %s", self.name, payload[0])
+                else:
+                    log.error("%s failed: %s\n%s", self.name, payload[0], payload[1])
                 self._call("error", *payload)
             elif kind == "cancel":
                 log.info("%s cancelled", self.name)

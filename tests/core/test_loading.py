@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core.errors import QtappError, UsageError
+from qtapp.core.errors import ProgramFileRefused, QtappError, UsageError
 from qtapp.core.inputs import InputSpec
 from qtapp.core.loading import load_model
 from qtapp.core.progress import drive
@@ -178,7 +178,9 @@ def test_missing_model_file_and_missing_weights(tmp_path, seq_spec):
 def test_torchscript_file_loads_but_cannot_be_quantized(demo_loaded, tmp_path):
     path = tmp_path / "scripted.pt"
     torch.jit.script(demo_loaded.module).save(str(path))
-    loaded = load(str(path))
+    with pytest.raises(ProgramFileRefused):  # a program: loading it runs its code, only with consent
+        load(str(path))
+    loaded = load(str(path), trust=True)
     assert loaded.kind == "torchscript" and loaded.is_torchscript
     x = torch.randn(3, 1, 8, 8)
     assert torch.allclose(loaded.module(x), demo_loaded.module(x))
