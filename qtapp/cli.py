@@ -7,7 +7,9 @@ reach its target within the budget (the best configuration it found is written a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,8 +35,9 @@ def _model_args(p: argparse.ArgumentParser, spec_required: bool = True) -> None:
     p.add_argument("--input-dtype", help="input dtype (default: the calibration file's integer dtype for token "
                                          "ids, else float32)")
     p.add_argument("--trust", action="store_true",
-                   help="run code a file asks for: a pickled model with classes outside the safe allowlist, or a "
-                        "Python factory named by a --recipe file. EXECUTES that code")
+                   help="run code a file asks for: a pickled model with classes outside the safe allowlist, a "
+                        "TorchScript or lite-interpreter (.ptl) model file (a program), or a Python factory named "
+                        "by a --recipe file. EXECUTES that code")
 
 
 def _quant_args(p: argparse.ArgumentParser) -> None:
@@ -115,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("folder", help="a folder qtapp-cli quantize --out wrote")
     b.add_argument("spec", nargs="?", help="the float model to time against (default: the one the folder's recipe "
                                            "names; giving it here is consent to run it)")
-    b.add_argument("--trust", action="store_true", help="run the Python factory the folder's recipe names "
-                                                        "(EXECUTES that code)")
+    b.add_argument("--trust", action="store_true", help="run the folder's TorchScript files (.pt, .ptl: programs) and "
+                                                        "the Python factory its recipe names (EXECUTES that code)")
     b.add_argument("--json", action="store_true", help="print the timings as JSON")
 
     e = sub.add_parser("export", help="export the float model (TorchScript files too) without quantizing")
@@ -155,6 +158,8 @@ def _kwargs(text: str | None) -> dict | None:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"--kwargs is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("--kwargs is nested too deeply to be keyword arguments") from None
     if not isinstance(value, dict):
         raise UsageError("--kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
     return value
@@ -256,7 +261,10 @@ def _cmd_quantize(args) -> int:
                                           metric_named_by=_metric_named_by(args), time_files=args.time_files), progress)
     finally:
         progress.close()
-    print(json.dumps(report_dict(result), indent=2) if args.json else summary_text(result, out))
+    if args.json:
+        _print_json(report_dict(result))
+    else:
+        print(summary_text(result, out))
     if args.html and not args.json:
         print(f"  wrote       {out / 'report.html'}")
     return 0
@@ -289,7 +297,7 @@ def _cmd_analyze(args) -> int:
     finally:
         progress.close()
     if args.json:
-        print(json.dumps(report_dict(result), indent=2))
+        _print_json(report_dict(result))
         return 0
     summary = summary_text(result, Path(args.out) if args.out else None).splitlines()
     head = [line for line in summary if not line.startswith(("  worst points", "  diagnosis"))]
@@ -322,7 +330,7 @@ def _cmd_tune(args) -> int:
     finally:
         progress.close()
     if args.json:
-        print(json.dumps(report_dict(result), indent=2))
+        _print_json(report_dict(result))
     else:
         summary = summary_text(result, out).splitlines()
         print("\n".join([summary[0], *tune_text(result), *summary[1:], f"  wrote       {out / 'tune.json'}"]))
@@ -343,8 +351,8 @@ def _cmd_inspect(args) -> int:
     session = drive(QuantSession.open(recipe, trust=args.trust, named_by=_named_by(args)), TextProgress())
     inv = session.inventory
     if args.json:
-        print(json.dumps({"model": recipe.model, "input": str(session.input_spec) if session.input_spec else None,
-                          **inv.to_json()}, indent=2))
+        _print_json({"model": recipe.model, "input": str(session.input_spec) if session.input_spec else None,
+                     **inv.to_json()})
         return 0
     print(f"{recipe.model}: input {session.input_spec or 'unknown (give --input-shape)'}, method {inv.method} "
           f"({inv.mode}), engine {inv.engine}; {len(inv.heads)} quantizable layers, {len(inv.float_layers)} kept float")
@@ -383,7 +391,7 @@ def _cmd_bench(args) -> int:
     finally:
         progress.close()
     if args.json:
-        print(json.dumps({e.format: latency_json(e.latency) for e in exports}, indent=2))
+        _print_json({e.format: latency_json(e.latency) for e in exports})
         return 0
     print(f"{args.folder}: batch 1, {exports[0].latency.threads} threads, each format in its own runtime")
     print("\n".join(formats_table(exports, with_sqnr=False)))
@@ -431,33 +439,126 @@ def _cmd_export(args) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stops the run and cleans up as Ctrl-C does (staging and scratch folders removed)."""
+
+
+_JSON_OUT = None  # where --json output goes: the real stdout, while everything else printed goes to stderr
+_SIGNALLED: list[int] = []  # signals received during this run: an interrupt is reported as one, whatever broke
+
+
+def _print_json(obj) -> None:
+    stream = _JSON_OUT if _JSON_OUT is not None else sys.stdout
+    stream.write(json.dumps(obj, indent=2) + "\n")
+    stream.flush()
+
+
+@contextlib.contextmanager
+def _stdout_kept_for_json(enabled: bool):
+    """With --json, stdout carries the JSON alone: whatever a model or factory prints (Python's print, or
+    C code writing to file descriptor 1) goes to stderr meanwhile."""
+    global _JSON_OUT
+    if not enabled:
+        yield
+        return
+    real = sys.stdout
+    saved_fd = None
+    try:
+        if real.fileno() == 1:
+            real.flush()
+            saved_fd = os.dup(1)
+            os.dup2(2, 1)
+            real = os.fdopen(os.dup(saved_fd), "w", encoding="utf-8")
+    except (AttributeError, OSError, ValueError):  # a replaced stdout (StringIO) has no descriptor
+        pass
+    _JSON_OUT = real
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _JSON_OUT = None
+        if saved_fd is not None:
+            real.close()
+            sys.stdout.flush()
+            os.dup2(saved_fd, 1)
+            os.close(saved_fd)
+
+
+@contextlib.contextmanager
+def _signals_reported():
+    """Ctrl-C and SIGTERM raise in the main thread (so every cleanup runs) and are remembered: a library
+    that half-imported a module when the interrupt came may fail later with an unrelated error."""
+    import signal
+    import threading
+
+    _SIGNALLED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum, frame):
+        _SIGNALLED.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted_code() -> int | None:
+    import signal
+
+    if not _SIGNALLED:
+        return None
+    if _SIGNALLED[-1] == signal.SIGTERM:
+        print("qtapp-cli: terminated (SIGTERM); nothing was left half-written", file=sys.stderr)
+        return 143
+    print("qtapp-cli: interrupted", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with _signals_reported(), _stdout_kept_for_json(bool(getattr(args, "json", False))):
+        return _run(args)
+
+
+def _run(args) -> int:
     from .core.errors import Cancelled, QtappError, UsageError, first_line
 
     handler = {"quantize": _cmd_quantize, "analyze": _cmd_analyze, "tune": _cmd_tune, "inspect": _cmd_inspect,
                "export": _cmd_export, "bench": _cmd_bench}[args.command]
     try:
         return handler(args)
-    except UsageError as exc:
-        if args.debug:
-            raise
-        print(f"qtapp-cli: error: {exc}", file=sys.stderr)
-        return 2
-    except (QtappError, Cancelled) as exc:
-        if args.debug:
-            raise
-        print(f"qtapp-cli: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
-        print("qtapp-cli: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - a bug or a torch failure: short message, traceback with --debug
+        return _interrupted_code() or _said("qtapp-cli: interrupted", 130)
+    except UsageError as exc:
+        if _SIGNALLED:  # an interrupt that surfaced as another error is still an interrupt
+            return _interrupted_code()
         if args.debug:
             raise
-        print(f"qtapp-cli: error: {type(exc).__name__}: {first_line(exc)} "
-              "(run with --debug for the traceback)", file=sys.stderr)
-        return 1
+        return _said(f"qtapp-cli: error: {exc}", 2)
+    except (QtappError, Cancelled) as exc:
+        if _SIGNALLED:
+            return _interrupted_code()
+        if args.debug:
+            raise
+        return _said(f"qtapp-cli: error: {exc}", 1)
+    except Exception as exc:  # noqa: BLE001 - a bug or a torch failure: short message, traceback with --debug
+        if _SIGNALLED:
+            return _interrupted_code()
+        if args.debug:
+            raise
+        return _said(f"qtapp-cli: error: {type(exc).__name__}: {first_line(exc)} (run with --debug for the "
+                     "traceback)", 1)
+
+
+def _said(message: str, code: int) -> int:
+    print(message, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def test_one_run_writes_checks_and_times_every_format(all_formats):
 
 
 def test_bench_times_a_result_folder_again(all_formats, cli):
-    code, out, _err = cli(["bench", str(all_formats), "--json"])
+    code, _out, err = cli(["bench", str(all_formats), "--json"])
+    assert code == 1 and "model.pt, model.ptl" in err and "--trust" in err  # TorchScript files are programs
+    code, out, _err = cli(["bench", str(all_formats), "--json", "--trust"])
     assert code == 0
     timed = json.loads(out)
     assert set(timed) == {"pt", "ptl", "onnx", "pte"} and all(t["int8"] > 0 and t["float"] > 0 for t in timed.values())

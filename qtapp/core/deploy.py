@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import QtappError, first_line
+from .scratch import scratch_dir
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def float_onnx(model, example: tuple) -> tuple[bytes, str]:
             program = torch.onnx.export(model.eval(), wide, dynamo=True, input_names=names, output_names=["output"],
                                         dynamic_shapes=tuple({0: batch} for _ in example), verbose=False)
         buf = io.BytesIO()
-        with tempfile.TemporaryDirectory(prefix="qtapp-onnx-") as tmp:
+        with scratch_dir("onnx") as tmp:
             program.save(str(Path(tmp) / "f.onnx"))
             buf.write((Path(tmp) / "f.onnx").read_bytes())
         return buf.getvalue(), "torch.export-based exporter (dynamo=True)"
@@ -151,7 +151,7 @@ def ort_quantized(model, example: tuple, calib, float_modules: set[str], per_cha
         notes.append(f"no ONNX node was traced to {', '.join(sorted(float_modules))}: nothing excluded")
     elif exclude:
         notes.append(f"{len(exclude)} ONNX node(s) of the float layers kept float (nodes_to_exclude)")
-    with tempfile.TemporaryDirectory(prefix="qtapp-ort-") as tmp:
+    with scratch_dir("ort") as tmp:
         src, pre, out = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(data)
         try:

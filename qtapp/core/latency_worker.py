@@ -53,9 +53,24 @@ def load(kind: str, path: str, threads: int):
     raise ValueError(f"unknown format {kind!r}")
 
 
+def _protocol_stream():
+    """The parent reads this process's stdout as JSON lines: keep that stream for them alone. A model
+    that prints (TorchScript's print writes to file descriptor 1) would break it, so descriptor 1 goes to
+    /dev/null; errors still reach stderr."""
+    import os
+
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    return out
+
+
 def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
         spec = json.load(f)
+    out = _protocol_stream()
     import torch
 
     torch.set_num_threads(int(spec["threads"]))
@@ -86,17 +101,17 @@ def main(argv: list[str]) -> int:
                 # Rounds go out in batches, at most ten lines a second: the parent reading one line per
                 # round of a tiny model would itself keep a core busy, measured as other load.
                 if done or now - said >= REPORT_EVERY_S:
-                    print(json.dumps({"round": i + 1, **batch}), flush=True)
+                    out.write(json.dumps({"round": i + 1, **batch}) + "\n")
                     batch, said = {"float_ms": [], "quantized_ms": []}, now
                 if done:
                     break
             if batch["float_ms"]:  # the round limit ended the loop between two lines
-                print(json.dumps({"round": i + 1, **batch}), flush=True)
+                out.write(json.dumps({"round": i + 1, **batch}) + "\n")
     wall, after = time.perf_counter() - start, _cpu_seconds()
     other = None
     if before is not None and after is not None:  # machine CPU time minus this process's, per second
         other = max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
-    print(json.dumps({"other_load": other, "threads": torch.get_num_threads()}), flush=True)
+    out.write(json.dumps({"other_load": other, "threads": torch.get_num_threads()}) + "\n")
     return 0
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ._torchao_compat import quiet_ao
 from .progress import CancelToken, Job, Stage
+from .scratch import scratch_dir
 
 
 def to_torchscript(model, example: tuple):
@@ -44,6 +45,29 @@ def _cpu_seconds() -> tuple[float, float] | None:
     return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system
 
 
+def worker_command(module: str, *args: str) -> list[str]:
+    """`python -m module args` that imports nothing from the working folder: `-m` would put the current
+    folder first on sys.path, and a `json.py` planted there would run (-P keeps it off, Python 3.11+;
+    callers also start the worker in a folder of their own)."""
+    import sys
+
+    return [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", module, *args]
+
+
+def worker_env(**extra: str) -> dict:
+    """The environment for a worker: this process's, with qtapp's own folder on PYTHONPATH (so a
+    checkout run without installing still finds it) and no relative PYTHONPATH entries (which would
+    name the working folder)."""
+    import os
+    from pathlib import Path
+
+    import qtapp
+
+    root = str(Path(qtapp.__file__).resolve().parent.parent)
+    given = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.isabs(p)]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys([*given, root])), **extra}
+
+
 @dataclass
 class Latency:
     float_ms: float
@@ -71,7 +95,6 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
     import os
     import subprocess
     import sys
-    import tempfile
     from pathlib import Path
 
     import torch
@@ -79,16 +102,17 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
     from .errors import QtappError
 
     threads = threads or torch.get_num_threads()
-    with tempfile.TemporaryDirectory(prefix="qtapp-latency-") as tmp:
+    with scratch_dir("latency") as tmp:
         inputs = Path(tmp) / "inputs.pt"
         torch.save(list(example), inputs)
         spec = Path(tmp) / "spec.json"
-        spec.write_text(json.dumps({"float": str(float_path), "quantized": str(quantized_path), "inputs": str(inputs),
+        spec.write_text(json.dumps({"float": str(Path(float_path).absolute()),
+                                    "quantized": str(Path(quantized_path).absolute()), "inputs": str(inputs),
                                     "threads": threads, "warmup": warmup, "min_runs": min_runs,
                                     "max_runs": max_runs, "budget_s": budget_s, "kind": kind}))
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        proc = subprocess.Popen([sys.executable, "-m", "qtapp.core.latency_worker", str(spec)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(worker_command("qtapp.core.latency_worker", str(spec)), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp,
+                                env=worker_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)))
         stage = Stage(label, max_runs, cancel)
         times, last = {"float": [], "quantized": []}, {}
         try:
@@ -104,6 +128,10 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
                 times["quantized"] += row["quantized_ms"]
                 # the stage ends when the worker has said its last line, with the real count of runs
                 yield stage.step(min(row["round"], max_runs - 1), f"{row['round']} runs in a separate process")
+            try:  # its output ended: the worker is exiting (a cancel or an error above kills it at once)
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
         finally:
             if proc.poll() is None:
                 proc.kill()

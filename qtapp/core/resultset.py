@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import QtappError, UsageError
+from .scratch import process_alive
 
 # What a result folder may hold: anything else in an existing --out is someone's file, not ours.
 RESULT_FILES = frozenset({"model.pt", "model.ptl", "model.onnx", "model.pte", "recipe.json", "report.json",
@@ -44,12 +45,27 @@ def disk_full_error(path: Path, exc: OSError) -> QtappError:
                       "previous result in that folder is untouched; free some space or choose another folder.")
 
 
+_STAGED: dict[Path, Path] = {}  # staging folder -> the folder it will become (what messages name)
+# The longest name a run writes inside the staging folder: write_bytes_atomic's ".report.html.XXXXXXXX.partial".
+_LONGEST_FILE = len(".report.html.") + 8 + len(".partial")
+
+
 def _public(path: Path) -> Path:
     """The path a staged file will have once published (messages name that, not the staging folder)."""
-    parent = path.parent
-    if parent.name.startswith(".") and ".staging-" in parent.name:
-        return parent.parent / parent.name[1:].rsplit(".staging-", 1)[0] / path.name
-    return path
+    final = _STAGED.get(path.parent)
+    return final / path.name if final is not None else path
+
+
+def _staging_stem(name: str) -> str:
+    """`.NAME.staging-`, with NAME shortened (and a digest added) when the whole staging name would pass
+    the 255-byte limit of a file name: a 250-character --out is a valid name, its staging name must be too."""
+    stem = f".{name}.staging-"
+    if len(os.fsencode(stem)) + 24 <= 255:  # PID, '-', mkdtemp's 8 random characters
+        return stem
+    import hashlib
+
+    digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:10]
+    return f".{os.fsencode(name)[:180].decode('utf-8', 'ignore')}~{digest}.staging-"
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -93,6 +109,8 @@ class ResultSet:
     def __init__(self, out: Path, reads: list[Path] = ()) -> None:
         self.given = Path(out)  # as the user wrote it: what messages and reports name
         self.out = Path(out).expanduser().absolute()
+        if self.out.is_symlink():  # a link to a results folder: the results go where it leads, the link stays
+            self.out = Path(os.path.realpath(self.out))
         self.reads = [Path(p).expanduser().resolve() for p in reads if p]
         self.staging: Path | None = None
 
@@ -117,6 +135,8 @@ class ResultSet:
             if path.is_dir() and _inside(out, path):
                 raise UsageError(f"--out {self.out} lies inside the data folder {path}: results written there "
                                  "would be read as data by later runs. Choose another --out.")
+        self._check_limits(out)
+        self._check_swappable(out)
         if out.is_dir():
             foreign = sorted(p.name for p in out.iterdir()
                              if not ((p.name in RESULT_FILES and p.is_file()) or (p.name in RESULT_DIRS and p.is_dir())))
@@ -124,6 +144,39 @@ class ResultSet:
                 shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
                 raise UsageError(f"--out {self.out} already holds files that are not a qtapp result ({shown}): the "
                                  "run replaces the whole folder. Give a new folder or a previous result folder.")
+
+    def _check_limits(self, out: Path) -> None:
+        """Names and paths the run will create fit the file system's limits (checked before the work)."""
+        base = _existing_ancestor(out.parent)
+        try:
+            name_max, path_max = os.pathconf(base, "PC_NAME_MAX"), os.pathconf(base, "PC_PATH_MAX")
+        except (OSError, ValueError):
+            name_max, path_max = 255, 4096
+        for part in out.parts:
+            if len(os.fsencode(part)) > name_max:
+                raise UsageError(f"--out: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; this file "
+                                 f"system allows at most {name_max} for one name. Choose a shorter --out.")
+        staged = len(os.fsencode(str(out.parent))) + 1 + len(os.fsencode(_staging_stem(out.name))) + 24
+        longest = max(staged, len(os.fsencode(str(out)))) + 1 + _LONGEST_FILE
+        if longest >= path_max:
+            raise UsageError(f"--out is {len(os.fsencode(str(out)))} bytes long as a full path; with the files a run "
+                             f"writes inside it (and its staging folder) paths reach {longest} bytes, past this file "
+                             f"system's limit of {path_max}. Choose a shorter --out.")
+
+    def _check_swappable(self, out: Path) -> None:
+        """The end of the run swaps the folder in: refuse now what would make that swap fail after the work."""
+        if out.is_dir() and os.path.ismount(out):
+            raise UsageError(f"--out {self.given} is a mount point: the run replaces the folder as a whole by "
+                             "renaming, and a mount point cannot be renamed. Give a folder inside it, e.g. "
+                             f"--out {self.given / 'results'}")
+        parent = _existing_ancestor(out.parent)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {self.given}: the folder {parent} cannot be written, and the run stages its "
+                             "files beside --out before swapping them in. Choose a folder you can write.")
+        st_parent = parent.stat()
+        if out.exists() and st_parent.st_mode & 0o1000 and os.geteuid() not in (0, out.stat().st_uid, st_parent.st_uid):
+            raise UsageError(f"--out {self.given} belongs to another user in a sticky folder ({parent}): it cannot "
+                             "be replaced. Choose another --out.")
 
     def protected(self) -> list[Path]:
         """Paths no file of the run may be written over (passed on to export)."""
@@ -136,7 +189,8 @@ class ResultSet:
         try:
             parent.mkdir(parents=True, exist_ok=True)
             _remove_stale(parent, self.out.name)
-            self.staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.out.name}.staging-{os.getpid()}-"))
+            self.staging = Path(tempfile.mkdtemp(dir=parent, prefix=f"{_staging_stem(self.out.name)}{os.getpid()}-"))
+            _STAGED[self.staging] = self.given
         except (FileExistsError, NotADirectoryError):
             raise UsageError(f"--out {self.given}: a part of that path is a file, not a folder") from None
         except OSError as exc:
@@ -147,8 +201,10 @@ class ResultSet:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.staging is not None and self.staging.exists():
-            shutil.rmtree(self.staging, ignore_errors=True)
+        if self.staging is not None:
+            _STAGED.pop(self.staging, None)
+            if self.staging.exists():
+                shutil.rmtree(self.staging, ignore_errors=True)
         self.staging = None
 
     def path(self, name: str) -> Path:
@@ -161,9 +217,19 @@ class ResultSet:
 
     def publish(self) -> None:
         """Swap the staged folder in; the previous result set is removed only after the swap."""
+        try:
+            self._publish()
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(self.out, exc) from None
+            raise QtappError(f"cannot put the results in place at {self.given}: {exc.strerror} (renaming "
+                             f"{self.staging} over it); the previous contents of {self.given} are untouched") from None
+
+    def _publish(self) -> None:
         staging, out = self.staging, self.out
         if staging is None:
             raise RuntimeError("nothing staged")
+        _STAGED.pop(staging, None)
         os.chmod(staging, 0o755 & ~_umask())
         if not out.exists():
             os.rename(staging, out)
@@ -189,20 +255,13 @@ def _umask() -> int:
 
 def _remove_stale(parent: Path, name: str) -> None:
     """Staging folders left by runs that were killed: their process is gone, the folder is litter."""
-    for p in parent.glob(f".{name}.staging-*"):
-        pid = p.name.split("staging-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+    stem = _staging_stem(name)
+    for p in parent.iterdir():
+        if not p.name.startswith(stem):
+            continue
+        pid = p.name[len(stem):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 _RENAME_EXCHANGE = 2

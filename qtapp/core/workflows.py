@@ -25,6 +25,7 @@ from .render import json_safe, report_dict
 from .report import write_report
 from .results import DataFacts, RunResult
 from .resultset import ResultSet, write_bytes_atomic
+from .scratch import scratch_dir
 
 
 @dataclass(frozen=True)
@@ -209,8 +210,6 @@ def quantizer_name(result: RunResult) -> str:
 def measure_result(result: RunResult, loaded, cancel: CancelToken | None = None) -> Job[RunResult]:
     """Size and batch-1 latency of the file the backend ships, float beside quantized, timed in a
     separate quiet process: TorchScript for torch.ao, an ExecuTorch .pte for PT2E. A new result."""
-    import tempfile
-
     from .export import script_bytes
 
     example = loaded.input_spec.example(batch=1)
@@ -224,7 +223,7 @@ def measure_result(result: RunResult, loaded, cancel: CancelToken | None = None)
         float_ts, _ = to_torchscript(loaded.module, example)
         scripted, note = to_torchscript(result.quantized_model, example)
         float_bytes, quant_bytes, kind = script_bytes(float_ts), script_bytes(scripted), "pt"
-    with tempfile.TemporaryDirectory(prefix="qtapp-measure-") as tmp:
+    with scratch_dir("measure") as tmp:
         paths = Path(tmp) / f"float.{kind}", Path(tmp) / f"int8.{kind}"
         write_bytes_atomic(paths[0], float_bytes)  # a full disk: one message naming the file
         write_bytes_atomic(paths[1], quant_bytes)
@@ -338,14 +337,12 @@ def time_exports(exports, loaded, example, cancel, floats: dict | None = None, m
     made in a temporary folder, or taken from `floats` {format: bytes} when the export made one), one
     separate process per format. `measured`: the run's own Latency, of an int8 file of `measured_bytes`:
     an export of that format and size is that same file, and keeps that figure instead of a second one."""
-    import tempfile
-
     from .deploy import float_onnx, pte_of
     from .export import ptl_bytes, script_bytes
 
     floats = floats or {}
     out = []
-    with tempfile.TemporaryDirectory(prefix="qtapp-float-") as tmp:
+    with scratch_dir("float") as tmp:
         scripted = None
         for e in exports:
             if measured is not None and measured.format == e.format and measured_bytes == e.bytes:
@@ -387,6 +384,8 @@ def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None =
         listed = json.loads(report_path.read_text(encoding="utf-8")).get("exports") or []
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
         raise UsageError(f"{report_path} is not a qtapp report ({exc})") from None
+    except RecursionError:
+        raise UsageError(f"{report_path} is nested too deeply to be a qtapp report") from None
     exports = []
     for e in listed:
         path = folder / Path(str(e.get("path", ""))).name
@@ -398,6 +397,14 @@ def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None =
                                     quantizer=str(e.get("quantizer") or "")))
     if not exports:
         raise UsageError(f"{report_path} lists no exported file to time")
+    programs = [Path(e.path).name for e in exports if e.format in ("pt", "ptl")]
+    if programs and not trust:  # timing loads them: a folder this run did not write may hold anything
+        from .errors import ProgramFileRefused
+
+        raise ProgramFileRefused(folder / programs[0], "TorchScript", (
+            f"{folder} holds TorchScript files ({', '.join(programs)}): they are programs, and timing them loads "
+            "and runs their code. If you trust that folder's files, pass --trust; without it, quantize times the "
+            "files it writes itself (a folder it did not just write may hold anything)."))
     recipe = QuantRecipe.load(recipe_path)
     from .inputs import InputSpec
 
@@ -428,8 +435,11 @@ def analyze(recipe: QuantRecipe, trust: bool = False, cancel: CancelToken | None
     `with_sensitivity`, each point's sensitivity both ways); writes nothing."""
     from .session import QuantSession
 
+    from .loading import refuse_torchscript_for_quantizing
+
     recipe.resolve_paths(Path.cwd())
     recipe.check_applicable()
+    refuse_torchscript_for_quantizing(recipe.model)  # before loading it runs the file's code
     session = yield from QuantSession.open(recipe, trust, named_by=model_named_by, metric_named_by=metric_named_by)
     job = session.sensitivity_job(cancel) if with_sensitivity else session.quantize_job(cancel, measure=False)
     outcome = yield from job
@@ -455,11 +465,13 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
     `action(session, cancel)`: the job whose adopted result is written (default: quantize); `extra_files
     (result)`: {file name: bytes} written beside the report; `time_files`: time each exported file against
     float in its runtime (with `measure`)."""
+    from .loading import refuse_torchscript_for_quantizing
     from .session import QuantSession  # the owner object; it imports this module
 
     cancel = cancel or CancelToken()
     recipe.resolve_paths(Path.cwd())
     recipe.check_applicable()
+    refuse_torchscript_for_quantizing(recipe.model)  # before loading it runs the file's code
     results = ResultSet(Path(out_dir), recipe_reads(recipe, recipe_file))
     results.check()  # before any work: a refusal costs nothing
     session = yield from QuantSession.open(recipe, trust, named_by=model_named_by, metric_named_by=metric_named_by)
