@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._torchao_compat import quiet_ao
+from .compare import first_tensor
 from .errors import Cancelled, QtappError, UsageError, first_line
 from .progress import CancelToken, Job, Stage
 
@@ -92,14 +93,31 @@ class QuantBackend(Protocol):
         """The float model the converted one is compared with, layer by layer (fused where fusion applies)."""
 
 
+def _batchnorms_without_stats(model) -> list[str]:
+    import torch.nn as nn
+
+    return [f"{name} ({type(m).__name__})" for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None]
+
+
 @contextlib.contextmanager
-def _untraceable_named():
+def _untraceable_named(model=None):
     """torch.fx's trace errors, said as what they mean for the user."""
     try:
         yield
     except (QtappError, Cancelled):
         raise
     except Exception as exc:  # noqa: BLE001 - any trace failure of the user's model means the same
+        no_stats = _batchnorms_without_stats(model) if model is not None else []
+        if no_stats:  # fusion asserts on them before tracing says anything useful
+            one = len(no_stats) == 1
+            raise QtappError(
+                f"{', '.join(no_stats[:3])}{' and more' if len(no_stats) > 3 else ''} keep{'s' if one else ''} no "
+                f"running statistics (track_running_stats=False): {'it normalises' if one else 'they normalise'} each "
+                "batch by its own mean and variance, which int8 "
+                "cannot do (static and QAT quantization fold a BatchNorm's running mean and variance into the layer "
+                "before it). Give the model running statistics (track_running_stats=True, then a pass over "
+                "training data in train mode), or use --method dynamic (Linear, LSTM and GRU layers only)") from None
         raise QtappError(f"FX graph mode cannot trace this model ({type(exc).__name__}: {first_line(exc)}): static "
                          "and QAT quantization need a forward that torch.fx can follow (no Python if/for on "
                          "tensor values); --method dynamic quantizes its Linear, LSTM and GRU layers without "
@@ -172,7 +190,7 @@ class FxStaticBackend:
 
         set_engine(recipe.engine)
         # Observe every candidate layer, so any float set can be converted later without recalibrating.
-        with quiet_ao(), _untraceable_named():
+        with quiet_ao(), _untraceable_named(model):
             prepared = prepare_fx(copy.deepcopy(model).eval(), fx_mapping(recipe), example)
         with quiet_ao():
             points = _fx_calibrated_points(prepared, inventory)
@@ -221,7 +239,7 @@ class FxQatBackend(FxStaticBackend):
         float_heads = frozenset(inventory.float_layers)
         teacher = model.eval()
         points = {p.name: p for p in inventory.points}
-        with quiet_ao(), _untraceable_named():
+        with quiet_ao(), _untraceable_named(model):
             prepared = prepare_qat_fx(copy.deepcopy(model).train(),
                                       fx_mapping(recipe, sorted(float_heads), qat=True, points=points), example)
         with quiet_ao():
@@ -260,13 +278,13 @@ def qat_train(prepared, teacher, calib, recipe, cancel, before_last_epoch=None, 
         running = 0.0
         for inputs, y in calib:
             cancel.check()
-            with quiet():
-                out = prepared(*inputs)
+            with quiet():  # a model returning (logits, extras) trains on its first output, the one compared
+                out = first_tensor(prepared(*inputs), dequantize=False)
             if y is not None:
                 loss = F.cross_entropy(out, y)
             else:  # no labels: distil from the float model's own outputs
                 with torch.no_grad():
-                    target = F.softmax(teacher(*inputs), dim=-1)
+                    target = F.softmax(first_tensor(teacher(*inputs), dequantize=False), dim=-1)
                 loss = F.kl_div(F.log_softmax(out, dim=-1), target, reduction="batchmean")
             opt.zero_grad()
             loss.backward()

@@ -243,6 +243,9 @@ def _onnx_reason(exc: BaseException) -> str:
                 lines[0] if lines else "(no message)")
     if len(said) > 500:
         said = said[:500].rsplit(" ", 1)[0] + " …"
+    if "Encountering a dict at the output" in str(exc):
+        said = ("the model returns a dict among its outputs, which torch.onnx's tracer cannot export: return a "
+                "tuple (or a NamedTuple) of tensors instead, or export pt,ptl")
     if "quantized::" in said and "not supported" in said:
         said += " (torch.onnx has no ONNX form for this int8 op: keep the layer that uses it float, or export pt,ptl)"
     return said

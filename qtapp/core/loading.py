@@ -287,7 +287,22 @@ def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
         _load_state_dict_into(model, Path(w).expanduser())
     elif w.lower() == "default":
         raise UsageError("--weights DEFAULT is for torchvision models; give a state_dict path")
-    return LoadedModel(spec, model.eval(), "eager", _declared_input(model), source_path=source_path, weights=w)
+    return LoadedModel(spec, model.eval(), "eager", _declared_input(model), source_path=source_path, weights=w,
+                       notes=as_float32(model))
+
+
+def as_float32(model) -> list[str]:
+    """Convert a float64 (or float16/bfloat16) model to float32 in place, which is what torch.ao's int8
+    kernels quantize from; a note saying so, or none when it already was."""
+    import torch
+
+    dtypes = {t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()}
+    other = sorted(str(d).removeprefix("torch.") for d in dtypes if d != torch.float32)
+    if not other:
+        return []
+    model.float()
+    return [f"the model's weights were {', '.join(other)}: converted to float32 (int8 quantization starts from "
+            "float32; the float figures are the float32 model's, its inputs are fed as float32)"]
 
 
 def _declared_input(model) -> InputSpec | None:
@@ -355,7 +370,8 @@ def _load_file(spec: str, path: Path, trust: bool) -> LoadedModel:
     obj = load_pickled_module(path, trust)
     if isinstance(obj, torch.nn.Module):
         return LoadedModel(spec, obj.eval(), "eager", _declared_input(obj), source_path=path,
-                           notes=["loaded with --trust: code from the file was executed"] if trust else [])
+                           notes=(["loaded with --trust: code from the file was executed"] if trust else [])
+                           + as_float32(obj))
     if isinstance(obj, dict):
         raise QtappError(
             f"{path} holds a bare state_dict (weights without an architecture). Give the architecture and "

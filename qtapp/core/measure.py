@@ -23,12 +23,16 @@ def to_torchscript(model, example: tuple):
         try:
             return torch.jit.script(model), "scripted"
         except Exception as script_exc:  # noqa: BLE001 - many models only trace; both failures are reported
-            try:
+            try:  # strict=False: outputs that hold a dict (logits, {"aux": ...}) trace as they are
                 with torch.no_grad():
-                    return torch.jit.trace(model, example, check_trace=False), "traced (torch.jit.script failed)"
+                    return (torch.jit.trace(model, example, check_trace=False, strict=False),
+                            "traced (torch.jit.script failed)")
             except Exception as trace_exc:  # noqa: BLE001
-                raise RuntimeError(f"cannot convert to TorchScript: script failed ({script_exc!s:.200}); "
-                                   f"trace failed ({trace_exc!s:.200})") from trace_exc
+                from .errors import QtappError, first_line
+
+                raise QtappError(f"cannot convert the model to TorchScript for .pt/.ptl files: torch.jit.script "
+                                 f"failed ({first_line(script_exc, 200)}) and so did torch.jit.trace "
+                                 f"({first_line(trace_exc, 200)})") from None
 
 
 def _cpu_seconds() -> tuple[float, float] | None:

@@ -70,6 +70,9 @@ class QuantSession:
         loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, input_spec, named_by)
         loaded.own_dtype = _own_dtype(loaded)
         dtype = given or loaded.own_dtype
+        if dtype in ("float64", "float16"):  # the model runs in float32 (loading converts it): so do its inputs
+            loaded.notes.append(f"input dtype {dtype}: fed as float32, the dtype the model runs and is quantized in")
+            dtype = "float32"
         if loaded.input_spec is not None and loaded.input_spec.dtype != dtype:
             loaded.input_spec = InputSpec(loaded.input_spec.shapes, dtype)
         if recipe.input_dtype is None and given is not None and given != "float32":
