@@ -379,17 +379,19 @@ def test_a_folder_of_only_unreadable_images_is_an_error_naming_them(tmp_path):
     assert "a.png" in str(exc.value) and "no readable images" in str(exc.value)
 
 
-@pytest.mark.parametrize("limit", [200, 100])  # 256 pixels: over the limit (a warning), over twice it (an error)
-def test_an_oversized_image_is_named(tmp_path, monkeypatch, limit):
+@pytest.mark.parametrize("limit", [200, 100])  # 4,096 pixels: over the limit (a warning), over twice it (an error)
+def test_an_image_over_pils_limit_is_read_downscaled_and_said(tmp_path, monkeypatch, limit):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
     root = tmp_path / "images"
-    _png(root / "cat" / "big.png", size=(16, 16))
+    _png(root / "cat" / "big.png", size=(64, 64))
     _png(root / "cat" / "small.png", size=(8, 8))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a DecompressionBombWarning must not escape as a mere warning
         source = open_source(str(root), RGB16, batch_size=2, max_batches=1)
-    assert source.samples == 1
-    assert any("big.png" in s and "pixels" in s for s in source.skipped)
+        batches = everything(source)
+    assert source.samples == 2 and source.skipped == [] and batches[0][0][0].shape == (2, 3, 16, 16)
+    assert any(f"downscaled 1 image over {limit} " in n or "downscaled 1 images" in n for n in source.notes), source.notes
+    assert Image.MAX_IMAGE_PIXELS == limit  # the caller's limit is left as it was
 
 
 def test_preprocessing_is_described(tmp_path):
