@@ -4,10 +4,12 @@
 model's dtype, labels that are class ids, items that fit the model's inputs) and returns a `DataSource`:
 a re-iterable of `(inputs, y)` batches, `inputs` a tuple with one tensor per model input and `y` the
 class ids or None, with the facts a report needs. Bad data raises a `QtappError` that names the file.
+A tensor file is read a batch at a time (see tensor_files), and checked up front a piece at a time.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -15,7 +17,11 @@ from typing import Callable, Iterator
 from . import demo
 from .errors import QtappError, UsageError
 from .inputs import DTYPES, InputSpec
-from .tensor_files import TENSOR_SUFFIXES, check_regular, peek_dtype, read_tensor_file
+from .tensor_files import TENSOR_SUFFIXES, Rows, check_regular, peek_dtype, read_tensor_file, size_text
+
+# The up-front checks (NaN/Inf, integer ranges) read the samples used this much at a time, counted in
+# 8-byte values (the widest a check converts to): they never hold a large file's samples whole.
+CHECK_BYTES = 64 << 20
 
 
 @dataclass
@@ -71,15 +77,19 @@ def open_source(source: str, input_spec: InputSpec | None, batch_size: int, max_
     raise QtappError(f"cannot use {path} as data: expected a folder of images or a .npy/.npz/.pt file")
 
 
-def file_input_dtype(source: str) -> str | None:
+def file_input_dtype(source: str, takes_ids: bool | None = None) -> str | None:
     """The input dtype a calibration source implies when none is given: "int64" (or "int32") for a
-    tensor file of integer ids; None (float32) for anything else. uint8 is image-like: float."""
+    tensor file of integer ids; None (float32) for anything else. uint8 is image-like: float.
+    `takes_ids`: whether the model can take ids (it has an embedding). Integer data are ids only for a
+    model that can (True); for one that cannot (False) they are numbers, fed as float; None (not known,
+    e.g. before the model is loaded): the data alone decides."""
     path = Path(source).expanduser()
     if source in ("demo", "random", "auto") or path.suffix.lower() not in TENSOR_SUFFIXES or not path.exists() \
             or path.is_dir():
         return None  # open_source names what is wrong with a missing source
     name = peek_dtype(path)
-    if name is None or name in ("uint8", "bool") or name.startswith(("float", "complex", "bfloat")):
+    if takes_ids is False or name is None or name in ("uint8", "bool") \
+            or name.startswith(("float", "complex", "bfloat")):
         return None
     return name if name in DTYPES else "int64"
 
@@ -105,36 +115,88 @@ def _dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def to_model_dtype(t, spec: InputSpec, what: str, notes: list[str]):
-    """`t` in the model's input dtype, or a refusal that names the data's dtype and the model's."""
+def _check_feedable(dtype, spec: InputSpec, what: str, notes: list[str]) -> None:
+    """Refuse data of `dtype` that cannot feed the model's input dtype, naming both; say in `notes` what a
+    conversion does to the values."""
     import torch
 
-    target = getattr(torch, spec.dtype)
-    got = _dtype_name(t.dtype)
-    if t.dtype == target:
-        return t
-    if t.dtype == torch.bool or t.dtype.is_complex:
+    got = _dtype_name(dtype)
+    if dtype == getattr(torch, spec.dtype):
+        return
+    if dtype == torch.bool or dtype.is_complex:
         raise QtappError(f"{what} holds {got} values, but the model takes {spec.dtype} inputs: "
                          f"{got} data cannot feed it; save the inputs as {spec.dtype}")
     if spec.is_float:
-        if t.dtype.is_floating_point:
-            return t.to(target)
-        if t.dtype == torch.uint8:  # image-like pixels: taken as they are, said in the report
+        if dtype == torch.uint8:  # image-like pixels: taken as they are, said in the report
             notes.append(f"{what} holds uint8 values: fed to the model as {spec.dtype} 0..255, as stored "
                          "(not scaled to [0, 1] nor normalised)")
-            return t.to(target)
-        raise QtappError(f"{what} holds {got} values, but the model takes {spec.dtype} inputs. Integer data "
-                         "looks like token ids or labels: if the model takes token ids, give --input-dtype int64 "
-                         "(or leave it unset, so an integer calibration file sets it); otherwise save the "
-                         f"inputs as {spec.dtype}")
-    if t.dtype.is_floating_point:
+        elif not dtype.is_floating_point:  # 16-bit sensors, pixels saved as int64: numbers, not ids
+            notes.append(f"{what} holds {got} values: fed to the model as {spec.dtype}, as stored "
+                         "(not scaled nor normalised)")
+        return
+    if dtype.is_floating_point:
         raise QtappError(f"{what} holds {got} values, but the model takes {spec.dtype} inputs (integer ids, "
                          "e.g. token ids): save the ids as integers, or give --input-dtype float32 if the model "
                          "takes floating-point inputs")
-    info, wide = torch.iinfo(target), _widened(t)
-    if len(t) and (int(wide.min()) < info.min or int(wide.max()) > info.max):
-        raise QtappError(f"{what} holds {got} values outside the range of the model's {spec.dtype} inputs")
-    return t.to(target)
+
+
+def check_input(data: Rows, n: int, spec: InputSpec, what: str, notes: list[str]) -> None:
+    """Refuse the first `n` samples of `data` unless they can feed the model: a dtype it takes (a conversion
+    said in `notes`), integers within its integer dtype, no NaN/Inf once converted. They are read
+    CHECK_BYTES at a time, never whole."""
+    import torch
+
+    _check_feedable(data.dtype, spec, what, notes)
+    target = getattr(torch, spec.dtype)
+    if data.dtype == target and not target.is_floating_point:
+        return  # ids as the model takes them: any value fits
+    step = max(1, CHECK_BYTES // max(1, data.row_items * 8))
+    bad = bad_stored = 0  # non-finite values as fed, and as stored
+    largest = 0.0  # the largest magnitude stored, in pieces with values not finite as fed
+    low, high = math.inf, -math.inf  # the integer range
+    try:
+        for start in range(0, n, step):
+            stored = data.take(start, min(n, start + step))
+            if target.is_floating_point:
+                piece_bad, piece_bad_stored, piece_largest = _non_finite(stored, target)
+                bad, bad_stored, largest = bad + piece_bad, bad_stored + piece_bad_stored, max(largest, piece_largest)
+            elif stored.numel():
+                wide = _widened(stored)
+                low, high = min(low, int(wide.min())), max(high, int(wide.max()))
+                del wide
+            del stored
+    except MemoryError:
+        raise QtappError(f"{what}: not enough memory to check its {n:,} samples {size_text(CHECK_BYTES)} at a time: "
+                         "give fewer --batches/--batch-size") from None
+    if bad and not bad_stored:  # finite as stored (or integers): too large for the model's dtype
+        raise QtappError(f"{what}: {bad} values are beyond the range of {spec.dtype} (largest {largest:.3g}): "
+                         "scale the data to the model's input range")
+    if bad:
+        raise QtappError(f"{what} holds {bad} NaN/Inf values in the {n} samples used (of {n * data.row_items:,} "
+                         "values): calibration would compute NaN ranges and evaluation NaN errors. Clean the data "
+                         "(e.g. np.nan_to_num) or drop those samples")
+    if not target.is_floating_point:
+        info = torch.iinfo(target)
+        if low < info.min or high > info.max:
+            raise QtappError(f"{what} holds {_dtype_name(data.dtype)} values outside the range of the model's "
+                             f"{spec.dtype} inputs")
+
+
+def _non_finite(stored, target) -> tuple[int, int, float]:
+    """(NaN/Inf values in `stored` as fed in `target`, NaN/Inf values as stored, the largest magnitude
+    stored where some are not finite as fed)."""
+    import torch
+
+    fed = stored.to(target)
+    # A NaN or Inf makes the sum NaN or Inf: a finite sum clears the piece at the cost of a sum (torch's
+    # isfinite is ten times slower); only a piece whose sum is not finite is counted value by value.
+    if bool(torch.isfinite(fed.sum(dtype=torch.float64 if target == torch.float64 else torch.float32))):
+        return 0, 0, 0.0
+    bad = int((~torch.isfinite(fed)).sum())
+    if not bad:  # the sum overflowed
+        return 0, 0, 0.0
+    bad_stored = int((~torch.isfinite(stored)).sum()) if stored.dtype.is_floating_point else 0
+    return bad, bad_stored, float(stored.to(torch.float64).abs().max())
 
 
 def _widened(t):
@@ -144,31 +206,18 @@ def _widened(t):
     return t.to(torch.float64) if t.dtype in (torch.uint16, torch.uint32, torch.uint64) else t
 
 
-def check_finite(t, what: str, n: int, stored=None) -> None:
-    """Refuse NaN/Inf in `t` (the data as fed); `stored`, the data as read, tells overflow from NaN."""
-    import torch
-
-    if not t.dtype.is_floating_point:
-        return
-    bad = int((~torch.isfinite(t)).sum())
-    if not bad:
-        return
-    if stored is not None and stored.dtype.is_floating_point and bool(torch.isfinite(stored).all()):
-        raise QtappError(f"{what}: {bad} values are beyond the range of {_dtype_name(t.dtype)} (largest "
-                         f"{float(stored.abs().max()):.3g}): scale the data to the model's input range")
-    raise QtappError(f"{what} holds {bad} NaN/Inf values in the {n} samples used (of {t.numel():,} values): "
-                     "calibration would compute NaN ranges and evaluation NaN errors. Clean the data "
-                     "(e.g. np.nan_to_num) or drop those samples")
+def check_label_shape(shape: tuple, what: str) -> None:
+    if len(shape) != 1:
+        hint = ": for one-hot or probability rows, give y.argmax(1)" if len(shape) == 2 else ""
+        raise QtappError(f"{what}: labels y are {len(shape)}-D (shape {'x'.join(map(str, shape))}): give one "
+                         f"class id per sample, a 1-D array of integers{hint}")
 
 
 def check_labels(y, what: str):
     """`y` as int64 class ids (one per sample, integral, not negative), or a refusal naming the problem."""
     import torch
 
-    if y.dim() != 1:
-        hint = ": for one-hot or probability rows, give y.argmax(1)" if y.dim() == 2 else ""
-        raise QtappError(f"{what}: labels y are {y.dim()}-D (shape {'x'.join(map(str, y.shape))}): give one "
-                         f"class id per sample, a 1-D array of integers{hint}")
+    check_label_shape(tuple(y.shape), what)
     got = _dtype_name(y.dtype)
     if y.dtype == torch.bool or y.dtype.is_complex:
         raise QtappError(f"{what}: labels y are {got}: give integer class ids 0..C-1")
@@ -187,35 +236,53 @@ def check_labels(y, what: str):
 
 
 def _from_tensors(desc, kind, named, y, rows, spec, batch_size, max_batches, preprocessing) -> DataSource:
+    """`named`: [(name, Rows or tensor)], `y`: Rows, a tensor or None; `rows`: the rows each array declares
+    (when more than the Rows hold). The samples used are checked up front; a batch is read when made."""
+    import torch
+
+    named = [(name, t if isinstance(t, Rows) else Rows(t, desc)) for name, t in named]
+    if y is not None and not isinstance(y, Rows):
+        y = Rows(y, desc)
     names = [name for name, _ in named]
-    total = {name: rows.get(name, len(t)) for name, t in named}
+    total = {name: rows.get(name, t.rows) for name, t in named}
     for name in names[1:]:
         if total[name] != total[names[0]]:
             raise QtappError(f"{desc}: {names[0]} has {total[names[0]]} samples but {name} has {total[name]}: "
                              "every input needs one row per sample")
-    if y is not None and rows.get("y", len(y)) != total[names[0]]:
-        raise QtappError(f"{desc}: {names[0]} has {total[names[0]]} samples but y has {rows.get('y', len(y))} "
+    if y is not None and rows.get("y", y.rows) != total[names[0]]:
+        raise QtappError(f"{desc}: {names[0]} has {total[names[0]]} samples but y has {rows.get('y', y.rows)} "
                          "labels: give one label per sample")
-    check_sample_shapes([tuple(t.shape[1:]) for _, t in named], names, spec, desc)
+    check_sample_shapes([t.shape[1:] for _, t in named], names, spec, desc)
     n = min(total[names[0]], batch_size * max_batches)
     if n == 0:
         raise QtappError(f"{desc} is empty: calibration needs at least one sample")
     notes: list[str] = []
-    inputs = []
     for name, t in named:
-        what = desc if len(named) == 1 else f"{desc} ({name})"
-        fed = to_model_dtype(t[:n], spec, what, notes)
-        check_finite(fed, what, n, t[:n])
-        inputs.append(fed)
-    y = check_labels(y[:n], desc) if y is not None else None
+        check_input(t, n, spec, desc if len(named) == 1 else f"{desc} ({name})", notes)
+    if y is not None:
+        check_label_shape((n, *y.shape[1:]), desc)  # before reading: one-hot rows may be large
+        y = check_labels(y.take(0, n), desc)
+    target = getattr(torch, spec.dtype)
+    inputs = [t for _, t in named]
 
     def batches():
         for i in range(0, n, batch_size):
-            yield tuple(t[i : i + batch_size] for t in inputs), (y[i : i + batch_size] if y is not None else None)
+            j = min(n, i + batch_size)
+            yield tuple(_batch(t, i, j, target) for t in inputs), (y[i:j].clone() if y is not None else None)
 
     return DataSource(desc, kind, True, -(-n // batch_size), n, y is not None, batches,
                       label_max=int(y.max()) if y is not None else None, dtype=spec.dtype,
                       preprocessing="; ".join(notes) if notes else preprocessing, notes=notes)
+
+
+def _batch(data: Rows, start: int, stop: int, target):
+    """Samples start:stop of `data`, read now, in the model's dtype."""
+    try:
+        return data.take(start, stop).to(target)
+    except MemoryError:
+        need = (stop - start) * data.row_items * (data.dtype.itemsize + target.itemsize)
+        raise QtappError(f"{data.what} needs {size_text(need)} for a batch of {stop - start:,} samples: give a "
+                         "smaller --batch-size") from None
 
 
 def _random(spec: InputSpec, batch_size: int, max_batches: int, seed: int, id_range: int | None = None) -> DataSource:
