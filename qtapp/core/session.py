@@ -65,10 +65,14 @@ class QuantSession:
             if named_by is not None and recipe.model and _looks_like_factory(recipe.model):  # one consent for both
                 raise CodeConsentRequired(f"{recipe.model} and {recipe.metric}", metric_named_by, "model and metric")
             raise CodeConsentRequired(recipe.metric, metric_named_by, "metric")
-        given = recipe.input_dtype or _data_dtype(recipe)
-        input_spec = InputSpec.parse(recipe.input_shape, given or "float32") if recipe.input_shape else None
+        if recipe.input_dtype is None:
+            _data_dtype(recipe)  # an unreadable calibration file is named before the model loads
+        input_spec = (InputSpec.parse(recipe.input_shape, recipe.input_dtype or "float32") if recipe.input_shape
+                      else None)
         loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, input_spec, named_by)
         loaded.own_dtype = _own_dtype(loaded)
+        # integer data are ids only for a model that can take them (pixels saved as int64 are numbers)
+        given = recipe.input_dtype or _data_dtype(recipe, takes_ids=_takes_ids(loaded))
         dtype = given or loaded.own_dtype
         if dtype in ("float64", "float16"):  # the model runs in float32 (loading converts it): so do its inputs
             loaded.notes.append(f"input dtype {dtype}: fed as float32, the dtype the model runs and is quantized in")
@@ -130,7 +134,8 @@ class QuantSession:
         """Adopt a prepared change; True when the inventory was replaced (its views must rebind)."""
         self.recipe = change.recipe
         # follows the calibration data, else the model's own
-        dtype = change.recipe.input_dtype or _data_dtype(change.recipe, quiet=True) or _own_dtype(self.loaded)
+        dtype = (change.recipe.input_dtype or _data_dtype(change.recipe, quiet=True, takes_ids=_takes_ids(self.loaded))
+                 or _own_dtype(self.loaded))
         if self.input_spec is not None and self.input_spec.dtype != dtype:
             self.loaded.input_spec = InputSpec(self.input_spec.shapes, dtype)
         if change.inventory is None:
@@ -379,15 +384,27 @@ class QuantSession:
         return self.result
 
 
-def _data_dtype(recipe: QuantRecipe, quiet: bool = False) -> str | None:
+def _data_dtype(recipe: QuantRecipe, quiet: bool = False, takes_ids: bool | None = None) -> str | None:
     """The input dtype an integer calibration file implies (token ids), or None.
     `quiet`: an unreadable file implies nothing here; opening it as data names the problem later."""
     try:
-        return file_input_dtype(recipe.calibration.source)
+        return file_input_dtype(recipe.calibration.source, takes_ids)
     except QtappError:
         if quiet:
             return None
         raise
+
+
+def _takes_ids(loaded: LoadedModel) -> bool:
+    """Whether the model can take integer ids: it declares integer inputs, or it has an embedding
+    (a TorchScript module keeps its class's name in `original_name`)."""
+    import torch.nn as nn
+
+    if loaded.own_dtype is not None and not loaded.own_dtype.startswith("float"):
+        return True
+    names = ("Embedding", "EmbeddingBag")
+    return any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) or getattr(m, "original_name", None) in names
+               for m in loaded.module.modules())
 
 
 def _own_dtype(loaded: LoadedModel) -> str:
