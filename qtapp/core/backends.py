@@ -212,6 +212,7 @@ class FxStaticBackend:
             fx_mapping(calibrated.recipe, sorted(float_heads), qat=self.name == "qat", points=calibrated.point_map)
         model = copy.deepcopy(calibrated.prepared)
         choose(model, calibrated.points, recipe.observer, recipe.overrides)
+        float_rewrite(model, float_heads)
         with quiet_ao():
             qmodel = convert_fx(model, qconfig_mapping=mapping)
         return requantize_weights(qmodel, model, calibrated.points, recipe, float_heads)
@@ -221,6 +222,24 @@ class FxStaticBackend:
 
         with quiet_ao():
             return fuse_fx(copy.deepcopy(model).eval())
+
+
+def float_rewrite(prepared, float_heads) -> None:
+    """Swap each float-kept module torch.ao would convert to int8 anyway (points.FLOAT_REWRITES: PReLU,
+    whose float setting convert_fx ignores) for one of another type computing the same, in place (on the
+    copy about to be converted): convert_fx then leaves it float between a dequantize and a quantize."""
+    import torch.nn as nn
+
+    from .rewrites import FloatPReLU
+
+    for name in float_heads:
+        try:
+            module = prepared.get_submodule(name)
+        except AttributeError:
+            continue
+        if type(module) is nn.PReLU:
+            parent, _, leaf = name.rpartition(".")
+            setattr(prepared.get_submodule(parent) if parent else prepared, leaf, FloatPReLU(module.weight))
 
 
 class FxQatBackend(FxStaticBackend):

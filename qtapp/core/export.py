@@ -246,6 +246,9 @@ def _onnx_reason(exc: BaseException) -> str:
     if "Encountering a dict at the output" in str(exc):
         said = ("the model returns a dict among its outputs, which torch.onnx's tracer cannot export: return a "
                 "tuple (or a NamedTuple) of tensors instead, or export pt,ptl")
+    if "INTERNAL ASSERT FAILED" in said or "UnknownQuantizer" in said:
+        said = (f"torch.onnx's legacy exporter crashed on an int8 op of this model ({said[:160]}); "
+                "--onnx-quantizer ort makes the int8 .onnx with ONNX Runtime's quantizer from the float model instead")
     if "quantized::" in said and "not supported" in said:
         said += " (torch.onnx has no ONNX form for this int8 op: keep the layer that uses it float, or export pt,ptl)"
     return said

@@ -18,7 +18,7 @@ from typing import Callable
 from ._torchao_compat import quiet_ao
 from .errors import UsageError, first_line
 from .fusion import eager_fusion_groups, fx_fusion_groups
-from .points import QuantPoint
+from .points import FLOAT_REWRITES, QuantPoint
 
 
 @dataclass
@@ -145,6 +145,8 @@ class LayerInventory:
             row = self.layers.get(p.name)
             if row is not None:
                 row.point = p
+                if p.toggle == "module" and p.op in FLOAT_REWRITES and self.mode == "fx" and not row.quantizable:
+                    row.quantizable, row.reason = True, ""  # no weights, but the app can keep it float
                 if not row.quantizable and p.reason and row.reason in ("", _FOLLOWS_NEIGHBOURS):
                     row.reason = p.reason
                 continue

@@ -113,3 +113,21 @@ def choose(model, points, default: str, overrides: dict) -> None:
     for path, obs in multi_observers(model).items():
         key = path.removesuffix(".activation_post_process")  # eager: the module carrying it
         obs.chosen = by_observer.get(path, by_observer.get(key, default))
+
+
+class SlopeObserver(MinMaxObserver):
+    """PReLU's weight (its slopes), with a range that always holds 0 and 1.
+
+    torch's int8 PReLU (quantized::prelu, torch 2.14, fbgemm/x86/qnnpack) multiplies positive inputs by
+    1.0 quantized with the WEIGHT's parameters. A min-max range over the slopes alone stops at the
+    largest slope: when every slope is below 1 (PReLU's default 0.25, MTCNN's trained ones), 1.0
+    saturates there and every positive activation shrinks (a conv -> PReLU -> conv model: 5.9 dB). With
+    0 and 1 in the range, 1.0 is representable (to half a step) and the slopes keep 8 bits over [0, 1].
+    quint8, per tensor: what the kernel takes."""
+
+    def __init__(self, dtype=torch.quint8, qscheme=torch.per_tensor_affine, **kwargs) -> None:
+        super().__init__(dtype=dtype, qscheme=qscheme, **kwargs)
+
+    def forward(self, x_orig):
+        super().forward(torch.tensor([0.0, 1.0], dtype=x_orig.dtype))
+        return super().forward(x_orig)

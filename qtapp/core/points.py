@@ -417,6 +417,10 @@ def _input_reason(p: QuantPoint, points: list[QuantPoint]) -> str:
             "whatever its setting: the input stays int8")
 
 
+# Modules torch.ao converts to int8 whatever their setting, that the app can keep float by swapping them,
+# in the converted copy only, for a module of another type computing the same (backends.float_rewrite).
+FLOAT_REWRITES = frozenset({"PReLU"})
+
 _FLOAT_REASONS = {
     "MultiheadAttention": "torch.ao's FX mode keeps nn.MultiheadAttention in float (its quantizable version needs "
                           "eager mode); dynamic quantization covers its feed-forward Linear layers",
@@ -442,6 +446,8 @@ def _toggle_rule(p: QuantPoint, runs: str, lowered: bool, engine: str) -> tuple[
         return None, (f"a later call of {module}: torch keeps a module float for all its calls, so keep {module} "
                       "float to keep this one float")
     if p.weighted and p.kind == "module":
+        return "module", ""
+    if p.kind == "module" and p.op in FLOAT_REWRITES:  # kept float by a rewrite at conversion (backends)
         return "module", ""
     if p.kind == "op" and lowered and callable(p.target):
         return "op", ""

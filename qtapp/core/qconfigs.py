@@ -50,6 +50,26 @@ def qat_qconfig(recipe):
     return QConfig(activation=act, weight=weight)
 
 
+def prelu_qconfig(recipe, qat: bool = False):
+    """The global qconfig, with PReLU's slopes observed over a range holding 0 and 1 (observers.SlopeObserver:
+    torch's int8 PReLU rounds its positive-side 1.0 with the slopes' parameters). PReLU has no QAT module:
+    its weight is only observed when it is converted, so the same observer serves QAT."""
+    from torch.ao.quantization import QConfig
+
+    from .observers import SlopeObserver
+
+    base = qat_qconfig(recipe) if qat else static_qconfig(recipe)
+    return QConfig(activation=base.activation, weight=SlopeObserver)
+
+
+# Known int8 kernel defects and what the app does about each (named in every report whose model has them).
+KERNEL_CORRECTIONS = {
+    "PReLU": ("int8 PReLU: its slopes' range widened to hold 0 and 1 (torch's quantized::prelu rounds the 1.0 of "
+              "positive inputs with the slopes' parameters; with every slope below 1 it saturated and shrank every "
+              "positive activation)"),
+}
+
+
 def fx_mapping(recipe, float_heads=(), qat: bool = False, points=None):
     """The engine's default mapping (keeps its fixed-qparams entries for sigmoid, softmax, ...) with the
     recipe's global qconfig, weight-only int8 for embeddings, and None for every layer or functional op
@@ -63,6 +83,7 @@ def fx_mapping(recipe, float_heads=(), qat: bool = False, points=None):
     if not qat:  # an embedding's int8 kernel takes float ids and int8 rows with a scale each (no QAT form)
         base.set_object_type(nn.Embedding, float_qparams_weight_only_qconfig)
         base.set_object_type(nn.EmbeddingBag, float_qparams_weight_only_qconfig)
+    base.set_object_type(nn.PReLU, prelu_qconfig(recipe, qat))
     for name in float_heads:
         point = (points or {}).get(name)
         if point is not None and point.toggle == "op":

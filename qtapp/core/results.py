@@ -65,12 +65,13 @@ class RunResult:
     model_notes: tuple[str, ...] = ()  # from loading, the inventory and the session's data choices
     sensitivity: Any = None  # sensitivity.SensitivityResult, when asked for
     tune: Any = None  # tune.TuneResult: the search that chose this configuration
+    corrections: tuple = ()  # ({"op", "what", "points"}): known int8 kernel defects corrected in this model
     quantized_model: Any = field(default=None, compare=False, repr=False)
     scripted: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "calib_stats", MappingProxyType(dict(self.calib_stats)))
-        for name in ("float_layers", "expected_quantized", "layers", "exports", "model_notes"):
+        for name in ("float_layers", "expected_quantized", "layers", "exports", "model_notes", "corrections"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property

@@ -157,10 +157,25 @@ def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: Canc
         evaluation=DataFacts.of(evaluation), calib_stats=calibrated.stats,
         float_layers=snap.inventory.float_layers, expected_quantized=snap.inventory.quantized_heads,
         output=output, layers=layers, model_notes=tuple(dict.fromkeys((*snap.notes, *eval_notes, *refused_notes))),
-        quantized_model=qmodel)
+        quantized_model=qmodel, corrections=kernel_corrections(snap.mode, calibrated.points, snap.inventory.float_layers))
     if measure:
         result = yield from measure_result(result, loaded, cancel)
     return QuantizeOutcome(calibrated, (key, outputs), result, point_side)
+
+
+def kernel_corrections(mode: str, points, float_layers) -> tuple:
+    """The known int8 kernel defects (qconfigs.KERNEL_CORRECTIONS) corrected at this run's int8 points."""
+    from .qconfigs import KERNEL_CORRECTIONS
+
+    if mode != "fx":  # the corrections live in the FX qconfig mapping (static and QAT)
+        return ()
+    kept = set(float_layers)
+    out = []
+    for op, what in KERNEL_CORRECTIONS.items():
+        at = [p.name for p in points if p.op == op and p.name not in kept]
+        if at:
+            out.append({"op": op, "what": what, "points": at})
+    return tuple(out)
 
 
 def _equalized(snap: RunSnapshot) -> tuple[RunSnapshot, str]:
@@ -207,17 +222,33 @@ def quantizer_name(result: RunResult) -> str:
     return f"torch.ao {result.mode} mode, {result.engine} engine"
 
 
-def measure_result(result: RunResult, loaded, cancel: CancelToken | None = None) -> Job[RunResult]:
+def measure_result(result: RunResult, loaded, cancel: CancelToken | None = None,
+                   formats=None) -> Job[RunResult]:
     """Size and batch-1 latency of the file the backend ships, float beside quantized, timed in a
-    separate quiet process: TorchScript for torch.ao, an ExecuTorch .pte for PT2E. A new result."""
+    separate quiet process: TorchScript for torch.ao, an ExecuTorch .pte for PT2E. A new result.
+
+    A PT2E run's .pte is made for this only when it can ship: with `formats` (the formats the run will
+    export, when the caller knows them) not asking for one, nothing is lowered and the latency is said not
+    measured (each exported file is timed in its own runtime); a .pte that cannot be made leaves the latency
+    unmeasured, said why, instead of failing a run that may not ship a .pte at all (export fails, saying
+    the same, when one was asked for)."""
     from .export import script_bytes
 
     example = loaded.input_spec.example(batch=1)
     if result.mode == "pt2e":
         from .deploy import pte_of
+        from .errors import QtappError
 
+        if formats is not None and "pte" not in formats:
+            return result.evolve(latency=None, model_notes=(*result.model_notes, (
+                "latency of the run not measured: a PT2E run is timed on its .pte, and no .pte was asked for "
+                f"({', '.join(formats) or 'no format'}); each exported file is timed in its own runtime")))
         yield Stage("lower", 2, cancel).step(0, "lowering float and int8 to ExecuTorch for timing")
-        float_bytes, quant_bytes = pte_of(loaded.module, example).data, pte_of(result.quantized_model, example).data
+        try:
+            float_bytes, quant_bytes = pte_of(loaded.module, example).data, pte_of(result.quantized_model, example).data
+        except QtappError as exc:
+            return result.evolve(latency=None, model_notes=(*result.model_notes, (
+                f"latency of the run not measured: a PT2E run is timed on its .pte, which could not be made ({exc})")))
         scripted, note, kind = None, "", "pte"
     else:
         float_ts, _ = to_torchscript(loaded.module, example)
@@ -338,6 +369,7 @@ def time_exports(exports, loaded, example, cancel, floats: dict | None = None, m
     separate process per format. `measured`: the run's own Latency, of an int8 file of `measured_bytes`:
     an export of that format and size is that same file, and keeps that figure instead of a second one."""
     from .deploy import float_onnx, pte_of
+    from .errors import QtappError
     from .export import ptl_bytes, script_bytes
 
     floats = floats or {}
@@ -352,9 +384,13 @@ def time_exports(exports, loaded, example, cancel, floats: dict | None = None, m
             if data is None:
                 if e.format in ("pt", "ptl") and scripted is None:
                     scripted, _ = to_torchscript(loaded.module, example)
-                data = {"pt": lambda: script_bytes(scripted), "ptl": lambda: ptl_bytes(scripted),
-                        "onnx": lambda: float_onnx(loaded.module, example)[0],
-                        "pte": lambda: pte_of(loaded.module, example).data}[e.format]()
+                try:
+                    data = {"pt": lambda: script_bytes(scripted), "ptl": lambda: ptl_bytes(scripted),
+                            "onnx": lambda: float_onnx(loaded.module, example)[0],
+                            "pte": lambda: pte_of(loaded.module, example).data}[e.format]()
+                except QtappError as exc:  # the int8 file is written and checked: only its timing is lost
+                    out.append(replace(e, notes=[*e.notes, f"not timed: its float counterpart could not be made ({exc})"]))
+                    continue
             float_path = Path(tmp) / f"float.{e.format}"
             write_bytes_atomic(float_path, data)
             latency = yield from measure_files(float_path, e.path, example, cancel=cancel, kind=e.format,
