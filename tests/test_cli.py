@@ -28,6 +28,8 @@ REPORT_SCHEMA = {
     "points": {"count", "quantized", "bad", "worst"},
     "exports": {"format", "path", "bytes", "verified", "max_abs_diff"},
     "notes": None,
+    "verdict": {"level", "reason", "next", "repair_target", "repair_budget"},
+    "corrections": None,
 }
 
 
@@ -75,7 +77,7 @@ def test_report_has_every_key_of_the_schema(demo_run):
 
 def test_report_values_for_the_demo(demo_run):
     report = read_report(demo_run[3])
-    assert (report["schema_version"], report["qtapp_version"]) == (4, "0.1.0")
+    assert (report["schema_version"], report["qtapp_version"]) == (5, "0.1.0")
     assert report["torch_version"] == torch.__version__
     assert (report["model"], report["method"], report["engine"]) == ("demo", "static", "fbgemm")
     calib = report["calibration"]

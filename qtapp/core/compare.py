@@ -53,6 +53,10 @@ class OutputMetrics:
     q_values: object = field(default=None, repr=False)
     metric: object = None  # metrics.MetricValue of the recipe's metric, if it names one
     accuracy_withheld: str | None = None  # why no accuracy is shown although there are labels
+    # A classifier's distinct top-1 classes over the evaluation set, float and int8: an int8 model that
+    # answers one class for every sample has collapsed, whatever its SQNR says.
+    classes_float: int | None = None
+    classes_quantized: int | None = None
 
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in ("sqnr_db", "cosine", "max_abs_error", "top1_agreement",
@@ -80,6 +84,7 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
     agree = correct_f = correct_q = 0
     classify, labelled = True, data.has_labels
     refs, qs = [], []
+    seen_f, seen_q = set(), set()
     whole_ref, whole_q, whole_y, kept = [], [], [], 0
     yield stage.step(0, "comparing outputs")
     with torch.no_grad(), quiet_ao():
@@ -109,6 +114,8 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
             classify = classify and ref.dim() == 2 and ref.shape[1] > 1
             if classify:
                 agree += int((ref.argmax(1) == q.argmax(1)).sum())
+                seen_f.update(ref.argmax(1).tolist())
+                seen_q.update(q.argmax(1).tolist())
                 if labelled and y is not None:
                     correct_f += int((ref.argmax(1) == y).sum())
                     correct_q += int((q.argmax(1) == y).sum())
@@ -151,7 +158,8 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
         sqnr_db(sig, noise), cos_sum / n, max_err,
         agree / n if classify else None,
         accuracy[0] if accuracy else None, accuracy[1] if accuracy else None,
-        n, math.sqrt(sig / max(elems, 1)), ref_all.numpy(), q_all.numpy(), value, withheld)
+        n, math.sqrt(sig / max(elems, 1)), ref_all.numpy(), q_all.numpy(), value, withheld,
+        len(seen_f) if classify else None, len(seen_q) if classify else None)
 
 
 @dataclass

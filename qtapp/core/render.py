@@ -9,13 +9,16 @@ import math
 from pathlib import Path
 
 from .diagnostics import notes
+from .verdict import judge
 
 # 2: `layers` lists every quantization point (modules, functional ops, inputs) with its kind, its local,
 # accumulated and normalised error, its activation range and its diagnosis; `sqnr_db` stays the accumulated
 # figure. `points` summarises them.
 # 3: `sensitivity` (analyze --sensitivity, the Sensitivity tab) and `tune` (the search that chose this
 # configuration; every step in tune.json) when they were run.
-SCHEMA_VERSION = 4
+# 5: `verdict` (usable/degraded/broken, why, the next step) and `corrections` (known int8 kernel defects
+# the app corrected in this model).
+SCHEMA_VERSION = 5
 # Per-layer SQNR bands, the same in the window, the tree and report.html: red at or below POOR, amber
 # at FAIR, green at or above GOOD.
 SQNR_POOR_DB, SQNR_FAIR_DB, SQNR_GOOD_DB = 15.0, 25.0, 35.0
@@ -69,6 +72,8 @@ def report_dict(result) -> dict:
         "exports": [e.to_json() for e in result.exports],
         "notes": [n.text for n in found],
         "diagnostics": [{"code": n.code, "level": n.level, "text": n.text} for n in found],
+        "corrections": [dict(c) for c in result.corrections],
+        "verdict": judge(result).to_json(),
     }
     if result.sensitivity is not None:
         report["sensitivity"] = json_safe(result.sensitivity.to_json())
@@ -291,5 +296,7 @@ def summary_text(result, out: Path | None = None) -> str:
         lines += formats_table(result.exports)
     if out is not None:
         lines.append(f"  wrote       {out / 'recipe.json'}, {out / 'report.json'}")
+    lines += [f"  corrected   {c['what']} at {', '.join(c['points'])}" for c in result.corrections]
     lines += [f"  note: {n.text}" for n in notes(result)]
+    lines.append(judge(result).line())  # the last line: what to make of it, and what to do next
     return "\n".join(lines)
