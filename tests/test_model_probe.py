@@ -40,13 +40,19 @@ def test_unusable_outputs_are_named(tmp_path, kind, expected):
 
 
 @pytest.mark.parametrize("method", ["static", "dynamic"])
-def test_labels_that_are_not_class_ids_of_the_output_are_refused(tmp_path, method):
+def test_labels_that_are_not_class_ids_of_the_output_are_data_and_accuracy_is_withheld(tmp_path, method):
     data = tmp_path / "data.npz"
     rng = np.random.default_rng(0)
     np.savez(data, x=rng.normal(size=(32, 4)).astype(np.float32), y=np.arange(32) % 20)
     code, err = run("quantize", SPEC, "--method", method, "--calib", str(data), "--eval", str(data),
-                    "--out", str(tmp_path / "out"))
-    assert code == 1 and "go up to 19" in err and "outputs 3 classes" in err and str(data) in err, err
+                    "--no-time-files", "--format", "pt", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    output = json.loads((tmp_path / "out" / "report.json").read_text())["output"]
+    assert output["accuracy_float"] is None
+    assert "go up to 19" in output["accuracy_withheld"] and "outputs 3 classes" in output["accuracy_withheld"]
+    code, err = run("quantize", SPEC, "--method", method, "--calib", str(data), "--eval", str(data), "--metric",
+                    "top1", "--no-time-files", "--format", "pt", "--out", str(tmp_path / "out2"))
+    assert code == 1 and "top1" in err and "go up to 19" in err  # asked for by name: refused, saying why
 
 
 def test_qat_on_a_model_without_logits_is_refused(tmp_path):

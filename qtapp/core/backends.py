@@ -289,7 +289,7 @@ def qat_train(prepared, teacher, calib, recipe, cancel, before_last_epoch=None, 
     opt = torch.optim.SGD(prepared.parameters(), lr=recipe.qat.lr, momentum=0.9)
     epochs, per_epoch = recipe.qat.epochs, len(calib)
     stage = Stage("QAT fine-tune", epochs * per_epoch, cancel)
-    losses, samples, step = [], 0, 0
+    losses, samples, step, labelled = [], 0, 0, None
     yield stage.step(0, f"epoch 1/{epochs}")
     for epoch in range(epochs):
         if before_last_epoch is not None and epochs > 1 and epoch == epochs - 1:
@@ -299,8 +299,11 @@ def qat_train(prepared, teacher, calib, recipe, cancel, before_last_epoch=None, 
             cancel.check()
             with quiet():  # a model returning (logits, extras) trains on its first output, the one compared
                 out = first_tensor(prepared(*inputs), dequantize=False)
-            if y is not None:
-                loss = F.cross_entropy(out, y)
+            if labelled is None:  # labels of another task (or ids past the outputs): distil instead
+                labelled = bool(calib.has_labels and getattr(calib, "class_ids", False)
+                                and (calib.label_max is None or calib.label_max < out.shape[-1]))
+            if labelled and y is not None:
+                loss = F.cross_entropy(out, y.to(torch.int64))
             else:  # no labels: distil from the float model's own outputs
                 with torch.no_grad():
                     target = F.softmax(first_tensor(teacher(*inputs), dequantize=False), dim=-1)
@@ -313,7 +316,7 @@ def qat_train(prepared, teacher, calib, recipe, cancel, before_last_epoch=None, 
             step += 1
             yield stage.step(step, f"epoch {epoch + 1}/{epochs}, loss {loss.item():.4f}")
         losses.append(running / max(per_epoch, 1))
-    return {"batches": step, "samples": samples, "epoch_losses": losses, "distilled": not calib.has_labels}
+    return {"batches": step, "samples": samples, "epoch_losses": losses, "distilled": not labelled}
 
 
 class EagerStaticBackend:

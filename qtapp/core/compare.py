@@ -82,7 +82,7 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
     sig = noise = 0.0
     cos_sum, max_err, n, elems = 0.0, 0.0, 0, 0
     agree = correct_f = correct_q = 0
-    classify, labelled = True, data.has_labels
+    classify, labelled = True, data.has_labels and getattr(data, "class_ids", False)
     refs, qs = [], []
     seen_f, seen_q = set(), set()
     whole_ref, whole_q, whole_y, kept = [], [], [], 0
@@ -117,8 +117,9 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
                 seen_f.update(ref.argmax(1).tolist())
                 seen_q.update(q.argmax(1).tolist())
                 if labelled and y is not None:
-                    correct_f += int((ref.argmax(1) == y).sum())
-                    correct_q += int((q.argmax(1) == y).sum())
+                    ids = y.to(torch.int64)
+                    correct_f += int((ref.argmax(1) == ids).sum())
+                    correct_q += int((q.argmax(1) == ids).sum())
             refs.append(ref.flatten())
             qs.append(q.flatten())
             if metric is not None:
@@ -138,10 +139,16 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
         idx = torch.randperm(len(ref_all), generator=torch.Generator().manual_seed(0))[:SCATTER_POINTS]
         ref_all, q_all = ref_all[idx], q_all[idx]
     accuracy, withheld = None, None
-    if classify and labelled:
+    classes = int(ref.shape[1]) if classify else None
+    if data.has_labels and not labelled:  # labels of another task: data, but not what top-1 needs
+        withheld = (f"no accuracy shown: {getattr(data, 'labels_are', '') or 'the labels are not class ids'} "
+                    "(labels of another task); they reach a --metric function of yours as stored")
+    elif classify and labelled and data.label_max is not None and data.label_max >= classes:
+        withheld = (f"no accuracy shown: the labels go up to {data.label_max}, but the model outputs {classes} "
+                    f"classes (ids 0..{classes - 1}): they are not its class ids; pass --metric with a metric that fits")
+    elif classify and labelled:
         from .metrics import classifier_accuracy_meaningful
 
-        classes = int(whole_ref[0].shape[1]) if whole_ref else int(ref.shape[1])
         if classifier_accuracy_meaningful(correct_f / n, classes, n):
             accuracy = (correct_f / n, correct_q / n)
         else:
@@ -149,6 +156,13 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
                         f"at chance level for {classes} outputs, so they are not its class ids (an embedding, or "
                         "labels of another task); pass --metric with a metric that fits")
     value = None
+    if metric is not None and metric[0] == "top1" and accuracy is None:
+        from .errors import QtappError
+
+        why = withheld.removeprefix("no accuracy shown: ") if withheld else (
+            "the evaluation data has no labels" if not data.has_labels else
+            f"the output ({'x'.join(map(str, ref.shape))}) is not a classifier's N x classes")
+        raise QtappError(f"metric top1 cannot be scored: {why}")
     if metric is not None:
         from .metrics import compute
 

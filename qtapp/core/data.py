@@ -33,11 +33,15 @@ class DataSource:
     samples: int
     has_labels: bool
     _batches: Callable[[], Iterator[tuple]]
-    label_max: int | None = None  # the largest class id among the labels used; None without labels
+    label_max: int | None = None  # the largest class id among the labels used; None unless they are class ids
     dtype: str | None = None  # dtype of the input tensors fed to the model, e.g. "float32", "int64"
     preprocessing: str = "none"  # what was done to the stored data before it reached the model
     skipped: list[str] = field(default_factory=list)  # items left out, each "path: reason"
     notes: list[str] = field(default_factory=list)  # what a report should say about this data
+    # Labels of any task are data (pitch in Hz, pair ids, boxes): whether they are class ids (one integer
+    # 0..C-1 per sample, what top-1 accuracy needs), and if not, what they are instead.
+    class_ids: bool = False
+    labels_are: str = ""
 
     def __iter__(self) -> Iterator[tuple[tuple, object]]:
         for inputs, y in self._batches():
@@ -206,33 +210,31 @@ def _widened(t):
     return t.to(torch.float64) if t.dtype in (torch.uint16, torch.uint32, torch.uint64) else t
 
 
-def check_label_shape(shape: tuple, what: str) -> None:
-    if len(shape) != 1:
-        hint = ": for one-hot or probability rows, give y.argmax(1)" if len(shape) == 2 else ""
-        raise QtappError(f"{what}: labels y are {len(shape)}-D (shape {'x'.join(map(str, shape))}): give one "
-                         f"class id per sample, a 1-D array of integers{hint}")
+def check_label_rows(shape: tuple, n: int, what: str) -> None:
+    """Labels of any task have one row per sample; a scalar is no labels."""
+    if not shape:
+        raise QtappError(f"{what}: labels y are a single value, not one label per sample")
 
 
-def check_labels(y, what: str):
-    """`y` as int64 class ids (one per sample, integral, not negative), or a refusal naming the problem."""
+def label_kind(y) -> tuple[bool, str]:
+    """(whether `y` are class ids: one integral, non-negative value per sample; what they are otherwise,
+    in words for a withheld accuracy). Any numeric labels are data: this only decides what they can score."""
     import torch
 
-    check_label_shape(tuple(y.shape), what)
-    got = _dtype_name(y.dtype)
-    if y.dtype == torch.bool or y.dtype.is_complex:
-        raise QtappError(f"{what}: labels y are {got}: give integer class ids 0..C-1")
-    y = _widened(y)
-    if y.dtype.is_floating_point:
-        bad = ~torch.isfinite(y) | (y != torch.round(y))
+    if y.dim() != 1:
+        return False, f"labels y are {y.dim()}-D (shape {'x'.join(map(str, y.shape))}), not one class id per sample"
+    if y.dtype == torch.bool:
+        return True, ""
+    if y.dtype.is_complex:
+        return False, "labels y are complex numbers"
+    w = _widened(y)
+    if w.dtype.is_floating_point:
+        bad = ~torch.isfinite(w) | (w != torch.round(w))
         if bool(bad.any()):
-            example = float(y[bad][0])
-            raise QtappError(f"{what}: labels y are not integer class ids: {int(bad.sum())} of the {len(y)} labels "
-                             f"used are fractional or NaN (e.g. {example:g}); give class ids 0..C-1")
-    negative = int((y < 0).sum())
-    if negative:
-        raise QtappError(f"{what}: labels y hold {negative} negative values (lowest {int(y.min())}): class ids "
-                         "are 0..C-1")
-    return y.to(torch.int64)
+            return False, f"labels y are real values (e.g. {float(w[bad][0]):g}), not integer class ids"
+    if len(w) and bool((w < 0).any()):
+        return False, f"labels y hold negative values (lowest {int(w.min())}), not class ids 0..C-1"
+    return True, ""
 
 
 def _from_tensors(desc, kind, named, y, rows, spec, batch_size, max_batches, preprocessing) -> DataSource:
@@ -259,9 +261,11 @@ def _from_tensors(desc, kind, named, y, rows, spec, batch_size, max_batches, pre
     notes: list[str] = []
     for name, t in named:
         check_input(t, n, spec, desc if len(named) == 1 else f"{desc} ({name})", notes)
+    class_ids, labels_are = False, ""
     if y is not None:
-        check_label_shape((n, *y.shape[1:]), desc)  # before reading: one-hot rows may be large
-        y = check_labels(y.take(0, n), desc)
+        check_label_rows(tuple(y.shape), n, desc)
+        y = y.take(0, n)  # as stored: a metric of the user's gets them exactly so
+        class_ids, labels_are = label_kind(y)
     target = getattr(torch, spec.dtype)
     inputs = [t for _, t in named]
 
@@ -271,8 +275,9 @@ def _from_tensors(desc, kind, named, y, rows, spec, batch_size, max_batches, pre
             yield tuple(_batch(t, i, j, target) for t in inputs), (y[i:j].clone() if y is not None else None)
 
     return DataSource(desc, kind, True, -(-n // batch_size), n, y is not None, batches,
-                      label_max=int(y.max()) if y is not None else None, dtype=spec.dtype,
-                      preprocessing="; ".join(notes) if notes else preprocessing, notes=notes)
+                      label_max=int(_widened(y).max()) if class_ids and len(y) else None, dtype=spec.dtype,
+                      preprocessing="; ".join(notes) if notes else preprocessing, notes=notes,
+                      class_ids=class_ids, labels_are=labels_are)
 
 
 def _batch(data: Rows, start: int, stop: int, target):

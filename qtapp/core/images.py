@@ -109,7 +109,8 @@ def open_image_folder(root: Path, spec: InputSpec, batch_size: int, max_batches:
     desc = f"image folder {root}" + (f" ({len(classes)} classes)" if classes else "")
     label_max = max(t for _, t in chosen) if classes else None
     return DataSource(desc, "folder", True, -(-len(chosen) // batch_size), len(chosen), bool(classes), batches,
-                      label_max=label_max, dtype=spec.dtype, preprocessing=described, skipped=skipped, notes=notes)
+                      label_max=label_max, dtype=spec.dtype, preprocessing=described, skipped=skipped, notes=notes,
+                      class_ids=bool(classes))
 
 
 def _count(n: int, thing: str) -> str:

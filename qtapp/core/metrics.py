@@ -146,10 +146,16 @@ class Target:
         return f"{self.kind}{self.op}{self.value:g}"
 
 
-def check_labels_for(target: Target, metric: str | None, has_labels: bool) -> None:
-    name = target.metric_name(metric)
-    if name == "top1" and not has_labels:
-        raise UsageError(f"target {target} needs labels (top-1 accuracy): the evaluation data has none; give --eval "
-                         "with labels (an image folder, or a .npz/.pt with y), or use sqnr>=X or cosine>=X")
-
-
+def check_labels_for(target: Target, metric: str | None, source) -> None:
+    """Refuse, before any work, a target or metric that needs class-id labels the evaluation data lacks."""
+    name = target.metric_name(metric) if target is not None else metric
+    if name != "top1":
+        return
+    if not source.has_labels:
+        raise UsageError(f"{'target ' + str(target) if target is not None else '--metric top1'} needs labels (top-1 "
+                         "accuracy): the evaluation data has none; give --eval with labels (an image folder, or a "
+                         ".npz/.pt with y), or use sqnr>=X or cosine>=X")
+    if not getattr(source, "class_ids", False):
+        raise UsageError(f"{'target ' + str(target) if target is not None else '--metric top1'} needs labels that "
+                         f"are class ids, and {getattr(source, 'labels_are', '') or 'these are not'}: give class ids "
+                         "0..C-1, or a --metric function of yours, which gets the labels as stored")

@@ -1,9 +1,9 @@
 """Check the float model against its data before any long work, and say plainly what does not fit.
 
 The first samples of one batch through the float model, at batch 1 and 2: the output must be a
-tensor (or a tuple/list/dict whose first leaf is one) with the batch first, finite, and, where labels
-are given and the output is a classifier's, the labels must be class ids of that output. QAT needs
-logits. Each failure names the model, the data source and what to do, instead of a torch error deep
+tensor (or a tuple/list/dict whose first leaf is one) with the batch first, and finite. Labels are not
+checked against the output here: labels of another task are data (the comparison withholds accuracy where
+they are not the classifier's class ids, and says why). QAT needs logits. Each failure names the model, the data source and what to do, instead of a torch error deep
 inside calibration.
 """
 
@@ -40,11 +40,10 @@ def describe_output(out) -> str:
 def probe_model(model, source, model_name: str, method: str = "static") -> ProbeResult:
     import torch
 
-    x, y = next(iter(source))
+    x, _ = next(iter(source))
     # One sample, then two: enough to see a model that only works at batch 1, at a small fraction of a
     # calibration batch's cost (NaN on later samples is caught where they are used).
     inputs = tuple(t[:2] for t in batch_inputs(x))
-    y = y[:2] if y is not None else None
     n = len(inputs[0])
     where = f"on {source.description}"
     with torch.no_grad(), quiet_ao():
@@ -81,14 +80,6 @@ def probe_model(model, source, model_name: str, method: str = "static") -> Probe
                          f"{where}: the float model itself is broken on this data (check the weights and "
                          "the input scaling); quantization cannot be measured against it")
     classes = tensor.shape[1] if tensor.dim() == 2 and tensor.shape[1] > 1 else None
-    label_max = getattr(source, "label_max", None)  # over the whole source, where the reader knows it
-    if label_max is None and y is not None:
-        label_max = int(y.max())
-    if label_max is not None and classes is not None:
-        top = int(label_max)
-        if top >= classes:
-            raise QtappError(f"labels in {source.description} go up to {top}, but {model_name} outputs "
-                             f"{classes} classes (ids 0..{classes - 1}): these are not its class ids")
     if method == "qat" and classes is None:
         raise QtappError(f"QAT fine-tunes on classification logits (N x classes), but {model_name}'s output "
                          f"is {tuple(tensor.shape)}: use static quantization for this model")

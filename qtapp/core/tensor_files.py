@@ -348,8 +348,7 @@ def _read_pt(path: Path, limit: int) -> TensorFile:
         if t.dim() == 0:
             raise QtappError(f"{path}: {name} is a single value, not a batch of samples (N x ...)")
     if y is not None and y.dim() == 0:
-        raise QtappError(f"{path}: labels y are 0-D (a single value): give one class id per sample, a 1-D array "
-                         "of integers")
+        raise QtappError(f"{path}: labels y are 0-D (a single value): give one label per sample (one row each)")
     rows = {name: len(t) for name, t in named} | ({"y": len(y)} if y is not None else {})
     return TensorFile([(name, Rows(t[:limit], str(path), len(t), mapped)) for name, t in named],
                       Rows(y[:limit], str(path), len(y), mapped) if y is not None else None, rows)

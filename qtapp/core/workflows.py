@@ -113,6 +113,10 @@ def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool
         raise UsageError(reason)
     calibrated = snap.calibrated
     fresh = calibrated is None or calibrated.key != recipe.calibration_key()
+    if fresh and recipe.metric == "top1":  # asked for by name: labels that cannot score it, refused before work
+        from .metrics import check_labels_for
+
+        check_labels_for(None, "top1", snap.open_evaluation()[0])
     if fresh:
         snap, equalized = _equalized(snap)
         calibrated = yield from _calibrate_equalized(snap, equalized, cancel)
@@ -627,7 +631,7 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
     start = yield from quantize(snap, cancel, measure=measure)
     snap = _from_start(snap, start)
     evaluation, _ = snap.open_evaluation()
-    check_labels_for(target, snap.recipe.metric, evaluation.has_labels)
+    check_labels_for(target, snap.recipe.metric, evaluation)
     inputs = search_inputs(snap, start)
     scorer = _scorer(snap, start, target, target.metric_name(snap.recipe.metric), inputs["candidates"])
     range_errors = None

@@ -127,25 +127,31 @@ def test_float_data_is_fed_in_the_model_float_dtype(tmp_path):
 
 
 # -- 3. labels ----------------------------------------------------------------------------------------------
-BAD_LABELS = {
-    "fractional": (np.array([0.0, 1.5, 2.0, 1.0]), "not integer class ids"),
-    "nan": (np.array([0.0, np.nan, 2.0, 1.0]), "not integer class ids"),
-    "bool": (np.array([True, False, True, True]), "bool"),
-    "negative": (np.array([0, -1, 2, -3]), "negative"),
-    "two_d": (np.eye(4, dtype=np.int64), "2-D"),
-    "complex": (np.array([1, 2, 3, 0], np.complex64), "complex64"),
+OTHER_TASKS = {  # labels of other tasks: data, kept as stored, only not class ids
+    "pitch_hz": (np.array([440.0, 261.6, 523.3, 330.0]), "real values"),
+    "nan_target": (np.array([0.0, np.nan, 2.0, 1.0]), "real values"),
+    "pair_ids": (np.array([0, -1, 0, 3]), "negative"),
+    "boxes": (np.eye(4, dtype=np.float32), "2-D"),
+    "complex": (np.array([1, 2, 3, 0], np.complex64), "complex"),
 }
 
 
 @FAST
-@given(kind=st.sampled_from(sorted(BAD_LABELS)), fmt=st.sampled_from([".npz", ".pt"]))
-def test_labels_that_are_not_class_ids_are_refused(tmp_path, kind, fmt):
-    y, named = BAD_LABELS[kind]
+@given(kind=st.sampled_from(sorted(OTHER_TASKS)), fmt=st.sampled_from([".npz", ".pt"]))
+def test_labels_of_other_tasks_are_data_kept_as_stored(tmp_path, kind, fmt):
+    y, named = OTHER_TASKS[kind]
     path = save(tmp_path / f"labelled{fmt}", np.zeros((4, 6), np.float32), y)
-    with pytest.raises(QtappError) as exc:
-        open_source(str(path), VEC6, batch_size=4, max_batches=1)
-    message = str(exc.value)
-    assert str(path) in message and "label" in message and named in message
+    source = open_source(str(path), VEC6, batch_size=4, max_batches=1)
+    (_, got), = everything(source)
+    assert source.has_labels and not source.class_ids and named in source.labels_are
+    assert source.label_max is None
+    assert str(got.dtype).removeprefix("torch.") == str(y.dtype) and np.array_equal(got.numpy(), y, equal_nan=True)
+
+
+def test_bool_labels_are_class_ids(tmp_path):
+    path = save(tmp_path / "b.npz", np.zeros((4, 6), np.float32), np.array([True, False, True, True]))
+    source = open_source(str(path), VEC6, batch_size=4, max_batches=1)
+    assert source.class_ids and source.label_max == 1
 
 
 @FAST
@@ -161,12 +167,12 @@ def test_x_and_y_of_different_lengths_are_refused(tmp_path, nx, ny, fmt):
     assert str(path) in message and f"{nx} samples" in message and f"{ny} labels" in message
 
 
-def test_integral_float_labels_become_class_ids_and_label_max_is_exposed(tmp_path):
+def test_integral_float_labels_are_class_ids_and_label_max_is_exposed(tmp_path):
     path = save(tmp_path / "d.npz", np.zeros((5, 6), np.float32), np.array([0.0, 3.0, 1.0, 2.0, 7.0]))
     source = open_source(str(path), VEC6, batch_size=4, max_batches=1)  # 4 of the 5 samples used
     (_, y), = everything(source)
-    assert y.dtype == torch.int64 and y.tolist() == [0, 3, 1, 2]
-    assert source.label_max == 3
+    assert y.dtype == torch.float64 and y.tolist() == [0, 3, 1, 2]  # as stored
+    assert source.class_ids and source.label_max == 3
 
 
 # -- 4. special files ---------------------------------------------------------------------------------------
