@@ -18,6 +18,8 @@ from .metrics import MetricValue, Target
 from .progress import CancelToken, drive
 from .recipe import PointOverride
 
+NOT_SMALLER = 0.95  # a file at 95% of float's size or more has not compressed the model
+
 
 @contextlib.contextmanager
 def steady_gc():
@@ -93,6 +95,22 @@ class Scored:
                 "float_points": len(self.config.float_points), "refused": self.refused}
 
 
+def weight_layout(snap, costs, config: Config) -> tuple[set, set]:
+    """(layers whose weights ship as dynamic float16, layers with one weight scale per tensor) in `config`."""
+    recipe, dynamic = snap.recipe, snap.mode == "dynamic"
+    overrides = config.override_map
+    float16, per_tensor = set(), set()
+    for head in costs.weight_elems:
+        o = overrides.get(head)
+        dtype = o.dtype if o is not None and o.dtype else (recipe.dtype if dynamic else "qint8")
+        if dynamic and dtype == "float16":
+            float16.add(head)
+        default = False if dynamic else recipe.per_channel  # dynamic layers: one scale per tensor unless asked
+        if not (o.per_channel if o is not None and o.per_channel is not None else default):
+            per_tensor.add(head)
+    return float16, per_tensor
+
+
 class Scorer:
     """Converts and scores configurations of one calibration (the owner's snapshot is read, never written)."""
 
@@ -108,6 +126,20 @@ class Scorer:
         self.conversions = 0
         self.example = snap.loaded.input_spec.example()
         self._seen: dict[Config, Scored] = {}
+
+    @property
+    def float_bytes(self) -> int:
+        """The float model's file (every weight kept float), as the cost model sizes it."""
+        return self.costs.size_bytes(set(self.costs.weight_elems))
+
+    def compresses(self, scored: Scored) -> bool:
+        """Whether the configuration shrinks the weights (below 95% of their float bytes): keeping the layers
+        that hold nearly every weight float, or dynamic float16 (stored as float32), is no compression.
+        Weights, not the whole file: a toy model's file is mostly code, bigger in int8 than in float."""
+        float16, per_tensor = weight_layout(self.snap, self.costs, scored.config)
+        kept = scored.config.float_points - set(scored.refused)
+        chosen = self.costs.weight_bytes(kept, float16, per_tensor)
+        return chosen < NOT_SMALLER * self.costs.weight_bytes(set(self.costs.weight_elems))
 
     @property
     def calibrations(self) -> int:
@@ -135,8 +167,9 @@ class Scorer:
                                        self.metric))
         kept = config.float_points - set(refused)
         score = self.target.score(output.metric) if self.target is not None else output.metric.quantized
+        float16, per_tensor = weight_layout(self.snap, self.costs, config)
         scored = Scored(config, output.metric, score, output.sqnr_db,
-                        self.costs.size_bytes(kept, config.float16), self.costs.latency_ms(kept, config.float16),
+                        self.costs.size_bytes(kept, float16, per_tensor), self.costs.latency_ms(kept, float16),
                         dict(refused))
         self._seen[config] = scored
         return scored

@@ -139,7 +139,9 @@ class _Search:
         self.best: Scored | None = None
 
     def met(self, s: Scored) -> bool:
-        return self.scorer.target.met(s.metric)
+        """The target is reached, by a configuration that compresses: one whose file is no smaller than
+        float's is no result, unless the user's size budget says what size is acceptable."""
+        return self.scorer.target.met(s.metric) and (self.budget.kind == "size" or self.scorer.compresses(s))
 
     def allowed(self, s: Scored) -> bool:
         return self.budget.allows(s, len(self.candidates))
@@ -248,12 +250,27 @@ def tune(scorer: Scorer, target: Target, budget: Budget, candidates: list[str], 
         unit = " dB" if target.kind == "sqnr" else " points" if target.kind == "drop" and scorer.metric[0] == "top1" else ""
         notes.append(f"target {target} not reached within budget {budget}: the best configuration found scores "
                      f"{search.best.score:.4g}{unit}")
+        bloated = [s.scored for s in search.steps if scorer.target.met(s.scored.metric) and search.allowed(s.scored)
+                   and not scorer.compresses(s.scored)]
+        if bloated:
+            smallest = min(bloated, key=lambda s: s.size_bytes)
+            notes.append(f"{len(bloated)} configuration(s) reach the target but do not compress the model (their "
+                         f"weights stay 95% of float's bytes or more): the smallest is {smallest.size_bytes / 1e6:.2f} MB "
+                         f"against float's {scorer.float_bytes / 1e6:.2f} MB ({_describe(smallest.config)}); a size "
+                         f"budget (--budget size<={smallest.size_bytes / 1e6 * 1.01:.2f}MB) accepts it")
     n = len(search.steps)
     yield Progress("tune", n, n, f"{n} configurations, target {'reached' if done() else 'not reached'}",
                    time.perf_counter() - t0)
     return TuneResult(target, budget, scorer.metric[0], done(), tuple(search.steps), search.best, start,
                       tuple(search.path), scorer.conversions, scorer.calibrations, time.perf_counter() - t0, tuple(notes),
                       tuple(candidates))
+
+
+def _describe(config: Config) -> str:
+    parts = [f"{len(config.float_points)} point(s) float"] if config.float_points else []
+    if config.float16:
+        parts.append(f"{len(config.float16)} in float16")
+    return ", ".join(parts) or "every point int8"
 
 
 def _float_phases(search: _Search, phases, candidates, bad_points, consumers, stage) -> Job[None]:

@@ -393,7 +393,8 @@ def time_exports(exports, loaded, example, cancel, floats: dict | None = None, m
                             "onnx": lambda: float_onnx(loaded.module, example)[0],
                             "pte": lambda: pte_of(loaded.module, example).data}[e.format]()
                 except QtappError as exc:  # the int8 file is written and checked: only its timing is lost
-                    out.append(replace(e, notes=[*e.notes, f"not timed: its float counterpart could not be made ({exc})"]))
+                    out.append(replace(e, notes=[*e.notes, f"not timed: its float counterpart could not be made "
+                                                           f"({exc})"]))
                     continue
             float_path = Path(tmp) / f"float.{e.format}"
             write_bytes_atomic(float_path, data)
@@ -590,6 +591,13 @@ def _scorer(snap: RunSnapshot, start: QuantizeOutcome, target, metric_name: str,
         share = sum(m for h, m in costs.macs.items() if h in kept) / max(costs.total_macs, 1)
         int8 = (lat.quantized_ms - lat.float_ms * share) / max(1 - share, 1e-9)
         costs = costs.with_latency(lat.float_ms, max(int8, 0.0))
+    if start.result.size_quantized and start.result.size_float:  # pinned to the files measured
+        from .scoring import Config, weight_layout
+
+        float16, per_tensor = weight_layout(snap, costs, Config.of(snap.recipe))
+        costs = costs.anchored(start.result.size_quantized, start.result.size_float, set(snap.inventory.float_layers),
+                               float16, per_tensor)
+
     def recalibrate(recipe):  # a model-wide move (equalize): one more calibration, on the same data
         eq_snap, equalized = _equalized(replace(snap, recipe=recipe, calibrated=None))
         return drive(_calibrate_equalized(eq_snap, equalized, CancelToken()))
@@ -647,4 +655,24 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
     inv = InventoryView(snap.inventory.heads, tuple(h for h in snap.inventory.heads if h in chosen.float_layers),
                         tuple(h for h in snap.inventory.heads if h not in chosen.float_layers), snap.inventory.points)
     final = yield from quantize(replace(snap, recipe=chosen, inventory=inv), cancel, measure=measure)
+    result = _with_measured(_with_measured(result, result.start.config, start.result),
+                            result.best.config, final.result)
     return TuneOutcome(result, replace(final, result=final.result.evolve(tune=result)))
+
+
+def _with_measured(tune_result, config, measured):
+    """The search's figures for `config` replaced by those measured on its file (the start and the
+    chosen configuration are built and timed; the others are the cost model's)."""
+    from .tune import Step
+
+    if measured.size_quantized is None:
+        return tune_result
+    lat = measured.latency.quantized_ms if measured.latency is not None else None
+
+    def fix(scored):
+        if scored.config != config:
+            return scored
+        return replace(scored, size_bytes=measured.size_quantized, latency_ms=lat if lat is not None else scored.latency_ms)
+
+    steps = tuple(replace(s, scored=fix(s.scored)) if isinstance(s, Step) else s for s in tune_result.steps)
+    return replace(tune_result, steps=steps, best=fix(tune_result.best), start=fix(tune_result.start))

@@ -29,7 +29,7 @@ def test_an_outlier_activation_is_kept_float_with_the_layer_that_reads_it():
     """fc2's outputs hold one feature at 30x the others. No range fits both (percentile clipping cuts
     the feature that carries the signal), and fc2 float alone does not help: fc3 rounds the same values
     to int8 on its input. Keeping the value float means fc2 and its reader fc3."""
-    session, outcome = tuned("outlier", "sqnr>=40")
+    session, outcome = tuned("outlier", "sqnr>=40", "size<=1MB")  # fc2, fc3 hold nearly every weight: allowed
     t = outcome.tune
     assert t.start.score < 25 and t.reached
     assert t.best.config.float_points == {"fc2", "fc3"}
@@ -88,6 +88,16 @@ def test_a_budget_keeps_the_best_configuration_within_it_and_says_the_target_was
     assert "target sqnr>=40 not reached within budget float<=1" in t.notes[0]
 
 
+def test_a_configuration_no_smaller_than_float_is_not_reported_as_reached():
+    """Keeping fc2 and fc3 float reaches sqnr>=40, but they hold 99% of the weights: the file would be
+    97% of float's. Without a size budget that accepts it, that is no result: exit 3, the best
+    configuration that compresses kept, and what the other would cost said."""
+    session, outcome = tuned("outlier", "sqnr>=40")
+    t = outcome.tune
+    assert not t.reached and t.best.config.float_points != {"fc2", "fc3"}
+    assert any("do not compress the model" in n and "size<=" in n for n in t.notes), t.notes
+
+
 def test_a_target_already_met_changes_nothing():
     session, outcome = tuned("outlier", "sqnr>=10")
     t = outcome.tune
@@ -96,7 +106,7 @@ def test_a_target_already_met_changes_nothing():
 
 
 def test_adopting_a_tune_makes_its_configuration_the_sessions_recipe():
-    session, outcome = tuned("outlier", "sqnr>=40")
+    session, outcome = tuned("outlier", "sqnr>=40", "size<=1MB")
     result = session.adopt_tuned(outcome)
     assert set(session.recipe.float_layers) == {"fc2", "fc3"}
     assert session.recipe.overrides == outcome.tune.best.config.override_map
@@ -105,7 +115,7 @@ def test_adopting_a_tune_makes_its_configuration_the_sessions_recipe():
 
 @pytest.mark.parametrize("target", ["sqnr>=30", "sqnr>=40"])  # equalised and recalibrated; points kept float
 def test_the_tuned_recipe_reproduces_the_figures_from_a_new_session(target):
-    session, outcome = tuned("outlier", target)
+    session, outcome = tuned("outlier", target, "size<=1MB")
     session.adopt_tuned(outcome)
     again = drive(QuantSession.open(copy.deepcopy(session.recipe)))
     result = drive(again.quantize_job(measure=False))
