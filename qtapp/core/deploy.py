@@ -208,6 +208,9 @@ def pte_of(model, example: tuple) -> Made:
         notes.append(f"int8 weights in all {len(int8)} layers with weights")
     elif hasattr(model, "graph") and floats and any("quantize" in str(n.target) for n in model.graph.nodes):
         notes.append(f"no layer has int8 weights: {', '.join(floats)} run in float (the file is mostly float)")
+    if lowered.reshaped:
+        notes.append("given a 4-D view for XNNPACK, which lays these ops out channels-last (ExecuTorch 1.5 fails to "
+                     f"lower them on other ranks; same values): {'; '.join(lowered.reshaped)}")
     if lowered.not_delegated:
         notes.append(f"not delegated (ExecuTorch portable kernels): {summarize_ops(lowered.not_delegated)}")
     else:
