@@ -44,6 +44,7 @@ class QuantSession:
         self._point_side = None  # the float side of the per-point analysis of the stored calibration
         self.notes: list[str] = list(loaded.notes)
         self.metric_fn = None  # the recipe's metric when it is the user's function (loaded by open())
+        self.ship_formats: tuple | None = None  # the formats a CLI run will export (None: the window's, any)
         self.inventory = self._build_inventory()
         applicable, _ = _split_choices(self.inventory, recipe.float_layers)
         self.notes += self.inventory.set_float_layers(applicable)
@@ -218,7 +219,7 @@ class QuantSession:
                            lambda: self.calibration_source(recipe),
                            lambda: self.evaluation_source(recipe),
                            tuple(dict.fromkeys(notes)), self._point_side, bn_folded, self.metric_fn,
-                           self.equalizable_pairs())
+                           self.equalizable_pairs(), self.ship_formats)
 
     def equalizable_pairs(self) -> tuple:
         """The layer pairs cross-layer equalisation may scale (static and QAT models)."""

@@ -55,6 +55,7 @@ class RunSnapshot:
     bn_folded: tuple[str, ...] = ()  # heads whose fusion group folds a BatchNorm (for the diagnosis)
     metric_fn: Callable | None = None  # the recipe's metric when it is the user's function
     cle_pairs: tuple = ()  # equalize.Pair: the layer pairs cross-layer equalisation may scale
+    ship_formats: tuple | None = None  # the formats the run will export, when known (None: any)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: Canc
         output=output, layers=layers, model_notes=tuple(dict.fromkeys((*snap.notes, *eval_notes, *refused_notes))),
         quantized_model=qmodel, corrections=kernel_corrections(snap.mode, calibrated.points, snap.inventory.float_layers))
     if measure:
-        result = yield from measure_result(result, loaded, cancel)
+        result = yield from measure_result(result, loaded, cancel, snap.ship_formats)
     return QuantizeOutcome(calibrated, (key, outputs), result, point_side)
 
 
@@ -517,6 +518,7 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
     results.check()  # before any work: a refusal costs nothing
     session = yield from QuantSession.open(recipe, trust, named_by=model_named_by, metric_named_by=metric_named_by)
     session.check_export_formats(formats)
+    session.ship_formats = tuple(formats)  # what this run builds: nothing else is lowered or exported
     results.reads += session.loaded.protected_paths
     with results:
         yield from (action or _quantize_action(measure))(session, cancel)

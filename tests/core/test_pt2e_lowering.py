@@ -224,7 +224,7 @@ def test_a_pt2e_onnx_run_does_not_fail_on_a_pte_nobody_asked_for(rnet_spec, tmp_
     (onnx,) = report["exports"]
     assert onnx["format"] == "onnx" and onnx["verified"] and onnx["latency_ms"]["int8"] > 0
     assert report["latency_ms"]["quantized"] is None and not (out / "model.pte").exists()
-    assert any(n.startswith("latency of the run not measured") and "prelu4" in n for n in report["notes"])
+    assert any(n.startswith("latency of the run not measured") for n in report["notes"])  # no .pte was built
 
 
 def _bare_result(mode: str = "pt2e"):
