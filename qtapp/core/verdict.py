@@ -19,7 +19,7 @@ USABLE_DROP_PTS, DEGRADED_DROP_PTS = 1.0, 5.0
 USABLE_REL, DEGRADED_REL = 0.01, 0.05
 USABLE_RETRIEVAL, DEGRADED_RETRIEVAL = 0.98, 0.90
 NOT_SMALLER = 0.95  # an int8 file at 95% of float or more has not compressed the model
-REPAIR_BUDGET = "float<=25%"  # what a repair may keep float: a quarter of the toggleable points
+REPAIR_SHARE = 0.25  # what a repair may keep float: a quarter of the toggleable points (one at least)
 
 LEVELS = ("usable", "degraded", "broken")
 
@@ -72,7 +72,14 @@ def judge(result) -> Verdict:
         reasons.append("the float outputs are almost zero (random weights?), so these figures mean little")
     if level == "usable":
         return Verdict(level, "; ".join(reasons), None)
-    return Verdict(level, "; ".join(reasons), _next_step(result, target), target, REPAIR_BUDGET)
+    budget = repair_budget(result)
+    return Verdict(level, "; ".join(reasons), _next_step(result, target, budget), target, budget)
+
+
+def repair_budget(result) -> str:
+    """A quarter of the points the user could keep float (one at least)."""
+    toggles = sum(1 for p in result.layers if p.toggle)
+    return f"float<={max(1, round(REPAIR_SHARE * toggles))}"
 
 
 def _on_task(result) -> tuple[str, list[str], str]:
@@ -101,11 +108,11 @@ def _on_task(result) -> tuple[str, list[str], str]:
     return level, [f"output SQNR {o.sqnr_db:.1f} dB, cosine {o.cosine:.4f} ({how})"], f"sqnr>={USABLE_DB:g}"
 
 
-def _next_step(result, target: str) -> str:
+def _next_step(result, target: str, budget: str) -> str:
     """The move most likely to help, in the words of the command that takes it."""
     from .point_diagnosis import worst_points
 
-    tune = f"qtapp-cli tune {result.model} --target {target} --budget {REPAIR_BUDGET}"
+    tune = f"qtapp-cli tune {result.model} --target {target} --budget {budget}"
     if result.method == "dynamic" and result.dtype == "float16":
         return ("use int8 weights (--dtype qint8): torch.ao stores dynamic float16 weights as float32, so this file "
                 f"cannot be smaller; then, if it loses too much, {tune}")

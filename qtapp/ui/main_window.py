@@ -29,6 +29,7 @@ from .settings_panel import SettingsPanel
 from .summary import SummaryView
 from .controller import RunController
 from .tune_panel import TunePanel
+from .verdict_banner import VerdictBanner
 from .tune_plot import SensitivityPlot, TradeoffPlot
 from .workers import JobRunner
 
@@ -131,6 +132,8 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.tradeoff_plot = TradeoffPlot()
         self.tradeoff_plot.step_clicked.connect(self._on_tradeoff_step)
         self.summary = SummaryView()
+        self.verdict_banner = VerdictBanner()
+        self.verdict_banner.repair_requested.connect(self._on_repair_requested)
         self.detail_tabs = QTabWidget()
         self.detail_tabs.addTab(self.weight_plot, "Weights")
         self.detail_tabs.addTab(self.range_plot, "Activation range")
@@ -195,7 +198,14 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setStretchFactor(2, 0)
         self.splitter.setSizes([650, 500, 330])  # the tree's seven columns fit at the default 1480 px
-        self.setCentralWidget(self.splitter)
+        # The verdict spans the window above everything: seen at any size (the summary may be below the fold).
+        central = QWidget()
+        cv = QVBoxLayout(central)
+        cv.setContentsMargins(4, 4, 4, 0)
+        cv.setSpacing(4)
+        cv.addWidget(self.verdict_banner)
+        cv.addWidget(self.splitter, 1)
+        self.setCentralWidget(central)
 
         self.log_panel = LogPanel()
         self.log_dock = QDockWidget("Log", self)
@@ -361,6 +371,12 @@ class MainWindow(FileActionsMixin, QMainWindow):
 
         self._start("tune", lambda cancel: workflows.tune(snap, target, budget, cancel), on_result)
 
+    def _on_repair_requested(self, target, budget) -> None:
+        """The verdict's Repair: tune with its target and budget, shown in the Tune panel as if typed."""
+        self.tune_panel.target_edit.setText(str(target))
+        self.tune_panel.budget_edit.setText(str(budget))
+        self.run_tune(target, budget)
+
     def _on_tradeoff_step(self, step: int) -> None:
         """Apply a configuration the last tune tried to the tree (its float points and per-point settings)."""
         tune, session = self.tradeoff_plot.tune(), self.session
@@ -420,7 +436,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.cancel_action.setEnabled(busy)
         self.settings_panel.setEnabled(loaded and not busy)
         for widget in (self.tune_panel.tune_button, self.tune_panel.sensitivity_button, self.tune_action,
-                       self.sensitivity_action):
+                       self.sensitivity_action, self.verdict_banner.repair_button):
             widget.setEnabled(runnable and not busy)
         self.save_recipe_action.setEnabled(loaded)
         self.export_action.setEnabled(loaded and not busy and self.session.result is not None)
@@ -451,6 +467,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
                 self.tree.setColumnWidth(col, min(self.tree.columnWidth(col), widest))
         self.output_plot.set_metrics(result.output if result else None)
         self.summary.show_result(session)
+        self.verdict_banner.show_result(result, stale=session is not None and session.calibrated is None)
         self._on_tree_current_changed(self.tree.currentIndex(), None)
         self._update_actions()
 
