@@ -573,8 +573,12 @@ def search_inputs(snap: RunSnapshot, outcome: QuantizeOutcome) -> dict:
 
     bad = tuple(p.name for p in worst_points(result.layers, len(result.layers)) if p.diagnosis)
     weighted = {p.name for p in outcome.calibrated.points if p.weighted}
-    per_tensor = tuple(h for h in candidates if h in weighted and not snap.recipe.per_channel
-                       and snap.mode != "dynamic")
+    if snap.mode == "dynamic":  # dynamic weights have one scale per tensor unless a point asks for channels
+        overrides = snap.recipe.overrides
+        per_tensor = tuple(h for h in candidates if h in weighted
+                           and not (h in overrides and overrides[h].per_channel))
+    else:
+        per_tensor = tuple(h for h in candidates if h in weighted and not snap.recipe.per_channel)
     return {"candidates": candidates, "bad_points": bad, "consumers": consumers, "per_tensor_heads": per_tensor}
 
 

@@ -167,3 +167,16 @@ def test_budgets_are_read(text, kind, value, share):
 def test_a_budget_that_means_nothing_is_refused(text):
     with pytest.raises(UsageError, match="budget"):
         Budget.parse(text)
+
+
+def test_a_recurrent_model_is_repaired_with_per_channel_weights_before_anything_that_grows_it():
+    """Dynamic LSTM/GRU/Linear: one weight scale per channel is a move that keeps the file int8 (float16
+    would not shrink it: torch.ao stores it as float32)."""
+    spec = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'seqmodels.py'}:build"
+    session = drive(QuantSession.open(QuantRecipe(model=spec, method="dynamic", kwargs={"hidden": 128})))
+    outcome = drive(session.tune_job(Target.parse("sqnr>=40.8"), Budget.parse(None), measure=False))
+    t = outcome.tune
+    assert t.start.score < 40.8 <= t.best.score and t.reached
+    assert not t.best.config.float_points and not t.best.config.float16
+    assert all(o.per_channel for _n, o in t.best.config.overrides)
+    assert any(t.steps[i].phase == "weights" for i in t.path)
