@@ -131,3 +131,26 @@ class SlopeObserver(MinMaxObserver):
     def forward(self, x_orig):
         super().forward(torch.tensor([0.0, 1.0], dtype=x_orig.dtype))
         return super().forward(x_orig)
+
+
+class NonZeroZeroPointObserver(MinMaxObserver):
+    """A ConvTranspose's int8 weights, per tensor affine, with a zero point that is never 0.
+
+    torch's x86 engine (torch 2.14) packs a conv for oneDNN instead of FBGEMM when the CPU has AVX512-VNNI
+    (Linux), the weight is symmetric (zero point 0), output_padding is 0 and groups <= 100; oneDNN's int8
+    transposed conv is wrong whenever a group's in and out channels differ (a conv -> ConvTranspose2d ->
+    conv model: 2.1 dB). A .pt file is repacked under the engine of the process that loads it, so a file
+    made on fbgemm or qnnpack is hit in any x86 process too. With a zero point other than 0, every engine
+    takes FBGEMM's (or QNNPACK's) kernel, also after reloading. A min-max range lands on zero point 0 only
+    when it is (nearly) symmetric: then the zero point moves to -1 and the scale widens by 128/127, so the
+    range still holds every weight (at most one level of the 256 lost)."""
+
+    def __init__(self, dtype=torch.qint8, qscheme=torch.per_tensor_affine, **kwargs) -> None:
+        super().__init__(dtype=dtype, qscheme=qscheme, **kwargs)
+
+    @torch.jit.export
+    def calculate_qparams(self):
+        scale, zero_point = self._calculate_qparams(self.min_val, self.max_val)
+        if int(zero_point) == 0:
+            scale, zero_point = scale * 128.0 / 127.0, zero_point - 1
+        return scale, zero_point
