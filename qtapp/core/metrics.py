@@ -52,7 +52,9 @@ def classifier_accuracy_meaningful(acc_float: float, classes: int, n: int) -> bo
     """The float model's top-1 on these labels is clearly above chance (3 standard errors): its outputs
     are class scores for them. Embeddings or a model unrelated to the labels stay near chance."""
     chance = 1.0 / max(classes, 1)
-    return acc_float >= chance + 3.0 * math.sqrt(chance * (1 - chance) / max(n, 1)) and acc_float >= 2 * chance
+    # Twice chance, or halfway to perfect where twice chance cannot be reached (two classes: 75%, not 100%).
+    floor = min(2 * chance, (1 + chance) / 2)
+    return acc_float >= chance + 3.0 * math.sqrt(chance * (1 - chance) / max(n, 1)) and acc_float >= floor
 
 
 @dataclass(frozen=True)

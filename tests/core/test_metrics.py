@@ -133,3 +133,12 @@ def test_a_drop_is_in_top1_points_and_needs_a_float_score():
     assert not t.met(MetricValue("top1", 0.95, 0.93))
     with pytest.raises(UsageError, match="needs a metric the float model also scores"):
         t.score(MetricValue("cosine", None, 0.99))
+
+
+@pytest.mark.parametrize("acc, classes, n, meaningful", [
+    (0.992, 2, 256, True),  # a face / not-face detector: 99% is far above chance, though under twice 50%
+    (0.55, 2, 256, False), (0.80, 2, 256, True), (0.20, 10, 400, True), (0.12, 10, 400, False)])
+def test_accuracy_means_something_for_binary_classifiers_too(acc, classes, n, meaningful):
+    from qtapp.core.metrics import classifier_accuracy_meaningful
+
+    assert classifier_accuracy_meaningful(acc, classes, n) == meaningful
