@@ -182,10 +182,9 @@ def test_a_250_character_out_name_works(tmp_path, monkeypatch):
 def test_an_out_path_past_the_limit_is_refused_before_the_work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     deep = tmp_path.joinpath(*(["d" * 200] * 20))  # about 4,000 characters
-    start = time.monotonic()
     code, _, err = run("quantize", "demo", *QUICK, "--out", deep)
     assert code == 2 and "limit" in err and "shorter --out" in err
-    assert time.monotonic() - start < 10  # refused at the start, not after calibrating
+    assert "calibrate" not in err  # refused at the start, not after calibrating
 
 
 # -- 5. scratch folders -------------------------------------------------------------------------------------------
