@@ -98,3 +98,25 @@ def test_dict_outputs_for_onnx_are_named(models, cli):
     code, _, err = cli(["quantize", "models.py:with_dict", "--no-time-files", "--batches", "2", "--format", "onnx",
                         "--out", models / "o"])
     assert code == 1 and "returns a dict among its outputs" in err and "NamedTuple" in err
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint16"])
+def test_image_arrays_stored_as_integers_are_pixels_not_token_ids(models, cli, dtype):
+    """A conv model has no embedding: integer data can only be numbers for it (pixels saved as int64, or
+    a 16-bit sensor's uint16), never token ids."""
+    (models / "conv.py").write_text(textwrap.dedent("""
+        import torch, torch.nn as nn
+        def build():
+            torch.manual_seed(0)
+            m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+            m.example_input_shape = (1, 3, 16, 16)
+            return m
+    """))
+    top = 255 if dtype == "int64" else 65535
+    pixels = np.random.default_rng(0).integers(0, top + 1, (32, 3, 16, 16)).astype(dtype)
+    np.save(models / "images.npy", pixels)
+    code, _, err = cli(["quantize", "conv.py:build", "--calib", "images.npy", *QUICK, "--out", models / "o"])
+    assert code == 0, err
+    report = json.loads((models / "o" / "report.json").read_text())
+    assert report["input"] == "1x3x16x16"  # float32: no dtype suffix
+    assert f"holds {dtype} values: fed to the model as float32" in report["calibration"]["preprocessing"]
