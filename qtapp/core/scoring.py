@@ -105,8 +105,7 @@ def weight_layout(snap, costs, config: Config) -> tuple[set, set]:
         dtype = o.dtype if o is not None and o.dtype else (recipe.dtype if dynamic else "qint8")
         if dynamic and dtype == "float16":
             float16.add(head)
-        default = False if dynamic else recipe.per_channel  # dynamic layers: one scale per tensor unless asked
-        if not (o.per_channel if o is not None and o.per_channel is not None else default):
+        if not (o.per_channel if o is not None and o.per_channel is not None else recipe.per_channel):
             per_tensor.add(head)
     return float16, per_tensor
 

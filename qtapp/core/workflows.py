@@ -162,25 +162,35 @@ def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: Canc
         evaluation=DataFacts.of(evaluation), calib_stats=calibrated.stats,
         float_layers=snap.inventory.float_layers, expected_quantized=snap.inventory.quantized_heads,
         output=output, layers=layers, model_notes=tuple(dict.fromkeys((*snap.notes, *eval_notes, *refused_notes))),
-        quantized_model=qmodel, corrections=kernel_corrections(snap.mode, calibrated.points, snap.inventory.float_layers))
+        quantized_model=qmodel, corrections=kernel_corrections(snap.mode, calibrated.points, snap.inventory.float_layers,
+                                                                 qmodel, calibrated.recipe.engine))
     if measure:
         result = yield from measure_result(result, loaded, cancel, snap.ship_formats)
     return QuantizeOutcome(calibrated, (key, outputs), result, point_side)
 
 
-def kernel_corrections(mode: str, points, float_layers) -> tuple:
-    """The known int8 kernel defects (qconfigs.KERNEL_CORRECTIONS) corrected at this run's int8 points."""
+def kernel_corrections(mode: str, points, float_layers, converted=None, engine: str | None = None) -> tuple:
+    """The known int8 kernel defects (qconfigs.KERNEL_CORRECTIONS) corrected at this run's points: each
+    correction with the points where `converted` (the int8 GraphModule, converted for `engine`) has it.
+    Without `converted`, only what the points themselves say (an int8 point of a corrected op)."""
+    import torch
+
     from .qconfigs import KERNEL_CORRECTIONS
 
-    if mode != "fx":  # the corrections live in the FX qconfig mapping (static and QAT)
+    if mode != "fx":  # the corrections live in the FX qconfig mapping and conversion (static and QAT)
         return ()
+    engine = engine or torch.backends.quantized.engine
     kept = set(float_layers)
-    out = []
-    for op, what in KERNEL_CORRECTIONS.items():
-        at = [p.name for p in points if p.op == op and p.name not in kept]
-        if at:
-            out.append({"op": op, "what": what, "points": at})
-    return tuple(out)
+    found: dict = {}
+    for p in points:
+        if p.name in kept:
+            continue
+        for what, applies in KERNEL_CORRECTIONS.get(p.op, ()):
+            if applies(p, converted, engine):
+                found.setdefault((p.op, what), []).append(p.name)
+                break
+    return tuple({"op": op, "what": what, "points": found[(op, what)]}
+                 for op, variants in KERNEL_CORRECTIONS.items() for what, _ in variants if (op, what) in found)
 
 
 def _equalized(snap: RunSnapshot) -> tuple[RunSnapshot, str]:
@@ -573,12 +583,7 @@ def search_inputs(snap: RunSnapshot, outcome: QuantizeOutcome) -> dict:
 
     bad = tuple(p.name for p in worst_points(result.layers, len(result.layers)) if p.diagnosis)
     weighted = {p.name for p in outcome.calibrated.points if p.weighted}
-    if snap.mode == "dynamic":  # dynamic weights have one scale per tensor unless a point asks for channels
-        overrides = snap.recipe.overrides
-        per_tensor = tuple(h for h in candidates if h in weighted
-                           and not (h in overrides and overrides[h].per_channel))
-    else:
-        per_tensor = tuple(h for h in candidates if h in weighted and not snap.recipe.per_channel)
+    per_tensor = tuple(h for h in candidates if h in weighted and not snap.recipe.per_channel)
     return {"candidates": candidates, "bad_points": bad, "consumers": consumers, "per_tensor_heads": per_tensor}
 
 

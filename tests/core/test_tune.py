@@ -170,10 +170,11 @@ def test_a_budget_that_means_nothing_is_refused(text):
 
 
 def test_a_recurrent_model_is_repaired_with_per_channel_weights_before_anything_that_grows_it():
-    """Dynamic LSTM/GRU/Linear: one weight scale per channel is a move that keeps the file int8 (float16
-    would not shrink it: torch.ao stores it as float32)."""
+    """Dynamic LSTM/GRU/Linear with one weight scale per tensor (--no-per-channel): one scale per channel
+    is a move that keeps the file int8 (float16 would not shrink it: torch.ao stores it as float32)."""
     spec = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'seqmodels.py'}:build"
-    session = drive(QuantSession.open(QuantRecipe(model=spec, method="dynamic", kwargs={"hidden": 128})))
+    session = drive(QuantSession.open(QuantRecipe(model=spec, method="dynamic", per_channel=False,
+                                                  kwargs={"hidden": 128})))
     outcome = drive(session.tune_job(Target.parse("sqnr>=40.8"), Budget.parse(None), measure=False))
     t = outcome.tune
     assert t.start.score < 40.8 <= t.best.score and t.reached
