@@ -106,7 +106,7 @@ class SettingsPanel(QWidget):
         self.observer.currentTextChanged.connect(lambda v: self._emit(observer=v))
         self.per_channel.toggled.connect(lambda v: self._emit(per_channel=v))
         self.equalize.toggled.connect(lambda v: self._emit(equalize=v))
-        self.dtype.currentTextChanged.connect(lambda v: self._emit(dtype=v))
+        self.dtype.currentTextChanged.connect(lambda v: (self._emit(dtype=v), self._update_enabled()))
         self.source.currentIndexChanged.connect(self._on_source_changed)
         self.browse.clicked.connect(self._on_browse_clicked)
         self.batches.valueChanged.connect(lambda v: self._emit_data(batches=v))
@@ -166,7 +166,8 @@ class SettingsPanel(QWidget):
         self.static_mode.setEnabled(method == "static" and not pt2e)
         self.engine.setEnabled(not pt2e)
         self.observer.setEnabled(method == "static" and not pt2e)
-        self.per_channel.setEnabled(method != "dynamic")
+        # dynamic int8 weights take it too; float16 weights have no scales
+        self.per_channel.setEnabled(not (method == "dynamic" and self.dtype.currentText() == "float16"))
         self.equalize.setEnabled(method != "dynamic")
         self.dtype.setEnabled(method == "dynamic")
         self.qat_box.setEnabled(method == "qat")

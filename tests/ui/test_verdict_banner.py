@@ -35,3 +35,16 @@ def test_a_usable_run_has_no_repair_button(qtbot, window, open_and_wait, quantiz
     banner = window.verdict_banner
     assert banner.verdict.level == "usable" and banner.repair_button.isHidden()
     assert "top-1" in banner.label.text()
+
+
+def test_the_per_channel_box_is_live_for_dynamic_int8_and_greyed_for_float16(qtbot, window, open_and_wait):
+    open_and_wait(qtbot, window, "demo")
+    panel = window.settings_panel
+    panel.method.setCurrentText("dynamic")
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)  # the panel waits for the method change
+    panel.dtype.setCurrentText("qint8")
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)
+    assert panel.per_channel.isEnabled()  # dynamic int8 weights honour it
+    panel.dtype.setCurrentText("float16")
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)
+    assert not panel.per_channel.isEnabled() and panel.dtype.isEnabled()
