@@ -277,7 +277,8 @@ def kernel_rewrite(prepared, float_heads, engine: str | None = None) -> None:
         module = prepared.get_submodule(node.target)
         if engine == "qnnpack" and type(module) in (nn.AvgPool1d, nn.AvgPool2d) and qnnpack_avg_pool_differs(module):
             _set_submodule(prepared, node.target, FloatAvgPool(module))
-        elif type(module) is nn.EmbeddingBag and node.target not in kept and getattr(module, "qconfig", None) is not None:
+        elif type(module) is nn.EmbeddingBag and node.target not in kept \
+                and getattr(module, "qconfig", None) is not None:  # converted to int8: not kept float
             if module.mode == "max":
                 _set_submodule(prepared, node.target, FloatEmbeddingBag(module))
             elif module.mode == "mean":

@@ -162,8 +162,9 @@ def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: Canc
         evaluation=DataFacts.of(evaluation), calib_stats=calibrated.stats,
         float_layers=snap.inventory.float_layers, expected_quantized=snap.inventory.quantized_heads,
         output=output, layers=layers, model_notes=tuple(dict.fromkeys((*snap.notes, *eval_notes, *refused_notes))),
-        quantized_model=qmodel, corrections=kernel_corrections(snap.mode, calibrated.points, snap.inventory.float_layers,
-                                                                 qmodel, calibrated.recipe.engine))
+        quantized_model=qmodel, corrections=kernel_corrections(snap.mode, calibrated.points,
+                                                                 snap.inventory.float_layers, qmodel,
+                                                                 calibrated.recipe.engine))
     if measure:
         result = yield from measure_result(result, loaded, cancel, snap.ship_formats)
     return QuantizeOutcome(calibrated, (key, outputs), result, point_side)
