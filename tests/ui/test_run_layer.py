@@ -74,9 +74,14 @@ def test_a_torchscript_model_cannot_be_run(qtbot, window, tmp_path, open_and_wai
     """Defect 9: a TorchScript file opened with Calibrate enabled and failed only when clicked."""
     import torch
 
+    from .test_main_window import answer, consent_dialog
+
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), str(path))
-    open_and_wait(qtbot, window, str(path))
+    window.open_path_or_spec(str(path))  # a program: the window asks first
+    with qtbot.waitSignal(window.session_changed, timeout=60000):
+        answer(consent_dialog(qtbot, window, "programConsentDialog"), accept=True)
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)
     assert not window.run_button.isEnabled() and not window.run_action.isEnabled()
     assert "TorchScript" in window.run_button.toolTip()
 
