@@ -541,8 +541,11 @@ class DynamicBackend:
             # channel 43x the median: 10.0 -> 13.3 dB)
             per_channel = o.per_channel if o is not None and o.per_channel is not None else recipe.per_channel
             if isinstance(modules[head], embedding):
-                # int8 rows with a float scale each; float16 has no embedding kernel: they stay float
-                return None if dtype == "float16" else float_qparams_weight_only_qconfig
+                # int8 rows with a float scale each; float16 has no embedding kernel: they stay float. A bag
+                # of mode "max" too: torch's int8 EmbeddingBag sums whatever its mode (qconfigs.KERNEL_CORRECTIONS)
+                if dtype == "float16" or getattr(modules[head], "mode", "sum") == "max":
+                    return None
+                return float_qparams_weight_only_qconfig
             if dtype == "float16":
                 return float16_dynamic_qconfig
             return per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
@@ -552,6 +555,7 @@ class DynamicBackend:
         dtype = torch.float16 if recipe.dtype == "float16" else torch.qint8
         with quiet_ao():
             quantized = quantize_dynamic(copy.deepcopy(calibrated.model).eval(), spec, dtype=dtype)
+        _mean_bags_weighted(quantized, {h: modules[h] for h in spec})
         if any(isinstance(m, torch.nn.MultiheadAttention) for m in quantized.modules()):
             # The attention fast path reads its Linear layers' weights as tensors; dynamically quantized
             # Linears hold packed params instead ("'function' object has no attribute 'device'").
@@ -560,6 +564,20 @@ class DynamicBackend:
 
     def reference(self, model):
         return model
+
+
+def _mean_bags_weighted(quantized, floats: dict) -> None:
+    """Each int8 EmbeddingBag of mode "mean" wrapped so its (summing) kernel gets weights 1 / bag size."""
+    import torch.nn as nn
+
+    from .rewrites import MeanEmbeddingBag
+
+    for name, float_module in floats.items():
+        if type(float_module) is nn.EmbeddingBag and float_module.mode == "mean":
+            parent, _, leaf = name.rpartition(".")
+            owner = quantized.get_submodule(parent) if parent else quantized
+            setattr(owner, leaf, MeanEmbeddingBag(getattr(owner, leaf), float_module.padding_idx,
+                                                  float_module.include_last_offset))
 
 
 def requantize_weights(qmodel, reference, points, recipe, float_heads, eager: bool = False):

@@ -93,3 +93,18 @@ def avg_pool1d(input: torch.Tensor, kernel_size: List[int], stride: List[int], p
                count_include_pad: bool) -> torch.Tensor:
     """F.avg_pool1d, likewise (its int8 form runs the same QNNPACK pool)."""
     return F.avg_pool1d(input, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+class MeanEmbeddingBag(torch.nn.Module):
+    """A dynamically quantized EmbeddingBag of mode "mean": the int8 bag (which sums whatever its mode)
+    called with per-sample weights 1 / bag size (bag_mean_weights), so its sum is the bag's mean."""
+
+    def __init__(self, bag: torch.nn.Module, padding_idx: Optional[int], include_last_offset: bool) -> None:
+        super().__init__()
+        self.bag = bag
+        self.padding_idx = -1 if padding_idx is None else int(padding_idx)
+        self.include_last_offset = include_last_offset
+
+    def forward(self, input: torch.Tensor, offsets: Optional[torch.Tensor] = None) -> torch.Tensor:
+        weights = bag_mean_weights(input, offsets, self.padding_idx, self.include_last_offset)
+        return self.bag(input, offsets, weights)

@@ -642,3 +642,29 @@ def test_app_embedding_bag_computes_what_float_does(engine):
     prepared = s.calibrated.prepared
     assert prepared.bag_mean.mode == "mean" and type(prepared.bag_max) is nn.EmbeddingBag
     assert not any(n.op == "call_function" and "bag_mean" in n.name for n in prepared.graph.nodes)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_app_dynamic_embedding_bag_computes_what_float_does(engine):
+    """The same defect under --method dynamic (no graph to rewrite): a mean bag is wrapped so the int8
+    kernel's sum gets weights 1 / bag size, a max bag stays float, a sum bag is left alone; the report
+    names mean and max. Before: the mean bag returned sums."""
+    from qtapp.core.measure import to_torchscript
+
+    s, result = _app("bags", engine, input_dtype="int64", method="dynamic")
+    q, model = result.quantized_model, s.loaded.module
+    ids = torch.randint(0, 50, (8, 6), generator=torch.Generator().manual_seed(1))
+    ids[0, :3] = 0
+    with torch.no_grad():
+        for name, mode in (("bag_mean", "mean"), ("bag_pad", "mean")):
+            bag = q.get_submodule(name)
+            assert type(bag).__name__ == "MeanEmbeddingBag"
+            want = F.embedding_bag(ids, bag.bag.weight().dequantize(), mode=mode,
+                                   padding_idx=model.get_submodule(name).padding_idx)
+            assert torch.allclose(bag(ids), want, atol=1e-5), name
+        assert type(q.bag_max) is torch.nn.EmbeddingBag  # float
+    assert _corrections(result) == [("EmbeddingBag", ["bag_mean", "bag_pad"]), ("EmbeddingBag", ["bag_max"])]
+    assert result.output.sqnr_db > 24, result.output.sqnr_db
+    scripted, how = to_torchscript(q, (ids,))
+    with torch.no_grad():
+        assert torch.allclose(scripted(ids), q(ids))
