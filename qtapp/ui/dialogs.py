@@ -24,40 +24,35 @@ def error_box(parent: QWidget, title: str, exc: BaseException, details: str = ""
     return box
 
 
-def trust_box(parent: QWidget, path, classes: list[str]) -> QMessageBox:
-    box = QMessageBox(QMessageBox.Icon.Warning, "Load untrusted pickle?",
-                      f"{path} needs classes outside the safe allowlist (torch.nn and torchvision models):\n\n"
-                      + "\n".join(f"  • {c}" for c in sorted(classes))
-                      + "\n\nLoading it will EXECUTE CODE from the file. Only continue if you trust its source.",
-                      QMessageBox.StandardButton.Cancel, parent)
-    box.addButton("Load and run its code", QMessageBox.ButtonRole.AcceptRole)
+def _consent_box(parent: QWidget, title: str, text: str, accept: str, name: str) -> QMessageBox:
+    """A warning whose default is Cancel; only its `accept` button (AcceptRole) consents."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Cancel, parent)
+    box.addButton(accept, QMessageBox.ButtonRole.AcceptRole)
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-    box.setObjectName("trustDialog")
+    box.setObjectName(name)
     return box
+
+
+def trust_box(parent: QWidget, path, classes: list[str]) -> QMessageBox:
+    return _consent_box(parent, "Load untrusted pickle?",
+                        f"{path} needs classes outside the safe allowlist (torch.nn and torchvision models):\n\n"
+                        + "\n".join(f"  • {c}" for c in sorted(classes))
+                        + "\n\nLoading it will EXECUTE CODE from the file. Only continue if you trust its source.",
+                        "Load and run its code", "trustDialog")
 
 
 def program_consent_box(parent: QWidget, path, kind: str = "TorchScript") -> QMessageBox:
-    box = QMessageBox(QMessageBox.Icon.Warning, f"Load {kind} file?",
-                      f"{path}\nis a {kind} file. TorchScript is a program: loading it runs code stored in the "
-                      "file (it can create or overwrite any file you can write).\n\nOnly continue if you trust "
-                      "its source.",
-                      QMessageBox.StandardButton.Cancel, parent)
-    box.addButton("Load and run its code", QMessageBox.ButtonRole.AcceptRole)
-    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-    box.setObjectName("programConsentDialog")
-    return box
+    return _consent_box(parent, f"Load {kind} file?",
+                        f"{path}\nis a {kind} file. TorchScript is a program: loading it runs code stored in the "
+                        "file (it can create or overwrite any file you can write).\n\nOnly continue if you trust "
+                        "its source.", "Load and run its code", "programConsentDialog")
 
 
 def code_consent_box(parent: QWidget, spec: str, source, role: str = "model") -> QMessageBox:
-    box = QMessageBox(QMessageBox.Icon.Warning, "Run code named by a recipe?",
-                      f"The recipe\n  {source}\nnames this Python callable as its {role}:\n  {spec}\n\n"
-                      "Opening it will IMPORT AND RUN that code. A recipe is a data file that may come from "
-                      "anyone: only continue if you trust it.",
-                      QMessageBox.StandardButton.Cancel, parent)
-    box.addButton("Run it and open", QMessageBox.ButtonRole.AcceptRole)
-    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-    box.setObjectName("codeConsentDialog")
-    return box
+    return _consent_box(parent, "Run code named by a recipe?",
+                        f"The recipe\n  {source}\nnames this Python callable as its {role}:\n  {spec}\n\n"
+                        "Opening it will IMPORT AND RUN that code. A recipe is a data file that may come from "
+                        "anyone: only continue if you trust it.", "Run it and open", "codeConsentDialog")
 
 
 class TorchvisionDialog(QDialog):

@@ -226,15 +226,7 @@ def _ends(qmodel, inputs):
     """(the model's int8 input, its int8 output) for `x -> quantize -> ... -> dequantize`: whatever runs
     between (an int8 op, or the app's float op between a dequantize and a quantize)."""
     gm = qmodel
-    env = {}
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n):
-            env[n.name] = super().run_node(n)
-            return env[n.name]
-
-    with torch.no_grad():
-        Recorder(gm).run(*inputs)
+    env = _values(gm, inputs)
     nodes = list(gm.graph.nodes)
     first = next(n for n in nodes if getattr(n.target, "__name__", "") == "quantize_per_tensor")
     last = next(n for n in nodes if n.op == "output").args[0]  # the final dequantize
