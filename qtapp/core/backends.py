@@ -186,12 +186,14 @@ class FxStaticBackend:
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
         from torch.ao.quantization.quantize_fx import prepare_fx
 
+        from .observers import bound_clamped_observers
         from .qconfigs import fx_mapping
 
         set_engine(recipe.engine)
         # Observe every candidate layer, so any float set can be converted later without recalibrating.
         with quiet_ao(), _untraceable_named(model):
             prepared = prepare_fx(copy.deepcopy(model).eval(), fx_mapping(recipe), example)
+        bound_clamped_observers(prepared)  # a conv before a ReLU6 ranges over [0, 6] at most
         with quiet_ao():
             points = _fx_calibrated_points(prepared, inventory)
             stats = yield from _feed(prepared, calib, cancel)

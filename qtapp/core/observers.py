@@ -4,6 +4,11 @@
 per-batch min-max, torch's histogram observer (the range minimising the L2 rounding error), and
 percentile clipping at 99.9% and 99.99% (read off that same histogram). `calculate_qparams()` answers
 for the one chosen; choosing another later needs no new calibration, only a reconversion.
+
+An observer whose every reader clamps (ReLU6, Hardtanh, clamp: torch.ao shares one range between such an op
+and its input) watches the clamped values (`bound_clamped_observers`): a conv's range before a ReLU6 then
+spans [0, 6] at most instead of its raw outputs (MobileNetV2's [-7.4, 31.3]), and int8 rounding saturating
+at that range computes the clamp itself.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class MultiObserver(MinMaxObserver):
                                                   quant_max=quant_max)
         self.hist = HistogramObserver(dtype=dtype, qscheme=qscheme, quant_min=quant_min, quant_max=quant_max)
         self._frozen: dict | None = None  # every choice's answer, once the data is all seen
+        self.clamp: tuple[float, float] | None = None  # (lo, hi) every reader of this range clamps to
 
     def freeze(self) -> None:
         """Calibration is over: work out every choice's range and qparams now, once, rather than at each
@@ -37,9 +43,10 @@ class MultiObserver(MinMaxObserver):
 
     def forward(self, x_orig):
         self._frozen = None
-        super().forward(x_orig)  # the true min and max
-        self.moving(x_orig)
-        self.hist(x_orig)
+        seen = x_orig if self.clamp is None else x_orig.detach().clamp(*self.clamp)
+        super().forward(seen)  # the true min and max
+        self.moving(seen)
+        self.hist(seen)
         return x_orig
 
     def range_of(self, choice: str) -> tuple[float, float] | None:
@@ -89,6 +96,95 @@ class MultiObserver(MinMaxObserver):
 
     def extra_repr(self) -> str:
         return f"chosen={self.chosen}, {super().extra_repr()}"
+
+
+def _clamp_bounds(node, modules) -> tuple[float, float] | None:
+    """(lo, hi) when FX node `node` only clamps its input to constant bounds (ReLU6, Hardtanh, clamp)."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    if node.op == "call_module":
+        m = modules.get(node.target)
+        if isinstance(m, nn.ReLU6):
+            return 0.0, 6.0
+        if type(m) is nn.Hardtanh:
+            return float(m.min_val), float(m.max_val)
+        return None
+    if node.op == "call_function" and node.target in (F.relu6, F.hardtanh, torch.clamp, torch.clip):
+        if node.target is F.relu6:
+            return 0.0, 6.0
+        args = list(node.args[1:]) + [None] * 3
+        if node.target is F.hardtanh:
+            lo, hi = node.kwargs.get("min_val", args[0] if args[0] is not None else -1.0), \
+                node.kwargs.get("max_val", args[1] if args[1] is not None else 1.0)
+        else:
+            lo, hi = node.kwargs.get("min", args[0]), node.kwargs.get("max", args[1])
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo < hi:
+            return float(lo), float(hi)
+    return None
+
+
+# Ops whose output stays within their input's bounds (torch.ao shares one range between them and their
+# input): a value clamped before them is still clamped after them.
+_WITHIN_INPUT_BOUNDS = frozenset({
+    "mean", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d",
+    "adaptive_max_pool2d", "flatten", "reshape", "view", "permute", "transpose", "squeeze", "unsqueeze",
+    "contiguous", "dropout", "identity", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "MaxPool1d", "MaxPool2d", "MaxPool3d", "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d", "Flatten", "Dropout", "Identity"})
+
+
+def _op_name(node, modules) -> str:
+    if node.op == "call_module":
+        return type(modules.get(node.target)).__name__
+    if node.op in ("call_function", "call_method"):
+        return getattr(node.target, "__name__", str(node.target))
+    return ""
+
+
+def bound_clamped_observers(prepared) -> dict[str, tuple[float, float]]:
+    """Make each MultiObserver of an FX-prepared model watch clamped values (MultiObserver.clamp) when
+    every value it serves is bounded by the same clamp: either every reader clamps to those bounds (a conv
+    before a ReLU6: the int8 conv saturates at the range it is given, and the ReLU6 clamps the rest), or
+    the value was clamped already (the ReLU6's output, and a mean or pool of it, watched by the same
+    instance, as torch.ao shares one between them). Returns {observer path: (lo, hi)}."""
+    modules = dict(prepared.named_modules(remove_duplicate=False))
+    observers = {n: modules[n.target] for n in prepared.graph.nodes
+                 if n.op == "call_module" and isinstance(modules.get(n.target), MultiObserver)}
+
+    def bounded_value(node, depth=0):
+        """The bounds `node`'s value is known to lie in (clamped upstream), else None."""
+        if depth > 64 or not hasattr(node, "op"):
+            return None
+        if node in observers:
+            return bounded_value(node.args[0], depth + 1) if node.args else None
+        own = _clamp_bounds(node, modules)
+        if own is not None:
+            return own
+        if _op_name(node, modules) in _WITHIN_INPUT_BOUNDS and node.args:
+            return bounded_value(node.args[0], depth + 1)
+        return None
+
+    by_instance: dict[int, list] = {}
+    for node, obs in observers.items():
+        by_instance.setdefault(id(obs), []).append(node)
+    bounded = {}
+    for nodes in by_instance.values():
+        bounds = set()
+        for node in nodes:
+            already = bounded_value(node.args[0]) if node.args else None
+            if already is not None:
+                bounds.add(already)
+                continue
+            bounds.update(_clamp_bounds(user, modules) for user in node.users)
+            if not node.users:
+                bounds.add(None)
+        if len(bounds) == 1 and None not in bounds:
+            obs = observers[nodes[0]]
+            obs.clamp = bounds.pop()
+            bounded[nodes[0].target] = obs.clamp
+    return bounded
 
 
 def freeze_all(model) -> None:

@@ -295,12 +295,15 @@ class _Book:
             self.values.setdefault(name, x)
 
 
-def _make_tap(book: _Book, name: str):
+def _make_tap(book: _Book, name: str, clamp: tuple | None = None):
+    """A module reporting the value at point `name` to `book`. With `clamp` (an observer whose readers all
+    clamp: observers.bound_clamped_observers), the value reported is the clamped one: the int8 tensor there
+    stands for it, and the readers compute nothing else."""
     import torch
 
     class Tap(torch.nn.Module):
         def forward(self, x):
-            book.seen(name, x)
+            book.seen(name, x if clamp is None else x.clamp(*clamp))
             return x
 
     return Tap()
@@ -446,6 +449,7 @@ class StaticAnalysis:
         self.prepared = prepared
         self.qparams: dict[str, QParams] = {}
         self.observed_range: dict[str, tuple] = {}
+        self.clamps: dict[str, tuple] = {}  # points whose readers all clamp: (lo, hi)
         for p in points:
             if p.observer is None:
                 continue
@@ -457,6 +461,8 @@ class StaticAnalysis:
             override = recipe.overrides.get(p.name)
             qp = observer_qparams(obs, override.observer if override is not None and override.observer
                                   else recipe.observer)
+            if getattr(obs, "clamp", None) is not None:
+                self.clamps[p.name] = tuple(obs.clamp)
             if qp is not None:
                 self.qparams[p.name] = qp
                 inner = getattr(obs, "activation_post_process", obs)
@@ -471,7 +477,7 @@ class StaticAnalysis:
                 continue
             path = p.observer if mode != "eager" else f"{p.observer}.activation_post_process" if p.observer else \
                 "activation_post_process"
-            _set_path(self.model, path, _make_tap(self.book, p.name))
+            _set_path(self.model, path, _make_tap(self.book, p.name, self.clamps.get(p.name)))
         self.actual_qparams: dict[str, QParams] = {}  # the grid each point's int8 tensor really has
         self.int8_weights = {}
         for p in points:
