@@ -59,6 +59,10 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
                    help="static and QAT: cross-layer equalisation of the float model before calibrating (evens out "
                         "per-channel weight ranges between layer pairs; helps most with one scale per tensor)")
+    p.add_argument("--equalize-depthwise", dest="equalize_depthwise", action=argparse.BooleanOptionalAction,
+                   default=None, help="static and QAT: scale the input channels of each depthwise conv towards "
+                                      "the loudest on the calibration data, so one int8 range serves them all "
+                                      "(default on; needs per-channel weights)")
     p.add_argument("--float", dest="float_layers", nargs="+", metavar="LAYER", action="extend",
                    help="keep these layers (or whole subtrees) in float")
 
@@ -179,7 +183,8 @@ def recipe_from_args(args):
     top = {"model": args.spec, "weights": args.weights, "kwargs": _kwargs(args.kwargs),
            "input_shape": args.input_shape, "input_dtype": args.input_dtype, "method": args.method, "static_mode": args.static_mode,
            "engine": args.engine, "dtype": args.dtype, "observer": args.observer, "per_channel": args.per_channel,
-           "equalize": getattr(args, "equalize", None), "backend": getattr(args, "backend", None),
+           "equalize": getattr(args, "equalize", None),
+           "equalize_depthwise": getattr(args, "equalize_depthwise", None), "backend": getattr(args, "backend", None),
            "onnx_quantizer": getattr(args, "onnx_quantizer", None),
            "float_layers": args.float_layers, "metric": getattr(args, "metric", None)}
     recipe = replace(recipe, **{k: v for k, v in top.items() if v is not None})

@@ -44,6 +44,8 @@ def notes(result) -> list[Note]:
                                           "nothing about a phone (on x86 it is typically slower than float)"))
     if result.calib_stats.get("equalized"):
         out.append(Note("equalized", result.calib_stats["equalized"], "info"))
+    if result.calib_stats.get("depthwise_equalized"):
+        out.append(Note("depthwise-equalized", result.calib_stats["depthwise_equalized"], "info"))
     if result.calib_stats.get("distilled"):
         out.append(Note("qat-distilled", "QAT data had no labels: fine-tuned by distillation from the float "
                                          "model's outputs", "info"))

@@ -14,6 +14,7 @@ module is called twice; afterwards the copy's outputs are checked against the or
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -149,3 +150,154 @@ def equalize(model, pairs: list[Pair], example) -> tuple[object, dict]:
                          "largest value): a pair of layers is not what the traced graph says; not applied")
     return out, {"pairs": [str(p) for p in pairs], "max_ratio_before": before, "max_ratio_after": spread(),
                  "output_change": diff}
+
+
+# -- depthwise input equalisation (data-aware) ---------------------------------------------------------
+#
+# A depthwise conv reads each input channel on its own, but torch.ao's int8 kernels take one activation
+# range per tensor: a channel whose values stay a hundred times below the loudest one keeps a few int8
+# levels (MobileNetV2's first block: 12.7 dB at the output from that one range). Peers quantize such an
+# input per channel (NNCF on OpenVINO); fbgemm, x86 and qnnpack cannot. The same effect, in the float
+# model: scale the channels of the layer feeding the depthwise conv up towards the loudest one (BatchNorm's
+# affine parameters, or the layer's own weight rows, carry the factor) and the depthwise conv's weights for
+# that channel down by the same factor. Its weights are quantized per output channel, which is its input
+# channel, so that costs it nothing.
+#
+# Exact for the float model: through nothing or a ReLU, for any input; through a ReLU6 (or a Hardtanh from 0),
+# for every value at or below the channel's calibrated maximum, since a channel scaled by s then clamps at
+# 6/s >= its calibrated maximum. A larger value is cut there, as a per-channel int8 range would cut it.
+
+DEPTHWISE_MAX_SCALE = 16.0  # at most 4 more bits for the quietest channels: a dead channel is not blown up
+
+
+@dataclass(frozen=True)
+class DepthwisePair:
+    first: str  # the Conv2d or Linear whose output channels are scaled up
+    depthwise: str  # the depthwise Conv2d reading them
+    batchnorm: str | None = None  # the BatchNorm between them, which carries the scale when present
+    clamp: str | None = None  # the ReLU/ReLU6/Hardtanh module between them (its output is what is measured)
+
+    def __str__(self) -> str:
+        return f"{self.first} -> {self.depthwise}"
+
+
+def find_depthwise_pairs(model) -> list[DepthwisePair]:
+    """(A, depthwise B) pairs in `model` joined by nothing but a BatchNorm and a ReLU/ReLU6/Hardtanh(0, x)
+    module, each node read only by the next, every module called once. Found on an FX trace of the model;
+    a model torch.fx cannot trace has none."""
+    import torch.fx
+    import torch.nn as nn
+
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - any trace failure means: no graph to read pairs from
+        return []
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+
+    def module(node):
+        if node.op != "call_module" or calls.get(node.target) != 1:
+            return None
+        return modules.get(node.target)
+
+    def clamp_from_zero(m) -> bool:
+        if isinstance(m, (nn.ReLU, nn.ReLU6)):
+            return True
+        return type(m) is nn.Hardtanh and float(m.min_val) == 0.0 and float(m.max_val) > 0
+
+    pairs = []
+    for node in graph.nodes:
+        b = module(node)
+        if not (isinstance(b, nn.Conv2d) and b.groups > 1 and b.groups == b.in_channels == b.out_channels):
+            continue
+        if not node.args or not isinstance(node.args[0], torch.fx.Node):
+            continue
+        src, clamp, bn = node.args[0], None, None
+        if isinstance(module(src), nn.Module) and clamp_from_zero(module(src)) and len(src.users) == 1:
+            clamp, src = src.target, src.args[0]
+        if isinstance(module(src), nn.BatchNorm2d) and len(src.users) == 1 and module(src).affine:
+            bn, src = src.target, src.args[0]
+        a = module(src)
+        if not isinstance(a, nn.Conv2d) or len(src.users) != 1 or a.out_channels != b.in_channels:
+            continue
+        pairs.append(DepthwisePair(src.target, node.target, bn, clamp))
+    return pairs
+
+
+@contextlib.contextmanager
+def watching_depthwise_inputs(model, pairs: list[DepthwisePair]):
+    """While open, every forward of `model` records, per pair, each channel's largest |value| reaching the
+    depthwise conv; yields {depthwise name: tensor of maxima}."""
+    import torch
+
+    modules = dict(model.named_modules())
+    peaks: dict = {}
+
+    def watch(pair):
+        def hook(_m, _inp, out):
+            v = out.detach().abs().transpose(0, 1).flatten(1).amax(1).float()
+            peaks[pair.depthwise] = v if pair.depthwise not in peaks else torch.maximum(peaks[pair.depthwise], v)
+        return hook
+
+    handles = [modules[p.clamp or p.batchnorm or p.first].register_forward_hook(watch(p)) for p in pairs]
+    try:
+        yield peaks
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def depthwise_scales(peaks: dict) -> dict:
+    """Per depthwise conv, the factor each input channel is scaled up by: the loudest channel's calibrated
+    maximum over this channel's, at most DEPTHWISE_MAX_SCALE; 1 for a channel that never moved."""
+    import torch
+
+    scales = {}
+    for name, peak in peaks.items():
+        loudest = float(peak.max())
+        s = torch.where(peak > 0, loudest / peak.clamp_min(1e-30), torch.ones_like(peak))
+        scales[name] = s.clamp(1.0, DEPTHWISE_MAX_SCALE)
+    return scales
+
+
+def equalize_depthwise(model, pairs: list[DepthwisePair], scales: dict, check_inputs) -> tuple[object, dict]:
+    """A copy of `model` with each pair's channels scaled (depthwise_scales), and what was done:
+    {"pairs", "scaled_channels", "largest_scale", "output_change"}. Raises QtappError if the copy's outputs
+    on `check_inputs` (calibration data, on which the scaling is exact) differ from the original's."""
+    import torch
+
+    from .compare import first_tensor
+
+    out = copy.deepcopy(model).eval()
+    modules = dict(out.named_modules())
+    used, scaled, largest = [], 0, 1.0
+    with torch.no_grad():
+        for p in pairs:
+            s = scales.get(p.depthwise)
+            if s is None or float(s.max()) <= 1.0:
+                continue
+            if p.batchnorm is not None:
+                bn = modules[p.batchnorm]
+                bn.weight.mul_(s)
+                bn.bias.mul_(s)
+            else:
+                a = modules[p.first]
+                a.weight.mul_(s.view(-1, *([1] * (a.weight.dim() - 1))))
+                if a.bias is not None:
+                    a.bias.mul_(s)
+            dw = modules[p.depthwise]
+            dw.weight.div_(s.view(-1, *([1] * (dw.weight.dim() - 1))))
+            used.append(str(p))
+            scaled += int((s > 1.0).sum())
+            largest = max(largest, float(s.max()))
+        ref, got = first_tensor(model(*check_inputs)).float(), first_tensor(out(*check_inputs)).float()
+    scale = float(ref.abs().max()) or 1.0
+    diff = float((ref - got).abs().max()) / scale
+    if diff > 1e-3:
+        raise QtappError(f"depthwise input equalisation changed the float model's outputs on calibration data "
+                         f"(by {diff:.2g} of their largest value): a pair of layers is not what the traced graph "
+                         "says; not applied")
+    return out, {"pairs": used, "scaled_channels": scaled, "largest_scale": largest, "output_change": diff}

@@ -137,6 +137,8 @@ class QuantRecipe:
     per_channel: bool = True
     observer: str = "histogram"
     equalize: bool = False  # cross-layer equalisation of the float model before calibrating (static, QAT)
+    # even out the input channels of depthwise convs on the calibration data (static, QAT; per-channel weights)
+    equalize_depthwise: bool = True
     calibration: DataSpec = field(default_factory=DataSpec)
     evaluation: DataSpec = field(default_factory=lambda: DataSpec(batches=4))
     qat: QatSpec = field(default_factory=QatSpec)
@@ -170,6 +172,8 @@ class QuantRecipe:
             raise UsageError(f"per_channel must be true or false, got {self.per_channel!r}")
         if not isinstance(self.equalize, bool):
             raise UsageError(f"equalize must be true or false, got {self.equalize!r}")
+        if not isinstance(self.equalize_depthwise, bool):
+            raise UsageError(f"equalize_depthwise must be true or false, got {self.equalize_depthwise!r}")
         from .inputs import DTYPES as INPUT_DTYPES, InputSpec
 
         if self.input_dtype is not None:

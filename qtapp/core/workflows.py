@@ -247,9 +247,47 @@ def calibrate(snap: RunSnapshot, cancel: CancelToken) -> Job[Calibrated]:
         probe_model(loaded.module, calib, loaded.spec, recipe.method)
     backend = backend_for(recipe.method, snap.mode)
     example = loaded.input_spec.example()
-    calibrated = yield from backend.prepare_and_calibrate(loaded.module, recipe, snap.inventory, example, calib, cancel)
+    module, note = yield from _depthwise_equalized(snap, calib, cancel)
+    calibrated = yield from backend.prepare_and_calibrate(module, recipe, snap.inventory, example, calib, cancel)
     calibrated.data, calibrated.key = DataFacts.of(calib), recipe.calibration_key()
+    if note:  # said with every result of this calibration
+        calibrated.stats = {**calibrated.stats, "depthwise_equalized": note}
     return calibrated
+
+
+def _depthwise_equalized(snap: RunSnapshot, calib, cancel: CancelToken) -> Job[tuple[Any, str]]:
+    """With the recipe's `equalize_depthwise` (static and QAT, per-channel weights): the float model with
+    the input channels of its depthwise convs evened out on the calibration data (equalize.equalize_depthwise),
+    to calibrate, convert and analyse, and a sentence on it. The results still compare against the model as
+    loaded."""
+    module, recipe = snap.loaded.module, snap.recipe
+    if not recipe.equalize_depthwise or recipe.method == "dynamic" or not recipe.per_channel:
+        return module, ""
+    import torch
+
+    from .equalize import depthwise_scales, equalize_depthwise, find_depthwise_pairs, watching_depthwise_inputs
+
+    pairs = find_depthwise_pairs(module)
+    if not pairs:
+        return module, ""
+    stage = Stage("depthwise ranges", len(calib), cancel)
+    yield stage.step(0, f"{len(pairs)} depthwise conv(s): measuring their input channels")
+    first = None
+    with watching_depthwise_inputs(module, pairs) as peaks, torch.no_grad():
+        for i, (inputs, _y) in enumerate(calib):
+            cancel.check()
+            first = first or inputs
+            module(*inputs)
+            yield stage.step(i + 1, f"{i + 1}/{len(calib)} batches")
+    equalized, info = equalize_depthwise(module, pairs, depthwise_scales(peaks), first)
+    if not info["pairs"]:
+        return module, ""
+    note = (f"depthwise input equalisation: the input channels of {len(info['pairs'])} depthwise conv(s) scaled "
+            f"up towards each tensor's loudest channel ({info['scaled_channels']} channels, by up to "
+            f"{info['largest_scale']:.0f}x; the depthwise weights scaled down to match), so one int8 range serves "
+            f"them all; float outputs on calibration data unchanged to {info['output_change']:.1g}. "
+            "--no-equalize-depthwise turns it off")
+    return equalized, note
 
 
 def quantizer_name(result: RunResult) -> str:
