@@ -288,7 +288,7 @@ def _load_factory(spec: str, weights: str | None, kwargs: dict) -> LoadedModel:
     elif w.lower() == "default":
         raise UsageError("--weights DEFAULT is for torchvision models; give a state_dict path")
     return LoadedModel(spec, model.eval(), "eager", _declared_input(model), source_path=source_path, weights=w,
-                       notes=as_float32(model))
+                       notes=as_float32(model) + split_rnns(model))
 
 
 def as_float32(model) -> list[str]:
@@ -303,6 +303,22 @@ def as_float32(model) -> list[str]:
     model.float()
     return [f"the model's weights were {', '.join(other)}: converted to float32 (int8 quantization starts from "
             "float32; the float figures are the float32 model's, its inputs are fed as float32)"]
+
+
+def split_rnns(model) -> list[str]:
+    """Run each multi-layer LSTM/GRU of `model` as one module per layer (rewrites.StackedLSTM/StackedGRU:
+    the same outputs and states), so each layer is a point that can be kept float on its own; a note per
+    stack."""
+    from .rewrites import split_stacked_rnns
+
+    notes = []
+    for name in split_stacked_rnns(model):
+        layers = model.get_submodule(name).layers
+        kind = type(layers[0]).__name__
+        notes.append(f"{name} (a {len(layers)}-layer {kind}) runs as {len(layers)} one-layer {kind}s, "
+                     f"{name}.layers.0 to .{len(layers) - 1}: the same computation, so each layer can be kept "
+                     "float on its own")
+    return notes
 
 
 def _declared_input(model) -> InputSpec | None:
@@ -371,7 +387,7 @@ def _load_file(spec: str, path: Path, trust: bool) -> LoadedModel:
     if isinstance(obj, torch.nn.Module):
         return LoadedModel(spec, obj.eval(), "eager", _declared_input(obj), source_path=path,
                            notes=(["loaded with --trust: code from the file was executed"] if trust else [])
-                           + as_float32(obj))
+                           + as_float32(obj) + split_rnns(obj))
     if isinstance(obj, dict):
         raise QtappError(
             f"{path} holds a bare state_dict (weights without an architecture). Give the architecture and "

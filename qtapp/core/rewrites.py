@@ -4,7 +4,7 @@ corrections of int8 kernels that compute something else than the float op (qconf
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -108,3 +108,86 @@ class MeanEmbeddingBag(torch.nn.Module):
     def forward(self, input: torch.Tensor, offsets: Optional[torch.Tensor] = None) -> torch.Tensor:
         weights = bag_mean_weights(input, offsets, self.padding_idx, self.include_last_offset)
         return self.bag(input, offsets, weights)
+
+
+class StackedRNN(torch.nn.Module):
+    """A multi-layer nn.LSTM or nn.GRU run as one single-layer module per layer (`layers.0`, `layers.1`,
+    ...), computing the same outputs and final states. Swapped in when a model is loaded
+    (split_stacked_rnns), so each layer is a quantization point of its own: torch.ao quantizes a
+    multi-layer LSTM as one, and one layer it cannot quantize (the first layer of an audio encoder fed raw
+    mel power spanning eight decades: 0 dB in dynamic int8) would otherwise keep the whole stack float.
+    Dropout between layers is applied as the original applies it (training only)."""
+
+    def __init__(self, rnn: torch.nn.Module) -> None:
+        super().__init__()
+        kind = type(rnn)
+        self.is_lstm = isinstance(rnn, torch.nn.LSTM)
+        self.dropout = float(rnn.dropout)
+        self.batch_first = rnn.batch_first
+        self.layers = torch.nn.ModuleList()
+        directions = 2 if rnn.bidirectional else 1
+        out_size = (rnn.proj_size if getattr(rnn, "proj_size", 0) else rnn.hidden_size) * directions
+        for k in range(rnn.num_layers):
+            extra = {"proj_size": rnn.proj_size} if self.is_lstm and rnn.proj_size else {}
+            one = kind(rnn.input_size if k == 0 else out_size, rnn.hidden_size, num_layers=1, bias=rnn.bias,
+                       batch_first=rnn.batch_first, bidirectional=rnn.bidirectional, **extra)
+            with torch.no_grad():
+                for name, p in one.named_parameters():
+                    stem, _, rest = name.partition("_l0")
+                    p.copy_(getattr(rnn, f"{stem}_l{k}{rest}"))
+            one.train(rnn.training)
+            self.layers.append(one)
+        self.directions = directions
+        self.train(rnn.training)
+
+    def _between(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        if self.dropout > 0 and self.training and k < len(self.layers) - 1:
+            return F.dropout(x, self.dropout, True)
+        return x
+
+
+class StackedLSTM(StackedRNN):
+    __doc__ = StackedRNN.__doc__
+
+    def forward(self, x: torch.Tensor, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+                ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        hs: List[torch.Tensor] = []
+        cs: List[torch.Tensor] = []
+        d = self.directions
+        for k, layer in enumerate(self.layers):
+            if hx is None:
+                x, (h, c) = layer(x)
+            else:
+                x, (h, c) = layer(x, (hx[0][k * d:(k + 1) * d], hx[1][k * d:(k + 1) * d]))
+            x = self._between(x, k)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.cat(hs, 0), torch.cat(cs, 0))
+
+
+class StackedGRU(StackedRNN):
+    __doc__ = StackedRNN.__doc__
+
+    def forward(self, x: torch.Tensor, hx: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        hs: List[torch.Tensor] = []
+        d = self.directions
+        for k, layer in enumerate(self.layers):
+            if hx is None:
+                x, h = layer(x)
+            else:
+                x, h = layer(x, hx[k * d:(k + 1) * d])
+            x = self._between(x, k)
+            hs.append(h)
+        return x, torch.cat(hs, 0)
+
+
+def split_stacked_rnns(model: torch.nn.Module) -> list:
+    """Swap, in place, every multi-layer nn.LSTM/nn.GRU of `model` (exactly those types) for a StackedRNN;
+    the names swapped."""
+    found = [(name, m) for name, m in model.named_modules()
+             if type(m) in (torch.nn.LSTM, torch.nn.GRU) and m.num_layers > 1]
+    for name, m in found:
+        parent, _, leaf = name.rpartition(".")
+        stacked = StackedLSTM(m) if isinstance(m, torch.nn.LSTM) else StackedGRU(m)
+        setattr(model.get_submodule(parent) if parent else model, leaf, stacked)
+    return [name for name, _ in found]
