@@ -62,10 +62,11 @@ def judge(result) -> Verdict:
         level = "broken"
         reasons.insert(0, f"the int8 model gives the same class for every sample (float: {o.classes_float} "
                           "classes): its outputs have collapsed")
+    not_compressed = False
     if result.size_float and result.size_quantized and result.size_quantized >= NOT_SMALLER * result.size_float:
         lat = result.latency
         if lat is None or lat.quantized_ms >= lat.float_ms / 1.05:
-            level = _worse(level, "degraded")
+            level, not_compressed = _worse(level, "degraded"), True
             reasons.append(f"the file is {result.size_quantized / result.size_float:.0%} of float's size and no "
                            "faster: this configuration does not compress the model")
     if o.float_rms < 1e-4:
@@ -73,7 +74,30 @@ def judge(result) -> Verdict:
     if level == "usable":
         return Verdict(level, "; ".join(reasons), None)
     budget = repair_budget(result)
+    recurrent = _recurrent_left_float(result) if not_compressed else []
+    if recurrent:
+        return Verdict(level, "; ".join(reasons), _dynamic_step(result, recurrent), target, budget)
     return Verdict(level, "; ".join(reasons), _next_step(result, target, budget), target, budget)
+
+
+def _recurrent_left_float(result) -> list[tuple[str, int]]:
+    """(name, float bytes) of the LSTM/GRU/RNN layers a static or QAT run left float: torch.ao has no
+    static int8 recurrent layer; dynamic quantization has one."""
+    import torch.nn as nn
+
+    model = getattr(result, "quantized_model", None)
+    if model is None or result.method == "dynamic":
+        return []
+    return [(name, sum(p.numel() * p.element_size() for p in m.parameters()))
+            for name, m in model.named_modules() if type(m) in (nn.LSTM, nn.GRU, nn.RNN)]
+
+
+def _dynamic_step(result, recurrent) -> str:
+    held = sum(b for _, b in recurrent)
+    names = ", ".join(n for n, _ in recurrent[:3]) + (" ..." if len(recurrent) > 3 else "")
+    share = f" ({held / result.size_float:.0%} of the float file)" if result.size_float else ""
+    return (f"qtapp-cli quantize {result.model} --method dynamic: static int8 leaves the recurrent layers "
+            f"{names} float{share}, as torch.ao has no static int8 LSTM/GRU; dynamic quantization makes them int8")
 
 
 def repair_budget(result) -> str:

@@ -69,3 +69,21 @@ def test_the_summary_ends_with_the_verdict_and_the_report_carries_it(demo_quanti
     assert summary_text(res).splitlines()[-1].startswith("verdict: USABLE: top-1 ")
     assert report_dict(res)["verdict"] == {"level": "usable", "reason": judge(res).reason, "next": None,
                                            "repair_target": None, "repair_budget": None}
+
+
+def test_a_static_run_that_left_an_lstm_float_suggests_dynamic_quantization():
+    import torch.nn as nn
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm, self.linear = nn.LSTM(40, 256, 3), nn.Linear(256, 256)
+
+    r = replace(result(sqnr_db=30.0), size_float=5_732_859, size_quantized=5_544_611,
+                latency=Latency(27.2, 30.5, 12, 1), quantized_model=Encoder())
+    v = judge(r)
+    assert v.level == "degraded" and "does not compress" in v.reason
+    assert v.next.startswith("qtapp-cli quantize net.py:build --method dynamic") and "lstm" in v.next
+    assert "qtapp-cli tune" not in v.next  # keeping more layers float cannot make this file smaller
+    no_rnn = replace(r, quantized_model=nn.Sequential(nn.Linear(4, 4)))
+    assert "qtapp-cli tune" in judge(no_rnn).next
