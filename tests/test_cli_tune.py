@@ -40,6 +40,24 @@ def test_tune_writes_what_quantize_writes_and_tune_json(tuned):
     assert report["tune"]["configurations_tried"] == len(doc["steps"])
 
 
+def test_every_configuration_the_curve_and_front_show_was_timed_on_its_own_file(tuned):
+    doc = json.loads((tuned[3] / "tune.json").read_text())
+
+    def config(step):
+        return json.dumps([step["float_layers"], step["overrides"], step["equalize"]], sort_keys=True)
+
+    timed = {config(s) for s in doc["steps"] if s["latency_measured"]}
+    assert {config(doc["start"]), config(doc["chosen"])} <= timed
+    assert all(point["latency_measured"] for point in doc["curve"])
+    # every configuration the front shows is built and timed (at most 6 beyond the start and the chosen one;
+    # a measured size can move the front, and it is read again after each)
+    assert all(doc["steps"][i]["latency_measured"] for i in doc["front"]) or len(timed) == 8
+    assert any(not s["latency_measured"] for s in doc["steps"])  # the rest: the cost model's, said so
+    report = json.loads((tuned[3] / "report.json").read_text())
+    assert doc["chosen"]["latency_ms"] == report["latency_ms"]["quantized"]
+    assert doc["chosen"]["size_bytes"] == report["size_bytes"]["quantized"] == (tuned[3] / "model.pt").stat().st_size
+
+
 def test_quantize_with_the_tuned_recipe_reproduces_tunes_figures(tuned, tmp_path, cli):
     out = tuned[3]
     # The recipe names a Python factory: running it from the recipe file needs --trust.

@@ -170,7 +170,7 @@ def _tune_html(result) -> str:
     target = (f"<line x1='50' x2='{w - 20}' y1='{sy(t.target.value):.1f}' y2='{sy(t.target.value):.1f}' "
               f"stroke='#2ca02c' stroke-dasharray='4 3'/><text x='54' y='{sy(t.target.value) - 4:.1f}' "
               f"fill='#2ca02c'>target {escape(str(t.target))}</text>")
-    axes = (f"<text x='{w / 2}' y='{h - 6}' text-anchor='middle'>estimated weight size (MB): "
+    axes = (f"<text x='{w / 2}' y='{h - 6}' text-anchor='middle'>size of the shipped file (MB): "
             f"{x_lo:.3g} to {x_hi:.3g}</text><text x='4' y='{sy(y_hi) + 4:.1f}'>{y_hi:.3g}</text>"
             f"<text x='4' y='{sy(y_lo) + 4:.1f}'>{y_lo:.3g}</text>")
     moves = "".join(f"<li>{escape(t.steps[i].move)}: {t.steps[i].scored.score:.4g}</li>" for i in t.path[1:]) or \

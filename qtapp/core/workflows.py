@@ -728,22 +728,70 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
     final = yield from quantize(replace(snap, recipe=chosen, inventory=inv), cancel, measure=measure)
     result = _with_measured(_with_measured(result, result.start.config, start.result),
                             result.best.config, final.result)
+    if measure and snap.mode != "pt2e":
+        result = yield from _measure_shown(result, scorer, snap.loaded, cancel)
     return TuneOutcome(result, replace(final, result=final.result.evolve(tune=result)))
+
+
+MEASURED_TUNE_STEPS = 6  # configurations timed beyond the start and the chosen one: the curve's and the front's
+
+
+def _measure_shown(tune_result, scorer, loaded, cancel: CancelToken) -> Job:
+    """Build and time the files of the configurations the curve and the front show (at most
+    MEASURED_TUNE_STEPS beyond the start and the chosen one, the curve's first): their size and latency
+    become their files'. A measured size can change the front, so it is read again after each. The other
+    steps keep the cost model's estimate, marked as one."""
+    from .export import script_bytes
+
+    measured = {tune_result.start.config, tune_result.best.config}
+    example = loaded.input_spec.example(batch=1)
+    float_bytes = None
+    for k in range(MEASURED_TUNE_STEPS):
+        shown = [tune_result.steps[i].scored.config for i in (*tune_result.path, *tune_result.front())]
+        config = next((c for c in shown if c not in measured), None)
+        if config is None:
+            break
+        cancel.check()
+        if float_bytes is None:
+            float_bytes = script_bytes(to_torchscript(loaded.module, example)[0])
+        qmodel, _refused = scorer.convert(config)
+        quant_bytes = script_bytes(to_torchscript(qmodel, example)[0])
+        with scratch_dir("measure") as tmp:
+            paths = Path(tmp) / "float.pt", Path(tmp) / "int8.pt"
+            write_bytes_atomic(paths[0], float_bytes)
+            write_bytes_atomic(paths[1], quant_bytes)
+            latency = yield from measure_files(*paths, example, cancel=cancel, kind="pt",
+                                               label=f"latency of a tune configuration ({k + 1})")
+        measured.add(config)
+        tune_result = _with_figures(tune_result, config, len(quant_bytes), latency.quantized_ms)
+    rest = len({s.scored.config for s in tune_result.steps} - measured)
+    if rest:
+        tune_result = replace(tune_result, notes=(*tune_result.notes, (
+            f"{len(measured)} configuration(s) (the start, the chosen one, and those the curve and front show) were "
+            f"built and timed on their own files; the other {rest}'s size and latency are the cost model's "
+            "estimates (tune.json: latency_measured false)")))
+    return tune_result
 
 
 def _with_measured(tune_result, config, measured):
     """The search's figures for `config` replaced by those measured on its file (the start and the
-    chosen configuration are built and timed; the others are the cost model's)."""
-    from .tune import Step
-
+    chosen configuration are built and timed; the curve's and front's by _measure_shown; the others are
+    the cost model's)."""
     if measured.size_quantized is None:
         return tune_result
     lat = measured.latency.quantized_ms if measured.latency is not None else None
+    return _with_figures(tune_result, config, measured.size_quantized, lat)
+
+
+def _with_figures(tune_result, config, size: int, lat: float | None):
+    from .tune import Step
 
     def fix(scored):
         if scored.config != config:
             return scored
-        return replace(scored, size_bytes=measured.size_quantized, latency_ms=lat if lat is not None else scored.latency_ms)
+        if lat is None:
+            return replace(scored, size_bytes=size)
+        return replace(scored, size_bytes=size, latency_ms=lat, latency_measured=True)
 
     steps = tuple(replace(s, scored=fix(s.scored)) if isinstance(s, Step) else s for s in tune_result.steps)
     return replace(tune_result, steps=steps, best=fix(tune_result.best), start=fix(tune_result.start))

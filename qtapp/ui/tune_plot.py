@@ -34,7 +34,7 @@ def _caption(label: QLabel) -> QLabel:
 
 
 class TradeoffPlot(PlotPanel):
-    """Every configuration a tune tried: its score against its estimated size, the trade-off front,
+    """Every configuration a tune tried: its score against the size of its file, the trade-off front,
     the path the search took and the one it chose. Clicking a configuration emits its step index."""
 
     step_clicked = Signal(int)
@@ -43,7 +43,7 @@ class TradeoffPlot(PlotPanel):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._view = plot_widget("estimated weight size (MB)", "score")
+        self._view = plot_widget("size of the shipped file (MB)", "score")
         self._plot = self._view.getPlotItem()
         self._add_views([self._view], [1])
         self._caption = _caption(QLabel())
@@ -169,9 +169,12 @@ class TradeoffPlot(PlotPanel):
         floats = sorted(s.scored.config.float_points)
         settings = "; ".join(f"{n}: " + ", ".join(f"{k} {v}" for k, v in o.to_dict().items())
                              for n, o in s.scored.config.overrides)
-        lat = f", ~{s.scored.latency_ms:.3g} ms" if s.scored.latency_ms is not None else ""
-        return (f"<b>{escape(s.move)}</b><br>score {s.scored.score:.4g}, {s.scored.size_bytes / 1e6:.3f} MB{lat} "
-                f"(estimated)<br>float: {escape(', '.join(floats)) or 'none'}"
+        lat = ""
+        if s.scored.latency_ms is not None:
+            lat = (f", {s.scored.latency_ms:.3g} ms (timed)" if s.scored.latency_measured
+                   else f", ~{s.scored.latency_ms:.3g} ms (estimated)")
+        return (f"<b>{escape(s.move)}</b><br>score {s.scored.score:.4g}, {s.scored.size_bytes / 1e6:.3f} MB file"
+                f"{lat}<br>float: {escape(', '.join(floats)) or 'none'}"
                 + (f"<br>{escape(settings)}" if settings else "")
                 + ("" if s.within_budget else "<br>over the budget") + "<br>Click to apply it to the tree")
 
