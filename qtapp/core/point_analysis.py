@@ -288,11 +288,20 @@ class _Book:
         self.keep = True
         self.on_value = None
 
-    def seen(self, name: str, x) -> None:
+    def seen(self, name: str, x, fresh: bool = False) -> None:
+        """`x` is the value at point `name` now; kept (with `keep`) as a copy unless `fresh` (made for this
+        call alone): a later in-place op (ReLU6(inplace=True), add_) would otherwise change what is kept."""
         if self.on_value is not None:
             self.on_value(name, x)
-        if self.keep:
-            self.values.setdefault(name, x)
+        if self.keep and name not in self.values:
+            self.values[name] = _snapshot(x) if not fresh else x
+
+
+def _snapshot(x):
+    """A copy of a point's tensor as it is now, which later in-place ops on the original cannot change."""
+    import torch
+
+    return x.detach().clone() if torch.is_tensor(x) else x
 
 
 def _make_tap(book: _Book, name: str, clamp: tuple | None = None):
@@ -303,7 +312,10 @@ def _make_tap(book: _Book, name: str, clamp: tuple | None = None):
 
     class Tap(torch.nn.Module):
         def forward(self, x):
-            book.seen(name, x if clamp is None else x.clamp(*clamp))
+            if clamp is None:
+                book.seen(name, x)
+            else:
+                book.seen(name, x.clamp(*clamp), fresh=True)
             return x
 
     return Tap()
@@ -627,8 +639,10 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, data, sa
                         continue
                     ref = ref.float()
                     q = got.get(p.name)
+                    clamp = analysis.clamps.get(p.name)  # readers clamp: the value compared is the clamped one
                     if torch.is_tensor(q) and q.shape == ref.shape:
-                        acc[p.name].add(ref, q.dequantize() if q.is_quantized else q)
+                        q = q.dequantize() if q.is_quantized else q
+                        acc[p.name].add(ref, q.float().clamp(*clamp) if clamp is not None else q)
                     qp = grid(p.name)
                     if qp is None or cached is not None:
                         continue
@@ -637,8 +651,11 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, data, sa
                     rounding[p.name][0] += float((err * err).sum())
                     rounding[p.name][1] += err.numel()
                     wq = book.pending.get(p.name)
-                    local[p.name].add(ref, qp.fake(wq.float()) if torch.is_tensor(wq) and wq.shape == ref.shape
-                                      else rounded)
+                    if torch.is_tensor(wq) and wq.shape == ref.shape:  # a weighted point: its int8-weight output
+                        wq = qp.fake(wq.float())
+                        local[p.name].add(ref, wq.clamp(*clamp) if clamp is not None else wq)
+                    else:
+                        local[p.name].add(ref, rounded)
                 yield stage.step(done + len(chunk[0]), f"{done + len(chunk[0])}/{total} samples")
     finally:
         for h in handles:
@@ -738,7 +755,8 @@ def _int8_taps(qmodel, analysis: StaticAnalysis, mode: str):
                 result = super().run_node(n)
             name = wanted.get(n.name)
             if name is not None:
-                self.record[name] = first_tensor(result, dequantize=False)  # its grid is read off it
+                # its grid is read off it; a copy: an in-place op after it (ReLU6) would change the original
+                self.record[name] = _snapshot(first_tensor(result, dequantize=False))
             return result
 
     def run(chunk):
@@ -778,13 +796,15 @@ def _eager_int8_taps(qmodel, points):
 
                     def wrapper(*a, _orig=orig, _name=p.name, **k):
                         out = _orig(*a, **k)
-                        record.setdefault(_name, out)
+                        if _name not in record:
+                            record[_name] = _snapshot(out)
                         return out
                     setattr(m, meth, wrapper)
                     patched.append((m, meth))
             else:
                 def hook(_m, args, out, name=p.name):
-                    record.setdefault(name, first_tensor(out, dequantize=False))
+                    if name not in record:  # a copy, as the float side keeps: in-place ops come later
+                        record[name] = _snapshot(first_tensor(out, dequantize=False))
                     if p.kind == "module":
                         io.setdefault(name, (args, out))
                 handles.append(m.register_forward_hook(hook))

@@ -31,6 +31,8 @@ WINDOW_WORDS = {
     "--no-per-channel": "unticking per-channel weight scales",
     "--per-channel": "per-channel weight scales",
     "--equalize": "cross-layer equalisation (Quantization settings)",
+    "--no-equalize-depthwise": "unticking \"even out depthwise conv inputs\" (Quantization settings)",
+    "--equalize-depthwise": "\"even out depthwise conv inputs\" (Quantization settings)",
     "--budget": "the Budget of the Tune panel",
     "--backend": "the Backend (Quantization settings)",
     "--observer": "the Observer (Quantization settings)",

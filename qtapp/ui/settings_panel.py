@@ -51,6 +51,12 @@ class SettingsPanel(QWidget):
         self.equalize.setToolTip("Before calibrating, even out the weight ranges of each pair of layers joined by "
                                  "nothing but a ReLU (the float model computes the same; recalibrates). Helps where "
                                  "one channel's weights or activations are far out of line with the others")
+        self.equalize_depthwise = QCheckBox("even out depthwise conv inputs")
+        self.equalize_depthwise.setObjectName("equalize_depthwise")
+        self.equalize_depthwise.setToolTip(
+            "On the calibration data, scale the quiet input channels of each depthwise conv up towards the loudest "
+            "(the layer before carries the factor, the depthwise weights the inverse), so one int8 range serves "
+            "them all. Needs per-channel weight scales")
         self.dtype = self._combo(DTYPES)
         self.source = QComboBox()
         for key, label in SOURCES:
@@ -77,6 +83,7 @@ class SettingsPanel(QWidget):
         form.addRow("Observer", self.observer)
         form.addRow("", self.per_channel)
         form.addRow("", self.equalize)
+        form.addRow("", self.equalize_depthwise)
         form.addRow("Dynamic dtype", self.dtype)
         form.addRow("ONNX quantizer", self.onnx_quantizer)
         data = QGroupBox("Calibration data")
@@ -106,6 +113,7 @@ class SettingsPanel(QWidget):
         self.observer.currentTextChanged.connect(lambda v: self._emit(observer=v))
         self.per_channel.toggled.connect(lambda v: self._emit(per_channel=v))
         self.equalize.toggled.connect(lambda v: self._emit(equalize=v))
+        self.equalize_depthwise.toggled.connect(lambda v: self._emit(equalize_depthwise=v))
         self.dtype.currentTextChanged.connect(lambda v: (self._emit(dtype=v), self._update_enabled()))
         self.source.currentIndexChanged.connect(self._on_source_changed)
         self.browse.clicked.connect(self._on_browse_clicked)
@@ -145,6 +153,7 @@ class SettingsPanel(QWidget):
             self.observer.setCurrentText(recipe.observer)
             self.per_channel.setChecked(recipe.per_channel)
             self.equalize.setChecked(recipe.equalize)
+            self.equalize_depthwise.setChecked(recipe.equalize_depthwise)
             self.dtype.setCurrentText(recipe.dtype)
             src = recipe.calibration.source
             key = src if src in ("auto", "demo", "random") else (
@@ -169,6 +178,7 @@ class SettingsPanel(QWidget):
         # dynamic int8 weights take it too; float16 weights have no scales
         self.per_channel.setEnabled(not (method == "dynamic" and self.dtype.currentText() == "float16"))
         self.equalize.setEnabled(method != "dynamic")
+        self.equalize_depthwise.setEnabled(method != "dynamic" and self.per_channel.isChecked())
         self.dtype.setEnabled(method == "dynamic")
         self.qat_box.setEnabled(method == "qat")
         key = self.source.currentData()

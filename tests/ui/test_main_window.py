@@ -357,3 +357,19 @@ def test_qat_and_dynamic_from_the_settings_panel(qtbot, window, open_and_wait, q
     result = quantize_and_wait(qtbot, window)
     assert [l.name for l in result.layers if l.quantized] == ["fc1", "fc2"]
     assert window.layer_plot.bar_names() == ["fc1", "fc2"]
+
+
+def test_depthwise_equalisation_is_a_setting_of_the_window(qtbot, window, open_and_wait):
+    session = open_and_wait(qtbot, window, "demo")
+    box = window.settings_panel.equalize_depthwise
+    assert box.isChecked() and box.isEnabled() and session.recipe.equalize_depthwise  # on by default
+    box.setChecked(False)
+    qtbot.waitUntil(lambda: not session.recipe.equalize_depthwise and not window.runner.busy, timeout=10000)
+    window.settings_panel.per_channel.setChecked(False)  # it needs per-channel weights
+    qtbot.waitUntil(lambda: not session.recipe.per_channel and not window.runner.busy, timeout=10000)
+    assert not box.isEnabled()
+    window.settings_panel.per_channel.setChecked(True)
+    qtbot.waitUntil(lambda: session.recipe.per_channel and not window.runner.busy, timeout=10000)
+    window.settings_panel.method.setCurrentText("dynamic")
+    qtbot.waitUntil(lambda: session.recipe.method == "dynamic" and not window.runner.busy, timeout=30000)
+    assert not box.isEnabled()  # dynamic quantization calibrates nothing
