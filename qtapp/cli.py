@@ -263,7 +263,8 @@ def _cmd_quantize(args) -> int:
     try:
         result = drive(quantize_to_folder(recipe, out, formats, trust=args.trust, recipe_file=args.recipe,
                                           html=args.html, model_named_by=_named_by(args),
-                                          metric_named_by=_metric_named_by(args), time_files=args.time_files), progress)
+                                          metric_named_by=_metric_named_by(args), time_files=args.time_files,
+                                          method_given=_method_given(args)), progress)
     finally:
         progress.close()
     if args.json:
@@ -315,6 +316,11 @@ def _cmd_analyze(args) -> int:
     return 0
 
 
+def _method_given(args) -> bool:
+    """The user chose the method: on the command line, or in a recipe file."""
+    return args.method is not None or args.recipe is not None
+
+
 def _cmd_tune(args) -> int:
     from .core.export import parse_formats
     from .core.metrics import Target
@@ -331,7 +337,8 @@ def _cmd_tune(args) -> int:
     try:
         result = drive(tune_to_folder(recipe, out, formats, target, budget, trust=args.trust, recipe_file=args.recipe,
                                       html=args.html, model_named_by=_named_by(args),
-                                      metric_named_by=_metric_named_by(args), time_files=args.time_files), progress)
+                                      metric_named_by=_metric_named_by(args), time_files=args.time_files,
+                                      method_given=_method_given(args)), progress)
     finally:
         progress.close()
     if args.json:

@@ -4,6 +4,7 @@ export keeps the same result-set guarantees as quantize (found by a sweep of ~23
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import os
 import stat
@@ -128,3 +129,17 @@ def test_options_that_would_be_ignored_are_refused(argv, expected):
 def test_progress_says_each_stage_once_when_not_on_a_terminal(tmp_path):
     code, err = run("quantize", "--no-time-files", "demo", "--batches", "2", "--format", "pt", "--out", tmp_path / "o")
     assert code == 0 and sum(1 for line in err.splitlines() if line.startswith("latency:")) == 1
+
+
+def test_an_untraceable_model_is_quantized_dynamically_when_no_method_was_named(tmp_path):
+    code, err = run("quantize", "--no-time-files", ODD, "--kwargs", '{"kind": "data_dependent"}', "--batches", "1",
+                    "--format", "pt", "--out", tmp_path / "out")
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    recipe = json.loads((tmp_path / "out" / "recipe.json").read_text())
+    assert report["method"] == "dynamic" and recipe["method"] == "dynamic"  # the recipe reproduces the run
+    assert any("static quantization needs a forward torch.fx can trace" in n and "--method static" in n
+               for n in report["notes"])
+    code, err = run("quantize", "--no-time-files", ODD, "--kwargs", '{"kind": "data_dependent"}', "--batches", "1",
+                    "--method", "static", "--format", "pt", "--out", tmp_path / "static")
+    assert code == 1 and "FX graph mode cannot trace this model" in one_line(err)  # asked for: the error

@@ -69,6 +69,7 @@ class LayerInventory:
         self.layers = layers
         self.method, self.mode, self.engine = method, mode, engine
         self.notes = notes or []
+        self.untraceable: str | None = None  # why torch.fx cannot trace the model (static and QAT then fail)
         self.float_heads: set[str] = set()
         self._listeners: list[Callable[[list[str]], None]] = []
         self.points: dict[str, QuantPoint] = {}
@@ -90,11 +91,13 @@ class LayerInventory:
             _probe_shapes(module, loaded.input_spec, layers, loaded.declared_input)
         groups: dict[str, list[str]] = {}
         points: list[QuantPoint] = []
+        untraceable = None
         if mode in ("fx", "eager"):
             try:
                 groups = fx_fusion_groups(module) if mode == "fx" else eager_fusion_groups(module)
             except Exception as exc:  # noqa: BLE001 - an untraceable model is reported, not fatal here
-                notes.append(f"FX cannot trace this model ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                untraceable = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                notes.append(f"FX cannot trace this model ({untraceable}); "
                              "static and QAT quantization will fail; dynamic quantization still works")
             else:
                 points, note = _static_points(module, mode, engine, loaded.input_spec)
@@ -107,6 +110,7 @@ class LayerInventory:
         if pt2e:
             points = [_module_toggles_only(p) for p in points]
         inventory = cls(layers, method, "pt2e" if pt2e else mode, engine, notes)
+        inventory.untraceable = untraceable
         inventory._add_points(points)
         if mode == "fx" and points:
             inventory._unmark_untraced()

@@ -569,14 +569,15 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
                        cancel: CancelToken | None = None, recipe_file: Path | None = None,
                        html: bool = False, model_named_by: Path | None = None, measure: bool = True,
                        metric_named_by: Path | None = None, action=None, extra_files=None,
-                       time_files: bool = True) -> Job[RunResult]:
+                       time_files: bool = True, method_given: bool = True) -> Job[RunResult]:
     """The CLI's action, end to end: open, calibrate, quantize, measure, export, write recipe and report.
     Everything is staged and published as one folder (`ResultSet`): a failure, a cancel or a kill leaves
     the previous result set as it was. `model_named_by` / `metric_named_by`: the recipe file the model
     spec / the metric was read from (not typed by the user), whose Python callable then needs `trust`.
     `action(session, cancel)`: the job whose adopted result is written (default: quantize); `extra_files
     (result)`: {file name: bytes} written beside the report; `time_files`: time each exported file against
-    float in its runtime (with `measure`)."""
+    float in its runtime (with `measure`). `method_given` False (the user named no method): a model torch.fx
+    cannot trace is quantized dynamically instead of failing in static mode, and the result says so."""
     from .loading import refuse_torchscript_for_quantizing
     from .session import QuantSession  # the owner object; it imports this module
 
@@ -587,6 +588,8 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
     results = ResultSet(Path(out_dir), recipe_reads(recipe, recipe_file))
     results.check()  # before any work: a refusal costs nothing
     session = yield from QuantSession.open(recipe, trust, named_by=model_named_by, metric_named_by=metric_named_by)
+    if not method_given:
+        _dynamic_when_untraceable(session)
     session.check_export_formats(formats)
     session.ship_formats = tuple(formats)  # what this run builds: nothing else is lowered or exported
     results.reads += session.loaded.protected_paths
@@ -606,6 +609,19 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
         cancel.check()
         results.publish()
     return result
+
+
+def _dynamic_when_untraceable(session) -> None:
+    """Static quantization by default, as the recipe says, unless torch.fx cannot trace the model (a Hugging
+    Face encoder, Python control flow on tensor values): then dynamic quantization, which needs no trace, and
+    a note saying why."""
+    why = session.inventory.untraceable
+    if session.recipe.method != "static" or session.mode != "fx" or not why:
+        return
+    session.update_recipe(method="dynamic")
+    session.notes.append(f"static quantization needs a forward torch.fx can trace, and this model's cannot be ({why}): "
+                         "quantized with --method dynamic instead (its Linear, LSTM and GRU layers, activations "
+                         "rounded per call); --method static shows the error")
 
 
 def tune_to_folder(recipe: QuantRecipe, out_dir: Path, formats, target, budget, **kw) -> Job[RunResult]:
