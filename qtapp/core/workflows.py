@@ -615,9 +615,18 @@ def _dynamic_when_untraceable(session) -> None:
     """Static quantization by default, as the recipe says, unless torch.fx cannot trace the model (a Hugging
     Face encoder, Python control flow on tensor values): then dynamic quantization, which needs no trace, and
     a note saying why."""
+    import torch.nn as nn
+
+    from .backends import _batchnorms_without_stats
+
     why = session.inventory.untraceable
     if session.recipe.method != "static" or session.mode != "fx" or not why:
         return
+    module = session.loaded.module
+    if _batchnorms_without_stats(module):  # static's own message says what to change; dynamic would skip them
+        return
+    if not any(isinstance(m, (nn.Linear, nn.LSTM, nn.GRU)) for m in module.modules()):
+        return  # nothing dynamic quantization could make int8: the static error says more
     session.update_recipe(method="dynamic")
     session.notes.append(f"static quantization needs a forward torch.fx can trace, and this model's cannot be ({why}): "
                          "quantized with --method dynamic instead (its Linear, LSTM and GRU layers, activations "
