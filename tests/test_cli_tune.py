@@ -46,13 +46,13 @@ def test_every_configuration_the_curve_and_front_show_was_timed_on_its_own_file(
     def config(step):
         return json.dumps([step["float_layers"], step["overrides"], step["equalize"]], sort_keys=True)
 
-    timed = {config(s) for s in doc["steps"] if s["latency_measured"]}
+    timed = {config(s) for s in doc["steps"] if s["measured"]}
     assert {config(doc["start"]), config(doc["chosen"])} <= timed
-    assert all(point["latency_measured"] for point in doc["curve"])
+    assert all(point["measured"] for point in doc["curve"])
     # every configuration the front shows is built and timed (at most 6 beyond the start and the chosen one;
     # a measured size can move the front, and it is read again after each)
-    assert all(doc["steps"][i]["latency_measured"] for i in doc["front"]) or len(timed) == 8
-    assert any(not s["latency_measured"] for s in doc["steps"])  # the rest: the cost model's, said so
+    assert all(doc["steps"][i]["measured"] for i in doc["front"]) or len(timed) == 8
+    assert any(not s["measured"] for s in doc["steps"])  # the rest: the cost model's, said so
     report = json.loads((tuned[3] / "report.json").read_text())
     assert doc["chosen"]["latency_ms"] == report["latency_ms"]["quantized"]
     assert doc["chosen"]["size_bytes"] == report["size_bytes"]["quantized"] == (tuned[3] / "model.pt").stat().st_size

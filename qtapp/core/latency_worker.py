@@ -1,11 +1,11 @@
-"""Time exported files the way a deployment runs them: a fresh process that loads the two files (float
-and int8 of one format) in that format's runtime and nothing else, a fixed thread count, float and int8
-interleaved run by run. Formats: pt (TorchScript), ptl (the lite interpreter), onnx (ONNX Runtime's CPU
+"""Time exported files the way a deployment runs them: a fresh process that loads the files (float and
+one or more int8 files of one format) in that format's runtime and nothing else, a fixed thread count, the
+files interleaved run by run. Formats: pt (TorchScript), ptl (the lite interpreter), onnx (ONNX Runtime's CPU
 provider), pte (the ExecuTorch runtime with its XNNPACK delegate).
 
 Run by measure.measure_files (not by users): `python -m qtapp.core.latency_worker SPEC.json`. Prints
 a JSON line at most every REPORT_EVERY_S ({"round": rounds so far, "float_ms": [...], "quantized_ms":
-[...]} for the rounds since the last line) and a last line with the thread count and how many CPU cores
+[...]} for the rounds since the last line; with several int8 files, "quantized_ms" holds a list per file) and a last line with the thread count and how many CPU cores
 other processes kept busy meanwhile.
 """
 
@@ -77,23 +77,37 @@ def main(argv: list[str]) -> int:
     kind = spec.get("kind", "pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # runtimes' deprecation notices: not this run's business
-        models = {key: load(kind, spec[key], int(spec["threads"])) for key in ("float", "quantized")}
+        several = isinstance(spec["quantized"], list)
+        quantized = spec["quantized"] if several else [spec["quantized"]]
+        float_model = load(kind, spec["float"], int(spec["threads"]))
+        int8_models = [load(kind, path, int(spec["threads"])) for path in quantized]
         inputs = tuple(torch.load(spec["inputs"], weights_only=True))
+
+        def fresh():
+            return {"float_ms": [], "quantized_ms": [[] for _ in int8_models]}
+
+        def line(i, batch):
+            q = batch["quantized_ms"] if several else batch["quantized_ms"][0]
+            return json.dumps({"round": i + 1, "float_ms": batch["float_ms"], "quantized_ms": q}) + "\n"
+
         with torch.inference_mode():
             for _ in range(int(spec["warmup"])):
-                for model in models.values():
+                for model in (float_model, *int8_models):
                     model(inputs)
             start = time.perf_counter()
             before = _cpu_seconds()
             # At least MIN_WALL_S of timed rounds, whatever max_runs says: the other-load figure counts CPU
             # time in clock ticks (10 ms), which a few milliseconds of a tiny model cannot resolve.
             limit = int(spec["max_runs"]) * 100
-            batch, said = {"float_ms": [], "quantized_ms": []}, start
+            batch, said = fresh(), start
             for i in range(limit):
-                for key, model in models.items():
+                t0 = time.perf_counter()
+                float_model(inputs)
+                batch["float_ms"].append((time.perf_counter() - t0) * 1000)
+                for k, model in enumerate(int8_models):
                     t0 = time.perf_counter()
                     model(inputs)
-                    batch[f"{key}_ms"].append((time.perf_counter() - t0) * 1000)
+                    batch["quantized_ms"][k].append((time.perf_counter() - t0) * 1000)
                 now = time.perf_counter()
                 elapsed = now - start
                 done = (i + 1 >= int(spec["min_runs"]) and elapsed > float(spec["budget_s"])) or \
@@ -101,12 +115,12 @@ def main(argv: list[str]) -> int:
                 # Rounds go out in batches, at most ten lines a second: the parent reading one line per
                 # round of a tiny model would itself keep a core busy, measured as other load.
                 if done or now - said >= REPORT_EVERY_S:
-                    out.write(json.dumps({"round": i + 1, **batch}) + "\n")
-                    batch, said = {"float_ms": [], "quantized_ms": []}, now
+                    out.write(line(i, batch))
+                    batch, said = fresh(), now
                 if done:
                     break
             if batch["float_ms"]:  # the round limit ended the loop between two lines
-                out.write(json.dumps({"round": i + 1, **batch}) + "\n")
+                out.write(line(i, batch))
     wall, after = time.perf_counter() - start, _cpu_seconds()
     other = None
     if before is not None and after is not None:  # machine CPU time minus this process's, per second

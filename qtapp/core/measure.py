@@ -95,6 +95,16 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
     """Batch-1 latency of two files of one format (`kind`: pt, ptl, onnx, pte), timed in a separate
     process that loads only them in that format's runtime (as a deployment would), with `threads`
     intra-op threads, float and int8 interleaved."""
+    found = yield from measure_many(float_path, [quantized_path], example, threads, warmup, min_runs, max_runs,
+                                    budget_s, cancel, kind, label)
+    return found[0]
+
+
+def measure_many(float_path, quantized_paths, example: tuple, threads: int | None = None, warmup: int = 5,
+                 min_runs: int = 10, max_runs: int = 50, budget_s: float = 4.0,
+                 cancel: CancelToken | None = None, kind: str = "pt", label: str = "latency") -> Job[list]:
+    """measure_files for several int8 files against one float file, in one worker process (one start-up,
+    every file interleaved run by run): a Latency per int8 file, in order."""
     import json
     import os
     import subprocess
@@ -110,15 +120,16 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
         inputs = Path(tmp) / "inputs.pt"
         torch.save(list(example), inputs)
         spec = Path(tmp) / "spec.json"
+        quantized = [str(Path(p).absolute()) for p in quantized_paths]
         spec.write_text(json.dumps({"float": str(Path(float_path).absolute()),
-                                    "quantized": str(Path(quantized_path).absolute()), "inputs": str(inputs),
+                                    "quantized": quantized, "inputs": str(inputs),
                                     "threads": threads, "warmup": warmup, "min_runs": min_runs,
                                     "max_runs": max_runs, "budget_s": budget_s, "kind": kind}))
         proc = subprocess.Popen(worker_command("qtapp.core.latency_worker", str(spec)), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=tmp,
                                 env=worker_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)))
         stage = Stage(label, max_runs, cancel)
-        times, last = {"float": [], "quantized": []}, {}
+        times, last = {"float": [], "quantized": [[] for _ in quantized]}, {}
         try:
             yield stage.step(0, "starting a clean process")
             for line in proc.stdout:
@@ -129,7 +140,8 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
                 if not times["float"]:  # time left from the pace of the timed rounds, not the process start
                     stage = Stage(label, max_runs, cancel)
                 times["float"] += row["float_ms"]
-                times["quantized"] += row["quantized_ms"]
+                for mine, more in zip(times["quantized"], row["quantized_ms"]):
+                    mine += more
                 # the stage ends when the worker has said its last line, with the real count of runs
                 yield stage.step(min(row["round"], max_runs - 1), f"{row['round']} runs in a separate process")
             try:  # its output ended: the worker is exiting (a cancel or an error above kills it at once)
@@ -148,5 +160,5 @@ def measure_files(float_path, quantized_path, example: tuple, threads: int | Non
             tail = said[-1:] or ["no output"]
             raise QtappError(f"timing the {kind} files in {RUNTIMES.get(kind, kind)} in a separate process failed: "
                              f"{tail[0][:300]}")
-    return Latency(statistics.median(times["float"]), statistics.median(times["quantized"]), len(times["float"]),
-                   int(last.get("threads", threads)), last.get("other_load"), kind)
+    return [Latency(statistics.median(times["float"]), statistics.median(q), len(times["float"]),
+                    int(last.get("threads", threads)), last.get("other_load"), kind) for q in times["quantized"]]

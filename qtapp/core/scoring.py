@@ -88,14 +88,14 @@ class Scored:
     size_bytes: int
     latency_ms: float | None
     refused: dict = field(default_factory=dict)  # points torch could not keep float in this config
-    # latency_ms was timed on this configuration's own file (else: the cost model's estimate, anchored on
-    # the files that were timed)
-    latency_measured: bool = False
+    # size_bytes and latency_ms are those of this configuration's own file, built and timed (else: the
+    # cost model's estimates, anchored on the files that were)
+    measured: bool = False
 
     def to_json(self) -> dict:
         return {**self.config.to_json(), "metric": self.metric.to_json(), "score": self.score,
                 "sqnr_db": self.sqnr_db, "size_bytes": self.size_bytes, "latency_ms": self.latency_ms,
-                "latency_measured": self.latency_measured,
+                "measured": self.measured,
                 "float_points": len(self.config.float_points), "refused": self.refused}
 
 

@@ -103,7 +103,7 @@ class TuneResult:
         return [{"step": i, "move": self.steps[i].move, "score": self.steps[i].scored.score,
                  "metric": self.steps[i].scored.metric.quantized, "size_bytes": self.steps[i].scored.size_bytes,
                  "latency_ms": self.steps[i].scored.latency_ms,
-                 "latency_measured": self.steps[i].scored.latency_measured,
+                 "measured": self.steps[i].scored.measured,
                  "float_points": len(self.steps[i].scored.config.float_points)} for i in self.path]
 
     def front(self) -> list[int]:

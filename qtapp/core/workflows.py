@@ -17,7 +17,7 @@ from .data import DataSource
 from .errors import Cancelled
 from .export import export_model
 from .html_report import to_html
-from .measure import measure_files, to_torchscript
+from .measure import measure_files, measure_many, to_torchscript
 from .probe import probe_model
 from .progress import CancelToken, Job, Stage, drive
 from .recipe import QuantRecipe
@@ -762,39 +762,44 @@ MEASURED_TUNE_STEPS = 6  # configurations timed beyond the start and the chosen 
 
 
 def _measure_shown(tune_result, scorer, loaded, cancel: CancelToken) -> Job:
-    """Build and time the files of the configurations the curve and the front show (at most
-    MEASURED_TUNE_STEPS beyond the start and the chosen one, the curve's first): their size and latency
-    become their files'. A measured size can change the front, so it is read again after each. The other
-    steps keep the cost model's estimate, marked as one."""
+    """Build the files of the configurations the curve and the front show (at most MEASURED_TUNE_STEPS
+    beyond the start and the chosen one, the curve's first), take their sizes (a measured size can change
+    the front, so it is read again after each), then time them all against float in one worker process:
+    their size and latency become their files'. The other steps keep the cost model's estimates, marked."""
     from .export import script_bytes
 
     measured = {tune_result.start.config, tune_result.best.config}
     example = loaded.input_spec.example(batch=1)
-    float_bytes = None
-    for k in range(MEASURED_TUNE_STEPS):
+    built = []  # (config, int8 file bytes)
+    for _ in range(MEASURED_TUNE_STEPS):
         shown = [tune_result.steps[i].scored.config for i in (*tune_result.path, *tune_result.front())]
         config = next((c for c in shown if c not in measured), None)
         if config is None:
             break
         cancel.check()
-        if float_bytes is None:
-            float_bytes = script_bytes(to_torchscript(loaded.module, example)[0])
         qmodel, _refused = scorer.convert(config)
-        quant_bytes = script_bytes(to_torchscript(qmodel, example)[0])
-        with scratch_dir("measure") as tmp:
-            paths = Path(tmp) / "float.pt", Path(tmp) / "int8.pt"
-            write_bytes_atomic(paths[0], float_bytes)
-            write_bytes_atomic(paths[1], quant_bytes)
-            latency = yield from measure_files(*paths, example, cancel=cancel, kind="pt",
-                                               label=f"latency of a tune configuration ({k + 1})")
+        data = script_bytes(to_torchscript(qmodel, example)[0])
+        built.append((config, data))
         measured.add(config)
-        tune_result = _with_figures(tune_result, config, len(quant_bytes), latency.quantized_ms)
+        tune_result = _with_figures(tune_result, config, len(data), None)
+    if built:
+        with scratch_dir("measure") as tmp:
+            float_path = Path(tmp) / "float.pt"
+            write_bytes_atomic(float_path, script_bytes(to_torchscript(loaded.module, example)[0]))
+            paths = []
+            for k, (_config, data) in enumerate(built):
+                paths.append(Path(tmp) / f"int8-{k}.pt")
+                write_bytes_atomic(paths[-1], data)
+            latencies = yield from measure_many(float_path, paths, example, cancel=cancel, kind="pt",
+                                                label=f"latency of {len(built)} more tune configuration(s)")
+        for (config, data), latency in zip(built, latencies):
+            tune_result = _with_figures(tune_result, config, len(data), latency.quantized_ms)
     rest = len({s.scored.config for s in tune_result.steps} - measured)
     if rest:
         tune_result = replace(tune_result, notes=(*tune_result.notes, (
             f"{len(measured)} configuration(s) (the start, the chosen one, and those the curve and front show) were "
             f"built and timed on their own files; the other {rest}'s size and latency are the cost model's "
-            "estimates (tune.json: latency_measured false)")))
+            "estimates (tune.json: measured false)")))
     return tune_result
 
 
@@ -816,7 +821,7 @@ def _with_figures(tune_result, config, size: int, lat: float | None):
             return scored
         if lat is None:
             return replace(scored, size_bytes=size)
-        return replace(scored, size_bytes=size, latency_ms=lat, latency_measured=True)
+        return replace(scored, size_bytes=size, latency_ms=lat, measured=True)
 
     steps = tuple(replace(s, scored=fix(s.scored)) if isinstance(s, Step) else s for s in tune_result.steps)
     return replace(tune_result, steps=steps, best=fix(tune_result.best), start=fix(tune_result.start))

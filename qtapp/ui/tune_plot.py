@@ -171,7 +171,7 @@ class TradeoffPlot(PlotPanel):
                              for n, o in s.scored.config.overrides)
         lat = ""
         if s.scored.latency_ms is not None:
-            lat = (f", {s.scored.latency_ms:.3g} ms (timed)" if s.scored.latency_measured
+            lat = (f", {s.scored.latency_ms:.3g} ms (timed)" if s.scored.measured
                    else f", ~{s.scored.latency_ms:.3g} ms (estimated)")
         return (f"<b>{escape(s.move)}</b><br>score {s.scored.score:.4g}, {s.scored.size_bytes / 1e6:.3f} MB file"
                 f"{lat}<br>float: {escape(', '.join(floats)) or 'none'}"

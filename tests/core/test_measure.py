@@ -12,7 +12,7 @@ import torch
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 
 from qtapp.core.errors import Cancelled
-from qtapp.core.measure import measure_files
+from qtapp.core.measure import measure_files, measure_many
 from qtapp.core.progress import CancelToken, drive
 
 
@@ -25,6 +25,14 @@ def two_files(tmp_path):
     torch.jit.save(fast, str(paths[0]))
     torch.jit.save(slow, str(paths[1]))
     return paths
+
+
+def test_several_int8_files_are_timed_in_one_process_each_with_its_own_figure(two_files):
+    fast, slow = two_files
+    lats = drive(measure_many(fast, [slow, fast, slow], (torch.randn(1, 8),), threads=1, min_runs=5, max_runs=10))
+    assert len(lats) == 3 and len({lat.runs for lat in lats}) == 1  # interleaved: the same rounds for each
+    assert lats[0].quantized_ms > 3 * lats[1].quantized_ms and lats[2].quantized_ms > 3 * lats[1].quantized_ms
+    assert all(lat.float_ms == lats[0].float_ms for lat in lats)  # one float file, timed once per round
 
 
 def test_files_are_timed_in_another_process_with_the_threads_asked(two_files):
