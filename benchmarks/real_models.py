@@ -7,7 +7,9 @@ separate process per step so memory is freed between them:
   app       `qtapp-cli quantize SPEC --calib ... --eval ... --metric ... --format pt --out DIR --json`
             with the app's defaults (static FX, fbgemm, histogram observer, per-channel weights), and
             `--method dynamic` as a second row for the recurrent and transformer models
-  tune      `qtapp-cli tune ... --target T` (exit 3, target not reached, is recorded like a result)
+  tune      `qtapp-cli tune ... --target T [--budget B]`: the default run's verdict's repair (its target and budget) when
+            the verdict is not usable and names a tune, else the network's own target; exit 3 (target not
+            reached) is recorded like a result
   measure   the float model, every model.pt the app wrote and NNCF's model on the same evaluation
             samples, scored by the same task metric function and the same output SQNR
   nncf      `nncf.quantize(model, nncf.Dataset(calibration samples))` with NNCF's defaults (preset
@@ -283,7 +285,8 @@ def run_worker(kind: str, name: str, payload: dict, timeout: float, log: Path) -
 
 
 def app_run(command: str, name: str, info: dict, paths: dict, method: str, out_dir: Path, timeout: float,
-            target: str | None = None, labels_beside: bool = False, own_metric: bool = False) -> dict:
+            target: str | None = None, labels_beside: bool = False, own_metric: bool = False,
+            budget: str | None = None) -> dict:
     """One qtapp-cli quantize/tune run; returns what the table needs from report.json (and tune.json).
     `labels_beside`: the evaluation inputs without y, the labels named by QTAPP_BENCH_LABELS for the task
     metric function; `own_metric`: the task metric function instead of a built-in metric the app refused."""
@@ -309,6 +312,8 @@ def app_run(command: str, name: str, info: dict, paths: dict, method: str, out_d
         cmd += ["--input-shape", info["input_shape"]]
     if target:
         cmd += ["--target", target]
+    if budget:
+        cmd += ["--budget", budget]
     t = time.time()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(ROOT))
@@ -387,15 +392,17 @@ def is_metric_refusal(res: dict, info: dict) -> bool:
     return not info["metric"].startswith("task_metrics.py:") and err.startswith(f"metric {info['metric']} ")
 
 
-def app_with_fallback(command, name, info, paths, method, out_dir, timeout, target=None) -> dict:
+def app_with_fallback(command, name, info, paths, method, out_dir, timeout, target=None, budget=None) -> dict:
     """The run as a user would type it; if the app refuses the labels (or a built-in metric on them),
     the refusal is kept and the run repeated with the labels beside the app (or the task metric function)."""
-    res = app_run(command, name, info, paths, method, out_dir, timeout, target)
+    res = app_run(command, name, info, paths, method, out_dir, timeout, target, budget=budget)
     again = None
     if is_label_refusal(res, paths) and "eval_y" in paths:
-        again = app_run(command, name, info, paths, method, out_dir, timeout, target, labels_beside=True)
+        again = app_run(command, name, info, paths, method, out_dir, timeout, target, labels_beside=True,
+                        budget=budget)
     elif is_metric_refusal(res, info):
-        again = app_run(command, name, info, paths, method, out_dir, timeout, target, own_metric=True)
+        again = app_run(command, name, info, paths, method, out_dir, timeout, target, own_metric=True,
+                        budget=budget)
     if again is not None:
         again["refusal"] = res["error"]
         again["refused_command"] = res["command"]
@@ -533,8 +540,17 @@ def bench_network(name: str, args, out_root: Path) -> dict:
             runs[f"app_{method}"] = str(d)
         if not args.quick and not args.no_tune:
             dt = out_root / "runs" / f"{name}-{method}-tune"
-            print(f"[{name}] app tune ({method}, {info['target']})", file=sys.stderr, flush=True)
-            row["tune"] = app_with_fallback("tune", name, info, paths, method, dt, args.timeout, target=info["target"])
+            # The step the default run's verdict names, when it names a tune (what a user is told to do);
+            # else the network's own target (a usable default: tune must change nothing).
+            verdict = row["app"].get("verdict") or {}
+            target, budget = info["target"], None
+            if verdict.get("level") != "usable" and (verdict.get("next") or "").startswith("qtapp-cli tune") \
+                    and verdict.get("repair_target"):
+                target, budget = verdict["repair_target"], verdict.get("repair_budget")
+            print(f"[{name}] app tune ({method}, {target}{', ' + budget if budget else ''})", file=sys.stderr,
+                  flush=True)
+            row["tune"] = app_with_fallback("tune", name, info, paths, method, dt, args.timeout, target=target,
+                                            budget=budget)
             if (dt / "model.pt").is_file() and row["tune"].get("exit") in (0, 3):
                 runs[f"tune_{method}"] = str(dt)
         result["rows"].append(row)
