@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test workers on two cores: each runs torch (and the processes it starts) on one intra-op thread.
+    # With torch's default of one per core, three or four processes' OpenMP threads wait on cores another
+    # holds, and a run slows several-fold at random (resnet18's quantize: 11 s alone, 53 s in the suite).
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 TESTS = Path(__file__).resolve().parent
 FIXTURES = TESTS / "fixtures"

@@ -19,6 +19,9 @@ from qtapp.core.recipe import DataSpec, QuantRecipe
 from qtapp.core.rewrites import StackedGRU, StackedLSTM, split_stacked_rnns
 from qtapp.core.session import QuantSession
 
+pytestmark = [pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning"),
+              pytest.mark.filterwarnings(r"ignore:LSTM with projections is not supported with oneDNN:UserWarning")]
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mobile_blocks.py"
 
 
