@@ -44,6 +44,18 @@ def test_the_page_is_self_contained_and_says_what_report_json_says(result_dir):
     assert "(kept float)" in html  # fc1 is drawn as a float bar, not as an int8 one
 
 
+def test_each_bar_has_the_colour_the_window_gives_its_sqnr(result_dir):
+    from qtapp.core.render import sqnr_colour
+
+    html = (result_dir / "report.html").read_text()
+    report = json.loads((result_dir / "report.json").read_text())
+    fills = re.findall(r"fill='(#[0-9a-f]{6})'><title>(.+?): local ", html)
+    by_name = dict((name, fill) for fill, name in fills)
+    for layer in report["layers"]:
+        if layer["quantized"] and layer["local_sqnr_db"] is not None:
+            assert by_name[layer["name"]] == sqnr_colour(layer["local_sqnr_db"]), layer["name"]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here (apt-get install chromium)")
 def test_the_page_renders_in_headless_chromium(result_dir, tmp_path):
     from PIL import Image

@@ -9,6 +9,8 @@ from html import escape
 from .diagnostics import notes
 from .render import SQNR_FAIR_DB as FAIR_DB
 from .render import SQNR_GOOD_DB as GOOD_DB
+from .render import SQNR_POOR_DB as POOR_DB
+from .render import sqnr_colour
 from .render import report_dict, speed_text
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#222}
@@ -18,16 +20,6 @@ th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}.num{text-align:r
 .warning{color:#a04000}.info{color:#555}.legend span{display:inline-block;margin-right:14px}
 .sw{display:inline-block;width:10px;height:10px;margin-right:4px}svg text{font:11px system-ui,sans-serif;fill:#333}
 """
-
-
-def sqnr_colour(db) -> str:
-    if db is None or (isinstance(db, float) and math.isnan(db)):
-        return "#b4b4b4"
-    if db >= GOOD_DB:
-        return "#2ca02c"
-    if db >= FAIR_DB:
-        return "#f0a30a"
-    return "#d62728"
 
 
 def _layer_chart(layers: list[dict]) -> str:
@@ -244,8 +236,8 @@ torch {escape(r['torch_version'])}.</p>
 range) on the float model's values. Line: the accumulated SQNR, the int8 model's tensor there against the
 float model's. dB, higher is better; &#9888; marks a point worse than the rest.</p>
 <p class=legend><span><i class=sw style='background:#2ca02c'></i>&ge; {GOOD_DB:.0f} dB good</span>
-<span><i class=sw style='background:#f0a30a'></i>{FAIR_DB:.0f}–{GOOD_DB:.0f} dB fair</span>
-<span><i class=sw style='background:#d62728'></i>&lt; {FAIR_DB:.0f} dB poor</span>
+<span><i class=sw style='background:#f0a30a'></i>{FAIR_DB:.0f} dB fair</span>
+<span><i class=sw style='background:#d62728'></i>&le; {POOR_DB:.0f} dB poor (shades between)</span>
 <span><i class=sw style='background:#b4b4b4'></i>kept float</span>
 <span><i class=sw style='background:#333;height:2px;vertical-align:middle'></i>accumulated</span></p>
 {_layer_chart(r['layers'])}

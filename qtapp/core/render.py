@@ -22,6 +22,26 @@ SCHEMA_VERSION = 5
 # Per-layer SQNR bands, the same in the window, the tree and report.html: red at or below POOR, amber
 # at FAIR, green at or above GOOD.
 SQNR_POOR_DB, SQNR_FAIR_DB, SQNR_GOOD_DB = 15.0, 25.0, 35.0
+_SQNR_STOPS = ((SQNR_POOR_DB, (0xd6, 0x27, 0x28)), (SQNR_FAIR_DB, (0xf0, 0xa3, 0x0a)), (SQNR_GOOD_DB, (0x2c, 0xa0, 0x2c)))
+NO_SQNR_COLOUR = "#b4b4b4"
+
+
+def sqnr_colour(db) -> str:
+    """The one SQNR colour scale (window, tree, report.html): red at or below SQNR_POOR_DB, amber at
+    SQNR_FAIR_DB, green at or above SQNR_GOOD_DB, interpolated between; grey without a number (identical
+    outputs, or not measured). A "#rrggbb" string."""
+    if db is None or (isinstance(db, float) and math.isnan(db)):
+        return NO_SQNR_COLOUR
+    rgb = _SQNR_STOPS[-1][1]
+    if db <= _SQNR_STOPS[0][0]:
+        rgb = _SQNR_STOPS[0][1]
+    else:
+        for (lo, c0), (hi, c1) in zip(_SQNR_STOPS, _SQNR_STOPS[1:]):
+            if db <= hi:
+                t = (db - lo) / (hi - lo)
+                rgb = tuple(round(a + (b - a) * t) for a, b in zip(c0, c1))
+                break
+    return "#%02x%02x%02x" % rgb
 
 
 def json_safe(value):

@@ -16,7 +16,7 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QStackedLayout, QToolTip, QVBoxLayout, QWidget
 
-from ..core.render import SQNR_FAIR_DB, SQNR_GOOD_DB, SQNR_POOR_DB
+from ..core.render import sqnr_colour
 
 if TYPE_CHECKING:  # the core module pulls nothing heavy, but the plots need only its shapes
     from ..core.compare import LayerResult, OutputMetrics, WeightData
@@ -31,21 +31,11 @@ QUANT_COLOR = QColor("#e8710a")
 KEPT_FLOAT_COLOR = QColor("#b4b4b4")
 TEXT_COLOR = "#444444"
 BAR_WIDTH = 0.72
-_SQNR_STOPS = ((SQNR_POOR_DB, QColor("#d62728")), (SQNR_FAIR_DB, QColor("#f0a30a")), (SQNR_GOOD_DB, QColor("#2ca02c")))
 
 
 def sqnr_color(db: float | None) -> QColor:
-    """Red at or below 15 dB, amber at 25 dB, green at or above 35 dB, interpolated between; grey when
-    there is no number (identical outputs, or not measured)."""
-    if db is None or math.isnan(db):
-        return QColor(KEPT_FLOAT_COLOR)
-    if db <= _SQNR_STOPS[0][0]:
-        return QColor(_SQNR_STOPS[0][1])
-    for (lo, c0), (hi, c1) in zip(_SQNR_STOPS, _SQNR_STOPS[1:]):
-        if db <= hi:
-            t = (db - lo) / (hi - lo)
-            return QColor.fromRgbF(*(a + (b - a) * t for a, b in zip(c0.getRgbF()[:3], c1.getRgbF()[:3])))
-    return QColor(_SQNR_STOPS[-1][1])
+    """render.sqnr_colour as a QColor: the one scale the tree, the plots and report.html share."""
+    return QColor(sqnr_colour(db))
 
 
 def short_name(name: str, limit: int = 18) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import threading
-import time
 import tracemalloc
 import warnings
 import zipfile
@@ -262,7 +261,6 @@ def test_a_compressed_npz_is_read_only_as_far_as_needed(tmp_path):
     assert path.stat().st_size < 2_000_000
     spec = InputSpec.parse("1,3,32,32")
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         source = open_source(str(path), spec, batch_size=16, max_batches=2)
         got = everything(source)
@@ -271,7 +269,6 @@ def test_a_compressed_npz_is_read_only_as_far_as_needed(tmp_path):
         tracemalloc.stop()
     assert source.samples == 32 and sum(len(inputs[0]) for inputs, _ in got) == 32
     assert peak < 32_000_000, f"read {peak / 1e6:.0f} MB to use 32 samples (1.6 MB)"
-    assert time.perf_counter() - start < 5
 
 
 def _valid_npz(x, y=None) -> bytes:

@@ -9,7 +9,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -43,18 +42,15 @@ def inputs_of(source):
 
 # -- 1. link loops ------------------------------------------------------------------------------------------
 OPEN_IN_A_SUBPROCESS = """
-import json, sys, time
-import torchvision.transforms.v2  # imported before the clock starts: it is the scan that is timed
+import json, sys
 from qtapp.core.data import open_source
 from qtapp.core.inputs import InputSpec
-start = time.perf_counter()
 source = open_source(sys.argv[1], InputSpec.parse("1,3,16,16"), batch_size=4, max_batches=25)
-elapsed = time.perf_counter() - start
 x, y = [], []
 for (inputs,), labels in source:
     x += [[round(float(v), 3) for v in s.mean(dim=(1, 2))] for s in inputs]
     y += labels.tolist()
-print(json.dumps({"elapsed": elapsed, "samples": source.samples, "colours": x, "labels": y,
+print(json.dumps({"samples": source.samples, "colours": x, "labels": y,
                   "description": source.description, "notes": source.notes, "skipped": source.skipped}))
 """
 
@@ -73,7 +69,7 @@ def _open_in_a_subprocess(root, timeout=60):
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
-def test_an_image_folder_with_link_loops_opens_quickly_and_names_the_links(tmp_path):
+def test_an_image_folder_with_link_loops_reads_each_image_once_and_names_the_links(tmp_path):
     root = tmp_path / "images"
     _png(root / "cat" / "a.png", RED)
     _png(root / "cat" / "sub" / "b.png", RED)
@@ -82,8 +78,7 @@ def test_an_image_folder_with_link_loops_opens_quickly_and_names_the_links(tmp_p
     os.symlink(root / "cat", root / "cat" / "sub" / "loop")  # back to its own class folder
     os.symlink(".", root / "dog" / "self")
     # two loops in one class: os.walk(followlinks=True) (ImageFolder) branches at every level and never ends
-    got = _open_in_a_subprocess(root)
-    assert got["elapsed"] < 5, f"opening took {got['elapsed']:.1f} s"
+    got = _open_in_a_subprocess(root)  # a walk that follows the loops never ends: the subprocess is killed
     assert got["samples"] == 3 and "2 classes" in got["description"]
     assert got["labels"] == [0, 1, 0]  # cat/a.png, dog/c.png, cat/sub/b.png: classes in turn, sorted
     assert got["colours"] == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
@@ -297,18 +292,13 @@ def test_what_cannot_be_decoded_safely_is_refused_by_name_and_a_jpeg_is_drafted(
     assert Image.MAX_IMAGE_PIXELS == 1000
 
 
-def test_a_real_120_mp_jpeg_is_read_downscaled_in_seconds(tmp_path):
-    start = time.perf_counter()
+def test_a_real_120_mp_jpeg_is_read_downscaled(tmp_path):
     Image.new("L", (13000, 9231), 128).save(tmp_path / "photo.jpg", quality=90)  # 120 MP, a flat grey
-    written = time.perf_counter() - start
     assert 13000 * 9231 > Image.MAX_IMAGE_PIXELS
-    start = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error")  # no DecompressionBombWarning: it was never decoded at full size
         source = open_source(str(tmp_path), InputSpec.parse("1,3,224,224"), 1, 1)
         x, _ = inputs_of(source)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5, f"writing took {written:.1f} s, reading {elapsed:.1f} s"
     assert any("downscaled 1 image over 89 MP" in n for n in source.notes)
     grey = (128 / 255 - torch.tensor(images.IMAGENET_MEAN)) / torch.tensor(images.IMAGENET_STD)
     assert torch.allclose(x[0].mean(dim=(1, 2)), grey, atol=0.02)

@@ -1,6 +1,5 @@
 """The real window, driven offscreen: open, toggle, run, inspect plots, cancel, errors, export."""
 
-import time
 
 import pytest
 import torch
@@ -120,23 +119,31 @@ def test_cancel_mid_calibration_keeps_model_and_previous_result(qtbot, window, o
 
 
 def test_gui_thread_stays_responsive_while_resnet18_calibrates(qtbot, window, open_and_wait):
+    import threading
+
     session = open_and_wait(qtbot, window, "torchvision:resnet18")
     session.update_recipe(calibration=type(session.recipe.calibration)(source="random", batches=6, batch_size=8))
+    forward_threads = set()  # where the model runs: hooks travel with the copy the calibration prepares
+    hook = session.loaded.module.conv1.register_forward_hook(
+        lambda *_: forward_threads.add(threading.get_ident()))
     ticks = []  # GUI-thread timer ticks seen while the progress says "calibrate"
     timer = QTimer()
     timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter())
+    timer.timeout.connect(lambda: ticks.append(threading.get_ident())
                           if window.progress_label.text().startswith("calibrate") else None)
     timer.start()
-    window.run_button.click()
-    qtbot.waitUntil(lambda: window.progress_label.text().startswith("calibrate: 6/6")
-                    or not window.runner.busy, timeout=300000)
-    timer.stop()
+    try:
+        window.run_button.click()
+        qtbot.waitUntil(lambda: window.progress_label.text().startswith("calibrate: 6/6")
+                        or not window.runner.busy, timeout=300000)
+    finally:
+        timer.stop()
+        hook.remove()
     window.cancel_job()
     qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-    assert len(gaps) > 50  # calibration took long enough for this to measure something
-    assert max(gaps) < 0.100, f"GUI thread blocked for {max(gaps) * 1000:.0f} ms during calibration"
+    gui = threading.get_ident()
+    assert forward_threads and gui not in forward_threads  # the model never ran on the GUI thread
+    assert len(ticks) >= 3 and set(ticks) == {gui}  # and its event loop kept turning while it calibrated
 
 
 def _error_dialogs():
@@ -320,7 +327,7 @@ def test_second_job_is_refused_and_close_during_run_stops_cleanly(qtbot, setting
     delete_now(win)
 
 
-def test_resnet18_toggle_updates_errors_within_seconds(qtbot, window, open_and_wait):
+def test_resnet18_toggle_reconverts_without_recalibrating_and_updates_errors(qtbot, window, open_and_wait):
     session = open_and_wait(qtbot, window, "torchvision:resnet18")
     session.update_recipe(observer="minmax", calibration=type(session.recipe.calibration)(
         source="random", batches=2, batch_size=4), evaluation=type(session.recipe.evaluation)(
@@ -328,16 +335,12 @@ def test_resnet18_toggle_updates_errors_within_seconds(qtbot, window, open_and_w
     with qtbot.waitSignal(window.result_applied, timeout=120000):
         window.run_quantize()
     calibrated = session.calibrated
-    start = time.perf_counter()
     with qtbot.waitSignal(window.result_applied, timeout=60000):
         session.inventory.set_float("layer4.1.bn2")  # a fused member: acts on layer4.1.conv2
-    elapsed = time.perf_counter() - start
-    assert session.calibrated is calibrated
+    assert session.calibrated is calibrated  # reconverted from the same calibration (speed: benchmarks/)
     layer = {l.name: l for l in session.result.layers}["layer4.1.conv2"]
     assert not layer.quantized
     assert window.layer_plot.bar_names()[window.layer_plot.bar_names().index("layer4.1.conv2")] == "layer4.1.conv2"
-    print(f"resnet18 reconvert + compare after a toggle: {elapsed:.2f} s")
-    assert elapsed < 30  # generous bound for a loaded CI machine; a few seconds when idle
 
 
 def test_qat_and_dynamic_from_the_settings_panel(qtbot, window, open_and_wait, quantize_and_wait):

@@ -335,3 +335,10 @@ def test_error_histogram_keeps_outliers_off_scale_and_says_so(qtbot):
     assert hi < 1.0 and lo > -1.0  # the binned range follows the bulk, not the 50.0 outliers
     assert outside >= 3
     assert "off-scale" in plot.error_title()
+
+
+def test_the_window_and_report_html_colour_an_sqnr_alike():
+    from qtapp.core.render import sqnr_colour
+
+    for db in (-3.0, 15.0, 18.0, 20.0, 24.9, 25.0, 30.0, 35.0, 50.0, None):
+        assert sqnr_color(db) == QColor(sqnr_colour(db)), db
