@@ -51,6 +51,10 @@ class DataSource:
         return self.n_batches
 
 
+# Data sources that name no file: the model's own data (demo), random tensors, or whichever fits (auto)
+SPECIAL_SOURCES = ("auto", "demo", "random")
+
+
 def open_source(source: str, input_spec: InputSpec | None, batch_size: int, max_batches: int,
                 preprocess="auto", split: str = "calib", seed: int = 0, preset=None,
                 id_range: int | None = None) -> DataSource:
@@ -88,7 +92,7 @@ def file_input_dtype(source: str, takes_ids: bool | None = None) -> str | None:
     model that can (True); for one that cannot (False) they are numbers, fed as float; None (not known,
     e.g. before the model is loaded): the data alone decides."""
     path = Path(source).expanduser()
-    if source in ("demo", "random", "auto") or path.suffix.lower() not in TENSOR_SUFFIXES or not path.exists() \
+    if source in SPECIAL_SOURCES or path.suffix.lower() not in TENSOR_SUFFIXES or not path.exists() \
             or path.is_dir():
         return None  # open_source names what is wrong with a missing source
     name = peek_dtype(path)

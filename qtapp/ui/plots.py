@@ -1,7 +1,7 @@
 """Shared plot helpers, and two result plots: one layer's weight histogram and float-vs-quantized output.
 The per-point bars live in point_plot.py, the activation range in range_plot.py.
 
-Each plot only shows core data (`LayerResult`, `WeightData`, `OutputMetrics`) handed to it; it keeps no
+Each plot only shows core data (`PointResult`, `WeightData`, `OutputMetrics`) handed to it; it keeps no
 state of its own beyond what it draws, and exposes read-only facts about what it drew for tests.
 """
 
@@ -19,7 +19,8 @@ from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QStackedLayout, 
 from ..core.render import sqnr_colour
 
 if TYPE_CHECKING:  # the core module pulls nothing heavy, but the plots need only its shapes
-    from ..core.compare import LayerResult, OutputMetrics, WeightData
+    from ..core.compare import OutputMetrics, WeightData
+    from ..core.point_analysis import PointResult
 
 # Before any PlotWidget exists: printed-figure look, whatever the desktop theme.
 pg.setConfigOptions(antialias=True)

@@ -13,7 +13,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ..core.data import TENSOR_SUFFIXES
+from ..core.data import SPECIAL_SOURCES, TENSOR_SUFFIXES
 from ..core.recipe import BACKENDS, DTYPES, ENGINES, METHODS, OBSERVERS, ONNX_QUANTIZERS, STATIC_MODES, QuantRecipe
 
 ENGINE_NOTES = {
@@ -156,10 +156,10 @@ class SettingsPanel(QWidget):
             self.equalize_depthwise.setChecked(recipe.equalize_depthwise)
             self.dtype.setCurrentText(recipe.dtype)
             src = recipe.calibration.source
-            key = src if src in ("auto", "demo", "random") else (
+            key = src if src in SPECIAL_SOURCES else (
                 "file" if Path(src).suffix.lower() in TENSOR_SUFFIXES else "folder")
             self.source.setCurrentIndex(self.source.findData(key))
-            self.source_path.setText("" if key in ("auto", "demo", "random") else src)
+            self.source_path.setText("" if key in SPECIAL_SOURCES else src)
             self.batches.setValue(recipe.calibration.batches)
             self.batch_size.setValue(recipe.calibration.batch_size)
             self.epochs.setValue(recipe.qat.epochs)
@@ -214,7 +214,7 @@ class SettingsPanel(QWidget):
         self._update_enabled()
         if self._updating:
             return
-        if key in ("auto", "demo", "random"):
+        if key in SPECIAL_SOURCES:
             self.source_path.clear()
             self.set_calibration_source(key)
         elif not self.source_path.text():
