@@ -16,7 +16,7 @@ from qtapp.core.equalize import DepthwisePair, depthwise_scales, equalize_depthw
 from qtapp.core.observers import MultiObserver, bound_clamped_observers
 from qtapp.core.progress import drive
 from qtapp.core.recipe import DataSpec, QuantRecipe
-from qtapp.core.rewrites import StackedGRU, StackedLSTM, split_stacked_rnns
+from qtapp.core.rewrites import StackedGRU, StackedLSTM
 from qtapp.core.session import QuantSession
 
 pytestmark = [pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning"),
