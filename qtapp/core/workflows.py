@@ -290,6 +290,20 @@ def _depthwise_equalized(snap: RunSnapshot, calib, cancel: CancelToken) -> Job[t
     return equalized, note
 
 
+def _time_bytes(float_bytes: bytes, int8_bytes: list, example, cancel: CancelToken, kind: str,
+                label: str = "latency") -> Job[list]:
+    """Write a float file and int8 files (`kind`) to a scratch folder and time them all in one worker
+    (measure.measure_many): a Latency per int8 file."""
+    with scratch_dir("measure") as tmp:
+        float_path = Path(tmp) / f"float.{kind}"
+        write_bytes_atomic(float_path, float_bytes)  # a full disk: one message naming the file
+        paths = []
+        for k, data in enumerate(int8_bytes):
+            paths.append(Path(tmp) / f"int8-{k}.{kind}")
+            write_bytes_atomic(paths[-1], data)
+        return (yield from measure_many(float_path, paths, example, cancel=cancel, kind=kind, label=label))
+
+
 def quantizer_name(result: RunResult) -> str:
     """Who made the result's int8 model, in words (said on each file it writes)."""
     if result.mode == "pt2e":
@@ -329,11 +343,7 @@ def measure_result(result: RunResult, loaded, cancel: CancelToken | None = None,
         float_ts, _ = to_torchscript(loaded.module, example)
         scripted, note = to_torchscript(result.quantized_model, example)
         float_bytes, quant_bytes, kind = script_bytes(float_ts), script_bytes(scripted), "pt"
-    with scratch_dir("measure") as tmp:
-        paths = Path(tmp) / f"float.{kind}", Path(tmp) / f"int8.{kind}"
-        write_bytes_atomic(paths[0], float_bytes)  # a full disk: one message naming the file
-        write_bytes_atomic(paths[1], quant_bytes)
-        latency = yield from measure_files(*paths, example, cancel=cancel, kind=kind)
+    latency, = yield from _time_bytes(float_bytes, [quant_bytes], example, cancel, kind)
     return result.evolve(scripted=scripted, script_note=note, size_float=len(float_bytes),
                          size_quantized=len(quant_bytes), latency=latency)
 
@@ -783,15 +793,9 @@ def _measure_shown(tune_result, scorer, loaded, cancel: CancelToken) -> Job:
         measured.add(config)
         tune_result = _with_figures(tune_result, config, len(data), None)
     if built:
-        with scratch_dir("measure") as tmp:
-            float_path = Path(tmp) / "float.pt"
-            write_bytes_atomic(float_path, script_bytes(to_torchscript(loaded.module, example)[0]))
-            paths = []
-            for k, (_config, data) in enumerate(built):
-                paths.append(Path(tmp) / f"int8-{k}.pt")
-                write_bytes_atomic(paths[-1], data)
-            latencies = yield from measure_many(float_path, paths, example, cancel=cancel, kind="pt",
-                                                label=f"latency of {len(built)} more tune configuration(s)")
+        float_bytes = script_bytes(to_torchscript(loaded.module, example)[0])
+        latencies = yield from _time_bytes(float_bytes, [data for _config, data in built], example, cancel, "pt",
+                                           label=f"latency of {len(built)} more tune configuration(s)")
         for (config, data), latency in zip(built, latencies):
             tune_result = _with_figures(tune_result, config, len(data), latency.quantized_ms)
     rest = len({s.scored.config for s in tune_result.steps} - measured)
