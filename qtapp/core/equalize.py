@@ -85,6 +85,22 @@ def find_pairs(model, inventory) -> list[Pair]:
     return pairs
 
 
+def _output_change(model, changed, inputs, tolerance: float, what: str) -> float:
+    """The largest change of `changed`'s first output from `model`'s on `inputs`, relative to the largest
+    value; a QtappError starting with `what` when it is over `tolerance`."""
+    import torch
+
+    from .compare import first_tensor
+
+    with torch.no_grad():
+        ref, got = first_tensor(model(*inputs)).float(), first_tensor(changed(*inputs)).float()
+    diff = float((ref - got).abs().max()) / (float(ref.abs().max()) or 1.0)
+    if diff > tolerance:
+        raise QtappError(f"{what} (by {diff:.2g} of their largest value): a pair of layers is not what the traced "
+                         "graph says; not applied")
+    return diff
+
+
 def _first_range(first, bn):
     """Per output channel of A, the largest |weight| once its BatchNorm is folded in."""
     w = first.weight.detach().flatten(1).abs().amax(1)
@@ -104,8 +120,6 @@ def equalize(model, pairs: list[Pair], example) -> tuple[object, dict]:
     tensors). Raises QtappError if the copy's outputs differ from the original's (a pair that was not
     what the graph said)."""
     import torch
-
-    from .compare import first_tensor
 
     out = copy.deepcopy(model).eval()
     modules = dict(out.named_modules())
@@ -142,12 +156,7 @@ def equalize(model, pairs: list[Pair], example) -> tuple[object, dict]:
                 second.weight.mul_(s.view(shape))
             if moved < 1e-3:
                 break
-        ref, got = first_tensor(model(*example)).float(), first_tensor(out(*example)).float()
-    scale = float(ref.abs().max()) or 1.0
-    diff = float((ref - got).abs().max()) / scale
-    if diff > TOLERANCE:
-        raise QtappError(f"cross-layer equalisation changed the float model's outputs (by {diff:.2g} of their "
-                         "largest value): a pair of layers is not what the traced graph says; not applied")
+    diff = _output_change(model, out, example, TOLERANCE, "cross-layer equalisation changed the float model's outputs")
     return out, {"pairs": [str(p) for p in pairs], "max_ratio_before": before, "max_ratio_after": spread(),
                  "output_change": diff}
 
@@ -269,8 +278,6 @@ def equalize_depthwise(model, pairs: list[DepthwisePair], scales: dict, check_in
     on `check_inputs` (calibration data, on which the scaling is exact) differ from the original's."""
     import torch
 
-    from .compare import first_tensor
-
     out = copy.deepcopy(model).eval()
     modules = dict(out.named_modules())
     used, scaled, largest = [], 0, 1.0
@@ -293,11 +300,6 @@ def equalize_depthwise(model, pairs: list[DepthwisePair], scales: dict, check_in
             used.append(str(p))
             scaled += int((s > 1.0).sum())
             largest = max(largest, float(s.max()))
-        ref, got = first_tensor(model(*check_inputs)).float(), first_tensor(out(*check_inputs)).float()
-    scale = float(ref.abs().max()) or 1.0
-    diff = float((ref - got).abs().max()) / scale
-    if diff > 1e-3:
-        raise QtappError(f"depthwise input equalisation changed the float model's outputs on calibration data "
-                         f"(by {diff:.2g} of their largest value): a pair of layers is not what the traced graph "
-                         "says; not applied")
+    diff = _output_change(model, out, check_inputs, 1e-3,
+                          "depthwise input equalisation changed the float model's outputs on calibration data")
     return out, {"pairs": used, "scaled_channels": scaled, "largest_scale": largest, "output_change": diff}
