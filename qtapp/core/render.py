@@ -5,10 +5,12 @@ Both list exactly `diagnostics.notes(result)`; neither interprets the figures on
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 from .diagnostics import notes
+from .recipe import atomic_write_text
 from .verdict import judge
 
 # 2: `layers` lists every quantization point (modules, functional ops, inputs) with its kind, its local,
@@ -320,3 +322,8 @@ def summary_text(result, out: Path | None = None) -> str:
     lines += [f"  note: {n.text}" for n in notes(result)]
     lines.append(judge(result).line())  # the last line: what to make of it, and what to do next
     return "\n".join(lines)
+
+
+def write_report(report: dict, path: Path) -> None:
+    """report.json: `report` (a report_dict), written atomically."""
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")

@@ -22,7 +22,7 @@ from .probe import probe_model
 from .progress import CancelToken, Job, Stage, drive
 from .recipe import QuantRecipe
 from .render import json_safe, report_dict
-from .report import write_report
+from .render import write_report
 from .results import DataFacts, RunResult
 from .resultset import ResultSet, write_bytes_atomic
 from .scratch import scratch_dir

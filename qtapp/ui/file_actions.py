@@ -165,7 +165,7 @@ class FileActionsMixin:
 
     def export_to(self, dialog: ExportDialog) -> None:
         from ..core.render import report_dict
-        from ..core.report import write_report
+        from ..core.render import write_report
 
         formats, folder, session = dialog.chosen_formats(), Path(dialog.folder.text()), self.session
         if not formats or not dialog.folder.text().strip():

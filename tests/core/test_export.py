@@ -12,7 +12,7 @@ from qtapp.core.errors import QtappError, UsageError
 from qtapp.core.loading import load_model
 from qtapp.core.progress import drive
 from qtapp.core.recipe import DataSpec, QuantRecipe
-from qtapp.core.report import build_report
+from qtapp.core.render import report_dict
 from qtapp.core.session import QuantSession
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
@@ -40,7 +40,7 @@ def test_every_format_is_written_and_verified(demo_exports, demo_quantized):
         assert r.path == str(out / f"model.{fmt}") and r.bytes == (out / f"model.{fmt}").stat().st_size
         assert r.verified, (fmt, r.notes)
     assert results["pt"].max_abs_diff == 0.0 and results["ptl"].max_abs_diff == 0.0
-    report = build_report(demo_quantized, list(results.values()))
+    report = report_dict(demo_quantized.result.evolve(exports=tuple(results.values())))
     assert [(e["format"], e["verified"]) for e in report["exports"]] == [("pt", True), ("ptl", True), ("onnx", True)]
     assert leftovers(out) == []
 

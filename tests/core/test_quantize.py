@@ -11,7 +11,7 @@ from qtapp.core.errors import UsageError
 from qtapp.core.loading import load_model
 from qtapp.core.progress import Progress, drive
 from qtapp.core.recipe import DataSpec, QatSpec, QuantRecipe
-from qtapp.core.report import build_report
+from qtapp.core.render import report_dict
 from qtapp.core.session import QuantSession
 
 
@@ -81,7 +81,7 @@ def test_eager_quantizable_torchvision_model_with_a_float_island():
         out = result.quantized_model(torch.randn(1, 3, 224, 224))
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
     assert result.output.sqnr_db > 15
-    assert not any("was to be quantized" in n for n in build_report(session)["notes"])
+    assert not any("was to be quantized" in n for n in report_dict(session.result)["notes"])
 
 
 @pytest.mark.parametrize("dtype, torch_dtype, min_sqnr", [("qint8", torch.qint8, 25), ("float16", torch.float16, 50)])
@@ -102,7 +102,7 @@ def test_dynamic_on_the_seq_model_with_one_layer_float(seq_loaded, seq_spec, dty
     assert session.calibrated.stats == {"batches": 0, "samples": 0}
     assert result.output.sqnr_db > min_sqnr and result.output.top1_agreement >= 0.75
     assert result.output.accuracy_float is None  # random data has no labels
-    report = build_report(session)
+    report = report_dict(session.result)
     assert report["dtype"] == dtype and report["calibration"]["source"].startswith("none")
 
 
@@ -119,7 +119,7 @@ def test_qat_on_demo_reports_accuracy(demo_loaded):
     assert out.accuracy_quantized >= out.accuracy_float - 0.03
     assert all(layer.quantized for layer in result.layers)
     assert all(torch.equal(v, before[k]) for k, v in demo_loaded.module.state_dict().items())
-    report = build_report(session)
+    report = report_dict(session.result)
     assert report["qat"]["epochs"] == 1 and len(report["qat"]["epoch_losses"]) == 1
 
 
