@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from qtapp.core import workflows  # noqa: E402
-from qtapp.core.measure import measure_files  # noqa: E402
-from qtapp.core.progress import drive  # noqa: E402
-from qtapp.core.recipe import DataSpec, QuantRecipe  # noqa: E402
+from qtapp.core.run import jobs as workflows  # noqa: E402
+from qtapp.core.deploy.measure import measure_files  # noqa: E402
+from qtapp.core.base.progress import drive  # noqa: E402
+from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
 
 BATCHES, BATCH_SIZE = 8, 16
 
@@ -117,7 +117,7 @@ def main() -> int:
                              calibration=DataSpec(source=str(data), batches=BATCHES, batch_size=BATCH_SIZE),
                              evaluation=DataSpec(source=str(data), batches=1, batch_size=BATCH_SIZE))
         app = drive(workflows.quantize_to_folder(recipe, tmp / "app", ["pt", "onnx", "pte"], measure=False))
-        from qtapp.core.loading import load_model
+        from qtapp.core.model.loading import load_model
 
         model = drive(load_model(args.model, input_spec=None)).module.eval()
         hand = {"onnx": tmp / "hand.onnx", "pte": tmp / "hand.pte", "pt": tmp / "hand.pt"}

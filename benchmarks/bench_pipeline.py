@@ -7,7 +7,7 @@ Steps compared (app = qtapp.core, direct = plain torch.ao.quantization.quantize_
   calibration  app:    drive(session.calibrate())  (prepare_fx on a deep copy + feed, progress, cancel
                        checks, warning filters)
                direct: prepare_fx(copy.deepcopy(model).eval(), mapping, example) + a no_grad loop,
-                       with the identical QConfigMapping (qtapp.core.qconfigs.fx_mapping(recipe))
+                       with the identical QConfigMapping (qtapp.core.quantize.qconfigs.fx_mapping(recipe))
                Both see the SAME batch tensors, generated before the timed region (the app through
                its own DataSource interface). The app as shipped generates its random tensors inside
                calibrate(); that variant is timed too ("as shipped"), and the generation alone.
@@ -45,11 +45,12 @@ import torch
 # Run from a checkout without installing: put the repository root on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qtapp.core.data import DataSource, open_source  # noqa: E402
-from qtapp.core.progress import drive  # noqa: E402
-from qtapp.core.qconfigs import fx_mapping  # noqa: E402
-from qtapp.core.recipe import ENGINES, OBSERVERS, DataSpec, QuantRecipe  # noqa: E402
-from qtapp.core.session import QuantSession  # noqa: E402
+from qtapp.core.data.source import DataSource
+from qtapp.core.data.open import open_source  # noqa: E402
+from qtapp.core.base.progress import drive  # noqa: E402
+from qtapp.core.quantize.qconfigs import fx_mapping  # noqa: E402
+from qtapp.core.config.recipe import ENGINES, OBSERVERS, DataSpec, QuantRecipe  # noqa: E402
+from qtapp.core.run.session import QuantSession  # noqa: E402
 
 LIMIT = 1.10  # the app may cost at most 10% more than direct torch.ao
 

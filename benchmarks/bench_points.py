@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from qtapp.core.measure import _cpu_seconds  # noqa: E402
-from qtapp.core.progress import CancelToken, drive  # noqa: E402
-from qtapp.core.recipe import DataSpec, QuantRecipe  # noqa: E402
-from qtapp.core.session import QuantSession  # noqa: E402
-from qtapp.core import workflows  # noqa: E402
-from qtapp.core.compare import compare_outputs  # noqa: E402
+from qtapp.core.deploy.measure import _cpu_seconds  # noqa: E402
+from qtapp.core.base.progress import CancelToken, drive  # noqa: E402
+from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
+from qtapp.core.run.session import QuantSession  # noqa: E402
+from qtapp.core.run import jobs as workflows  # noqa: E402
+from qtapp.core.analysis.compare import compare_outputs  # noqa: E402
 
 
 def other_load(before, after, wall: float) -> float | None:

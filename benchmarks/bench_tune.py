@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qtapp.core import workflows  # noqa: E402
-from qtapp.core.measure import _cpu_seconds  # noqa: E402
-from qtapp.core.metrics import Target  # noqa: E402
-from qtapp.core.progress import CancelToken, drive  # noqa: E402
-from qtapp.core.recipe import DataSpec, QuantRecipe  # noqa: E402
-from qtapp.core.session import QuantSession  # noqa: E402
-from qtapp.core.tune import Budget  # noqa: E402
+from qtapp.core.run import jobs as workflows  # noqa: E402
+from qtapp.core.deploy.measure import _cpu_seconds  # noqa: E402
+from qtapp.core.analysis.metrics import Target  # noqa: E402
+from qtapp.core.base.progress import CancelToken, drive  # noqa: E402
+from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
+from qtapp.core.run.session import QuantSession  # noqa: E402
+from qtapp.core.tune.search import Budget  # noqa: E402
 
 OUTLIER = f"{Path(__file__).resolve().parents[1] / 'tests' / 'fixtures' / 'point_kinds.py'}:build"
 

@@ -41,7 +41,7 @@ def _model_args(p: argparse.ArgumentParser, spec_required: bool = True) -> None:
 
 
 def _quant_args(p: argparse.ArgumentParser) -> None:
-    from .core.recipe import BACKENDS, DTYPES, ENGINES, METHODS, OBSERVERS, ONNX_QUANTIZERS, STATIC_MODES
+    from .core.config.recipe import BACKENDS, DTYPES, ENGINES, METHODS, OBSERVERS, ONNX_QUANTIZERS, STATIC_MODES
 
     p.add_argument("--method", choices=METHODS)
     p.add_argument("--backend", choices=BACKENDS,
@@ -154,7 +154,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _kwargs(text: str | None) -> dict | None:
-    from .core.errors import UsageError
+    from .core.base.errors import UsageError
 
     if text is None:
         return None
@@ -173,7 +173,7 @@ def recipe_from_args(args):
     """The recipe file (if any) with every option given on the command line laid over it."""
     from dataclasses import replace
 
-    from .core.recipe import QuantRecipe
+    from .core.config.recipe import QuantRecipe
 
     recipe_file = getattr(args, "recipe", None)
     if recipe_file:
@@ -189,7 +189,7 @@ def recipe_from_args(args):
            "float_layers": args.float_layers, "metric": getattr(args, "metric", None)}
     recipe = replace(recipe, **{k: v for k, v in top.items() if v is not None})
     if args.observer is not None and recipe.method != "static":
-        from .core.errors import UsageError
+        from .core.base.errors import UsageError
 
         raise UsageError(f"--observer chooses the activation ranges of static quantization; {recipe.method} "
                          f"{'computes a range for every call' if recipe.method == 'dynamic' else 'trains its ranges'}: "
@@ -251,10 +251,10 @@ class TextProgress:
 
 
 def _cmd_quantize(args) -> int:
-    from .core.export import parse_formats
-    from .core.workflows import quantize_to_folder
-    from .core.progress import drive
-    from .core.render import report_dict, summary_text
+    from .core.deploy.export import parse_formats
+    from .core.run.folder import quantize_to_folder
+    from .core.base.progress import drive
+    from .core.report.render import report_dict, summary_text
 
     recipe = recipe_from_args(args)
     formats = parse_formats(args.format)
@@ -277,11 +277,11 @@ def _cmd_quantize(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
-    from .core.progress import drive
-    from .core.render import points_text, report_dict, sensitivity_text, summary_text
-    from .core.workflows import analyze, quantize_to_folder
+    from .core.base.progress import drive
+    from .core.report.render import points_text, report_dict, sensitivity_text, summary_text
+    from .core.run.folder import analyze, quantize_to_folder
 
-    from .core.errors import UsageError
+    from .core.base.errors import UsageError
 
     recipe = recipe_from_args(args)
     if args.top <= 0:
@@ -322,12 +322,12 @@ def _method_given(args) -> bool:
 
 
 def _cmd_tune(args) -> int:
-    from .core.export import parse_formats
-    from .core.metrics import Target
-    from .core.progress import drive
-    from .core.render import report_dict, summary_text, tune_text
-    from .core.tune import Budget
-    from .core.workflows import tune_to_folder
+    from .core.deploy.export import parse_formats
+    from .core.analysis.metrics import Target
+    from .core.base.progress import drive
+    from .core.report.render import report_dict, summary_text, tune_text
+    from .core.tune.search import Budget
+    from .core.run.folder import tune_to_folder
 
     recipe = recipe_from_args(args)
     target, budget = Target.parse(args.target), Budget.parse(args.budget)  # refused before any work
@@ -356,8 +356,8 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from .core.progress import drive
-    from .core.session import QuantSession
+    from .core.base.progress import drive
+    from .core.run.session import QuantSession
 
     recipe = recipe_from_args(args)
     session = drive(QuantSession.open(recipe, trust=args.trust, named_by=_named_by(args)), TextProgress())
@@ -392,10 +392,10 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .core.export import latency_json
-    from .core.progress import drive
-    from .core.render import formats_table
-    from .core.workflows import bench_folder
+    from .core.deploy.export import latency_json
+    from .core.base.progress import drive
+    from .core.report.render import formats_table
+    from .core.run.exporting import bench_folder
 
     progress = TextProgress()
     try:
@@ -411,12 +411,12 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .core.export import export_model, parse_formats
-    from .core.inputs import InputSpec
-    from .core.loading import load_model
-    from .core.measure import to_torchscript
-    from .core.progress import drive
-    from .core.errors import UsageError
+    from .core.deploy.export import export_model, parse_formats
+    from .core.base.inputs import InputSpec
+    from .core.model.loading import load_model
+    from .core.deploy.measure import to_torchscript
+    from .core.base.progress import drive
+    from .core.base.errors import UsageError
 
     formats = parse_formats(args.format)
     spec = InputSpec.parse(args.input_shape, args.input_dtype or "float32") if args.input_shape else None
@@ -425,7 +425,7 @@ def _cmd_export(args) -> int:
         raise UsageError("the model's input shape is unknown: give it with --input-shape, e.g. 1,3,224,224")
     from dataclasses import replace
 
-    from .core.resultset import ResultSet
+    from .core.base.resultset import ResultSet
 
     example = loaded.input_spec.example()
     # The same guarantees as quantize: --out is checked against what the run reads and against files
@@ -435,7 +435,7 @@ def _cmd_export(args) -> int:
         scripted, how = to_torchscript(loaded.module, example)
 
         def float_pte():
-            from .core.deploy import pte_of
+            from .core.deploy.onnx import pte_of
 
             yield from ()
             return pte_of(loaded.module, loaded.input_spec.example(batch=1)), loaded.module
@@ -539,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from .core.errors import Cancelled, QtappError, UsageError, first_line
+    from .core.base.errors import Cancelled, QtappError, UsageError, first_line
 
     handler = {"quantize": _cmd_quantize, "analyze": _cmd_analyze, "tune": _cmd_tune, "inspect": _cmd_inspect,
                "export": _cmd_export, "bench": _cmd_bench}[args.command]

@@ -30,16 +30,16 @@ def seq_spec() -> str:
 @pytest.fixture(scope="session")
 def demo_loaded():
     """The bundled digits CNN, loaded once; tests must not modify its module."""
-    from qtapp.core.loading import load_model
-    from qtapp.core.progress import drive
+    from qtapp.core.model.loading import load_model
+    from qtapp.core.base.progress import drive
 
     return drive(load_model("demo"))
 
 
 @pytest.fixture(scope="session")
 def seq_loaded():
-    from qtapp.core.loading import load_model
-    from qtapp.core.progress import drive
+    from qtapp.core.model.loading import load_model
+    from qtapp.core.base.progress import drive
 
     return drive(load_model(SEQ_SPEC))
 
@@ -47,8 +47,8 @@ def seq_loaded():
 @pytest.fixture
 def demo_session(demo_loaded):
     """A fresh static-FX session on the demo (calibration on 4 batches of its calibration split)."""
-    from qtapp.core.recipe import DataSpec, QuantRecipe
-    from qtapp.core.session import QuantSession
+    from qtapp.core.config.recipe import DataSpec, QuantRecipe
+    from qtapp.core.run.session import QuantSession
 
     return QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=4)))
 
@@ -56,9 +56,9 @@ def demo_session(demo_loaded):
 @pytest.fixture(scope="session")
 def demo_quantized(demo_loaded):
     """A demo session quantized once (static FX, fbgemm) and shared by read-only tests."""
-    from qtapp.core.progress import drive
-    from qtapp.core.recipe import QuantRecipe
-    from qtapp.core.session import QuantSession
+    from qtapp.core.base.progress import drive
+    from qtapp.core.config.recipe import QuantRecipe
+    from qtapp.core.run.session import QuantSession
 
     session = QuantSession(demo_loaded, QuantRecipe(model="demo"))
     drive(session.quantize())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qtapp.core.recipe import QuantRecipe
+from qtapp.core.config.recipe import QuantRecipe
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 

@@ -71,9 +71,9 @@ def test_a_token_model_takes_int64_inputs_from_its_data(tmp_path, monkeypatch, c
 
 
 def test_the_input_dtype_follows_the_calibration_file_in_a_session(tmp_path):
-    from qtapp.core.progress import drive
-    from qtapp.core.recipe import DataSpec, QuantRecipe
-    from qtapp.core.session import QuantSession
+    from qtapp.core.base.progress import drive
+    from qtapp.core.config.recipe import DataSpec, QuantRecipe
+    from qtapp.core.run.session import QuantSession
 
     np.save(tmp_path / "ids.npy", np.ones((8, 12), np.int32))
     np.save(tmp_path / "floats.npy", np.ones((8, 12), np.float32))

@@ -45,7 +45,7 @@ def test_the_page_is_self_contained_and_says_what_report_json_says(result_dir):
 
 
 def test_each_bar_has_the_colour_the_window_gives_its_sqnr(result_dir):
-    from qtapp.core.render import sqnr_colour
+    from qtapp.core.report.render import sqnr_colour
 
     html = (result_dir / "report.html").read_text()
     report = json.loads((result_dir / "report.json").read_text())

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from qtapp.cli import main
-from qtapp.core.errors import Cancelled, QtappError
-from qtapp.core.progress import CancelToken, drive
-from qtapp.core.recipe import DataSpec, QuantRecipe
-from qtapp.core.resultset import ResultSet, write_bytes_atomic
+from qtapp.core.base.errors import Cancelled, QtappError
+from qtapp.core.base.progress import CancelToken, drive
+from qtapp.core.config.recipe import DataSpec, QuantRecipe
+from qtapp.core.base.resultset import ResultSet, write_bytes_atomic
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 
@@ -87,7 +87,7 @@ def test_a_late_failure_leaves_the_previous_set_intact(previous, tmp_path):
 
 
 def test_cancel_leaves_the_previous_set_intact(previous, tmp_path):
-    from qtapp.core.workflows import quantize_to_folder
+    from qtapp.core.run.folder import quantize_to_folder
 
     out = copy_of(previous, tmp_path / "out")
     before = snapshot(out)
@@ -146,14 +146,14 @@ def test_a_model_file_inside_out_is_refused_before_any_work(tmp_path, monkeypatc
 def test_weights_inside_out_are_refused(tmp_path, monkeypatch):
     import torch
 
-    from qtapp.core import demo
+    from qtapp.core.base import demo
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     torch.save(demo.build_model().state_dict(), out / "recipe.json")
     before = (out / "recipe.json").read_bytes()
-    code, err = run_cli("quantize", "qtapp.core.demo:build_model", "--input-shape", "1,1,8,8",
+    code, err = run_cli("quantize", "qtapp.core.base.demo:build_model", "--input-shape", "1,1,8,8",
                         "--weights", str(out / "recipe.json"), "--out", str(out))
     assert code == 2 and "recipe.json" in err
     assert (out / "recipe.json").read_bytes() == before
@@ -261,7 +261,7 @@ def test_result_set_publishes_over_a_previous_set_atomically(tmp_path):
 def test_a_weights_download_onto_a_full_disk_says_so(tmp_path, monkeypatch):
     import torch
 
-    from qtapp.core.loading import _download_weights
+    from qtapp.core.model.loading import _download_weights
 
     disk = tmp_path / "disk"
     if not _tmpfs(disk, "1m"):

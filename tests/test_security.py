@@ -145,7 +145,7 @@ def test_an_out_on_a_mount_point_is_refused_before_the_work(tmp_path, monkeypatc
 def test_a_swap_that_fails_at_the_end_is_named(tmp_path, monkeypatch):
     import errno
 
-    from qtapp.core import resultset
+    from qtapp.core.base import resultset
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "o"
@@ -197,7 +197,7 @@ def dead_pid() -> int:
 def test_scratch_folders_of_killed_runs_are_removed_by_the_next(tmp_path, monkeypatch):
     import tempfile
 
-    from qtapp.core.scratch import scratch_dir
+    from qtapp.core.base.scratch import scratch_dir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = dead_pid()

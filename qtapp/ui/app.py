@@ -112,7 +112,7 @@ class ScreenshotDriver:
         return 0
 
     def _worst_layer(self) -> str | None:
-        from ..core import render
+        from ..core.report import render
 
         result = self.window.session.result
         worst = render.worst_layers(result, 1) if result is not None else []

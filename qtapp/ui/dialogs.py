@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.errors import QtappError
+from ..core.base.errors import QtappError
 
 
 def error_box(parent: QWidget, title: str, exc: BaseException, details: str = "") -> QMessageBox:

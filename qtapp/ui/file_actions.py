@@ -11,10 +11,10 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from ..core.errors import CodeConsentRequired, ProgramFileRefused, UsageError
-from ..core.recipe import QuantRecipe
-from ..core.safe_pickle import PickleRefused
-from ..core.session import QuantSession
+from ..core.base.errors import CodeConsentRequired, ProgramFileRefused, UsageError
+from ..core.config.recipe import QuantRecipe
+from ..core.model.safe_pickle import PickleRefused
+from ..core.run.session import QuantSession
 from .messages import for_window
 from .dialogs import (ExportDialog, FactoryDialog, TorchvisionDialog, code_consent_box, program_consent_box,
                       trust_box)
@@ -164,8 +164,8 @@ class FileActionsMixin:
         return dialog
 
     def export_to(self, dialog: ExportDialog) -> None:
-        from ..core.render import report_dict
-        from ..core.render import write_report
+        from ..core.report.render import report_dict
+        from ..core.report.render import write_report
 
         formats, folder, session = dialog.chosen_formats(), Path(dialog.folder.text()), self.session
         if not formats or not dialog.folder.text().strip():

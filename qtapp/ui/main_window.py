@@ -15,8 +15,9 @@ from PySide6.QtWidgets import (QCheckBox, QDockWidget, QFileDialog, QFrame, QGro
                                QMenu, QProgressBar, QPushButton, QScrollArea, QSplitter, QTabWidget, QTreeView, QVBoxLayout,
                                QWidget)
 
-from ..core import render, workflows
-from ..core.session import QuantSession
+from ..core.report import render
+from ..core.run import jobs as workflows
+from ..core.run.session import QuantSession
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
 from .layer_model import COL_LOCAL, COL_NAME, COL_QUANT, COL_SQNR, COL_TYPE, NameRole, QtLayerTreeModel

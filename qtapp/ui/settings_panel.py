@@ -13,8 +13,9 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ..core.data import SPECIAL_SOURCES, TENSOR_SUFFIXES
-from ..core.recipe import BACKENDS, DTYPES, ENGINES, METHODS, OBSERVERS, ONNX_QUANTIZERS, STATIC_MODES, QuantRecipe
+from ..core.data.open import SPECIAL_SOURCES, TENSOR_SUFFIXES
+from ..core.config.recipe import (BACKENDS, DTYPES, ENGINES, METHODS, OBSERVERS, ONNX_QUANTIZERS, STATIC_MODES,
+    QuantRecipe)
 
 ENGINE_NOTES = {
     "fbgemm": "fbgemm: x86 server/desktop kernels.",

@@ -6,9 +6,10 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
 
-from ..core.errors import UsageError
-from ..core.metrics import BUILTIN, Target, check_metric_name
-from ..core.tune import Budget
+from ..core.base.errors import UsageError
+from ..core.config.metric_names import BUILTIN, check_metric_name
+from ..core.analysis.metrics import Target
+from ..core.tune.search import Budget
 
 METRIC_TIPS = {
     "sqnr": "Output SQNR of int8 against float, in dB",

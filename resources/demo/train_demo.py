@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from qtapp.core.demo import DATA_FILE, WEIGHTS_FILE, build_model
+from qtapp.core.base.demo import DATA_FILE, WEIGHTS_FILE, build_model
 
 SEED = 0
 HERE = Path(__file__).resolve().parent

@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core.compare import compare_outputs, first_tensor, sqnr_db, weight_data
-from qtapp.core.data import open_source
-from qtapp.core.inputs import InputSpec
-from qtapp.core.progress import drive
+from qtapp.core.analysis.compare import compare_outputs, weight_data
+from qtapp.core.base.tensors import first_tensor, sqnr_db
+from qtapp.core.data.open import open_source
+from qtapp.core.base.inputs import InputSpec
+from qtapp.core.base.progress import drive
 
 DIGITS = InputSpec(((1, 1, 8, 8),))
 
@@ -100,9 +101,9 @@ def test_weight_data_of_a_float16_dynamic_layer():
 def test_float_rms_flags_a_dead_output():
     import torch
 
-    from qtapp.core.compare import compare_outputs
-    from qtapp.core.data import DataSource
-    from qtapp.core.progress import drive
+    from qtapp.core.analysis.compare import compare_outputs
+    from qtapp.core.data.source import DataSource
+    from qtapp.core.base.progress import drive
 
     x = torch.ones(4, 3)
     data = DataSource("ones", "tensor", True, 1, 4, False, lambda: iter([(x, None)]))

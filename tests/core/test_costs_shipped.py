@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from qtapp.core import workflows
-from qtapp.core.export import script_bytes
-from qtapp.core.measure import to_torchscript
-from qtapp.core.metrics import Target
-from qtapp.core.progress import drive
-from qtapp.core.recipe import DataSpec, QuantRecipe
-from qtapp.core.scoring import Config
-from qtapp.core.session import QuantSession
-from qtapp.core.tune import Budget
+from qtapp.core.run import jobs as workflows
+from qtapp.core.deploy.export import script_bytes
+from qtapp.core.deploy.measure import to_torchscript
+from qtapp.core.analysis.metrics import Target
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import DataSpec, QuantRecipe
+from qtapp.core.tune.scoring import Config
+from qtapp.core.run.session import QuantSession
+from qtapp.core.tune.search import Budget
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from qtapp.core.data import open_source
-from qtapp.core.errors import QtappError, UsageError
-from qtapp.core.inputs import InputSpec
+from qtapp.core.data.open import open_source
+from qtapp.core.base.errors import QtappError, UsageError
+from qtapp.core.base.inputs import InputSpec
 
 VEC6 = InputSpec.parse("1,6")
 TOKENS = InputSpec.parse("1,6", "int64")
@@ -231,7 +231,7 @@ def test_a_fifo_in_an_image_folder_is_skipped_and_said(tmp_path):
 
 # -- 5. the size of a run ------------------------------------------------------------------------------------
 def test_data_specs_cap_the_samples_a_run_reads():
-    from qtapp.core.recipe import MAX_DATA_SAMPLES, DataSpec, QuantRecipe
+    from qtapp.core.config.recipe import MAX_DATA_SAMPLES, DataSpec, QuantRecipe
 
     with pytest.raises(UsageError) as exc:
         DataSpec(source="random", batches=10**9, batch_size=16)
@@ -435,8 +435,8 @@ def test_a_torchvision_weights_preset_is_used_for_auto(tmp_path):
 def test_torchvision_with_a_local_state_dict_brings_the_default_preset(tmp_path):
     import torchvision.models as tvm
 
-    from qtapp.core.loading import load_model
-    from qtapp.core.progress import drive
+    from qtapp.core.model.loading import load_model
+    from qtapp.core.base.progress import drive
 
     torch.save(tvm.squeezenet1_1(weights=None).state_dict(), tmp_path / "sq.pth")
     loaded = drive(load_model("torchvision:squeezenet1_1", str(tmp_path / "sq.pth")))
@@ -446,8 +446,8 @@ def test_torchvision_with_a_local_state_dict_brings_the_default_preset(tmp_path)
     assert any("preset" in note and name in note for note in loaded.notes)
     assert drive(load_model("torchvision:squeezenet1_1")).preprocess is None  # no weights: no preset
     # the session hands the preset to its image folders
-    from qtapp.core.recipe import DataSpec, QuantRecipe
-    from qtapp.core.session import QuantSession
+    from qtapp.core.config.recipe import DataSpec, QuantRecipe
+    from qtapp.core.run.session import QuantSession
 
     _png(tmp_path / "images" / "cat" / "a.png", size=(40, 30))
     recipe = QuantRecipe(model="torchvision:squeezenet1_1", calibration=DataSpec(str(tmp_path / "images"), 1, 1))

@@ -7,10 +7,10 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from qtapp.core import deploy  # noqa: E402
-from qtapp.core.progress import drive  # noqa: E402
-from qtapp.core.recipe import DataSpec, QuantRecipe  # noqa: E402
-from qtapp.core.session import QuantSession  # noqa: E402
+from qtapp.core.deploy import onnx as deploy  # noqa: E402
+from qtapp.core.base.progress import drive  # noqa: E402
+from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
+from qtapp.core.run.session import QuantSession  # noqa: E402
 
 
 def _ops(data: bytes) -> list[str]:
@@ -71,7 +71,7 @@ def test_dynamic_run_exports_onnx_through_onnxruntime(seq_spec, tmp_path):
 
 
 def test_every_file_is_timed_against_its_float_counterpart_in_its_runtime(demo_loaded, tmp_path):
-    from qtapp.core.render import report_dict
+    from qtapp.core.report.render import report_dict
 
     session = QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=2),
                                                     onnx_quantizer="ort"))
@@ -87,9 +87,9 @@ def test_every_file_is_timed_against_its_float_counterpart_in_its_runtime(demo_l
 def test_files_timed_on_a_busy_machine_are_flagged(demo_quantized):
     from dataclasses import replace
 
-    from qtapp.core.diagnostics import notes
-    from qtapp.core.export import ExportResult
-    from qtapp.core.measure import Latency
+    from qtapp.core.report.notes import notes
+    from qtapp.core.deploy.export import ExportResult
+    from qtapp.core.deploy.measure import Latency
 
     quiet, busy = Latency(1.0, 0.5, 50, 2, 0.05, "pt"), Latency(1.0, 0.5, 50, 2, 1.4, "onnx")
     files = (ExportResult("pt", "m.pt", 1, True, 0.0, latency=quiet), ExportResult("onnx", "m.onnx", 1, True, None,
@@ -100,9 +100,9 @@ def test_files_timed_on_a_busy_machine_are_flagged(demo_quantized):
 
 
 def test_the_files_table_names_each_runtime_and_who_quantized():
-    from qtapp.core.export import ExportResult
-    from qtapp.core.measure import Latency
-    from qtapp.core.render import formats_table
+    from qtapp.core.deploy.export import ExportResult
+    from qtapp.core.deploy.measure import Latency
+    from qtapp.core.report.render import formats_table
 
     files = [ExportResult("pte", "m.pte", 2_000_000, True, 0.1, quantizer="PT2E", sqnr_vs_float_db=35.0,
                           latency=Latency(9.3, 3.4, 100, 2, 0.0, "pte")),

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core.equalize import Pair, equalize, find_pairs
-from qtapp.core.errors import QtappError
-from qtapp.core.progress import drive
-from qtapp.core.recipe import QuantRecipe
-from qtapp.core.session import QuantSession
+from qtapp.core.quantize.equalize import Pair, equalize, find_pairs
+from qtapp.core.base.errors import QtappError
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import QuantRecipe
+from qtapp.core.run.session import QuantSession
 
 KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
 
@@ -83,7 +83,7 @@ def test_a_pair_that_is_not_what_it_seems_is_refused_not_applied():
 
 
 def test_dynamic_quantization_refuses_equalize():
-    from qtapp.core.errors import UsageError
+    from qtapp.core.base.errors import UsageError
 
     with pytest.raises(UsageError, match="equalize"):
         QuantRecipe(model="demo", method="dynamic", equalize=True).check_applicable()

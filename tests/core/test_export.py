@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core import export
-from qtapp.core.errors import QtappError, UsageError
-from qtapp.core.loading import load_model
-from qtapp.core.progress import drive
-from qtapp.core.recipe import DataSpec, QuantRecipe
-from qtapp.core.render import report_dict
-from qtapp.core.session import QuantSession
+from qtapp.core.deploy import export
+from qtapp.core.base.errors import QtappError, UsageError
+from qtapp.core.model.loading import load_model
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import DataSpec, QuantRecipe
+from qtapp.core.report.render import report_dict
+from qtapp.core.run.session import QuantSession
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 

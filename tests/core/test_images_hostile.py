@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from qtapp.core import images
-from qtapp.core.data import open_source
-from qtapp.core.inputs import InputSpec
+from qtapp.core.data import images
+from qtapp.core.data.open import open_source
+from qtapp.core.base.inputs import InputSpec
 
 REPO = Path(__file__).resolve().parents[2]
 RGB16 = InputSpec.parse("1,3,16,16")
@@ -43,8 +43,8 @@ def inputs_of(source):
 # -- 1. link loops ------------------------------------------------------------------------------------------
 OPEN_IN_A_SUBPROCESS = """
 import json, sys
-from qtapp.core.data import open_source
-from qtapp.core.inputs import InputSpec
+from qtapp.core.data.open import open_source
+from qtapp.core.base.inputs import InputSpec
 source = open_source(sys.argv[1], InputSpec.parse("1,3,16,16"), batch_size=4, max_batches=25)
 x, y = [], []
 for (inputs,), labels in source:

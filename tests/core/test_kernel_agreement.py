@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qtapp.core.observers import NonZeroZeroPointObserver
+from qtapp.core.quantize.observers import NonZeroZeroPointObserver
 
 ENGINES = ["fbgemm", "x86", "qnnpack"]
 C = 8
@@ -54,7 +54,7 @@ def _quantize(model, calib, engine, mapping=None, app_rewrite=False):
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    from qtapp.core.backends import kernel_rewrite
+    from qtapp.core.quantize.torch_ao import kernel_rewrite
 
     torch.backends.quantized.engine = engine
     with warnings.catch_warnings():
@@ -142,7 +142,7 @@ def test_int8_prelu_scales_positive_inputs_by_the_largest_slope(engine, slopes):
     holds 0 and 1 (the app's observers.SlopeObserver): within one step."""
     from torch.ao.quantization import QConfig, get_default_qconfig_mapping
 
-    from qtapp.core.observers import SlopeObserver
+    from qtapp.core.quantize.observers import SlopeObserver
 
     model = One(_prelu(slopes)).eval()
     calib, tests = _data(IMG), _data(IMG, seed=1)
@@ -344,7 +344,7 @@ def test_bag_mean_weights_make_the_int8_sum_a_mean():
     import torch.ao.nn.quantized as nnq
     from torch.ao.quantization import float_qparams_weight_only_qconfig
 
-    from qtapp.core.rewrites import bag_mean_weights
+    from qtapp.core.model.rewrites import bag_mean_weights
 
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 20, (12,), generator=gen)
@@ -450,9 +450,9 @@ def bags() -> Bags:
 
 def _app(factory: str, engine: str, **recipe):
     """(session, result) of the app's default quantization of this file's `factory` for `engine`."""
-    from qtapp.core.progress import drive
-    from qtapp.core.recipe import DataSpec, QuantRecipe
-    from qtapp.core.session import QuantSession
+    from qtapp.core.base.progress import drive
+    from qtapp.core.config.recipe import DataSpec, QuantRecipe
+    from qtapp.core.run.session import QuantSession
 
     s = drive(QuantSession.open(QuantRecipe(model=f"{SELF}:{factory}", engine=engine,
                                             calibration=DataSpec(batches=2, batch_size=8),
@@ -509,7 +509,7 @@ def test_app_conv_transpose_file_made_on_fbgemm_computes_right_under_x86():
     fresh process (2 dB). With the app's weights it takes FBGEMM's kernel there too."""
     import io
 
-    from qtapp.core.measure import to_torchscript
+    from qtapp.core.deploy.measure import to_torchscript
 
     s, result = _app("conv_t_net", "fbgemm")
     x = s.loaded.input_spec.example()[0].repeat(4, *[1] * 3)
@@ -577,7 +577,7 @@ def test_app_avg_pool_computes_what_float_does(engine):
     to the input's range (F.avg_pool1d/2d calls likewise): 0 steps from the float op (10 to 30 before); a
     plain pool stays int8. fbgemm's pools agree and are left alone. Only the corrected pools are named;
     the calibration is not touched."""
-    from qtapp.core.measure import to_torchscript
+    from qtapp.core.deploy.measure import to_torchscript
 
     s, result = _app("pools", engine)
     q = result.quantized_model
@@ -603,8 +603,8 @@ def test_app_embedding_bag_computes_what_float_does(engine):
     (its non-padding entries): the mean of the int8 rows, exact; mode "max" stays float; "sum" is left
     alone (the model: -10 dB before, its bags returned sums). The report names mean and max, not sum; a bag
     set float after the calibration is left to torch (and not named), and the calibration is not touched."""
-    from qtapp.core.measure import to_torchscript
-    from qtapp.core.progress import drive
+    from qtapp.core.deploy.measure import to_torchscript
+    from qtapp.core.base.progress import drive
 
     s, result = _app("bags", engine, input_dtype="int64")
     assert result.output.sqnr_db > 24, result.output.sqnr_db
@@ -641,7 +641,7 @@ def test_app_dynamic_embedding_bag_computes_what_float_does(engine):
     """The same defect under --method dynamic (no graph to rewrite): a mean bag is wrapped so the int8
     kernel's sum gets weights 1 / bag size, a max bag stays float, a sum bag is left alone; the report
     names mean and max. Before: the mean bag returned sums."""
-    from qtapp.core.measure import to_torchscript
+    from qtapp.core.deploy.measure import to_torchscript
 
     s, result = _app("bags", engine, input_dtype="int64", method="dynamic")
     q, model = result.quantized_model, s.loaded.module

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from qtapp.core.progress import drive
-from qtapp.core.recipe import DataSpec, QatSpec, QuantRecipe
-from qtapp.core.session import QuantSession
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.run.session import QuantSession
 
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")

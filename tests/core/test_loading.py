@@ -13,13 +13,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core.errors import ProgramFileRefused, QtappError, UsageError
-from qtapp.core.inputs import InputSpec
-from qtapp.core.loading import load_model
-from qtapp.core.progress import drive
-from qtapp.core.recipe import DataSpec, QuantRecipe
-from qtapp.core.safe_pickle import PickleRefused
-from qtapp.core.session import QuantSession
+from qtapp.core.base.errors import ProgramFileRefused, QtappError, UsageError
+from qtapp.core.base.inputs import InputSpec
+from qtapp.core.model.loading import load_model
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import DataSpec, QuantRecipe
+from qtapp.core.model.safe_pickle import PickleRefused
+from qtapp.core.run.session import QuantSession
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -304,7 +304,7 @@ def test_input_spec_parsing():
 def test_default_weights_download_shows_progress_and_lands_in_the_hub_cache(tmp_path, monkeypatch):
     import torch
 
-    from qtapp.core.loading import _download_weights
+    from qtapp.core.model.loading import _download_weights
 
     source = tmp_path / "src" / "weights-abc123.pth"
     source.parent.mkdir()
@@ -322,8 +322,8 @@ def test_default_weights_download_shows_progress_and_lands_in_the_hub_cache(tmp_
 def test_default_weights_without_network_says_what_to_do(tmp_path, monkeypatch):
     import torch
 
-    from qtapp.core.errors import QtappError
-    from qtapp.core.loading import _download_weights
+    from qtapp.core.base.errors import QtappError
+    from qtapp.core.model.loading import _download_weights
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(QtappError, match="--weights PATH") as info:
@@ -335,8 +335,8 @@ def test_a_torchvision_model_without_weights_is_the_same_in_every_run():
     """Random initialisation is seeded: a recipe re-run reproduces its figures."""
     import torch
 
-    from qtapp.core.loading import load_model
-    from qtapp.core.progress import drive
+    from qtapp.core.model.loading import load_model
+    from qtapp.core.base.progress import drive
 
     torch.manual_seed(123)
     state = torch.random.get_rng_state()

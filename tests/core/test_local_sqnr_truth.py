@@ -20,10 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from qtapp.core.point_analysis import SAMPLES
-from qtapp.core.progress import drive
-from qtapp.core.recipe import DataSpec, QuantRecipe
-from qtapp.core.session import QuantSession
+from qtapp.core.analysis.qparams import SAMPLES
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import DataSpec, QuantRecipe
+from qtapp.core.run.session import QuantSession
 
 HERE = Path(__file__).resolve()
 

@@ -11,9 +11,9 @@ import torch
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 
-from qtapp.core.errors import Cancelled
-from qtapp.core.measure import measure_files, measure_many
-from qtapp.core.progress import CancelToken, drive
+from qtapp.core.base.errors import Cancelled
+from qtapp.core.deploy.measure import measure_files, measure_many
+from qtapp.core.base.progress import CancelToken, drive
 
 
 @pytest.fixture

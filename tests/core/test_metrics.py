@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core.compare import compare_outputs
-from qtapp.core.data import open_source
-from qtapp.core.errors import QtappError, UsageError
-from qtapp.core.inputs import InputSpec
-from qtapp.core.metrics import MetricValue, Target, check_metric_name, compute, load_metric
-from qtapp.core.progress import drive
+from qtapp.core.analysis.compare import compare_outputs
+from qtapp.core.data.open import open_source
+from qtapp.core.base.errors import QtappError, UsageError
+from qtapp.core.base.inputs import InputSpec
+from qtapp.core.analysis.metrics import MetricValue, Target, compute, load_metric
+from qtapp.core.config.metric_names import check_metric_name
+from qtapp.core.base.progress import drive
 
 SPEC = InputSpec(((1, 32),))
 
@@ -139,6 +140,6 @@ def test_a_drop_is_in_top1_points_and_needs_a_float_score():
     (0.992, 2, 256, True),  # a face / not-face detector: 99% is far above chance, though under twice 50%
     (0.55, 2, 256, False), (0.80, 2, 256, True), (0.20, 10, 400, True), (0.12, 10, 400, False)])
 def test_accuracy_means_something_for_binary_classifiers_too(acc, classes, n, meaningful):
-    from qtapp.core.metrics import classifier_accuracy_meaningful
+    from qtapp.core.analysis.metrics import classifier_accuracy_meaningful
 
     assert classifier_accuracy_meaningful(acc, classes, n) == meaningful

@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core.equalize import DepthwisePair, depthwise_scales, equalize_depthwise, find_depthwise_pairs, \
-    watching_depthwise_inputs
-from qtapp.core.observers import MultiObserver, bound_clamped_observers
-from qtapp.core.progress import drive
-from qtapp.core.recipe import DataSpec, QuantRecipe
-from qtapp.core.rewrites import StackedGRU, StackedLSTM
-from qtapp.core.session import QuantSession
+from qtapp.core.quantize.equalize import (DepthwisePair, depthwise_scales, equalize_depthwise, find_depthwise_pairs,
+    watching_depthwise_inputs)
+from qtapp.core.quantize.observers import MultiObserver, bound_clamped_observers
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import DataSpec, QuantRecipe
+from qtapp.core.model.rewrites import StackedGRU, StackedLSTM
+from qtapp.core.run.session import QuantSession
 
 pytestmark = [pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning"),
               pytest.mark.filterwarnings(r"ignore:LSTM with projections is not supported with oneDNN:UserWarning")]
@@ -52,7 +52,7 @@ class _Clamps(nn.Module):
 def test_an_observer_read_only_through_a_clamp_watches_the_clamped_values():
     from torch.ao.quantization.quantize_fx import prepare_fx
 
-    from qtapp.core.qconfigs import fx_mapping
+    from qtapp.core.quantize.qconfigs import fx_mapping
 
     model = _Clamps().eval()
     prepared = prepare_fx(model, fx_mapping(QuantRecipe(model="x")), (torch.randn(1, 3, 4, 4),))

@@ -41,9 +41,9 @@ NO_QT_SCRIPT = textwrap.dedent("""
     for name in modules:
         importlib.import_module(name)
 
-    from qtapp.core.progress import drive
-    from qtapp.core.recipe import DataSpec, QuantRecipe
-    from qtapp.core.session import QuantSession
+    from qtapp.core.base.progress import drive
+    from qtapp.core.config.recipe import DataSpec, QuantRecipe
+    from qtapp.core.run.session import QuantSession
 
     recipe = QuantRecipe(model="demo", calibration=DataSpec(batches=2))
     session = drive(QuantSession.open(recipe))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qtapp.core.observers import RANGES, MultiObserver
+from qtapp.core.quantize.observers import RANGES, MultiObserver
 
 
 def observed() -> MultiObserver:

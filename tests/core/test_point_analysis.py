@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from qtapp.core.point_analysis import SAMPLES
-from qtapp.core.point_diagnosis import bad_points, worst_points
-from qtapp.core.progress import drive
-from qtapp.core.recipe import DataSpec, QatSpec, QuantRecipe
-from qtapp.core.session import QuantSession
-from qtapp.core.workflows import RANGE_BATCHES
+from qtapp.core.analysis.qparams import SAMPLES
+from qtapp.core.analysis.diagnosis import bad_points, worst_points
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.run.session import QuantSession
+from qtapp.core.run.jobs import RANGE_BATCHES
 
 KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
 
@@ -155,7 +155,7 @@ def test_an_int8_kernel_that_computes_something_else_is_named(monkeypatch):
     from torch.ao.quantization import QConfig
     from torch.ao.quantization.observer import MinMaxObserver
 
-    from qtapp.core import qconfigs
+    from qtapp.core.quantize import qconfigs
 
     def torchs_own(recipe, qat=False):  # torch's default for PReLU's weight: a min-max range of the slopes
         return QConfig(activation=qconfigs.static_qconfig(recipe).activation,
@@ -290,8 +290,8 @@ def test_random_ids_for_a_token_model():
 
 
 def test_a_cancel_after_calibrating_hands_the_calibration_back():
-    from qtapp.core.errors import Cancelled
-    from qtapp.core.progress import CancelToken
+    from qtapp.core.base.errors import Cancelled
+    from qtapp.core.base.progress import CancelToken
 
     s = drive(QuantSession.open(QuantRecipe(model="demo", calibration=DataSpec(batches=2))))
     cancel = CancelToken()
@@ -324,7 +324,7 @@ def test_levels_used_past_the_calibrated_range_are_counted_against_the_whole_gri
 def test_healthy_int8_weights_do_not_make_a_point_bad():
     """Per-tensor int8 weights measure ~40 dB on any layer; two layers at 51 and 54 dB local are fine
     (the dynamic demo flagged both as 'costs much: local 51 dB (under 20 dB)')."""
-    from qtapp.core.point_analysis import PointResult
+    from qtapp.core.analysis.point_result import PointResult
 
     points = [PointResult(n, "module", "Linear", "", "DynamicQuantizedLinear", True, "int8", acc, loc, None,
                           weight_sqnr_db=40.0) for n, loc, acc in (("fc1", 51.4, 51.4), ("fc2", 53.7, 51.6))]

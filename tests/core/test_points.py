@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from qtapp.core.errors import UsageError
-from qtapp.core.inventory import LayerInventory
-from qtapp.core.loading import load_model
-from qtapp.core.progress import drive
-from qtapp.core.recipe import DataSpec, QuantRecipe
-from qtapp.core.session import QuantSession
+from qtapp.core.base.errors import UsageError
+from qtapp.core.quantize.inventory import LayerInventory
+from qtapp.core.model.loading import load_model
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import DataSpec, QuantRecipe
+from qtapp.core.run.session import QuantSession
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 KINDS_SPEC = f"{FIXTURES / 'point_kinds.py'}:build"
@@ -164,7 +164,7 @@ def test_a_recipe_with_a_float_op_reproduces(tmp_path):
 def test_where_torch_fails_to_keep_a_point_float_the_run_goes_on_and_says_so(monkeypatch):
     """convert_checked tries each float point alone when a conversion fails, converts the culprit in
     int8, and names it; the other float choices stand."""
-    from qtapp.core import backends
+    from qtapp.core.quantize import torch_ao as backends
 
     s = session("functional", float_layers=["block/add", "mix"])
     original = backends.FxStaticBackend.convert
@@ -198,7 +198,7 @@ def test_a_model_that_declares_token_ids_runs_with_int8_embeddings():
                                          ("attention", "dynamic"), ("recurrent", "static"), ("recurrent", "dynamic"),
                                          ("functional", "static"), ("folded_outlier", "static")])
 def test_every_point_is_in_the_inventory_the_tree_and_the_report(kind, method):
-    from qtapp.core.render import report_dict
+    from qtapp.core.report.render import report_dict
 
     s = session(kind, method=method)
     result = drive(s.quantize())

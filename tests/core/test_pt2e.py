@@ -8,11 +8,12 @@ import torch
 pytest.importorskip("executorch")
 pytest.importorskip("torchao")
 
-from qtapp.core import pt2e  # noqa: E402
-from qtapp.core.errors import QtappError, UsageError  # noqa: E402
-from qtapp.core.progress import drive  # noqa: E402
-from qtapp.core.recipe import DataSpec, QuantRecipe  # noqa: E402
-from qtapp.core.session import QuantSession  # noqa: E402
+from qtapp.core.deploy import executorch  # noqa: E402
+from qtapp.core.quantize import pt2e  # noqa: E402
+from qtapp.core.base.errors import QtappError, UsageError  # noqa: E402
+from qtapp.core.base.progress import drive  # noqa: E402
+from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
+from qtapp.core.run.session import QuantSession  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,8 @@ def test_keeping_a_module_without_weights_float_is_refused_by_name(pt2e_session)
 def test_only_weighted_layers_are_toggles_on_this_backend():
     from pathlib import Path
 
-    from qtapp.core.inventory import LayerInventory
-    from qtapp.core.loading import load_model
+    from qtapp.core.quantize.inventory import LayerInventory
+    from qtapp.core.model.loading import load_model
 
     spec = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
     loaded = drive(load_model(spec, kwargs={"kind": "functional"}))
@@ -79,7 +80,7 @@ def test_pte_is_lowered_reloaded_and_checked(pt2e_session, tmp_path):
     assert any("XNNPACK-delegated" in n for n in pte.notes) and pte.sqnr_vs_float_db > 30
     # the file, run by the ExecuTorch runtime itself, gives what the report says
     x = pt2e_session._check_inputs()[0][:1]
-    (out,) = pt2e.run_pte(tmp_path / "model.pte", [(x,)])
+    (out,) = executorch.run_pte(tmp_path / "model.pte", [(x,)])
     with torch.no_grad():
         ref = pt2e_session.loaded.module(x)
     assert out.shape == ref.shape and torch.argmax(out) == torch.argmax(ref)
@@ -116,7 +117,7 @@ def test_missing_extra_says_how_to_install(monkeypatch):
 
 def test_every_point_has_its_error_read_off_the_pt2e_graphs(pt2e_session):
     """The last point's accumulated figure is the output's SQNR on the same samples, recomputed here."""
-    from qtapp.core.point_analysis import SAMPLES
+    from qtapp.core.analysis.qparams import SAMPLES
 
     layers = {p.name: p for p in pt2e_session.result.layers}
     assert {"input:x", "block1.0", "fc1", "fc2"} <= set(layers)

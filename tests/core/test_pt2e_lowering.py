@@ -20,8 +20,9 @@ from torch import nn
 pytest.importorskip("executorch")
 pytest.importorskip("torchao")
 
-from qtapp.core import deploy, pt2e  # noqa: E402
-from qtapp.core.errors import QtappError  # noqa: E402
+from qtapp.core.deploy import executorch, onnx as deploy  # noqa: E402
+from qtapp.core.quantize import pt2e  # noqa: E402
+from qtapp.core.base.errors import QtappError  # noqa: E402
 
 RNET_SOURCE = textwrap.dedent('''
     import torch
@@ -74,7 +75,7 @@ def rnet_spec(tmp_path):
 @pytest.fixture
 def no_rewrite(monkeypatch):
     """The lowering as it was: no 4-D views (so the RNet fails in ExecuTorch as the user saw it)."""
-    monkeypatch.setattr(pt2e, "_four_d_for_xnnpack", lambda graph_module: [], raising=False)
+    monkeypatch.setattr(executorch, "_four_d_for_xnnpack", lambda graph_module: [])
 
 
 def _run_all(data: bytes, tmp_path, inputs) -> list:
@@ -83,7 +84,7 @@ def _run_all(data: bytes, tmp_path, inputs) -> list:
 
     path = tmp_path / "m.pte"
     path.write_bytes(data)
-    with pt2e.native_stderr_to([]):
+    with executorch.native_stderr_to([]):
         method = Runtime.get().load_program(str(path)).load_method("forward")
         return list(method.execute(list(inputs)))
 
@@ -199,7 +200,7 @@ def test_cli_ships_the_face_detector_as_pte(rnet_spec, tmp_path, cli):
 
 def test_a_lowering_failure_names_the_op_and_its_real_cause(no_rewrite):
     with pytest.raises(QtappError) as info:
-        pt2e.lower_to_pte(_rnet(), (torch.randn(*INPUT),))
+        executorch.lower_to_pte(_rnet(), (torch.randn(*INPUT),))
     text = str(info.value)
     assert "ChannelsLastTaggedReshapePass" in text and "non-NHWC compatible node" in text  # the pass and its words
     assert "prelu on a 2-D 1x128 tensor (prelu4)" in text
@@ -207,9 +208,9 @@ def test_a_lowering_failure_names_the_op_and_its_real_cause(no_rewrite):
 
 
 def test_a_failure_naming_no_node_is_narrowed_down_by_partitioning(no_rewrite, monkeypatch):
-    monkeypatch.setattr(pt2e, "_failing_node", lambda root: None, raising=False)
+    monkeypatch.setattr(executorch, "_failing_node", lambda root: None)
     with pytest.raises(QtappError, match=r"at prelu \(the lowering works with it kept out of the XNNPACK delegate\)"):
-        pt2e.lower_to_pte(_SingleSlopeAfterLinear().eval(), (torch.randn(1, 16),))
+        executorch.lower_to_pte(_SingleSlopeAfterLinear().eval(), (torch.randn(1, 16),))
 
 
 def test_a_pt2e_onnx_run_does_not_fail_on_a_pte_nobody_asked_for(rnet_spec, tmp_path, cli, no_rewrite):
@@ -230,7 +231,7 @@ def test_a_pt2e_onnx_run_does_not_fail_on_a_pte_nobody_asked_for(rnet_spec, tmp_
 def _bare_result(mode: str = "pt2e"):
     from types import SimpleNamespace
 
-    from qtapp.core.results import RunResult
+    from qtapp.core.report.results import RunResult
 
     spec = SimpleNamespace(example=lambda batch=1: (torch.randn(1, 2),))
     loaded = SimpleNamespace(module=nn.Linear(2, 2), input_spec=spec)
@@ -238,8 +239,8 @@ def _bare_result(mode: str = "pt2e"):
 
 
 def test_measuring_a_pt2e_run_that_ships_no_pte_lowers_nothing(monkeypatch):
-    from qtapp.core.progress import drive
-    from qtapp.core.workflows import measure_result
+    from qtapp.core.base.progress import drive
+    from qtapp.core.run.measuring import measure_result
 
     def refuse(*_a, **_k):
         raise AssertionError("a .pte was lowered although none was asked for")
@@ -252,9 +253,9 @@ def test_measuring_a_pt2e_run_that_ships_no_pte_lowers_nothing(monkeypatch):
 
 
 def test_a_file_whose_float_twin_cannot_be_made_is_kept_untimed(monkeypatch, tmp_path):
-    from qtapp.core.export import ExportResult
-    from qtapp.core.progress import CancelToken, drive
-    from qtapp.core.workflows import time_exports
+    from qtapp.core.deploy.export import ExportResult
+    from qtapp.core.base.progress import CancelToken, drive
+    from qtapp.core.run.exporting import time_exports
 
     def fail(*_a, **_k):
         raise QtappError("lowering to ExecuTorch failed in XNNPACK's SomePass at some_op")

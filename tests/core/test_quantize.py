@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core import demo
-from qtapp.core.errors import UsageError
-from qtapp.core.loading import load_model
-from qtapp.core.progress import Progress, drive
-from qtapp.core.recipe import DataSpec, QatSpec, QuantRecipe
-from qtapp.core.render import report_dict
-from qtapp.core.session import QuantSession
+from qtapp.core.base import demo
+from qtapp.core.base.errors import UsageError
+from qtapp.core.model.loading import load_model
+from qtapp.core.base.progress import Progress, drive
+from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.report.render import report_dict
+from qtapp.core.run.session import QuantSession
 
 
 def module_path(m) -> str:
@@ -144,8 +144,8 @@ def test_eager_mode_needs_a_quantizable_model(demo_loaded):
 def test_dynamic_quantization_of_a_transformer_layer_runs():
     """The attention fast path read a dynamically quantized Linear's weight as a tensor and failed with
     "'function' object has no attribute 'device'" when the comparison ran the model."""
-    from qtapp.core.inputs import InputSpec
-    from qtapp.core.loading import LoadedModel
+    from qtapp.core.base.inputs import InputSpec
+    from qtapp.core.model.loading import LoadedModel
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.TransformerEncoderLayer(16, 2, 32, activation="gelu", batch_first=True)).eval()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qtapp.core.errors import UsageError
-from qtapp.core.recipe import RECIPE_VERSION, DataSpec, QatSpec, QuantRecipe
+from qtapp.core.base.errors import UsageError
+from qtapp.core.config.recipe import RECIPE_VERSION, DataSpec, QatSpec, QuantRecipe
 
 
 def full_recipe() -> QuantRecipe:
@@ -76,7 +76,7 @@ def test_a_version_1_recipe_is_read_and_written_as_the_current_version(tmp_path)
 
 
 def test_overrides_round_trip_and_are_checked():
-    from qtapp.core.recipe import PointOverride
+    from qtapp.core.config.recipe import PointOverride
 
     recipe = QuantRecipe.from_dict({"version": 2, "model": "demo", "metric": "cosine", "overrides": {
         "layer1.0/add": {"observer": "percentile-99.99"}, "fc2": {"per_channel": False}}})
@@ -184,8 +184,8 @@ def test_a_relative_recipe_runs_from_another_folder(tmp_path, monkeypatch, seq_s
     import numpy as np
     import torch
 
-    from qtapp.core.progress import drive
-    from qtapp.core.session import QuantSession
+    from qtapp.core.base.progress import drive
+    from qtapp.core.run.session import QuantSession
 
     folder = tmp_path / "project"
     folder.mkdir()

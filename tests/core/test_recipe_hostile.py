@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qtapp.core.errors import UsageError
-from qtapp.core.recipe import QuantRecipe
+from qtapp.core.base.errors import UsageError
+from qtapp.core.config.recipe import QuantRecipe
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False) | st.text(max_size=12),

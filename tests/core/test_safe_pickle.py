@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core import safe_pickle
-from qtapp.core.safe_pickle import PickleRefused, load_pickled_module
+from qtapp.core.model import safe_pickle
+from qtapp.core.model.safe_pickle import PickleRefused, load_pickled_module
 
 
 def _crafted_checkpoint(path, module: str, func: str, arg: str) -> None:

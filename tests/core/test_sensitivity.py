@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from qtapp.core.progress import drive
-from qtapp.core.recipe import QuantRecipe
-from qtapp.core.session import QuantSession
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import QuantRecipe
+from qtapp.core.run.session import QuantSession
 
 KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
 
@@ -61,7 +61,7 @@ def test_the_broken_point_ranks_first_when_it_can_be_kept_float():
 
 
 def test_the_report_has_the_sensitivity_block(demo):
-    from qtapp.core.render import report_dict
+    from qtapp.core.report.render import report_dict
 
     block = report_dict(demo[1])["sensitivity"]
     assert block["metric"] == "sqnr" and len(block["points"]) == len(demo[1].sensitivity.points)
@@ -72,8 +72,8 @@ def test_the_report_has_the_sensitivity_block(demo):
 def test_a_cancel_stops_it_and_leaves_no_conversion_running():
     import threading
 
-    from qtapp.core.errors import Cancelled
-    from qtapp.core.progress import CancelToken
+    from qtapp.core.base.errors import Cancelled
+    from qtapp.core.base.progress import CancelToken
 
     session = drive(QuantSession.open(QuantRecipe(model="demo")))
     cancel = CancelToken()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qtapp.core import backends
-from qtapp.core.compare import is_quantized_module
-from qtapp.core.errors import Cancelled, UsageError
-from qtapp.core.progress import CancelToken, drive
-from qtapp.core.recipe import DataSpec, QatSpec, QuantRecipe
-from qtapp.core.session import QuantSession
+from qtapp.core.quantize import torch_ao as backends
+from qtapp.core.base.tensors import is_quantized_module
+from qtapp.core.base.errors import Cancelled, UsageError
+from qtapp.core.base.progress import CancelToken, drive
+from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.run.session import QuantSession
 
 
 def snapshot(module) -> dict:

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from qtapp.core import data as data_mod
-from qtapp.core import tensor_files
-from qtapp.core.data import file_input_dtype, open_source
-from qtapp.core.errors import QtappError
-from qtapp.core.inputs import InputSpec
+from qtapp.core.data import open as data_mod
+from qtapp.core.data import tensor_files
+from qtapp.core.data.open import file_input_dtype, open_source
+from qtapp.core.base.errors import QtappError
+from qtapp.core.base.inputs import InputSpec
 
 REPO = Path(__file__).resolve().parents[2]
 VEC6 = InputSpec.parse("1,6")
@@ -65,8 +65,8 @@ def rss_anon():
                 return int(line.split()[1]) * 1024
 
 import numpy, torch
-from qtapp.core.data import open_source
-from qtapp.core.inputs import InputSpec
+from qtapp.core.data.open import open_source
+from qtapp.core.base.inputs import InputSpec
 
 path, shape, batch_size, max_batches = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 baseline = rss_anon()

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from qtapp.core.errors import UsageError
-from qtapp.core.metrics import Target
-from qtapp.core.progress import CancelToken, drive
-from qtapp.core.recipe import QuantRecipe
-from qtapp.core.session import QuantSession
-from qtapp.core.tune import Budget
+from qtapp.core.base.errors import UsageError
+from qtapp.core.analysis.metrics import Target
+from qtapp.core.base.progress import CancelToken, drive
+from qtapp.core.config.recipe import QuantRecipe
+from qtapp.core.run.session import QuantSession
+from qtapp.core.tune.search import Budget
 
 KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
 
@@ -145,7 +145,7 @@ def test_a_cancelled_tune_leaves_the_session_as_it_was():
     cancel = CancelToken()
     job = session.tune_job(Target.parse("sqnr>=30"), Budget(), cancel, measure=False)
     seen = []
-    from qtapp.core.errors import Cancelled
+    from qtapp.core.base.errors import Cancelled
 
     with pytest.raises(Cancelled):
         for p in job:

@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from qtapp.core.compare import OutputMetrics
-from qtapp.core.measure import Latency
-from qtapp.core.metrics import MetricValue
-from qtapp.core.recipe import QuantRecipe
-from qtapp.core.results import RunResult
-from qtapp.core.verdict import judge
+from qtapp.core.analysis.compare import OutputMetrics
+from qtapp.core.deploy.measure import Latency
+from qtapp.core.analysis.metrics import MetricValue
+from qtapp.core.config.recipe import QuantRecipe
+from qtapp.core.report.results import RunResult
+from qtapp.core.report.verdict import judge
 
 
 def result(method="static", dtype="qint8", **output) -> RunResult:
@@ -63,7 +63,7 @@ def test_a_file_no_smaller_and_no_faster_than_float_is_not_compression():
 
 
 def test_the_summary_ends_with_the_verdict_and_the_report_carries_it(demo_quantized):
-    from qtapp.core.render import report_dict, summary_text
+    from qtapp.core.report.render import report_dict, summary_text
 
     res = demo_quantized.result
     assert summary_text(res).splitlines()[-1].startswith("verdict: USABLE: top-1 ")

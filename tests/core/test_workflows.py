@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from qtapp.core import diagnostics
-from qtapp.core.progress import drive
-from qtapp.core.recipe import DataSpec, QatSpec, QuantRecipe
-from qtapp.core.render import report_dict, summary_text
-from qtapp.core.results import RunResult
-from qtapp.core.session import QuantSession
+from qtapp.core.report import notes as diagnostics
+from qtapp.core.base.progress import drive
+from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.report.render import report_dict, summary_text
+from qtapp.core.report.results import RunResult
+from qtapp.core.run.session import QuantSession
 
 
 def test_a_job_never_writes_to_the_session(demo_loaded):

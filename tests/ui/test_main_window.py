@@ -294,7 +294,7 @@ def test_drop_a_recipe_file_opens_it(qtbot, window, tmp_path):
     from PySide6.QtCore import QMimeData, QPointF, QUrl
     from PySide6.QtGui import QDropEvent
 
-    from qtapp.core.recipe import QuantRecipe
+    from qtapp.core.config.recipe import QuantRecipe
 
     path = tmp_path / "r.json"
     QuantRecipe("demo", engine="qnnpack", float_layers=["fc2"]).save(path)

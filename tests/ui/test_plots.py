@@ -15,8 +15,8 @@ pg = pytest.importorskip("pyqtgraph")
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QColor, QImage  # noqa: E402
 
-from qtapp.core.compare import OutputMetrics, WeightData  # noqa: E402
-from qtapp.core.point_analysis import PointResult  # noqa: E402
+from qtapp.core.analysis.compare import OutputMetrics, WeightData  # noqa: E402
+from qtapp.core.analysis.point_result import PointResult  # noqa: E402
 from qtapp.ui.plots import OutputErrorPlot, WeightHistogramPlot, short_name, sqnr_color  # noqa: E402
 from qtapp.ui.point_plot import LayerErrorPlot  # noqa: E402
 
@@ -28,9 +28,9 @@ def point(name, op, quantized, accumulated, local=None):
 @pytest.fixture(scope="module")
 def runs():
     """Per-channel (minmax), the same with fc2 kept float, and per-tensor: three real demo runs."""
-    from qtapp.core.progress import drive
-    from qtapp.core.recipe import QuantRecipe
-    from qtapp.core.session import QuantSession
+    from qtapp.core.base.progress import drive
+    from qtapp.core.config.recipe import QuantRecipe
+    from qtapp.core.run.session import QuantSession
 
     session = drive(QuantSession.open(QuantRecipe("demo", observer="minmax")))
     per_channel = drive(session.quantize())
@@ -321,7 +321,7 @@ def test_export_png_to_an_unwritable_path_raises(qtbot, tmp_path):
 def test_error_histogram_keeps_outliers_off_scale_and_says_so(qtbot):
     import numpy as np
 
-    from qtapp.core.compare import OutputMetrics
+    from qtapp.core.analysis.compare import OutputMetrics
     from qtapp.ui.plots import OutputErrorPlot
 
     rng = np.random.default_rng(0)
@@ -338,7 +338,7 @@ def test_error_histogram_keeps_outliers_off_scale_and_says_so(qtbot):
 
 
 def test_the_window_and_report_html_colour_an_sqnr_alike():
-    from qtapp.core.render import sqnr_colour
+    from qtapp.core.report.render import sqnr_colour
 
     for db in (-3.0, 15.0, 18.0, 20.0, 24.9, 25.0, 30.0, 35.0, 50.0, None):
         assert sqnr_color(db) == QColor(sqnr_colour(db)), db

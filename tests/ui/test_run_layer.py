@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 
-from qtapp.core.render import report_dict
+from qtapp.core.report.render import report_dict
 from qtapp.ui.layer_model import COL_QUANT
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")

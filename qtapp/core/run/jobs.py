@@ -1,0 +1,312 @@
+"""User actions as core workflows: generators that yield progress and return an immutable outcome.
+
+A workflow reads a snapshot the owner (CLI or window) took on its own thread, never the owner's live
+state, and writes nothing to it: the owner adopts the outcome when the job returns. Cancelling a job
+therefore leaves the owner exactly as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..analysis.compare import compare_outputs
+from ..analysis.probe import probe_model
+from ..base.errors import Cancelled
+from ..base.progress import CancelToken, Job, Stage, drive
+from ..quantize.base import Calibrated
+from ..quantize.corrections import kernel_corrections
+from ..quantize.registry import backend_for
+from ..report.results import DataFacts, RunResult
+from .measuring import measure_result, measure_shown, with_measured
+from .snapshot import InventoryView, QuantizeOutcome, RunSnapshot, TuneOutcome
+
+RANGE_BATCHES = 2  # calibration batches the activation ranges are measured on
+
+
+def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation, cancel,
+                   data_key: str = "") -> Job[tuple[list, tuple | None]]:
+    """Every point's error and range, with a diagnosis for the bad ones: (results, the reusable float side)."""
+    from ..analysis.diagnosis import diagnose
+    from ..analysis.dynamic import analyse_dynamic
+    from ..analysis.point_result import with_diagnosis
+    from ..analysis.static import StaticAnalysis, analyse_static, static_ranges
+
+    float_set = set(snap.inventory.float_layers)
+    points = list(calibrated.points)
+    if snap.mode == "pt2e":  # read off the PT2E graphs (no activation ranges or weight views yet)
+        from ..analysis.pt2e import analyse
+
+        results = yield from analyse(calibrated.prepared, qmodel, points, float_set, evaluation, cancel=cancel)
+        return with_diagnosis(results, diagnose(results, snap.bn_folded, calibrated.point_map)), None
+    if snap.mode == "dynamic":
+        results = yield from analyse_dynamic(snap.loaded.module, qmodel, points, float_set, evaluation,
+                                             snap.recipe.engine, cancel=cancel, dtype=snap.recipe.dtype)
+        side = None
+    else:
+        # What the float side depends on: the calibration, and each point's range and weight scales.
+        key = (snap.recipe.observer, snap.recipe.per_channel,
+               tuple(sorted((n, repr(o)) for n, o in snap.recipe.overrides.items())))
+        side = snap.point_side
+        if side is None or side[0] is not calibrated or side[1] != key:
+            side = (calibrated, key, StaticAnalysis(calibrated, points, snap.mode, snap.recipe), None)
+        analysis, ranges = side[2], side[3]
+        results = yield from analyse_static(analysis, qmodel, float_set, evaluation, cancel=cancel, data_key=data_key)
+        if ranges is None:  # after the error pass: it has seen each point's real int8 grid
+            ranges = yield from static_ranges(analysis, snap.open_calibration(), RANGE_BATCHES, cancel)
+            side = (*side[:3], ranges)
+        results = [replace(r, range=ranges.get(r.name)) for r in results]
+    return with_diagnosis(results, diagnose(results, snap.bn_folded, calibrated.point_map)), side
+
+
+def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool = True) -> Job[QuantizeOutcome]:
+    """Calibrate (unless the snapshot's calibration still fits the recipe), convert with the snapshot's
+    float layers, compare with float, and (with `measure`) measure size and latency."""
+    cancel = cancel or CancelToken()
+    recipe, loaded = snap.recipe, snap.loaded
+    reason = loaded.why_not_quantizable()
+    if reason:
+        from ..base.errors import UsageError
+
+        raise UsageError(reason)
+    calibrated = snap.calibrated
+    fresh = calibrated is None or calibrated.key != recipe.calibration_key()
+    if fresh and recipe.metric == "top1":  # asked for by name: labels that cannot score it, refused before work
+        from ..analysis.metrics import check_labels_for
+
+        check_labels_for(None, "top1", snap.open_evaluation()[0])
+    if fresh:
+        snap, equalized = equalize_snapshot(snap)
+        calibrated = yield from calibrate_equalized(snap, equalized, cancel)
+        snap = replace(snap, point_side=None)
+    elif recipe.equalize:  # the float model this calibration was made from: the equalised copy
+        snap = replace(snap, loaded=replace(loaded, module=calibrated.model))
+    try:
+        outcome = yield from _convert_and_measure(snap, calibrated, cancel, measure)
+    except Cancelled as exc:
+        if fresh:  # a finished calibration is worth keeping: the owner may adopt it (adopt_calibration)
+            exc.partial = calibrated
+        raise
+    return outcome
+
+
+def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: CancelToken,
+                         measure: bool) -> Job[QuantizeOutcome]:
+    recipe, loaded = snap.recipe, snap.loaded
+    qmodel, refused = calibrated.convert_checked(snap.inventory.float_layers, loaded.input_spec.example(), recipe)
+    if refused:  # what the result shows float is what runs float
+        snap = replace(snap, inventory=replace(snap.inventory, float_layers=tuple(
+            h for h in snap.inventory.float_layers if h not in refused)))
+    evaluation, eval_notes = snap.open_evaluation()
+    key = repr((recipe.evaluation, recipe.calibration, loaded.input_spec, snap.mode))
+    float_side = snap.float_side
+    if float_side is None or float_side[0] != key:
+        probe_model(loaded.module, evaluation, loaded.spec)
+        float_side = (key, [])
+    # The cached float outputs are filled on first use: a cancelled job may leave them part-filled, so
+    # the job works on its own list and the outcome carries it.
+    outputs = list(float_side[1])
+    metric = (recipe.metric, snap.metric_fn) if recipe.metric else None
+    output = yield from compare_outputs(loaded.module, qmodel, evaluation, cancel, outputs, metric)
+    layers, point_side = yield from analyse_points(snap, calibrated, qmodel, evaluation, cancel, key)
+    refused_notes = tuple(f"{name} stayed int8: {why}" for name, why in refused.items())
+    if snap.mode == "pt2e":
+        refused_notes += ("PT2E backend: every point's accumulated, local and normalised error is read off the PT2E "
+                          "graphs; its activation-range and weight views are torch.ao's (--backend torch.ao shows them)",)
+    result = RunResult.capture(
+        recipe=recipe, model=recipe.model, mode=snap.mode, input=str(loaded.input_spec),
+        calibration=calibrated.data if recipe.method != "dynamic" else None,
+        evaluation=DataFacts.of(evaluation), calib_stats=calibrated.stats,
+        float_layers=snap.inventory.float_layers, expected_quantized=snap.inventory.quantized_heads,
+        output=output, layers=layers, model_notes=tuple(dict.fromkeys((*snap.notes, *eval_notes, *refused_notes))),
+        quantized_model=qmodel, corrections=kernel_corrections(snap.mode, calibrated.points,
+                                                                 snap.inventory.float_layers, qmodel,
+                                                                 calibrated.recipe.engine))
+    if measure:
+        result = yield from measure_result(result, loaded, cancel, snap.ship_formats)
+    return QuantizeOutcome(calibrated, (key, outputs), result, point_side)
+
+
+def equalize_snapshot(snap: RunSnapshot) -> tuple[RunSnapshot, str]:
+    """With the recipe's `equalize`, the snapshot with an equalised copy of the float model (which
+    computes the same outputs) to calibrate, convert and analyse, and a sentence on what was done."""
+    if not snap.recipe.equalize:
+        return snap, ""
+    from ..quantize.equalize import equalize
+
+    pairs = list(snap.cle_pairs)
+    if not pairs:
+        return snap, ("cross-layer equalisation: no pair of layers in this model can be equalised exactly (a conv "
+                      "or linear read only by another, through a ReLU at most): nothing changed")
+    module, info = equalize(snap.loaded.module, pairs, snap.loaded.input_spec.example())
+    note = (f"cross-layer equalisation of {len(pairs)} pair(s) of layers: the largest channel range over its "
+            f"tensor's median went from {info['max_ratio_before']:.0f}x to {info['max_ratio_after']:.0f}x (float "
+            f"outputs unchanged to {info['output_change']:.1g})")
+    return replace(snap, loaded=replace(snap.loaded, module=module)), note
+
+
+def calibrate_equalized(snap: RunSnapshot, equalized: str, cancel: CancelToken) -> Job[Calibrated]:
+    calibrated = yield from calibrate(snap, cancel)
+    if equalized:  # said with every result of this calibration
+        calibrated.stats = {**calibrated.stats, "equalized": equalized}
+    return calibrated
+
+
+def calibrate(snap: RunSnapshot, cancel: CancelToken) -> Job[Calibrated]:
+    recipe, loaded = snap.recipe, snap.loaded
+    calib = snap.open_calibration()
+    if recipe.method != "dynamic":  # dynamic quantization never reads calibration data
+        probe_model(loaded.module, calib, loaded.spec, recipe.method)
+    backend = backend_for(recipe.method, snap.mode)
+    example = loaded.input_spec.example()
+    module, note = yield from _depthwise_equalized(snap, calib, cancel)
+    calibrated = yield from backend.prepare_and_calibrate(module, recipe, snap.inventory, example, calib, cancel)
+    calibrated.data, calibrated.key = DataFacts.of(calib), recipe.calibration_key()
+    if note:  # said with every result of this calibration
+        calibrated.stats = {**calibrated.stats, "depthwise_equalized": note}
+    return calibrated
+
+
+def _depthwise_equalized(snap: RunSnapshot, calib, cancel: CancelToken) -> Job[tuple[Any, str]]:
+    """With the recipe's `equalize_depthwise` (static and QAT, per-channel weights): the float model with
+    the input channels of its depthwise convs evened out on the calibration data (equalize.equalize_depthwise),
+    to calibrate, convert and analyse, and a sentence on it. The results still compare against the model as
+    loaded."""
+    module, recipe = snap.loaded.module, snap.recipe
+    if not recipe.equalize_depthwise or recipe.method == "dynamic" or not recipe.per_channel:
+        return module, ""
+    import torch
+
+    from ..quantize.equalize import (
+        depthwise_scales,
+        equalize_depthwise,
+        find_depthwise_pairs,
+        watching_depthwise_inputs,
+    )
+
+    pairs = find_depthwise_pairs(module)
+    if not pairs:
+        return module, ""
+    stage = Stage("depthwise ranges", len(calib), cancel)
+    yield stage.step(0, f"{len(pairs)} depthwise conv(s): measuring their input channels")
+    first = None
+    with watching_depthwise_inputs(module, pairs) as peaks, torch.no_grad():
+        for i, (inputs, _y) in enumerate(calib):
+            cancel.check()
+            first = first or inputs
+            module(*inputs)
+            yield stage.step(i + 1, f"{i + 1}/{len(calib)} batches")
+    equalized, info = equalize_depthwise(module, pairs, depthwise_scales(peaks), first)
+    if not info["pairs"]:
+        return module, ""
+    note = (f"depthwise input equalisation: the input channels of {len(info['pairs'])} depthwise conv(s) scaled "
+            f"up towards each tensor's loudest channel ({info['scaled_channels']} channels, by up to "
+            f"{info['largest_scale']:.0f}x; the depthwise weights scaled down to match), so one int8 range serves "
+            f"them all; float outputs on calibration data unchanged to {info['output_change']:.1g}. "
+            "--no-equalize-depthwise turns it off")
+    return equalized, note
+
+
+def search_inputs(snap: RunSnapshot, outcome: QuantizeOutcome) -> dict:
+    """What the search reads off a quantized result: its candidates, bad points, each point's
+    consumers, the per-tensor layers, and (static) each point's error under every observed range."""
+    result = outcome.result
+    candidates = [h for h in snap.inventory.heads if h not in set(snap.inventory.float_layers)]
+    consumers: dict[str, list[str]] = {}
+    for p in outcome.calibrated.points:
+        for source in p.inputs:
+            consumers.setdefault(source, []).append(p.name)
+    from ..analysis.diagnosis import worst_points
+
+    bad = tuple(p.name for p in worst_points(result.layers, len(result.layers)) if p.diagnosis)
+    weighted = {p.name for p in outcome.calibrated.points if p.weighted}
+    per_tensor = tuple(h for h in candidates if h in weighted and not snap.recipe.per_channel)
+    return {"candidates": candidates, "bad_points": bad, "consumers": consumers, "per_tensor_heads": per_tensor}
+
+
+def _scorer(snap: RunSnapshot, start: QuantizeOutcome, target, metric_name: str, candidates) -> "Scorer":
+    """Converts and scores configurations of `start`'s calibration, with the costs of `candidates`."""
+    from ..tune.costs import CostModel
+    from ..tune.scoring import Scorer
+
+    evaluation, _ = snap.open_evaluation()
+    metric = (metric_name, snap.metric_fn if metric_name == snap.recipe.metric else None)
+    loaded = snap.loaded
+    costs = CostModel.build(loaded.module, candidates, loaded.input_spec.example(batch=1))
+    lat = start.result.latency
+    if lat is not None:  # anchored at the start's measured int8 latency and the float model's
+        kept = set(snap.inventory.float_layers)
+        share = sum(m for h, m in costs.macs.items() if h in kept) / max(costs.total_macs, 1)
+        int8 = (lat.quantized_ms - lat.float_ms * share) / max(1 - share, 1e-9)
+        costs = costs.with_latency(lat.float_ms, max(int8, 0.0))
+    if start.result.size_quantized and start.result.size_float:  # pinned to the files measured
+        from ..tune.scoring import Config, weight_layout
+
+        float16, per_tensor = weight_layout(snap, costs, Config.of(snap.recipe))
+        costs = costs.anchored(start.result.size_quantized, start.result.size_float, set(snap.inventory.float_layers),
+                               float16, per_tensor)
+
+    def recalibrate(recipe):  # a model-wide move (equalize): one more calibration, on the same data
+        eq_snap, equalized = equalize_snapshot(replace(snap, recipe=recipe, calibrated=None))
+        return drive(calibrate_equalized(eq_snap, equalized, CancelToken()))
+
+    return Scorer(snap, start.calibrated, evaluation, metric, target, costs, recalibrate)
+
+
+def _from_start(snap: RunSnapshot, start: QuantizeOutcome) -> RunSnapshot:
+    return replace(snap, calibrated=start.calibrated, float_side=start.float_side, point_side=start.point_side)
+
+
+def sensitivity(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[QuantizeOutcome]:
+    """Quantize as the recipe says, then each toggleable point's sensitivity both ways from that one
+    calibration (sensitivity.py), from every toggle in int8 (the recipe's per-point settings kept):
+    the outcome's result carries it."""
+    from ..tune.scoring import Config, steady_gc
+    from ..tune.sensitivity import sensitivity as measure
+
+    cancel = cancel or CancelToken()
+    start = yield from quantize(snap, cancel, measure=False)
+    snap = _from_start(snap, start)
+    candidates = list(snap.inventory.heads)  # every toggle, whatever the recipe keeps float now
+    scorer = _scorer(snap, start, None, snap.recipe.metric or "sqnr", candidates)
+    all_int8 = Config(frozenset(), tuple(sorted(snap.recipe.overrides.items())))
+    with steady_gc():
+        found = yield from measure(scorer, candidates, cancel, start=all_int8)
+    return replace(start, result=start.result.evolve(sensitivity=found))
+
+
+def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, measure: bool = True) -> Job[TuneOutcome]:
+    """Quantize as the recipe says, then search moves from that calibration for the target (tune.py),
+    then quantize, analyse and (with `measure`) measure the configuration found."""
+    from ..analysis.metrics import check_labels_for
+    from ..analysis.static import range_choice_errors
+    from ..tune.scoring import steady_gc
+    from ..tune.search import tune as search
+
+    cancel = cancel or CancelToken()
+    start = yield from quantize(snap, cancel, measure=measure)
+    snap = _from_start(snap, start)
+    evaluation, _ = snap.open_evaluation()
+    check_labels_for(target, snap.recipe.metric, evaluation)
+    inputs = search_inputs(snap, start)
+    scorer = _scorer(snap, start, target, target.metric_name(snap.recipe.metric), inputs["candidates"])
+    range_errors = None
+    if snap.mode != "dynamic" and snap.recipe.method == "static" and start.point_side is not None:
+        range_errors = yield from range_choice_errors(start.point_side[2], scorer.evaluation, cancel=cancel)
+    with steady_gc():
+        result = yield from search(scorer, target, budget, inputs["candidates"], range_errors=range_errors,
+                                   bad_points=inputs["bad_points"], consumers=inputs["consumers"],
+                                   dynamic=snap.mode == "dynamic", per_tensor_heads=inputs["per_tensor_heads"],
+                                   equalizable=len(snap.cle_pairs) if snap.recipe.method == "static" else 0,
+                                   cancel=cancel)
+    chosen = result.best.config.recipe(snap.recipe)
+    inv = InventoryView(snap.inventory.heads, tuple(h for h in snap.inventory.heads if h in chosen.float_layers),
+                        tuple(h for h in snap.inventory.heads if h not in chosen.float_layers), snap.inventory.points)
+    final = yield from quantize(replace(snap, recipe=chosen, inventory=inv), cancel, measure=measure)
+    result = with_measured(with_measured(result, result.start.config, start.result),
+                            result.best.config, final.result)
+    if measure and snap.mode != "pt2e":
+        result = yield from measure_shown(result, scorer, snap.loaded, cancel)
+    return TuneOutcome(result, replace(final, result=final.result.evolve(tune=result)))
+
+
