@@ -6,8 +6,10 @@ import math
 from dataclasses import dataclass, field
 
 from ..base.compat import quiet_ao
+from ..base.errors import QtappError
 from ..base.progress import CancelToken, Job, Stage
 from ..base.tensors import first_tensor, sqnr_db
+from .metrics import classifier_accuracy_meaningful, compute
 
 SCATTER_POINTS = 4096
 
@@ -68,8 +70,6 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
             else:
                 ref = first_tensor(float_model(*inputs)).float()
                 if not bool(torch.isfinite(ref).all()):
-                    from ..base.errors import QtappError
-
                     raise QtappError(f"the float model's outputs hold {int((~torch.isfinite(ref)).sum())} NaN/Inf "
                                      f"values on batch {i + 1} of {data.description}: quantization error cannot "
                                      "be measured against them; check the model's weights and the input scaling")
@@ -99,8 +99,6 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
             if metric is not None:
                 kept += ref.numel()
                 if kept > MAX_METRIC_VALUES:
-                    from ..base.errors import QtappError
-
                     raise QtappError(f"metric {metric[0]} needs every output of the evaluation set, and "
                                      f"{data.description} gives more than {MAX_METRIC_VALUES:,} values: use fewer "
                                      "evaluation batches (a recipe's evaluation.batches)")
@@ -121,8 +119,6 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
         withheld = (f"no accuracy shown: the labels go up to {data.label_max}, but the model outputs {classes} "
                     f"classes (ids 0..{classes - 1}): they are not its class ids; pass --metric with a metric that fits")
     elif classify and labelled:
-        from .metrics import classifier_accuracy_meaningful
-
         if classifier_accuracy_meaningful(correct_f / n, classes, n):
             accuracy = (correct_f / n, correct_q / n)
         else:
@@ -131,15 +127,11 @@ def compare_outputs(float_model, q_model, data, cancel: CancelToken | None = Non
                         "labels of another task); pass --metric with a metric that fits")
     value = None
     if metric is not None and metric[0] == "top1" and accuracy is None:
-        from ..base.errors import QtappError
-
         why = withheld.removeprefix("no accuracy shown: ") if withheld else (
             "the evaluation data has no labels" if not data.has_labels else
             f"the output ({'x'.join(map(str, ref.shape))}) is not a classifier's N x classes")
         raise QtappError(f"metric top1 cannot be scored: {why}")
     if metric is not None:
-        from .metrics import compute
-
         labels = torch.cat(whole_y) if whole_y and all(t is not None for t in whole_y) else None
         value = compute(metric[0], metric[1], torch.cat(whole_ref), torch.cat(whole_q), labels, accuracy)
     return OutputMetrics(

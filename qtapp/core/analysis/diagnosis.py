@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Callable
 
 BAD_BELOW_MEDIAN_DB = 10.0  # local SQNR this far under the median point's is bad
 BAD_LOCAL_DB = 20.0  # and below this, bad whatever the others do

@@ -19,8 +19,9 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from ..base.errors import QtappError, UsageError
+from ..base.errors import QtappError, UsageError, first_line
 from ..config.metric_names import BUILTIN
+from ..model.loading import import_callable
 
 MAX_RETRIEVAL = 20_000  # samples: retrieval@1 compares every int8 embedding with every float one
 
@@ -30,7 +31,6 @@ def load_metric(name: str) -> Callable | None:
     user's consent (a name typed on the command line, or --trust for one a recipe names)."""
     if name in BUILTIN:
         return None
-    from ..model.loading import import_callable
 
     return import_callable(name, "metric")[0]
 
@@ -82,8 +82,6 @@ def compute(name: str, fn, ref, q, y, accuracy: tuple | None) -> MetricValue:
         own, got = fn(ref, ref, y), fn(ref, q, y)
         own, got = float(own), float(got)
     except Exception as exc:  # noqa: BLE001 - the user's code: its failure is named as such
-        from ..base.errors import first_line
-
         raise QtappError(f"metric {name} failed: {type(exc).__name__}: {first_line(exc)} (it is called as "
                          "fn(float_outputs, quantized_outputs, labels) and must return a number)") from None
     if not (math.isfinite(own) and math.isfinite(got)):

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base.compat import quiet_ao
-from ..base.tensors import first_tensor
 from ..base.errors import QtappError, first_line
+from ..base.tensors import first_tensor
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ The calibrated (prepared) graph, run with its observers as identities, is the fl
 BatchNorm folded as the quantizer folds it; the converted graph keeps the names of its compute nodes
 and puts quantize/dequantize pairs where the XNNPACK quantizer rounds. So for each point, the node
 that computes its value has the same name on both sides:
-
   accumulated  the converted graph's value there (after its output rounding) against the float one
   local        the converted graph run with every compute node's output replaced by its float value
                before its consumers read it: each point then sees float inputs (rounded to its own
@@ -21,6 +20,8 @@ from __future__ import annotations
 import math
 
 from ..base.progress import CancelToken, Job, Stage
+from .point_result import PointResult
+from .qparams import Sums, chunks
 
 CHUNK, SAMPLES = 8, 16
 # ops a module runs that do not compute on its input (an LSTM's zero initial state, a shape)
@@ -105,7 +106,6 @@ def map_points(converted, points, with_starts: bool = False):
 
 def _interpreter(graph_module, on_value):
     import torch
-
     from torchao.quantization.pt2e import FakeQuantizeBase, ObserverBase
 
     class Tap(torch.fx.Interpreter):
@@ -124,9 +124,6 @@ def analyse(prepared, converted, points, float_points: set, data, samples: int =
             cancel: CancelToken | None = None) -> Job[list]:
     """PointResult for every point of `points` (the inventory's), measured on the first `samples` samples."""
     import torch
-
-    from .point_result import PointResult
-    from .qparams import chunks, Sums
 
     where, starts = map_points(converted, points, with_starts=True)
     acc = {p: Sums() for p in where}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..base.compat import quiet_ao
 from ..base.tensors import sqnr_db
+from ..quantize.observers import MultiObserver
 
 IDEAL_ROUNDING = 1 / math.sqrt(12)
 
@@ -65,8 +66,6 @@ def observer_qparams(observer, choice: str | None = None) -> QParams | None:
     """The calibrated per-tensor range of an activation observer (or QAT fake-quantizer), for range
     `choice` when it observed several (observers.MultiObserver); None when it rounds to no integer type."""
     import torch
-
-    from ..quantize.observers import MultiObserver
 
     dtype = getattr(observer, "dtype", None)
     if dtype not in (torch.quint8, torch.qint8, torch.uint8, torch.int8):

@@ -24,6 +24,7 @@ import numpy as np
 from ..base.compat import quiet_ao
 from ..base.progress import CancelToken, Job, Stage
 from ..base.tensors import first_tensor
+from ..quantize.observers import RANGES, MultiObserver
 from ..quantize.points import QuantPoint, is_observer
 from .compare import weight_data
 from .point_result import PointResult, channel_weight_sqnr, outlier_channels
@@ -291,8 +292,6 @@ def range_choice_errors(analysis: StaticAnalysis, data, samples: int = SAMPLES,
     """{point: {range choice: local SQNR}}: each activation range the calibration observed (observers.
     MultiObserver), applied to the float values at the point, over one pass: which range fits each point."""
     import torch
-
-    from ..quantize.observers import RANGES, MultiObserver
 
     grids: dict[str, dict[str, QParams]] = {}
     for p in analysis.points:

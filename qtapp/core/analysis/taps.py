@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from ..base.compat import quiet_ao
 from ..base.tensors import first_tensor, is_quantized_module
-from ..quantize.points import align, int8_values, is_observer, point_value_node, quantized_sources
+from ..quantize.points import align, int8_values, is_observer, point_value_node, quantized_sources, runs_in
+from ..quantize.qconfigs import weight_observer
 
 if TYPE_CHECKING:  # an annotation only: static.py imports this module
     from .static import StaticAnalysis
@@ -102,8 +103,6 @@ def int8_weight_copy(module, per_channel: bool | None = None):
         target = inner
     observer = _weight_observer(module) or _weight_observer(target)
     if per_channel is not None and observer is not None:
-        from ..quantize.qconfigs import weight_observer
-
         observer = weight_observer(per_channel)()
     if observer is None or not isinstance(getattr(target, "weight", None), torch.Tensor):
         return None
@@ -156,7 +155,6 @@ def int8_taps(qmodel, analysis: StaticAnalysis, mode: str):
     nodes = {n.name: n for n in qmodel.graph.nodes}
     mapping.update(quantized_sources(qmodel))  # inputs and held tensors: the quantize node that reads them
     int8 = int8_values(qmodel)
-    from ..quantize.points import runs_in
 
     wanted, value_type, runs, flags = {}, {}, {}, {}
     for p in points:
@@ -203,7 +201,6 @@ def int8_taps(qmodel, analysis: StaticAnalysis, mode: str):
 
 
 def _eager_int8_taps(qmodel, points):
-
     modules = dict(qmodel.named_modules())
     record: dict = {}
     io: dict = {}

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from ..base.errors import UsageError
+from ..base.specs import looks_like_factory
 
 BUILTIN = ("sqnr", "cosine", "top1", "retrieval@1")
 
 
 def is_callable_spec(name: str) -> bool:
-    from ..base.specs import looks_like_factory
-
     return name not in BUILTIN and looks_like_factory(name)
 
 

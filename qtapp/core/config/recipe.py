@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..base.errors import UsageError
+from ..base.inputs import DTYPES as INPUT_DTYPES
+from ..base.inputs import InputSpec
+from ..base.resultset import write_bytes_atomic
+from .metric_names import check_metric_name
 
 # 2: per-point `overrides` (activation range, per-channel weights, dynamic dtype) and a `metric`;
 # version 1 files are still read (they have neither).
@@ -174,7 +178,6 @@ class QuantRecipe:
             raise UsageError(f"equalize must be true or false, got {self.equalize!r}")
         if not isinstance(self.equalize_depthwise, bool):
             raise UsageError(f"equalize_depthwise must be true or false, got {self.equalize_depthwise!r}")
-        from ..base.inputs import DTYPES as INPUT_DTYPES, InputSpec
 
         if self.input_dtype is not None:
             _check_choice("input_dtype", self.input_dtype, INPUT_DTYPES)
@@ -195,7 +198,6 @@ class QuantRecipe:
         if self.metric is not None:
             if not isinstance(self.metric, str):
                 raise UsageError(f"metric must be a name such as sqnr or top1, got {self.metric!r}")
-            from .metric_names import check_metric_name
 
             check_metric_name(self.metric)
 
@@ -343,6 +345,4 @@ def _refuse_unknown(where: str, data: dict, cls) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    from ..base.resultset import write_bytes_atomic
-
     write_bytes_atomic(Path(path), text.encode("utf-8"))

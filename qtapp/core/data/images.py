@@ -34,9 +34,9 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from .source import DataSource
 from ..base.errors import QtappError, UsageError
 from ..base.inputs import InputSpec
+from .source import DataSource
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..base import demo
 from ..base.errors import QtappError, UsageError
 from ..base.inputs import DTYPES, InputSpec
+from .images import open_image_folder
 from .source import DataSource
 from .tensor_files import TENSOR_SUFFIXES, Rows, check_regular, peek_dtype, read_tensor_file, size_text
 
@@ -46,8 +47,6 @@ def open_source(source: str, input_spec: InputSpec | None, batch_size: int, max_
         raise QtappError(f"data source not found: {path} (use demo, random, an image folder or a "
                          ".npy/.npz/.pt file)")
     if path.is_dir():
-        from .images import open_image_folder
-
         return open_image_folder(path, input_spec, batch_size, max_batches, preprocess, preset)
     check_regular(path)
     if path.suffix.lower() in TENSOR_SUFFIXES:

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..base.compat import quiet_ao
-from ..base.tensors import first_tensor, sqnr_db
 from ..base.errors import QtappError, UsageError
 from ..base.progress import CancelToken, Job, Stage
 from ..base.resultset import write_bytes_atomic
+from ..base.tensors import first_tensor, sqnr_db
+from .executorch import run_pte
+from .onnx import run_onnx
 
 FORMATS = ("pt", "ptl", "onnx", "pte")
 
@@ -120,13 +122,9 @@ def run_file(fmt: str, path: Path, check: tuple):
     import torch
 
     if fmt == "pte":
-        from .executorch import run_pte
-
         rows = [tuple(t[i:i + 1] for t in check) for i in range(len(check[0]))]
         return torch.cat([o.detach() for o in run_pte(path, rows)])
     if fmt == "onnx":
-        from .onnx import run_onnx
-
         return run_onnx(path, [check])[0]
     with quiet_ao(), torch.no_grad():
         if fmt == "ptl":
@@ -265,9 +263,8 @@ def _export_onnx(model, scripted, example, check, expected, path: Path) -> Expor
     names = [f"input{i}" if len(example) > 1 else "input" for i in range(len(example))]
     source = scripted if isinstance(model, torch.jit.ScriptModule) else model
 
-    import io
-
     import contextlib
+    import io
 
     buf = io.BytesIO()
     try:  # the exporter prints its whole graph to stderr on some failures: kept out of the user's terminal

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass
 
 from ..base.compat import quiet_ao
+from ..base.errors import QtappError, first_line
 from ..base.progress import CancelToken, Job, Stage
 from ..base.scratch import scratch_dir
 
@@ -28,8 +29,6 @@ def to_torchscript(model, example: tuple):
                     return (torch.jit.trace(model, example, check_trace=False, strict=False),
                             "traced (torch.jit.script failed)")
             except Exception as trace_exc:  # noqa: BLE001
-                from ..base.errors import QtappError, first_line
-
                 raise QtappError(f"cannot convert the model to TorchScript for .pt/.ptl files: torch.jit.script "
                                  f"failed ({first_line(script_exc, 200)}) and so did torch.jit.trace "
                                  f"({first_line(trace_exc, 200)})") from None
@@ -106,14 +105,10 @@ def measure_many(float_path, quantized_paths, example: tuple, threads: int | Non
     """measure_files for several int8 files against one float file, in one worker process (one start-up,
     every file interleaved run by run): a Latency per int8 file, in order."""
     import json
-    import os
     import subprocess
-    import sys
     from pathlib import Path
 
     import torch
-
-    from ..base.errors import QtappError
 
     threads = threads or torch.get_num_threads()
     with scratch_dir("latency") as tmp:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..base.errors import QtappError, first_line
 from ..base.scratch import scratch_dir
+from .executorch import lower_to_pte, summarize_ops, weighted_ops
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,13 @@ def ort_quantized(model, example: tuple, calib, float_modules: set[str], per_cha
     MinMax ranges over `calib`) or, for `dynamic`, quantize_dynamic; nodes that came from `float_modules`
     stay float (nodes_to_exclude)."""
     try:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise QtappError("--onnx-quantizer ort needs onnx and onnxruntime: pip install -e '.[onnx]'") from None
@@ -197,8 +204,6 @@ def run_onnx(data_or_path, inputs_list, threads: int | None = None) -> list:
 
 def pte_of(model, example: tuple) -> Made:
     """The ExecuTorch program of `model` (a converted PT2E graph, or a float model), XNNPACK-delegated."""
-    from .executorch import lower_to_pte, summarize_ops, weighted_ops
-
     lowered = lower_to_pte(model, example)
     notes = [f"{lowered.delegated} XNNPACK-delegated subgraph(s)"]
     int8, floats = weighted_ops(model) if hasattr(model, "graph") else ([], [])

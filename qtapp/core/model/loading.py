@@ -22,7 +22,9 @@ from ..base import demo
 from ..base.errors import CodeConsentRequired, ProgramFileRefused, QtappError, UsageError, first_line
 from ..base.inputs import InputSpec
 from ..base.progress import Job, Stage
+from ..base.resultset import disk_full_error, is_disk_full
 from ..base.specs import looks_like_factory
+from .rewrites import split_stacked_rnns
 from .safe_pickle import load_pickled_module
 
 IMAGENET_INPUT = InputSpec(((1, 3, 224, 224),))
@@ -190,8 +192,6 @@ def _download_weights(url: str) -> Job[None]:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
     except OSError as exc:
-        from ..base.resultset import disk_full_error, is_disk_full
-
         if is_disk_full(exc):
             raise disk_full_error(target, exc) from None
         raise QtappError(f"could not download pretrained weights from {url}: {exc}. Without a network, "
@@ -303,8 +303,6 @@ def split_rnns(model) -> list[str]:
     """Run each multi-layer LSTM/GRU of `model` as one module per layer (rewrites.StackedLSTM/StackedGRU:
     the same outputs and states), so each layer is a point that can be kept float on its own; a note per
     stack."""
-    from .rewrites import split_stacked_rnns
-
     notes = []
     for name in split_stacked_rnns(model):
         layers = model.get_submodule(name).layers

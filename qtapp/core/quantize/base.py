@@ -10,6 +10,7 @@ from ..base.compat import quiet_ao
 from ..base.errors import QtappError, UsageError, first_line
 from ..base.progress import CancelToken, Job, Stage
 from ..base.tensors import first_tensor
+from .observers import freeze_all
 
 
 @dataclass
@@ -140,7 +141,6 @@ def feed_batches(model, calib, cancel, stage_name="calibrate") -> Job[dict]:
             batches += 1
             samples += len(inputs[0])
             yield stage.step(batches, f"{batches}/{len(calib)} batches, {samples} samples")
-    from .observers import freeze_all
 
     freeze_all(model)  # every range choice worked out once, not at each conversion
     return {"batches": batches, "samples": samples}

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from .qconfigs import KERNEL_CORRECTIONS
+
 
 def kernel_corrections(mode: str, points, float_layers, converted=None, engine: str | None = None) -> tuple:
     """The known int8 kernel defects (qconfigs.KERNEL_CORRECTIONS) corrected at this run's points: each
     correction with the points where `converted` (the int8 GraphModule, converted for `engine`) has it.
     Without `converted`, only what the points themselves say (an int8 point of a corrected op)."""
     import torch
-
-    from .qconfigs import KERNEL_CORRECTIONS
 
     if mode == "dynamic":
         return _dynamic_bag_corrections(points, float_layers, converted)
@@ -31,8 +31,6 @@ def kernel_corrections(mode: str, points, float_layers, converted=None, engine: 
 
 def _dynamic_bag_corrections(points, float_layers, converted) -> tuple:
     """Dynamic quantization's EmbeddingBags: a mean bag weighted to a mean, a max bag kept float."""
-    from .qconfigs import KERNEL_CORRECTIONS
-
     if converted is None:
         return ()
     mean_what, max_what = (what for what, _ in KERNEL_CORRECTIONS["EmbeddingBag"])

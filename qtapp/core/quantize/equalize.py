@@ -19,6 +19,7 @@ import copy
 from dataclasses import dataclass
 
 from ..base.errors import QtappError
+from ..base.tensors import first_tensor
 
 ITERATIONS = 20  # chains (A -> B -> C) share B: a few passes settle them
 TOLERANCE = 1e-4  # relative change of the float outputs allowed: rounding, nothing more
@@ -89,8 +90,6 @@ def _output_change(model, changed, inputs, tolerance: float, what: str) -> float
     """The largest change of `changed`'s first output from `model`'s on `inputs`, relative to the largest
     value; a QtappError starting with `what` when it is over `tolerance`."""
     import torch
-
-    from ..base.tensors import first_tensor
 
     with torch.no_grad():
         ref, got = first_tensor(model(*inputs)).float(), first_tensor(changed(*inputs)).float()

@@ -17,8 +17,11 @@ from typing import Callable
 
 from ..base.compat import quiet_ao
 from ..base.errors import UsageError, first_line
+from ..config.recipe import QuantRecipe
+from .base import set_engine
 from .fusion import eager_fusion_groups, fx_fusion_groups
-from .points import FLOAT_REWRITES, QuantPoint
+from .points import FLOAT_REWRITES, QuantPoint, classify, dynamic_points, eager_points, fx_points
+from .qconfigs import fx_mapping, static_qconfig
 
 
 @dataclass
@@ -104,8 +107,6 @@ class LayerInventory:
                 notes += [note] if note else []
         _mark_quantizable(module, layers, groups, method, mode)
         if mode == "dynamic":
-            from .points import dynamic_points
-
             points = dynamic_points(module, [n for n, i in layers.items() if i.quantizable])
         if pt2e:
             points = [_module_toggles_only(p) for p in points]
@@ -350,10 +351,6 @@ def _static_points(module, mode: str, engine: str, input_spec) -> tuple[list[Qua
 
     if input_spec is None:
         return [], None
-    from .base import set_engine
-    from .points import classify, eager_points, fx_points
-    from .qconfigs import fx_mapping, static_qconfig
-    from ..config.recipe import QuantRecipe
 
     recipe = QuantRecipe(model="-", engine=engine, observer="minmax")  # the observer kind does not move points
     example = input_spec.example()

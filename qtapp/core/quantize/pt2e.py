@@ -24,6 +24,7 @@ from typing import Iterator
 
 from ..base.errors import QtappError, UsageError, first_line
 from ..base.progress import Stage
+from .base import Calibrated, feed_batches, qat_train
 
 EXTRA = 'pip install -e ".[executorch]" (executorch 1.5.1 and torchao 0.18.0, about 160 MB)'
 MAX_BATCH = 4096
@@ -111,8 +112,6 @@ class Pt2eBackend:
     qat = False
 
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
-        from .base import Calibrated, feed_batches
-
         require("--backend pt2e")
         from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
@@ -145,8 +144,6 @@ class Pt2eQatBackend(Pt2eBackend):
     qat = True
 
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
-        from .base import Calibrated, qat_train
-
         require("--backend pt2e")
         from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
         from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e

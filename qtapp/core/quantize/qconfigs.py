@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from ..model import rewrites
+from ..model.rewrites import FloatEmbeddingBag, bag_mean_weights
+from .observers import MultiObserver, NonZeroZeroPointObserver, SlopeObserver
+
 
 def activation_observer(observer: str, engine: str):
     """Every range choice at once (observers.MultiObserver), `observer` chosen until a conversion
     chooses another per point."""
     import torch
-
-    from .observers import MultiObserver
 
     # fbgemm/x86 kernels need 7-bit activations to avoid overflow in their int16 accumulation
     # (what torch's own default qconfigs do); qnnpack and onednn use the full range.
@@ -35,8 +37,8 @@ def static_qconfig(recipe):
 def qat_qconfig(recipe):
     import torch
     from torch.ao.quantization import QConfig
-    from torch.ao.quantization.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
     from torch.ao.quantization import observer as obs
+    from torch.ao.quantization.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
 
     qmax = 127 if recipe.engine in ("fbgemm", "x86") else 255
     act = FusedMovingAvgObsFakeQuantize.with_args(observer=obs.MovingAverageMinMaxObserver, quant_min=0,
@@ -56,8 +58,6 @@ def prelu_qconfig(recipe, qat: bool = False):
     its weight is only observed when it is converted, so the same observer serves QAT."""
     from torch.ao.quantization import QConfig
 
-    from .observers import SlopeObserver
-
     base = qat_qconfig(recipe) if qat else static_qconfig(recipe)
     return QConfig(activation=base.activation, weight=SlopeObserver)
 
@@ -71,8 +71,6 @@ def conv_transpose_qconfig(recipe, qat: bool = False):
     import torch
     from torch.ao.quantization import QConfig
     from torch.ao.quantization.fake_quantize import FakeQuantize
-
-    from .observers import NonZeroZeroPointObserver
 
     base = qat_qconfig(recipe) if qat else static_qconfig(recipe)
     weight = NonZeroZeroPointObserver
@@ -141,15 +139,11 @@ def _swapped_to(type_name):
 
 
 def _float_functional_pool(point, converted, engine) -> bool:
-    from ..model import rewrites
-
     return converted is not None and point.kind == "op" and any(
         n.name == point.node and n.target in (rewrites.avg_pool1d, rewrites.avg_pool2d) for n in converted.graph.nodes)
 
 
 def _weighted_mean(point, converted, engine) -> bool:
-    from ..model.rewrites import bag_mean_weights
-
     if not _int8(point, converted, engine) or _module(point, converted) is None:
         return False
     return any(n.op == "call_module" and n.target == point.target and len(n.args) > 2
@@ -188,8 +182,11 @@ def fx_mapping(recipe, float_heads=(), qat: bool = False, points=None):
     recipe's global qconfig, weight-only int8 for embeddings, and None for every layer or functional op
     kept in float. `points` ({name: QuantPoint}) says where an op named `layer1.0/add` is called."""
     import torch.nn as nn
-    from torch.ao.quantization import (float_qparams_weight_only_qconfig, get_default_qat_qconfig_mapping,
-                                       get_default_qconfig_mapping)
+    from torch.ao.quantization import (
+        float_qparams_weight_only_qconfig,
+        get_default_qat_qconfig_mapping,
+        get_default_qconfig_mapping,
+    )
 
     base = (get_default_qat_qconfig_mapping if qat else get_default_qconfig_mapping)(recipe.engine)
     base.set_global(qat_qconfig(recipe) if qat else static_qconfig(recipe))
@@ -203,7 +200,6 @@ def fx_mapping(recipe, float_heads=(), qat: bool = False, points=None):
         base.set_object_type(op, None if op in kept else conv_t)
     # What backends.kernel_rewrite puts in the copy it converts: convert_fx, given a mapping (another float
     # set than prepare's), checks each node's qconfig against prepare's, found again by type.
-    from ..model.rewrites import FloatEmbeddingBag, bag_mean_weights
 
     if not qat:
         base.set_object_type(FloatEmbeddingBag, float_qparams_weight_only_qconfig)  # prepared as an EmbeddingBag

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import QuantBackend
+from .pt2e import Pt2eBackend, Pt2eQatBackend
 from .torch_ao import DynamicBackend, EagerStaticBackend, FxQatBackend, FxStaticBackend
 
 
@@ -10,8 +11,6 @@ def backend_for(method: str, mode: str) -> QuantBackend:
     if method == "dynamic":
         return DynamicBackend()
     if mode == "pt2e":
-        from .pt2e import Pt2eBackend, Pt2eQatBackend
-
         return Pt2eQatBackend() if method == "qat" else Pt2eBackend()
     if method == "qat":
         return FxQatBackend()

@@ -16,7 +16,12 @@ import copy
 from ..base.compat import quiet_ao
 from ..base.errors import Cancelled, QtappError, UsageError, first_line
 from ..base.progress import Stage
+from ..model import rewrites
+from ..model.rewrites import FloatAvgPool, FloatEmbeddingBag, FloatPReLU, MeanEmbeddingBag, bag_mean_weights
 from .base import Calibrated, batchnorms_without_stats, feed_batches, qat_train, set_engine
+from .observers import bound_clamped_observers, choose
+from .points import eager_points, fx_points, merge_classification
+from .qconfigs import fx_mapping, static_qconfig, weight_observer
 
 
 @contextlib.contextmanager
@@ -49,9 +54,6 @@ class FxStaticBackend:
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
         from torch.ao.quantization.quantize_fx import prepare_fx
 
-        from .observers import bound_clamped_observers
-        from .qconfigs import fx_mapping
-
         set_engine(recipe.engine)
         # Observe every candidate layer, so any float set can be converted later without recalibrating.
         with quiet_ao(), _untraceable_named(model):
@@ -64,9 +66,6 @@ class FxStaticBackend:
 
     def convert(self, calibrated, float_heads, recipe):
         from torch.ao.quantization.quantize_fx import convert_fx
-
-        from .observers import choose
-        from .qconfigs import fx_mapping
 
         set_engine(calibrated.recipe.engine)
         # Given a mapping, convert_fx deep-copies the model once more and re-checks every qconfig
@@ -101,8 +100,6 @@ def float_rewrite(prepared, float_heads) -> None:
     """
     import torch.nn as nn
 
-    from ..model.rewrites import FloatPReLU
-
     for name in float_heads:
         try:
             module = prepared.get_submodule(name)
@@ -128,8 +125,6 @@ def kernel_rewrite(prepared, float_heads, engine: str | None = None) -> None:
     A module kept float (in `float_heads`) is left to convert_fx."""
     import torch
     import torch.nn as nn
-
-    from ..model.rewrites import FloatAvgPool, FloatEmbeddingBag
 
     engine = engine or torch.backends.quantized.engine
     kept = set(float_heads)
@@ -178,8 +173,6 @@ def _float_functional_avg_pool(node) -> bool:
     import torch.fx
     import torch.nn.functional as F
 
-    from ..model import rewrites
-
     if node.target is F.avg_pool2d:
         dims, names, target = 2, ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
                                   "divisor_override"), rewrites.avg_pool2d
@@ -212,8 +205,6 @@ def _float_functional_avg_pool(node) -> bool:
 
 def _weigh_bag_mean(prepared, node, bag) -> None:
     """Call the EmbeddingBag of `node` with per-sample weights that make its sum each bag's mean."""
-    from ..model.rewrites import bag_mean_weights
-
     args, kwargs = list(node.args), dict(node.kwargs)
     ids = args[0] if args else kwargs.get("input")
     offsets = args[1] if len(args) > 1 else kwargs.get("offsets")
@@ -245,8 +236,6 @@ class FxQatBackend(FxStaticBackend):
         import torch
         from torch.ao.quantization import disable_observer
         from torch.ao.quantization.quantize_fx import prepare_qat_fx
-
-        from .qconfigs import fx_mapping
 
         set_engine(recipe.engine)
         float_heads = frozenset(inventory.float_layers)
@@ -284,9 +273,6 @@ class EagerStaticBackend:
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
         from torch.ao.quantization import prepare
 
-        from .points import eager_points, merge_classification
-        from .qconfigs import static_qconfig
-
         set_engine(recipe.engine)
         prepared = self.reference(model)
         prepared.qconfig = static_qconfig(recipe)
@@ -301,8 +287,6 @@ class EagerStaticBackend:
     def convert(self, calibrated, float_heads, recipe):
         import torch.nn as nn
         from torch.ao.quantization import DeQuantStub, QuantStub, convert
-
-        from .observers import choose
 
         set_engine(calibrated.recipe.engine)
         model = copy.deepcopy(calibrated.prepared)
@@ -399,8 +383,6 @@ def _mean_bags_weighted(quantized, floats: dict) -> None:
     """Each int8 EmbeddingBag of mode "mean" wrapped so its (summing) kernel gets weights 1 / bag size."""
     import torch.nn as nn
 
-    from ..model.rewrites import MeanEmbeddingBag
-
     for name, float_module in floats.items():
         if type(float_module) is nn.EmbeddingBag and float_module.mode == "mean":
             parent, _, leaf = name.rpartition(".")
@@ -413,8 +395,6 @@ def requantize_weights(qmodel, reference, points, recipe, float_heads, eager: bo
     """Layers whose override asks for other weight scales than the recipe's (per-channel or one per
     tensor): their int8 weights rounded again from `reference`'s float (BatchNorm-folded) weights."""
     import torch
-
-    from .qconfigs import weight_observer
 
     for p in points:
         o = recipe.overrides.get(p.name)
@@ -440,8 +420,6 @@ def requantize_weights(qmodel, reference, points, recipe, float_heads, eager: bo
 
 def _fx_calibrated_points(prepared, inventory) -> tuple:
     """The points of the model being calibrated, classified as the inventory found them."""
-    from .points import fx_points, merge_classification
-
     return tuple(merge_classification(fx_points(prepared), inventory.points))
 
 

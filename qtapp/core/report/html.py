@@ -10,8 +10,8 @@ from .notes import notes
 from .render import SQNR_FAIR_DB as FAIR_DB
 from .render import SQNR_GOOD_DB as GOOD_DB
 from .render import SQNR_POOR_DB as POOR_DB
-from .render import sqnr_colour
-from .render import report_dict, speed_text
+from .render import report_dict, speed_text, sqnr_colour
+
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#222}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}

@@ -9,8 +9,12 @@ import json
 import math
 from pathlib import Path
 
-from .notes import notes
+from ... import __version__
+from ..analysis.diagnosis import worst_points
 from ..config.recipe import atomic_write_text
+from ..deploy.export import latency_json
+from ..deploy.measure import RUNTIMES
+from .notes import notes
 from .verdict import judge
 
 # 2: `layers` lists every quantization point (modules, functional ops, inputs) with its kind, its local,
@@ -59,10 +63,6 @@ def json_safe(value):
 
 def report_dict(result) -> dict:
     import torch
-
-    from ..deploy.export import latency_json
-
-    from ... import __version__
 
     lat, o, recipe = result.latency, result.output, result.recipe
     found = notes(result)
@@ -133,8 +133,6 @@ def _metric_text(name: str, value: float) -> str:
 def formats_table(exports, with_sqnr: bool = True) -> list[str]:
     """One row per shipped file: who quantized it, its output against float (run in its own runtime), its
     size and its batch-1 latency against the float model in the same format and runtime."""
-    from ..deploy.measure import RUNTIMES
-
     lines = ["  files       format  runtime                 " + ("SQNR vs float*  " if with_sqnr else "")
              + "size      float ms  int8 ms  speed"]
     for e in exports:
@@ -161,14 +159,10 @@ def speed_text(float_ms: float, quantized_ms: float) -> str:
 
 def worst_layers(result, n: int = 3) -> list:
     """The points that cost most by themselves (worst local SQNR, the bad ones first)."""
-    from ..analysis.diagnosis import worst_points
-
     return worst_points(result.layers, n)
 
 
 def points_summary(result) -> dict:
-    from ..analysis.diagnosis import worst_points
-
     layers = result.layers
     return {
         "count": len(layers), "quantized": sum(1 for p in layers if p.quantized),

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..analysis.diagnosis import worst_points
+
 USABLE_DB, DEGRADED_DB = 20.0, 12.0
 USABLE_DROP_PTS, DEGRADED_DROP_PTS = 1.0, 5.0
 USABLE_REL, DEGRADED_REL = 0.01, 0.05
@@ -134,8 +136,6 @@ def _on_task(result) -> tuple[str, list[str], str]:
 
 def _next_step(result, target: str, budget: str) -> str:
     """The move most likely to help, in the words of the command that takes it."""
-    from ..analysis.diagnosis import worst_points
-
     tune = f"qtapp-cli tune {result.model} --target {target} --budget {budget}"
     if result.method == "dynamic" and result.dtype == "float16":
         return ("use int8 weights (--dtype qint8): torch.ao stores dynamic float16 weights as float32, so this file "

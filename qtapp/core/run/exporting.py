@@ -5,11 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..base.errors import ProgramFileRefused, QtappError, UsageError
+from ..base.inputs import InputSpec
 from ..base.progress import CancelToken, Job, Stage
 from ..base.resultset import write_bytes_atomic
 from ..base.scratch import scratch_dir
-from ..deploy.export import export_model
+from ..base.tensors import first_tensor, sqnr_db
+from ..config.recipe import QuantRecipe
+from ..deploy.export import ExportResult, export_model, ptl_bytes, script_bytes
 from ..deploy.measure import measure_files, to_torchscript
+from ..deploy.onnx import float_onnx, ort_quantized, pte_of, run_onnx
+from ..model.loading import load_model
+from ..quantize.pt2e import require
 from ..report.results import RunResult
 from .jobs import calibrate, equalize_snapshot
 from .measuring import quantizer_name
@@ -54,16 +61,11 @@ def export(result: RunResult, loaded, out_dir: Path, formats, check_inputs: tupl
 def _pte_file(result: RunResult, snap: RunSnapshot | None, example, check_inputs, cancel) -> Job:
     """The .pte of the result: its own PT2E graph lowered, or for a torch.ao run, a PT2E calibration of
     the same float model on the same data with the same float modules, then lowered."""
-    from ..deploy.onnx import pte_of
-    from ..quantize.pt2e import require
-
     require(".pte export")
     if result.mode == "pt2e":
         yield Stage("lower", 1, cancel).step(0, "lowering to ExecuTorch (XNNPACK)")
         return pte_of(result.quantized_model, example), result.quantized_model
     if result.method == "dynamic" or snap is None:
-        from ..base.errors import UsageError
-
         raise UsageError(".pte export quantizes with PT2E (static int8): it needs a static or QAT run")
     snap, equalized = equalize_snapshot(replace(snap, recipe=replace(snap.recipe, backend="pt2e", observer="histogram",
                                                               method="static", overrides={})))
@@ -83,8 +85,6 @@ def _pte_file(result: RunResult, snap: RunSnapshot | None, example, check_inputs
 
 
 def _ort_file(result: RunResult, loaded, plan: ExportPlan, example, cancel, floats: dict) -> Job:
-    from ..deploy.onnx import ort_quantized
-
     yield Stage("onnxruntime", 1, cancel).step(0, "ONNX export of the float model, onnxruntime quantization")
     snap = plan.snapshot
     calib = snap.open_calibration() if snap is not None and result.method != "dynamic" else None
@@ -102,9 +102,6 @@ def _against_run(onnx_bytes: bytes, result: RunResult, check) -> str:
     """How far onnxruntime's int8 file is from the run's own int8 model, on the check inputs."""
     import torch
 
-    from ..base.tensors import first_tensor, sqnr_db
-    from ..deploy.onnx import run_onnx
-
     (got,) = run_onnx(onnx_bytes, [check])
     with torch.no_grad():
         ref = first_tensor(result.quantized_model(*check)).float()
@@ -121,10 +118,6 @@ def time_exports(exports, loaded, example, cancel, floats: dict | None = None, m
     made in a temporary folder, or taken from `floats` {format: bytes} when the export made one), one
     separate process per format. `measured`: the run's own Latency, of an int8 file of `measured_bytes`:
     an export of that format and size is that same file, and keeps that figure instead of a second one."""
-    from ..base.errors import QtappError
-    from ..deploy.export import ptl_bytes, script_bytes
-    from ..deploy.onnx import float_onnx, pte_of
-
     floats = floats or {}
     out = []
     with scratch_dir("float") as tmp:
@@ -160,11 +153,6 @@ def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None =
     writes nothing to it."""
     import json
 
-    from ..base.errors import UsageError
-    from ..config.recipe import QuantRecipe
-    from ..deploy.export import ExportResult
-    from ..model.loading import load_model
-
     folder = Path(folder)
     report_path, recipe_path = folder / "report.json", folder / "recipe.json"
     if not report_path.is_file() or not recipe_path.is_file():
@@ -189,14 +177,11 @@ def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None =
         raise UsageError(f"{report_path} lists no exported file to time")
     programs = [Path(e.path).name for e in exports if e.format in ("pt", "ptl")]
     if programs and not trust:  # timing loads them: a folder this run did not write may hold anything
-        from ..base.errors import ProgramFileRefused
-
         raise ProgramFileRefused(folder / programs[0], "TorchScript", (
             f"{folder} holds TorchScript files ({', '.join(programs)}): they are programs, and timing them loads "
             "and runs their code. If you trust that folder's files, pass --trust; without it, quantize times the "
             "files it writes itself (a folder it did not just write may hold anything)."))
     recipe = QuantRecipe.load(recipe_path)
-    from ..base.inputs import InputSpec
 
     shapes = InputSpec.parse(recipe.input_shape, recipe.input_dtype or "float32") if recipe.input_shape else None
     loaded = yield from load_model(spec or recipe.model, recipe.weights, recipe.kwargs, trust, shapes,

@@ -8,9 +8,12 @@ from pathlib import Path
 from ..base.progress import CancelToken, Job
 from ..base.resultset import ResultSet, write_bytes_atomic
 from ..config.recipe import QuantRecipe
+from ..model.loading import refuse_torchscript_for_quantizing
+from ..quantize.base import batchnorms_without_stats
 from ..report.html import to_html
 from ..report.render import json_safe, report_dict, write_report
 from ..report.results import RunResult
+from .session import QuantSession  # the owner object; it imports this module
 
 
 def recipe_reads(recipe: QuantRecipe, recipe_file: Path | None = None) -> list[Path]:
@@ -31,9 +34,6 @@ def analyze(recipe: QuantRecipe, trust: bool = False, cancel: CancelToken | None
             with_sensitivity: bool = False) -> Job[RunResult]:
     """The CLI's `analyze` without --out: open, calibrate, convert and measure every point (and with
     `with_sensitivity`, each point's sensitivity both ways); writes nothing."""
-    from ..model.loading import refuse_torchscript_for_quantizing
-    from .session import QuantSession
-
     recipe.resolve_paths(Path.cwd())
     recipe.check_applicable()
     refuse_torchscript_for_quantizing(recipe.model)  # before loading it runs the file's code
@@ -63,9 +63,6 @@ def quantize_to_folder(recipe: QuantRecipe, out_dir: Path, formats, trust: bool 
     (result)`: {file name: bytes} written beside the report; `time_files`: time each exported file against
     float in its runtime (with `measure`). `method_given` False (the user named no method): a model torch.fx
     cannot trace is quantized dynamically instead of failing in static mode, and the result says so."""
-    from ..model.loading import refuse_torchscript_for_quantizing
-    from .session import QuantSession  # the owner object; it imports this module
-
     cancel = cancel or CancelToken()
     recipe.resolve_paths(Path.cwd())
     recipe.check_applicable()
@@ -101,8 +98,6 @@ def _dynamic_when_untraceable(session) -> None:
     Face encoder, Python control flow on tensor values): then dynamic quantization, which needs no trace, and
     a note saying why."""
     import torch.nn as nn
-
-    from ..quantize.base import batchnorms_without_stats
 
     why = session.inventory.untraceable
     if session.recipe.method != "static" or session.mode != "fx" or not why:

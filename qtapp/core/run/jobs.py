@@ -11,13 +11,30 @@ from dataclasses import replace
 from typing import Any
 
 from ..analysis.compare import compare_outputs
+from ..analysis.diagnosis import diagnose, worst_points
+from ..analysis.dynamic import analyse_dynamic
+from ..analysis.metrics import check_labels_for
+from ..analysis.point_result import with_diagnosis
 from ..analysis.probe import probe_model
-from ..base.errors import Cancelled
+from ..analysis.pt2e import analyse
+from ..analysis.static import StaticAnalysis, analyse_static, range_choice_errors, static_ranges
+from ..base.errors import Cancelled, UsageError
 from ..base.progress import CancelToken, Job, Stage, drive
 from ..quantize.base import Calibrated
 from ..quantize.corrections import kernel_corrections
+from ..quantize.equalize import (
+    depthwise_scales,
+    equalize,
+    equalize_depthwise,
+    find_depthwise_pairs,
+    watching_depthwise_inputs,
+)
 from ..quantize.registry import backend_for
 from ..report.results import DataFacts, RunResult
+from ..tune.costs import CostModel
+from ..tune.scoring import Config, Scorer, steady_gc, weight_layout
+from ..tune.search import tune as search
+from ..tune.sensitivity import sensitivity as measure
 from .measuring import measure_result, measure_shown, with_measured
 from .snapshot import InventoryView, QuantizeOutcome, RunSnapshot, TuneOutcome
 
@@ -27,16 +44,9 @@ RANGE_BATCHES = 2  # calibration batches the activation ranges are measured on
 def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation, cancel,
                    data_key: str = "") -> Job[tuple[list, tuple | None]]:
     """Every point's error and range, with a diagnosis for the bad ones: (results, the reusable float side)."""
-    from ..analysis.diagnosis import diagnose
-    from ..analysis.dynamic import analyse_dynamic
-    from ..analysis.point_result import with_diagnosis
-    from ..analysis.static import StaticAnalysis, analyse_static, static_ranges
-
     float_set = set(snap.inventory.float_layers)
     points = list(calibrated.points)
     if snap.mode == "pt2e":  # read off the PT2E graphs (no activation ranges or weight views yet)
-        from ..analysis.pt2e import analyse
-
         results = yield from analyse(calibrated.prepared, qmodel, points, float_set, evaluation, cancel=cancel)
         return with_diagnosis(results, diagnose(results, snap.bn_folded, calibrated.point_map)), None
     if snap.mode == "dynamic":
@@ -66,14 +76,10 @@ def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool
     recipe, loaded = snap.recipe, snap.loaded
     reason = loaded.why_not_quantizable()
     if reason:
-        from ..base.errors import UsageError
-
         raise UsageError(reason)
     calibrated = snap.calibrated
     fresh = calibrated is None or calibrated.key != recipe.calibration_key()
     if fresh and recipe.metric == "top1":  # asked for by name: labels that cannot score it, refused before work
-        from ..analysis.metrics import check_labels_for
-
         check_labels_for(None, "top1", snap.open_evaluation()[0])
     if fresh:
         snap, equalized = equalize_snapshot(snap)
@@ -132,7 +138,6 @@ def equalize_snapshot(snap: RunSnapshot) -> tuple[RunSnapshot, str]:
     computes the same outputs) to calibrate, convert and analyse, and a sentence on what was done."""
     if not snap.recipe.equalize:
         return snap, ""
-    from ..quantize.equalize import equalize
 
     pairs = list(snap.cle_pairs)
     if not pairs:
@@ -177,13 +182,6 @@ def _depthwise_equalized(snap: RunSnapshot, calib, cancel: CancelToken) -> Job[t
         return module, ""
     import torch
 
-    from ..quantize.equalize import (
-        depthwise_scales,
-        equalize_depthwise,
-        find_depthwise_pairs,
-        watching_depthwise_inputs,
-    )
-
     pairs = find_depthwise_pairs(module)
     if not pairs:
         return module, ""
@@ -216,7 +214,6 @@ def search_inputs(snap: RunSnapshot, outcome: QuantizeOutcome) -> dict:
     for p in outcome.calibrated.points:
         for source in p.inputs:
             consumers.setdefault(source, []).append(p.name)
-    from ..analysis.diagnosis import worst_points
 
     bad = tuple(p.name for p in worst_points(result.layers, len(result.layers)) if p.diagnosis)
     weighted = {p.name for p in outcome.calibrated.points if p.weighted}
@@ -226,9 +223,6 @@ def search_inputs(snap: RunSnapshot, outcome: QuantizeOutcome) -> dict:
 
 def _scorer(snap: RunSnapshot, start: QuantizeOutcome, target, metric_name: str, candidates) -> "Scorer":
     """Converts and scores configurations of `start`'s calibration, with the costs of `candidates`."""
-    from ..tune.costs import CostModel
-    from ..tune.scoring import Scorer
-
     evaluation, _ = snap.open_evaluation()
     metric = (metric_name, snap.metric_fn if metric_name == snap.recipe.metric else None)
     loaded = snap.loaded
@@ -240,8 +234,6 @@ def _scorer(snap: RunSnapshot, start: QuantizeOutcome, target, metric_name: str,
         int8 = (lat.quantized_ms - lat.float_ms * share) / max(1 - share, 1e-9)
         costs = costs.with_latency(lat.float_ms, max(int8, 0.0))
     if start.result.size_quantized and start.result.size_float:  # pinned to the files measured
-        from ..tune.scoring import Config, weight_layout
-
         float16, per_tensor = weight_layout(snap, costs, Config.of(snap.recipe))
         costs = costs.anchored(start.result.size_quantized, start.result.size_float, set(snap.inventory.float_layers),
                                float16, per_tensor)
@@ -261,9 +253,6 @@ def sensitivity(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[Qua
     """Quantize as the recipe says, then each toggleable point's sensitivity both ways from that one
     calibration (sensitivity.py), from every toggle in int8 (the recipe's per-point settings kept):
     the outcome's result carries it."""
-    from ..tune.scoring import Config, steady_gc
-    from ..tune.sensitivity import sensitivity as measure
-
     cancel = cancel or CancelToken()
     start = yield from quantize(snap, cancel, measure=False)
     snap = _from_start(snap, start)
@@ -278,11 +267,6 @@ def sensitivity(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[Qua
 def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, measure: bool = True) -> Job[TuneOutcome]:
     """Quantize as the recipe says, then search moves from that calibration for the target (tune.py),
     then quantize, analyse and (with `measure`) measure the configuration found."""
-    from ..analysis.metrics import check_labels_for
-    from ..analysis.static import range_choice_errors
-    from ..tune.scoring import steady_gc
-    from ..tune.search import tune as search
-
     cancel = cancel or CancelToken()
     start = yield from quantize(snap, cancel, measure=measure)
     snap = _from_start(snap, start)

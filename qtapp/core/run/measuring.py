@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..base.errors import QtappError
 from ..base.progress import CancelToken, Job, Stage
 from ..base.resultset import write_bytes_atomic
 from ..base.scratch import scratch_dir
+from ..deploy.export import script_bytes
 from ..deploy.measure import measure_many, to_torchscript
+from ..deploy.onnx import pte_of
 from ..report.results import RunResult
+from ..tune.search import Step
 
 
 def time_bytes(float_bytes: bytes, int8_bytes: list, example, cancel: CancelToken, kind: str,
@@ -43,13 +47,8 @@ def measure_result(result: RunResult, loaded, cancel: CancelToken | None = None,
     measured (each exported file is timed in its own runtime); a .pte that cannot be made leaves the latency
     unmeasured, said why, instead of failing a run that may not ship a .pte at all (export fails, saying
     the same, when one was asked for)."""
-    from ..deploy.export import script_bytes
-
     example = loaded.input_spec.example(batch=1)
     if result.mode == "pt2e":
-        from ..base.errors import QtappError
-        from ..deploy.onnx import pte_of
-
         if formats is not None and "pte" not in formats:
             return result.evolve(latency=None, model_notes=(*result.model_notes, (
                 "latency of the run not measured: a PT2E run is timed on its .pte, and no .pte was asked for "
@@ -78,8 +77,6 @@ def measure_shown(tune_result, scorer, loaded, cancel: CancelToken) -> Job:
     beyond the start and the chosen one, the curve's first), take their sizes (a measured size can change
     the front, so it is read again after each), then time them all against float in one worker process:
     their size and latency become their files'. The other steps keep the cost model's estimates, marked."""
-    from ..deploy.export import script_bytes
-
     measured = {tune_result.start.config, tune_result.best.config}
     example = loaded.input_spec.example(batch=1)
     built = []  # (config, int8 file bytes)
@@ -120,8 +117,6 @@ def with_measured(tune_result, config, measured):
 
 
 def _with_figures(tune_result, config, size: int, lat: float | None):
-    from ..tune.search import Step
-
     def fix(scored):
         if scored.config != config:
             return scored

@@ -13,19 +13,24 @@ import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..analysis.metrics import load_metric
 from ..base import demo
-from . import jobs as workflows
-from ..quantize.base import Calibrated
-from ..data.source import DataSource
-from ..data.open import file_input_dtype, open_source
-from ..base.errors import QtappError, UsageError
-from ..deploy.export import ExportResult
+from ..base.errors import CodeConsentRequired, QtappError, UsageError
 from ..base.inputs import InputSpec
-from ..quantize.inventory import LayerInventory
-from ..model.loading import LoadedModel, load_model
 from ..base.progress import CancelToken, Job
-from ..config.recipe import QuantRecipe
+from ..base.specs import looks_like_factory
+from ..config.metric_names import check_metric_name, is_callable_spec
+from ..config.recipe import PointOverride, QuantRecipe
+from ..data.open import file_input_dtype, open_source
+from ..data.source import DataSource
+from ..deploy.export import FORMATS, ExportResult
+from ..model.loading import LoadedModel, load_model
+from ..quantize.base import Calibrated
+from ..quantize.equalize import find_pairs
+from ..quantize.inventory import LayerInventory
+from ..quantize.pt2e import require
 from ..report.results import RunResult
+from . import jobs as workflows
 from .snapshot import InventoryView, QuantizeOutcome, RunSnapshot
 
 
@@ -57,14 +62,8 @@ class QuantSession:
         """Load the recipe's model. `named_by`: the recipe file, when the model spec came from it (not
         typed by the user): a Python factory it names then needs `trust` (see loading.load_model); the
         same for a metric function `metric_named_by` names."""
-        from ..base.errors import CodeConsentRequired
-        from ..config.metric_names import is_callable_spec
-        from ..analysis.metrics import load_metric
-
         user_metric = recipe.metric is not None and is_callable_spec(recipe.metric)
         if user_metric and metric_named_by is not None and not trust:  # before anything is imported
-            from ..base.specs import looks_like_factory
-
             if named_by is not None and recipe.model and looks_like_factory(recipe.model):  # one consent for both
                 raise CodeConsentRequired(f"{recipe.model} and {recipe.metric}", metric_named_by, "model and metric")
             raise CodeConsentRequired(recipe.metric, metric_named_by, "metric")
@@ -227,7 +226,6 @@ class QuantSession:
         """The layer pairs cross-layer equalisation may scale (static and QAT models)."""
         if self.mode == "dynamic" or self.loaded.kind != "eager":
             return ()
-        from ..quantize.equalize import find_pairs
 
         return tuple(find_pairs(self.loaded.module, self.inventory))
 
@@ -276,9 +274,6 @@ class QuantSession:
     def set_metric(self, name: str | None) -> None:
         """What the report, sensitivity and tune score (None: sqnr). A function named here is imported
         now: naming it is the user's consent."""
-        from ..config.metric_names import check_metric_name, is_callable_spec
-        from ..analysis.metrics import load_metric
-
         if name is not None:
             check_metric_name(name)
         fn = load_metric(name) if name is not None and is_callable_spec(name) else None
@@ -305,8 +300,6 @@ class QuantSession:
         """Set the float points, the per-point overrides and (when given) cross-layer equalisation at once
         (a configuration a search tried); the inventory's listeners hear of a float-set change. Whether
         anything changed. A change of `equalize` needs a new calibration, which the next run makes."""
-        from ..config.recipe import PointOverride
-
         overrides = {n: o if isinstance(o, PointOverride) else PointOverride(**o) for n, o in dict(overrides).items()}
         changed = overrides != self.recipe.overrides or (equalize is not None and equalize != self.recipe.equalize)
         self.recipe.overrides = overrides
@@ -340,9 +333,6 @@ class QuantSession:
 
     def unavailable_formats(self) -> dict[str, str]:
         """{format: why it cannot be exported now} for every format this session cannot write."""
-        from ..base.errors import QtappError
-        from ..deploy.export import FORMATS
-
         out = {}
         for fmt in FORMATS:
             try:
@@ -359,8 +349,6 @@ class QuantSession:
                              "between quantize/dequantize, no int8 kernels): export pte (and onnx), or use --backend "
                              "torch.ao for .pt/.ptl")
         if "pte" in formats:
-            from ..quantize.pt2e import require
-
             require(".pte export")
             if self.recipe.method == "dynamic":
                 raise UsageError(".pte export quantizes with PT2E and the XNNPACK quantizer, statically: use "

@@ -22,8 +22,8 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 
-from ..base.errors import UsageError
 from ..analysis.metrics import Target
+from ..base.errors import UsageError
 from ..base.progress import CancelToken, Job, Progress, Stage
 from .scoring import Config, Scored, Scorer
 
