@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from qtapp.core.run import jobs as workflows  # noqa: E402
+from qtapp.core.run.command import Command, run_command  # noqa: E402
 from qtapp.core.deploy.measure import measure_files  # noqa: E402
 from qtapp.core.base.progress import drive  # noqa: E402
 from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
@@ -116,7 +116,7 @@ def main() -> int:
         recipe = QuantRecipe(model=args.model, input_shape=args.shape, engine="x86", onnx_quantizer="ort",
                              calibration=DataSpec(source=str(data), batches=BATCHES, batch_size=BATCH_SIZE),
                              evaluation=DataSpec(source=str(data), batches=1, batch_size=BATCH_SIZE))
-        app = drive(workflows.quantize_to_folder(recipe, tmp / "app", ["pt", "onnx", "pte"], measure=False))
+        app = drive(run_command(Command(recipe, out=tmp / "app", formats=("pt", "onnx", "pte"), measure=False)))
         from qtapp.core.model.loading import load_model
 
         model = drive(load_model(args.model, input_spec=None)).module.eval()

@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +38,9 @@ from qtapp.core.deploy.measure import _cpu_seconds  # noqa: E402
 from qtapp.core.base.progress import CancelToken, drive  # noqa: E402
 from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
 from qtapp.core.run.session import QuantSession  # noqa: E402
-from qtapp.core.run import jobs as workflows  # noqa: E402
+from qtapp.core.run.calibrating import calibrate  # noqa: E402
+from qtapp.core.run.jobs import analyse_points  # noqa: E402
+from qtapp.core.run.snapshot import InventoryView  # noqa: E402
 from qtapp.core.analysis.compare import compare_outputs  # noqa: E402
 
 
@@ -62,27 +65,27 @@ def one_rep(name: str) -> dict:
     evaluation, _ = snap.open_evaluation()
     loads = []
 
-    calibrated, t_cal, l = timed(lambda: drive(workflows.calibrate(snap, CancelToken())))
+    calibrated, t_cal, l = timed(lambda: drive(calibrate(snap, CancelToken())))
     loads.append(l)
     qmodel, t_conv, l = timed(lambda: calibrated.convert(snap.inventory.float_layers))
     loads.append(l)
     outputs = []
     _, t_cmp, l = timed(lambda: drive(compare_outputs(session.loaded.module, qmodel, evaluation, None, outputs)))
     loads.append(l)
-    snap = workflows.replace(snap, calibrated=calibrated)
-    (points, side), t_ana, l = timed(lambda: drive(workflows.analyse_points(snap, calibrated, qmodel, evaluation,
+    snap = replace(snap, calibrated=calibrated)
+    (points, side), t_ana, l = timed(lambda: drive(analyse_points(snap, calibrated, qmodel, evaluation,
                                                                            None, data_key="bench")))
     loads.append(l)
     # a toggle: the fourth layer kept float, reconverted from the same calibration
     head = snap.inventory.heads[3]
-    snap2 = workflows.replace(snap, inventory=workflows.InventoryView(snap.inventory.heads, (head,),
+    snap2 = replace(snap, inventory=InventoryView(snap.inventory.heads, (head,),
                                                                      snap.inventory.quantized_heads,
                                                                      snap.inventory.points), point_side=side)
     qmodel2, t_conv2, l = timed(lambda: calibrated.convert([head]))
     loads.append(l)
     _, t_cmp2, l = timed(lambda: drive(compare_outputs(session.loaded.module, qmodel2, evaluation, None, outputs)))
     loads.append(l)
-    _, t_ana2, l = timed(lambda: drive(workflows.analyse_points(snap2, calibrated, qmodel2, evaluation, None,
+    _, t_ana2, l = timed(lambda: drive(analyse_points(snap2, calibrated, qmodel2, evaluation, None,
                                                                 data_key="bench")))
     loads.append(l)
     return {"points": len(points), "bad": sum(1 for p in points if p.diagnosis),

@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qtapp.core.run import jobs as workflows  # noqa: E402
+from qtapp.core.run import jobs  # noqa: E402
+from qtapp.core.run.calibrating import calibrate  # noqa: E402
 from qtapp.core.deploy.measure import _cpu_seconds  # noqa: E402
 from qtapp.core.analysis.metrics import Target  # noqa: E402
 from qtapp.core.base.progress import CancelToken, drive  # noqa: E402
@@ -43,7 +44,7 @@ def busy(c0, c1, wall):
 def one_calibration_s(session) -> float:
     snap = session.snapshot()
     t0 = time.perf_counter()
-    drive(workflows.calibrate(snap, CancelToken()))
+    drive(calibrate(snap, CancelToken()))
     return time.perf_counter() - t0
 
 
@@ -51,7 +52,7 @@ def sensitivity_run(recipe: QuantRecipe) -> dict:
     session = drive(QuantSession.open(recipe))
     calib_s = one_calibration_s(session)
     c0, t0 = _cpu_seconds(), time.perf_counter()
-    outcome = drive(session.sensitivity_job())
+    outcome = drive(jobs.sensitivity(session.snapshot()))
     wall = time.perf_counter() - t0
     sens = outcome.result.sensitivity
     per_conversion = sens.seconds / max(sens.conversions, 1)
@@ -68,7 +69,7 @@ def tune_run(recipe: QuantRecipe, target: str) -> dict:
     session = drive(QuantSession.open(recipe))
     calib_s = one_calibration_s(session)
     c0, t0 = _cpu_seconds(), time.perf_counter()
-    outcome = drive(session.tune_job(Target.parse(target), Budget()))
+    outcome = drive(jobs.tune(session.snapshot(), Target.parse(target), Budget()))
     wall = time.perf_counter() - t0
     t = outcome.tune
     per_conversion = t.seconds / max(t.conversions, 1)

@@ -250,21 +250,27 @@ class TextProgress:
             self.stream.write("\n")
 
 
-def _cmd_quantize(args) -> int:
-    from .core.deploy.export import parse_formats
-    from .core.run.folder import quantize_to_folder
-    from .core.base.progress import drive
-    from .core.report.render import report_dict, summary_text
+def _command(args, **fields):
+    """The core Command for these arguments (run.command), from the recipe the arguments make."""
+    from .core.run.command import Command
 
-    recipe = recipe_from_args(args)
+    return Command(recipe_from_args(args), trust=args.trust, recipe_file=getattr(args, "recipe", None),
+                   model_named_by=_named_by(args), metric_named_by=_metric_named_by(args), **fields)
+
+
+def _cmd_quantize(args) -> int:
+    from .core.base.progress import drive
+    from .core.deploy.export import parse_formats
+    from .core.report.render import report_dict, summary_text
+    from .core.run.command import run_command
+
     formats = parse_formats(args.format)
     out = Path(args.out)
+    command = _command(args, out=out, formats=tuple(formats), html=args.html, time_files=args.time_files,
+                       method_given=_method_given(args))
     progress = TextProgress()
     try:
-        result = drive(quantize_to_folder(recipe, out, formats, trust=args.trust, recipe_file=args.recipe,
-                                          html=args.html, model_named_by=_named_by(args),
-                                          metric_named_by=_metric_named_by(args), time_files=args.time_files,
-                                          method_given=_method_given(args)), progress)
+        result = drive(run_command(command), progress)
     finally:
         progress.close()
     if args.json:
@@ -277,29 +283,20 @@ def _cmd_quantize(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
+    from .core.base.errors import UsageError
     from .core.base.progress import drive
     from .core.report.render import points_text, report_dict, sensitivity_text, summary_text
-    from .core.run.folder import analyze, quantize_to_folder
+    from .core.run.command import run_command
 
-    from .core.base.errors import UsageError
-
-    recipe = recipe_from_args(args)
     if args.top <= 0:
         raise UsageError(f"--top must be a positive number of points, got {args.top}")
     if args.html and not args.out:
         raise UsageError("--html writes report.html into the result folder: give --out DIR too")
+    command = _command(args, action="sensitivity" if args.sensitivity else "analyse",
+                       out=Path(args.out) if args.out else None, html=args.html, measure=False)
     progress = TextProgress()
     try:
-        named = {"model_named_by": _named_by(args), "metric_named_by": _metric_named_by(args)}
-        if args.out:
-            action = None
-            if args.sensitivity:
-                def action(session, cancel):
-                    return session.adopt((yield from session.sensitivity_job(cancel)))
-            result = drive(quantize_to_folder(recipe, Path(args.out), [], trust=args.trust, recipe_file=args.recipe,
-                                              html=args.html, measure=False, action=action, **named), progress)
-        else:
-            result = drive(analyze(recipe, trust=args.trust, with_sensitivity=args.sensitivity, **named), progress)
+        result = drive(run_command(command), progress)
     finally:
         progress.close()
     if args.json:
@@ -322,23 +319,21 @@ def _method_given(args) -> bool:
 
 
 def _cmd_tune(args) -> int:
-    from .core.deploy.export import parse_formats
     from .core.analysis.metrics import Target
     from .core.base.progress import drive
+    from .core.deploy.export import parse_formats
     from .core.report.render import report_dict, summary_text, tune_text
+    from .core.run.command import run_command
     from .core.tune.search import Budget
-    from .core.run.folder import tune_to_folder
 
-    recipe = recipe_from_args(args)
     target, budget = Target.parse(args.target), Budget.parse(args.budget)  # refused before any work
     formats = parse_formats(args.format)
     out = Path(args.out)
+    command = _command(args, action="tune", target=target, budget=budget, out=out, formats=tuple(formats),
+                       html=args.html, time_files=args.time_files, method_given=_method_given(args))
     progress = TextProgress()
     try:
-        result = drive(tune_to_folder(recipe, out, formats, target, budget, trust=args.trust, recipe_file=args.recipe,
-                                      html=args.html, model_named_by=_named_by(args),
-                                      metric_named_by=_metric_named_by(args), time_files=args.time_files,
-                                      method_given=_method_given(args)), progress)
+        result = drive(run_command(command), progress)
     finally:
         progress.close()
     if args.json:
@@ -395,7 +390,7 @@ def _cmd_bench(args) -> int:
     from .core.deploy.export import latency_json
     from .core.base.progress import drive
     from .core.report.render import formats_table
-    from .core.run.exporting import bench_folder
+    from .core.run.bench import bench_folder
 
     progress = TextProgress()
     try:
@@ -411,39 +406,19 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .core.deploy.export import export_model, parse_formats
     from .core.base.inputs import InputSpec
-    from .core.model.loading import load_model
-    from .core.deploy.measure import to_torchscript
     from .core.base.progress import drive
-    from .core.base.errors import UsageError
+    from .core.deploy.export import parse_formats
+    from .core.run.exporting import export_float
 
     formats = parse_formats(args.format)
     spec = InputSpec.parse(args.input_shape, args.input_dtype or "float32") if args.input_shape else None
-    loaded = drive(load_model(args.spec, args.weights, _kwargs(args.kwargs), args.trust, spec), TextProgress())
-    if loaded.input_spec is None:
-        raise UsageError("the model's input shape is unknown: give it with --input-shape, e.g. 1,3,224,224")
-    from dataclasses import replace
-
-    from .core.base.resultset import ResultSet
-
-    example = loaded.input_spec.example()
-    # The same guarantees as quantize: --out is checked against what the run reads and against files
-    # that are not a result, and it receives the whole set of files or none.
-    results_set = ResultSet(Path(args.out), loaded.protected_paths)
-    with results_set:
-        scripted, how = to_torchscript(loaded.module, example)
-
-        def float_pte():
-            from .core.deploy.onnx import pte_of
-
-            yield from ()
-            return pte_of(loaded.module, loaded.input_spec.example(batch=1)), loaded.module
-
-        staged = drive(export_model(loaded.module, scripted, example, formats, results_set.staging,
-                                    loaded.protected_paths, makers={"pte": float_pte}), TextProgress())
-        results_set.publish()
-    results = [replace(r, path=str(results_set.final_path(Path(r.path).name))) for r in staged]
+    progress = TextProgress()
+    try:
+        results = drive(export_float(args.spec, args.weights, _kwargs(args.kwargs), args.trust, spec, Path(args.out),
+                                     formats), progress)
+    finally:
+        progress.close()
     for r in results:
         print(f"wrote {r.path} ({r.bytes / 1e6:.2f} MB, {'verified' if r.verified else 'NOT verified'})")
         for n in r.notes:

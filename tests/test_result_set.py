@@ -87,7 +87,7 @@ def test_a_late_failure_leaves_the_previous_set_intact(previous, tmp_path):
 
 
 def test_cancel_leaves_the_previous_set_intact(previous, tmp_path):
-    from qtapp.core.run.folder import quantize_to_folder
+    from qtapp.core.run.command import Command, run_command
 
     out = copy_of(previous, tmp_path / "out")
     before = snapshot(out)
@@ -100,8 +100,8 @@ def test_cancel_leaves_the_previous_set_intact(previous, tmp_path):
             cancel.cancel()
 
     with pytest.raises(Cancelled):
-        drive(quantize_to_folder(QuantRecipe(model="demo", calibration=DataSpec(batches=2)), out, ["pt", "ptl"],
-                         cancel=cancel), on_progress)
+        drive(run_command(Command(QuantRecipe(model="demo", calibration=DataSpec(batches=2)), out=out,
+                                  formats=("pt", "ptl")), cancel=cancel), on_progress)
     assert "export" in seen and snapshot(out) == before and litter(tmp_path) == []
 
 

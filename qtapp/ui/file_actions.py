@@ -14,6 +14,8 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from ..core.base.errors import CodeConsentRequired, ProgramFileRefused, UsageError
 from ..core.config.recipe import QuantRecipe
 from ..core.model.safe_pickle import PickleRefused
+from ..core.report.render import report_dict, write_report
+from ..core.run.exporting import export
 from ..core.run.session import QuantSession
 from .messages import for_window
 from .dialogs import (ExportDialog, FactoryDialog, TorchvisionDialog, code_consent_box, program_consent_box,
@@ -164,9 +166,6 @@ class FileActionsMixin:
         return dialog
 
     def export_to(self, dialog: ExportDialog) -> None:
-        from ..core.report.render import report_dict
-        from ..core.report.render import write_report
-
         formats, folder, session = dialog.chosen_formats(), Path(dialog.folder.text()), self.session
         if not formats or not dialog.folder.text().strip():
             dialog.table.setVisible(False)
@@ -176,13 +175,13 @@ class FileActionsMixin:
         recipe = copy.deepcopy(session.recipe)
         try:
             # checked, and the current result taken, now
-            export = session.export_job(folder, formats, measure=dialog.time_files.isChecked())
+            request = session.export_request(folder, formats, measure=dialog.time_files.isChecked())
         except UsageError as exc:
             self._show_error("Cannot export", exc)
             return
 
         def job(cancel):
-            result = yield from export(cancel)
+            result = yield from export(request, cancel)
             recipe.save(folder / "recipe.json")
             write_report(report_dict(result), folder / "report.json")
             return result

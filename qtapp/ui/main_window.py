@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QCheckBox, QDockWidget, QFileDialog, QFrame, QGro
                                QWidget)
 
 from ..core.report import render
-from ..core.run import jobs as workflows
+from ..core.run import jobs
 from ..core.run.session import QuantSession
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
@@ -326,7 +326,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
             self.statusBar().showMessage("quantize cancelled" + ("; its calibration is kept, the next run only "
                                                                  "converts" if kept else ""), 8000)
 
-        self.controller.submit("quantize", lambda cancel: workflows.quantize(snap, cancel), on_result,
+        self.controller.submit("quantize", lambda cancel: jobs.quantize(snap, cancel), on_result,
                                on_cancel=on_cancel)
 
     def run_sensitivity(self) -> None:
@@ -347,7 +347,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
             self.statusBar().showMessage(f"Sensitivity of {len(result.sensitivity.points)} points"
                                          + (f": keeping {top} float gains most" if top else ""), 8000)
 
-        self._start("sensitivity", lambda cancel: workflows.sensitivity(snap, cancel), on_result)
+        self._start("sensitivity", lambda cancel: jobs.sensitivity(snap, cancel), on_result)
 
     def run_tune(self, target, budget) -> None:
         """Search for the configuration that reaches `target` within `budget`; it is applied to the tree
@@ -370,7 +370,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
             self.statusBar().showMessage(f"Tune {'reached' if t.reached else 'did NOT reach'} {t.target}: "
                                          f"{t.best.score:.4g} with {floats} point(s) float", 10000)
 
-        self._start("tune", lambda cancel: workflows.tune(snap, target, budget, cancel), on_result)
+        self._start("tune", lambda cancel: jobs.tune(snap, target, budget, cancel), on_result)
 
     def _on_repair_requested(self, target, budget) -> None:
         """The verdict's Repair: tune with its target and budget, shown in the Tune panel as if typed."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qtapp.core.run import jobs as workflows
+from qtapp.core.run import jobs
 from qtapp.core.deploy.export import script_bytes
 from qtapp.core.deploy.measure import to_torchscript
 from qtapp.core.analysis.metrics import Target
@@ -28,9 +28,9 @@ SEQ = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'seqmodels.py'}:buil
 def scorer_for(recipe):
     session = drive(QuantSession.open(recipe))
     snap = session.snapshot()
-    start = drive(workflows.quantize(snap, measure=True))
-    snap = workflows._from_start(snap, start)
-    return snap, workflows._scorer(snap, start, Target.parse("sqnr>=99"), "sqnr", list(snap.inventory.heads))
+    start = drive(jobs.quantize(snap, measure=True))
+    snap = jobs.from_start(snap, start)
+    return snap, jobs.make_scorer(snap, start, Target.parse("sqnr>=99"), "sqnr", list(snap.inventory.heads))
 
 
 def shipped_bytes(scorer, snap, config) -> int:
@@ -70,7 +70,7 @@ def test_dynamic_moves_are_sized_as_their_files_and_float16_does_not_compress():
 
 def test_tune_reports_the_measured_figures_of_the_configuration_it_writes():
     session = drive(QuantSession.open(QuantRecipe(model="demo", calibration=DataSpec(batches=2))))
-    outcome = drive(session.tune_job(Target.parse("sqnr>=10"), Budget.parse(None)))
+    outcome = drive(jobs.tune(session.snapshot(), Target.parse("sqnr>=10"), Budget.parse(None)))
     t, written = outcome.tune, outcome.quantized.result
     assert t.best.size_bytes == written.size_quantized and t.best.latency_ms == written.latency.quantized_ms
     assert all(s.scored.size_bytes == written.size_quantized for s in t.steps if s.scored.config == t.best.config)

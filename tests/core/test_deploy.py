@@ -11,6 +11,7 @@ from qtapp.core.deploy import onnx as deploy  # noqa: E402
 from qtapp.core.base.progress import drive  # noqa: E402
 from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
 from qtapp.core.run.session import QuantSession  # noqa: E402
+from qtapp.core.run.exporting import export  # noqa: E402
 
 
 def _ops(data: bytes) -> list[str]:
@@ -76,7 +77,7 @@ def test_every_file_is_timed_against_its_float_counterpart_in_its_runtime(demo_l
     session = QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=2),
                                                     onnx_quantizer="ort"))
     drive(session.quantize())
-    result = drive(session.export_job(tmp_path, ["ptl", "onnx"], measure=True)())
+    result = drive(export(session.export_request(tmp_path, ["ptl", "onnx"], measure=True)))
     timed = {e.format: e.latency for e in result.exports}
     assert set(timed) == {"ptl", "onnx"} and all(lat.float_ms > 0 and lat.quantized_ms > 0 for lat in timed.values())
     assert timed["onnx"].format == "onnx" and timed["ptl"].format == "ptl"
@@ -118,6 +119,6 @@ def test_the_run_s_own_timing_is_the_pt_file_s_and_is_not_measured_twice(demo_lo
     session = QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=2)))
     drive(session.quantize())
     measured = drive(session.measure())
-    result = drive(session.export_job(tmp_path, ["pt"], measure=True)())
+    result = drive(export(session.export_request(tmp_path, ["pt"], measure=True)))
     (pt,) = result.exports
     assert pt.bytes == measured.size_quantized and pt.latency is measured.latency

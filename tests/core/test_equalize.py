@@ -14,6 +14,7 @@ from qtapp.core.base.errors import QtappError
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import QuantRecipe
 from qtapp.core.run.session import QuantSession
+from qtapp.core.run import jobs
 
 KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
 
@@ -40,8 +41,8 @@ def test_the_pair_through_batchnorm_and_relu_is_found_and_equalised_exactly():
 
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_equalising_improves_the_int8_output_of_an_imbalanced_model(per_channel):
-    plain = drive(session_of("imbalanced", per_channel=per_channel).quantize_job(measure=False)).result
-    evened = drive(session_of("imbalanced", per_channel=per_channel, equalize=True).quantize_job(measure=False)).result
+    plain = drive(jobs.quantize(session_of("imbalanced", per_channel=per_channel).snapshot(), measure=False)).result
+    evened = drive(jobs.quantize(session_of("imbalanced", per_channel=per_channel, equalize=True).snapshot(), measure=False)).result
     assert evened.output.sqnr_db > plain.output.sqnr_db + 1.5
     assert "cross-layer equalisation of 1 pair(s)" in evened.calib_stats["equalized"]
 

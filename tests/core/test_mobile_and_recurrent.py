@@ -18,6 +18,7 @@ from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QuantRecipe
 from qtapp.core.model.rewrites import StackedGRU, StackedLSTM
 from qtapp.core.run.session import QuantSession
+from qtapp.core.run import jobs
 
 pytestmark = [pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning"),
               pytest.mark.filterwarnings(r"ignore:LSTM with projections is not supported with oneDNN:UserWarning")]
@@ -72,7 +73,7 @@ def test_an_observer_read_only_through_a_clamp_watches_the_clamped_values():
 
 def test_a_conv_before_a_relu6_gets_a_range_from_zero_and_the_analysis_compares_clamped_values():
     session = _session("build_inverted_residual", equalize_depthwise=False)
-    result = drive(session.quantize_job(measure=False)).result
+    result = drive(jobs.quantize(session.snapshot(), measure=False)).result
     conv = _layer(result, "conv")
     assert conv.range.lo == 0.0  # the raw conv outputs are negative half the time; int8 keeps [0, 6]
     assert conv.local_sqnr_db > 25  # against the clamped float values, not the raw ones it never carries
@@ -121,8 +122,8 @@ def test_no_pair_where_the_feeding_layer_is_read_twice_or_the_conv_is_not_depthw
 
 
 def test_depthwise_equalisation_is_on_by_default_and_improves_the_int8_output():
-    plain = drive(_session("build_inverted_residual", equalize_depthwise=False).quantize_job(measure=False)).result
-    evened = drive(_session("build_inverted_residual").quantize_job(measure=False)).result
+    plain = drive(jobs.quantize(_session("build_inverted_residual", equalize_depthwise=False).snapshot(), measure=False)).result
+    evened = drive(jobs.quantize(_session("build_inverted_residual").snapshot(), measure=False)).result
     assert evened.output.sqnr_db > plain.output.sqnr_db + 3
     assert "depthwise input equalisation" in evened.calib_stats["depthwise_equalized"]
     assert "depthwise_equalized" not in plain.calib_stats
@@ -171,9 +172,9 @@ def test_loading_splits_a_stacked_lstm_into_one_point_per_layer():
 def test_the_first_lstm_layer_of_a_model_fed_decades_is_named_worst_and_can_be_kept_float_alone(tmp_path):
     np.savez(tmp_path / "mels.npz", x=_fixture("mel_power")(64).numpy())
     data = DataSpec(source=str(tmp_path / "mels.npz"), batches=4, batch_size=16)
-    whole = drive(_session("build_mel_encoder", method="dynamic", evaluation=data).quantize_job()).result
-    first_float = drive(_session("build_mel_encoder", method="dynamic", evaluation=data,
-                                 float_layers=["lstm.layers.0"]).quantize_job()).result
+    whole = drive(jobs.quantize(_session("build_mel_encoder", method="dynamic", evaluation=data).snapshot())).result
+    first_float = drive(jobs.quantize(_session("build_mel_encoder", method="dynamic", evaluation=data,
+                                               float_layers=["lstm.layers.0"]).snapshot())).result
     local = {p.name: p.local_sqnr_db for p in whole.layers if p.local_sqnr_db is not None}
     assert min(local, key=local.get) == "lstm.layers.0"  # where tune starts
     assert local["lstm.layers.0"] < local["lstm.layers.1"] - 10

@@ -17,6 +17,7 @@ from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
 from qtapp.core.run.session import QuantSession
 from qtapp.core.run.jobs import RANGE_BATCHES
+from qtapp.core.run import jobs
 
 KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
 
@@ -295,7 +296,7 @@ def test_a_cancel_after_calibrating_hands_the_calibration_back():
 
     s = drive(QuantSession.open(QuantRecipe(model="demo", calibration=DataSpec(batches=2))))
     cancel = CancelToken()
-    job = s.quantize_job(cancel)
+    job = jobs.quantize(s.snapshot(), cancel)
     with pytest.raises(Cancelled) as exc:
         for p in job:
             if p.stage == "evaluate":

@@ -88,7 +88,7 @@ def test_pte_is_lowered_reloaded_and_checked(pt2e_session, tmp_path):
 
 def test_torchscript_of_a_pt2e_graph_is_refused(pt2e_session, tmp_path):
     with pytest.raises(UsageError, match="reference graph"):
-        pt2e_session.export_job(tmp_path, ["pt"])
+        pt2e_session.export_request(tmp_path, ["pt"])
 
 
 def test_a_torch_ao_run_gets_its_pte_from_a_pt2e_calibration(demo_loaded, tmp_path):

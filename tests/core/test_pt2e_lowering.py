@@ -20,7 +20,7 @@ from torch import nn
 pytest.importorskip("executorch")
 pytest.importorskip("torchao")
 
-from qtapp.core.deploy import executorch, onnx as deploy  # noqa: E402
+from qtapp.core.deploy import executorch  # noqa: E402
 from qtapp.core.quantize import pt2e  # noqa: E402
 from qtapp.core.base.errors import QtappError  # noqa: E402
 
@@ -109,7 +109,7 @@ def test_face_detector_int8_pte_lowers_runs_and_matches_its_pt2e_graph(tmp_path)
     torch.manual_seed(1)
     model = _rnet()
     converted = _pt2e_int8(model, [torch.randn(8, *INPUT[1:]) for _ in range(4)])
-    made = deploy.pte_of(converted, (torch.randn(*INPUT),))
+    made = executorch.pte_of(converted, (torch.randn(*INPUT),))
     assert any("4-D view" in n and "prelu4" in n and "1x128" in n for n in made.notes)
     assert "every op delegated to XNNPACK" in made.notes
     scales = _output_scales(converted)
@@ -125,7 +125,7 @@ def test_face_detector_int8_pte_lowers_runs_and_matches_its_pt2e_graph(tmp_path)
 
 def test_face_detector_float_pte_for_timing_matches_the_float_model(tmp_path):
     model = _rnet()
-    made = deploy.pte_of(model, (torch.randn(*INPUT),))
+    made = executorch.pte_of(model, (torch.randn(*INPUT),))
     x = torch.randn(*INPUT)
     with torch.no_grad():
         ref = model(x)
@@ -177,7 +177,7 @@ def test_other_ranks_lower_with_a_4d_view_and_compute_the_same(make, shape, resh
         for m in model.modules():
             if isinstance(m, nn.PReLU):
                 m.weight.uniform_(-0.5, 1.5)
-    made = deploy.pte_of(model, (torch.randn(*shape),))
+    made = executorch.pte_of(model, (torch.randn(*shape),))
     assert any(reshaped in n for n in made.notes), made.notes
     x = torch.randn(*shape)
     with torch.no_grad():
@@ -240,12 +240,13 @@ def _bare_result(mode: str = "pt2e"):
 
 def test_measuring_a_pt2e_run_that_ships_no_pte_lowers_nothing(monkeypatch):
     from qtapp.core.base.progress import drive
+    from qtapp.core.run import measuring
     from qtapp.core.run.measuring import measure_result
 
     def refuse(*_a, **_k):
         raise AssertionError("a .pte was lowered although none was asked for")
 
-    monkeypatch.setattr(deploy, "pte_of", refuse)
+    monkeypatch.setattr(measuring, "pte_of", refuse)
     result, loaded = _bare_result()
     measured = drive(measure_result(result, loaded, formats=("onnx",)))
     assert measured.latency is None
@@ -255,12 +256,13 @@ def test_measuring_a_pt2e_run_that_ships_no_pte_lowers_nothing(monkeypatch):
 def test_a_file_whose_float_twin_cannot_be_made_is_kept_untimed(monkeypatch, tmp_path):
     from qtapp.core.deploy.export import ExportResult
     from qtapp.core.base.progress import CancelToken, drive
+    from qtapp.core.run import exporting
     from qtapp.core.run.exporting import time_exports
 
     def fail(*_a, **_k):
         raise QtappError("lowering to ExecuTorch failed in XNNPACK's SomePass at some_op")
 
-    monkeypatch.setattr(deploy, "pte_of", fail)
+    monkeypatch.setattr(exporting, "pte_of", fail)
     _result, loaded = _bare_result()
     pte = ExportResult("pte", str(tmp_path / "model.pte"), 10, True, 0.0)
     (timed,) = drive(time_exports([pte], loaded, (torch.randn(1, 2),), CancelToken()))

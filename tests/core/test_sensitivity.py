@@ -10,6 +10,7 @@ import pytest
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import QuantRecipe
 from qtapp.core.run.session import QuantSession
+from qtapp.core.run import jobs
 
 KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
 
@@ -17,13 +18,13 @@ KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.
 @pytest.fixture(scope="module")
 def demo():
     session = drive(QuantSession.open(QuantRecipe(model="demo")))
-    result = session.adopt(drive(session.sensitivity_job()))
+    result = session.adopt(drive(jobs.sensitivity(session.snapshot())))
     return session, result
 
 
 def sqnr_of(recipe) -> float:
     session = drive(QuantSession.open(recipe))
-    return drive(session.quantize_job(measure=False)).result.output.sqnr_db
+    return drive(jobs.quantize(session.snapshot(), measure=False)).result.output.sqnr_db
 
 
 def test_every_toggleable_point_is_measured_both_ways_with_two_conversions_each(demo):
@@ -54,7 +55,7 @@ def test_ranked_by_what_keeping_the_point_float_gains(demo):
 
 def test_the_broken_point_ranks_first_when_it_can_be_kept_float():
     session = drive(QuantSession.open(QuantRecipe(model=KINDS_SPEC, kwargs={"kind": "must_stay_float"})))
-    sens = session.adopt(drive(session.sensitivity_job())).sensitivity
+    sens = session.adopt(drive(jobs.sensitivity(session.snapshot()))).sensitivity
     first = sens.points[0]
     assert first.name == "fc2" and sens.gain(first) > 20
     assert sens.cost(first) > 20  # and alone in int8 it costs as much: it is the point that breaks
@@ -79,7 +80,7 @@ def test_a_cancel_stops_it_and_leaves_no_conversion_running():
     cancel = CancelToken()
     steps = 0
     with pytest.raises(Cancelled):
-        for p in session.sensitivity_job(cancel):
+        for p in jobs.sensitivity(session.snapshot(), cancel):
             if p.stage == "sensitivity":
                 steps += 1
                 if steps == 3:

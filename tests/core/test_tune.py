@@ -14,6 +14,7 @@ from qtapp.core.base.progress import CancelToken, drive
 from qtapp.core.config.recipe import QuantRecipe
 from qtapp.core.run.session import QuantSession
 from qtapp.core.tune.search import Budget
+from qtapp.core.run import jobs
 
 KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
 
@@ -21,7 +22,7 @@ KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.
 def tuned(kind, target, budget=None, **changes):
     recipe = QuantRecipe(model=KINDS_SPEC, kwargs={"kind": kind}, **changes)
     session = drive(QuantSession.open(recipe))
-    outcome = drive(session.tune_job(Target.parse(target), Budget.parse(budget), measure=False))
+    outcome = drive(jobs.tune(session.snapshot(), Target.parse(target), Budget.parse(budget), measure=False))
     return session, outcome
 
 
@@ -118,7 +119,7 @@ def test_the_tuned_recipe_reproduces_the_figures_from_a_new_session(target):
     session, outcome = tuned("outlier", target, "size<=1MB")
     session.adopt_tuned(outcome)
     again = drive(QuantSession.open(copy.deepcopy(session.recipe)))
-    result = drive(again.quantize_job(measure=False))
+    result = drive(jobs.quantize(again.snapshot(), measure=False))
     assert result.result.output.sqnr_db == pytest.approx(outcome.quantized.result.output.sqnr_db, abs=0.05)
     assert result.result.output.sqnr_db == pytest.approx(outcome.tune.best.score, abs=0.05)
 
@@ -143,7 +144,7 @@ def test_a_cancelled_tune_leaves_the_session_as_it_was():
     session = drive(QuantSession.open(recipe))
     before = copy.deepcopy(session.recipe)
     cancel = CancelToken()
-    job = session.tune_job(Target.parse("sqnr>=30"), Budget(), cancel, measure=False)
+    job = jobs.tune(session.snapshot(), Target.parse("sqnr>=30"), Budget(), cancel, measure=False)
     seen = []
     from qtapp.core.base.errors import Cancelled
 
@@ -175,7 +176,7 @@ def test_a_recurrent_model_is_repaired_with_per_channel_weights_before_anything_
     spec = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'seqmodels.py'}:build"
     session = drive(QuantSession.open(QuantRecipe(model=spec, method="dynamic", per_channel=False,
                                                   kwargs={"hidden": 128})))
-    outcome = drive(session.tune_job(Target.parse("sqnr>=40.8"), Budget.parse(None), measure=False))
+    outcome = drive(jobs.tune(session.snapshot(), Target.parse("sqnr>=40.8"), Budget.parse(None), measure=False))
     t = outcome.tune
     assert t.start.score < 40.8 <= t.best.score and t.reached
     assert not t.best.config.float_points and not t.best.config.float16

@@ -13,11 +13,12 @@ from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
 from qtapp.core.report.render import report_dict, summary_text
 from qtapp.core.report.results import RunResult
 from qtapp.core.run.session import QuantSession
+from qtapp.core.run import jobs
 
 
 def test_a_job_never_writes_to_the_session(demo_loaded):
     s = QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=2)))
-    job = s.quantize_job(measure=False)
+    job = jobs.quantize(s.snapshot(), measure=False)
     s.inventory.set_float("fc1")  # a toggle while the job runs does not reach the running job
     outcome = drive(job)
     assert s.result is None and s.calibrated is None  # nothing adopted yet

@@ -1,4 +1,5 @@
-"""(docstring)"""
+"""The per-point analysis of a dynamically quantized model: each Linear/LSTM/GRU's local and accumulated
+error and its weights' error, with per-call activation ranges."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""(docstring)"""
+"""`PointResult`: one quantization point's analysis (errors, range, weights, diagnosis), and the per-channel
+weight figures it carries."""
 
 from __future__ import annotations
 

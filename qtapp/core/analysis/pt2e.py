@@ -120,7 +120,7 @@ def _interpreter(graph_module, on_value):
     return Tap(graph_module)
 
 
-def analyse(prepared, converted, points, float_points: set, data, samples: int = SAMPLES,
+def analyse_pt2e(prepared, converted, points, float_points: set, data, samples: int = SAMPLES,
             cancel: CancelToken | None = None) -> Job[list]:
     """PointResult for every point of `points` (the inventory's), measured on the first `samples` samples."""
     import torch

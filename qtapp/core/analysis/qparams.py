@@ -1,4 +1,5 @@
-"""(docstring)"""
+"""Quantization parameters as the analysis uses them (`QParams`: scale, zero point, grid), read off an
+observer, a quantized tensor or a dynamic call; and the running SQNR sums over sample chunks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""(docstring)"""
+"""Activation range statistics of a point (`RangeStats`): histogram, share of the grid in use, clipped
+values, counted over calibration batches by `RangeCounter`."""
 
 from __future__ import annotations
 

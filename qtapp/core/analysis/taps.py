@@ -1,4 +1,5 @@
-"""(docstring)"""
+"""Taps: modules put into a copy of the float model (and of the int8 model) that report the value at each
+quantization point, and the weight copies the static analysis fake-quantizes."""
 
 from __future__ import annotations
 

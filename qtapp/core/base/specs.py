@@ -1,4 +1,5 @@
-"""(docstring)"""
+"""What a model spec string looks like, without importing anything: a `module:callable` or `file.py:callable`
+factory (code that runs, so it needs consent) rather than a file or a torchvision name."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""(docstring)"""
+"""The metric names a recipe may hold (built-in names, or a user's `module:function`), checked without
+importing anything."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""(docstring)"""
+"""`DataSource`: batches of (inputs, labels) with what they are, the one shape every data reader returns."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""(docstring)"""
+"""ExecuTorch files: lowering a PT2E graph (or a float model) to a XNNPACK-delegated .pte, explaining a
+lowering that fails, and running a .pte in ExecuTorch's runtime."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Iterator
 
 from ..base.errors import QtappError, first_line
 from ..quantize.pt2e import _owner, export_graph, quiet_pt2e, require
+from .made import Made
 
 
 @contextlib.contextmanager
@@ -286,3 +288,24 @@ def summarize_ops(names) -> str:
 
     counts = Counter(names)
     return ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.most_common())
+
+
+def pte_of(model, example: tuple) -> Made:
+    """The ExecuTorch program of `model` (a converted PT2E graph, or a float model), XNNPACK-delegated."""
+    lowered = lower_to_pte(model, example)
+    notes = [f"{lowered.delegated} XNNPACK-delegated subgraph(s)"]
+    int8, floats = weighted_ops(model) if hasattr(model, "graph") else ([], [])
+    if int8 and floats:
+        notes.append(f"int8 weights in {len(int8)} of {len(int8) + len(floats)} layers; float: {', '.join(floats)}")
+    elif int8:
+        notes.append(f"int8 weights in all {len(int8)} layers with weights")
+    elif hasattr(model, "graph") and floats and any("quantize" in str(n.target) for n in model.graph.nodes):
+        notes.append(f"no layer has int8 weights: {', '.join(floats)} run in float (the file is mostly float)")
+    if lowered.reshaped:
+        notes.append("given a 4-D view for XNNPACK, which lays these ops out channels-last (ExecuTorch 1.5 fails to "
+                     f"lower them on other ranks; same values): {'; '.join(lowered.reshaped)}")
+    if lowered.not_delegated:
+        notes.append(f"not delegated (ExecuTorch portable kernels): {summarize_ops(lowered.not_delegated)}")
+    else:
+        notes.append("every op delegated to XNNPACK")
+    return Made(lowered.program, "PT2E with the XNNPACK quantizer, lowered by ExecuTorch", tuple(notes))

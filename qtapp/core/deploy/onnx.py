@@ -12,20 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..base.errors import QtappError, first_line
 from ..base.scratch import scratch_dir
-from .executorch import lower_to_pte, summarize_ops, weighted_ops
-
-
-@dataclass(frozen=True)
-class Made:
-    data: bytes
-    quantizer: str  # who made the int8 file, in words
-    notes: tuple[str, ...] = ()
-    float_data: bytes | None = None  # the float file it was quantized from, when there was one
+from .made import Made
 
 
 def _input_names(n: int) -> list[str]:
@@ -200,24 +191,3 @@ def run_onnx(data_or_path, inputs_list, threads: int | None = None) -> list:
     names = [i.name for i in session.get_inputs()]
     return [torch.from_numpy(session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0])
             for inputs in inputs_list]
-
-
-def pte_of(model, example: tuple) -> Made:
-    """The ExecuTorch program of `model` (a converted PT2E graph, or a float model), XNNPACK-delegated."""
-    lowered = lower_to_pte(model, example)
-    notes = [f"{lowered.delegated} XNNPACK-delegated subgraph(s)"]
-    int8, floats = weighted_ops(model) if hasattr(model, "graph") else ([], [])
-    if int8 and floats:
-        notes.append(f"int8 weights in {len(int8)} of {len(int8) + len(floats)} layers; float: {', '.join(floats)}")
-    elif int8:
-        notes.append(f"int8 weights in all {len(int8)} layers with weights")
-    elif hasattr(model, "graph") and floats and any("quantize" in str(n.target) for n in model.graph.nodes):
-        notes.append(f"no layer has int8 weights: {', '.join(floats)} run in float (the file is mostly float)")
-    if lowered.reshaped:
-        notes.append("given a 4-D view for XNNPACK, which lays these ops out channels-last (ExecuTorch 1.5 fails to "
-                     f"lower them on other ranks; same values): {'; '.join(lowered.reshaped)}")
-    if lowered.not_delegated:
-        notes.append(f"not delegated (ExecuTorch portable kernels): {summarize_ops(lowered.not_delegated)}")
-    else:
-        notes.append("every op delegated to XNNPACK")
-    return Made(lowered.program, "PT2E with the XNNPACK quantizer, lowered by ExecuTorch", tuple(notes))

@@ -1,4 +1,6 @@
-"""(docstring)"""
+"""What every backend shares: the `Calibrated` model a backend returns (converted again for each float
+set without recalibrating), the `QuantBackend` interface, the engine switch, feeding calibration batches
+and the QAT training loop."""
 
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ class Calibrated:
         unknown = sorted(set(float_heads) - set(self.heads))
         if unknown:
             raise UsageError(f"not layers of this model's inventory: {', '.join(unknown)}")
+        trained_float = sorted(self.float_at_prepare - set(float_heads)) if self.backend.qat else []
+        if trained_float:  # QAT trained them in float: their int8 ranges and weights were never learned
+            raise UsageError(f"QAT trained {', '.join(trained_float)} in float; quantizing it needs another QAT run")
         return self.backend.convert(self, float_heads, recipe or self.recipe)
 
     def convert_checked(self, float_heads, check_inputs=None, recipe=None) -> tuple[Any, dict[str, str]]:
@@ -75,6 +80,7 @@ class Calibrated:
 
 class QuantBackend(Protocol):
     name: str
+    qat: bool  # trains: the layers float at prepare time stay float (Calibrated.convert refuses otherwise)
 
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel: CancelToken) -> Job[Calibrated]: ...
 

@@ -1,4 +1,5 @@
-"""(docstring)"""
+"""The known int8 kernel defects (qconfigs.KERNEL_CORRECTIONS) that this run corrected, read off the
+points and the converted model, for the report."""
 
 from __future__ import annotations
 

@@ -159,12 +159,6 @@ class Pt2eQatBackend(Pt2eBackend):
         return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, frozenset(inventory.float_layers),
                           stats, points=tuple(inventory.points))
 
-    def convert(self, calibrated, float_heads, recipe):
-        missing = sorted(calibrated.float_at_prepare - set(float_heads))
-        if missing:
-            raise UsageError(f"QAT trained {', '.join(missing)} in float; quantizing it needs another QAT run")
-        return super().convert(calibrated, float_heads, recipe)
-
 
 def _owner(node) -> str:
     stack = node.meta.get("nn_module_stack") or {}

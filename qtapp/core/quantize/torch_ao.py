@@ -1,6 +1,7 @@
-"""Quantization backends behind one interface, so a torchao / PT2E backend can be added later.
+"""torch.ao's backends: FX static, FX QAT, eager static (torchvision's quantizable models) and dynamic.
+The PT2E backends are in pt2e.py; registry.py chooses among them all.
 
-A backend does two things:
+A backend does two things (base.QuantBackend):
   prepare_and_calibrate(...)  a job (generator) that yields Progress per batch and returns a
                               `Calibrated` state; the float model is never modified
   convert(calibrated, float_heads)
@@ -50,6 +51,7 @@ def _untraceable_named(model=None):
 
 class FxStaticBackend:
     name = "fx"
+    qat = False
 
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
         from torch.ao.quantization.quantize_fx import prepare_fx
@@ -73,7 +75,7 @@ class FxStaticBackend:
         # already says the same thing, so pass none. The mapping is the calibration's own: convert_fx
         # refuses a qconfig other than the one prepared with; the range choice lives in the observers.
         mapping = None if set(float_heads) == set(calibrated.float_at_prepare) else \
-            fx_mapping(calibrated.recipe, sorted(float_heads), qat=self.name == "qat", points=calibrated.point_map)
+            fx_mapping(calibrated.recipe, sorted(float_heads), qat=self.qat, points=calibrated.point_map)
         model = copy.deepcopy(calibrated.prepared)
         choose(model, calibrated.points, recipe.observer, recipe.overrides)
         float_rewrite(model, float_heads)
@@ -231,6 +233,7 @@ class FxQatBackend(FxStaticBackend):
     """Quantization-aware training: FX prepare_qat, a short fine-tune, then convert."""
 
     name = "qat"
+    qat = True
 
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
         import torch
@@ -256,12 +259,6 @@ class FxQatBackend(FxStaticBackend):
         return Calibrated(self, recipe, model, tuple(inventory.heads), prepared, float_heads, stats,
                           points=calibrated_points)
 
-    def convert(self, calibrated, float_heads, recipe):
-        missing = sorted(calibrated.float_at_prepare - set(float_heads))
-        if missing:
-            raise UsageError(f"QAT trained {', '.join(missing)} in float; quantizing it needs another QAT run")
-        return super().convert(calibrated, float_heads, recipe)
-
 
 class EagerStaticBackend:
     """Eager mode for torchvision's quantizable models: fuse_model(), prepare, calibrate, convert.
@@ -269,6 +266,7 @@ class EagerStaticBackend:
     calibrated output observer, so islands change without recalibrating."""
 
     name = "eager"
+    qat = False
 
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
         from torch.ao.quantization import prepare
@@ -326,6 +324,7 @@ class DynamicBackend:
     """Dynamic quantization: weights int8 (or float16), activations quantized on the fly."""
 
     name = "dynamic"
+    qat = False
 
     def prepare_and_calibrate(self, model, recipe, inventory, example, calib, cancel):
         set_engine(recipe.engine)

@@ -1,58 +1,48 @@
-"""(docstring)"""
+"""The export job: write each format of a result, check each file in its own runtime against float, and
+(when asked) time it against a float file of the same format."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from ..base.errors import ProgramFileRefused, QtappError, UsageError
+from ..base.errors import QtappError, UsageError
 from ..base.inputs import InputSpec
 from ..base.progress import CancelToken, Job, Stage
-from ..base.resultset import write_bytes_atomic
+from ..base.resultset import ResultSet, write_bytes_atomic
 from ..base.scratch import scratch_dir
 from ..base.tensors import first_tensor, sqnr_db
-from ..config.recipe import QuantRecipe
+from ..deploy.executorch import pte_of
 from ..deploy.export import ExportResult, export_model, ptl_bytes, script_bytes
 from ..deploy.measure import measure_files, to_torchscript
-from ..deploy.onnx import float_onnx, ort_quantized, pte_of, run_onnx
+from ..deploy.onnx import float_onnx, ort_quantized, run_onnx
 from ..model.loading import load_model
 from ..quantize.pt2e import require
 from ..report.results import RunResult
-from .jobs import calibrate, equalize_snapshot
+from .calibrating import calibrate, equalize_snapshot
 from .measuring import quantizer_name
-from .snapshot import RunSnapshot
+from .snapshot import ExportRequest, RunSnapshot
 
 
-@dataclass(frozen=True)
-class ExportPlan:
-    """What exporting needs beyond the result: the data another quantizer calibrates on (a .pte made by
-    PT2E for a torch.ao run, an ONNX Runtime .onnx), and whether to time each file."""
-
-    snapshot: RunSnapshot | None = None
-    float_modules: frozenset = frozenset()  # every module of the float layers' fusion groups
-    measure: bool = False
-    check: tuple = ()  # the check inputs every file is compared on
-
-
-def export(result: RunResult, loaded, out_dir: Path, formats, check_inputs: tuple,
-           protected: list[Path], cancel: CancelToken | None = None, plan: ExportPlan = ExportPlan()) -> Job[RunResult]:
-    """Write and verify each format, each file's output against float; with `plan.measure`, time each
-    file against its float counterpart in its own runtime. A new result that lists the files."""
+def export(request: ExportRequest, cancel: CancelToken | None = None) -> Job[RunResult]:
+    """Write and verify each format of the request's result, each file's output against float; with
+    `request.measure`, time each file against its float counterpart in its own runtime. A new result that
+    lists the files (the owner adopts it)."""
     cancel = cancel or CancelToken()
+    result, loaded, formats = request.result, request.loaded, request.formats
     example = loaded.input_spec.example(batch=1)
-    recipe = result.recipe
     scripted, note = result.scripted, result.script_note
     if scripted is None and result.mode != "pt2e" and any(f in ("pt", "ptl", "onnx") for f in formats):
         scripted, note = to_torchscript(result.quantized_model, example)
     makers, floats = {}, {}  # floats: {format: the float file a maker made on the way}, reused for timing
     if "pte" in formats:
-        makers["pte"] = lambda: _pte_file(result, plan.snapshot, example, check_inputs, cancel)
-    if "onnx" in formats and (recipe.onnx_quantizer == "ort" or result.mode == "pt2e"):
-        makers["onnx"] = lambda: _ort_file(result, loaded, plan, example, cancel, floats)
-    exports = yield from export_model(result.quantized_model, scripted, example, formats, Path(out_dir), protected,
-                                      check_inputs, cancel=cancel, makers=makers, reference=loaded.module,
-                                      quantizer=quantizer_name(result))
-    if plan.measure:
+        makers["pte"] = lambda: _pte_file(result, request.snapshot, example, request.check, cancel)
+    if "onnx" in formats and (result.recipe.onnx_quantizer == "ort" or result.mode == "pt2e"):
+        makers["onnx"] = lambda: _ort_file(request, example, cancel, floats)
+    exports = yield from export_model(result.quantized_model, scripted, example, formats, request.out_dir,
+                                      list(request.protected), request.check, cancel=cancel, makers=makers,
+                                      reference=loaded.module, quantizer=quantizer_name(result))
+    if request.measure:
         exports = yield from time_exports(exports, loaded, example, cancel, floats, result.latency,
                                           result.size_quantized)
     return result.evolve(scripted=scripted, script_note=note, exports=tuple(exports))
@@ -67,8 +57,8 @@ def _pte_file(result: RunResult, snap: RunSnapshot | None, example, check_inputs
         return pte_of(result.quantized_model, example), result.quantized_model
     if result.method == "dynamic" or snap is None:
         raise UsageError(".pte export quantizes with PT2E (static int8): it needs a static or QAT run")
-    snap, equalized = equalize_snapshot(replace(snap, recipe=replace(snap.recipe, backend="pt2e", observer="histogram",
-                                                              method="static", overrides={})))
+    snap, _note = equalize_snapshot(replace(snap, recipe=replace(snap.recipe, backend="pt2e", observer="histogram",
+                                                                 method="static", overrides={})))
     snap = replace(snap, mode="pt2e", calibrated=None)
     calibrated = yield from calibrate(snap, cancel)
     by_name = {q.name: q for q in snap.inventory.points}
@@ -84,17 +74,18 @@ def _pte_file(result: RunResult, snap: RunSnapshot | None, example, check_inputs
     return replace(made, notes=(*said, *made.notes)), qmodel
 
 
-def _ort_file(result: RunResult, loaded, plan: ExportPlan, example, cancel, floats: dict) -> Job:
+def _ort_file(request: ExportRequest, example, cancel, floats: dict) -> Job:
+    result, loaded = request.result, request.loaded
     yield Stage("onnxruntime", 1, cancel).step(0, "ONNX export of the float model, onnxruntime quantization")
-    snap = plan.snapshot
+    snap = request.snapshot
     calib = snap.open_calibration() if snap is not None and result.method != "dynamic" else None
-    made = ort_quantized(loaded.module, example, calib, set(plan.float_modules), result.recipe.per_channel,
+    made = ort_quantized(loaded.module, example, calib, set(request.float_modules), result.recipe.per_channel,
                          dynamic=result.method == "dynamic")
     floats["onnx"] = made.float_data
     if result.mode == "pt2e" and result.recipe.onnx_quantizer != "ort":
         made = replace(made, notes=("a PT2E run has no torch.ao int8 model to export: onnxruntime quantized "
                                     "the float ONNX instead (--onnx-quantizer ort)", *made.notes))
-    made = replace(made, notes=(*made.notes, _against_run(made.data, result, plan.check)))
+    made = replace(made, notes=(*made.notes, _against_run(made.data, result, request.check)))
     return made, None
 
 
@@ -146,45 +137,25 @@ def time_exports(exports, loaded, example, cancel, floats: dict | None = None, m
     return out
 
 
-def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None = None,
-                 spec: str | None = None) -> Job[list]:
-    """`qtapp-cli bench DIR [SPEC]`: every file a result folder lists, timed again against the float model
-    (`spec`, else the one the folder's recipe names) in the same format and runtime. Reads the folder,
-    writes nothing to it."""
-    import json
+def export_float(spec: str, weights: str | None, kwargs: dict | None, trust: bool, input_spec: InputSpec | None,
+                 out_dir: Path, formats, cancel: CancelToken | None = None) -> Job[list[ExportResult]]:
+    """`qtapp-cli export`: the float model, loaded as `quantize` would, written in each format and checked,
+    with the same guarantees as a quantize run: `out_dir` is checked against what the run reads and
+    against files that are not a result, and it receives the whole set of files or none."""
+    cancel = cancel or CancelToken()
+    loaded = yield from load_model(spec, weights, kwargs, trust, input_spec)
+    if loaded.input_spec is None:
+        raise UsageError("the model's input shape is unknown: give it with --input-shape, e.g. 1,3,224,224")
+    example = loaded.input_spec.example()
+    results = ResultSet(Path(out_dir), loaded.protected_paths)
+    with results:
+        scripted, _how = to_torchscript(loaded.module, example)
 
-    folder = Path(folder)
-    report_path, recipe_path = folder / "report.json", folder / "recipe.json"
-    if not report_path.is_file() or not recipe_path.is_file():
-        raise UsageError(f"{folder} is not a result folder: it needs the report.json and recipe.json that "
-                         "qtapp-cli quantize --out writes")
-    try:
-        listed = json.loads(report_path.read_text(encoding="utf-8")).get("exports") or []
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise UsageError(f"{report_path} is not a qtapp report ({exc})") from None
-    except RecursionError:
-        raise UsageError(f"{report_path} is nested too deeply to be a qtapp report") from None
-    exports = []
-    for e in listed:
-        path = folder / Path(str(e.get("path", ""))).name
-        if e.get("format") not in ("pt", "ptl", "onnx", "pte"):
-            continue
-        if not path.is_file():
-            raise UsageError(f"{path.name} is listed in {report_path.name} but missing from {folder}")
-        exports.append(ExportResult(e["format"], str(path), path.stat().st_size, bool(e.get("verified")), None,
-                                    quantizer=str(e.get("quantizer") or "")))
-    if not exports:
-        raise UsageError(f"{report_path} lists no exported file to time")
-    programs = [Path(e.path).name for e in exports if e.format in ("pt", "ptl")]
-    if programs and not trust:  # timing loads them: a folder this run did not write may hold anything
-        raise ProgramFileRefused(folder / programs[0], "TorchScript", (
-            f"{folder} holds TorchScript files ({', '.join(programs)}): they are programs, and timing them loads "
-            "and runs their code. If you trust that folder's files, pass --trust; without it, quantize times the "
-            "files it writes itself (a folder it did not just write may hold anything)."))
-    recipe = QuantRecipe.load(recipe_path)
+        def float_pte():
+            yield from ()
+            return pte_of(loaded.module, loaded.input_spec.example(batch=1)), loaded.module
 
-    shapes = InputSpec.parse(recipe.input_shape, recipe.input_dtype or "float32") if recipe.input_shape else None
-    loaded = yield from load_model(spec or recipe.model, recipe.weights, recipe.kwargs, trust, shapes,
-                                   named_by=None if spec else recipe_path)  # a SPEC typed here is consent
-    example = loaded.input_spec.example(batch=1)
-    return (yield from time_exports(exports, loaded, example, cancel or CancelToken()))
+        staged = yield from export_model(loaded.module, scripted, example, formats, results.staging,
+                                         loaded.protected_paths, cancel=cancel, makers={"pte": float_pte})
+        results.publish()
+    return [replace(r, path=str(results.final_path(Path(r.path).name))) for r in staged]

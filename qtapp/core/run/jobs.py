@@ -1,14 +1,16 @@
-"""User actions as core workflows: generators that yield progress and return an immutable outcome.
+"""The model jobs, each a generator that yields progress and returns an immutable outcome: quantize
+(calibrate when needed, convert, compare, analyse every point, measure), analyse (the same, unmeasured),
+sensitivity, tune. The window and the CLI (command.py) both call these.
 
-A workflow reads a snapshot the owner (CLI or window) took on its own thread, never the owner's live
-state, and writes nothing to it: the owner adopts the outcome when the job returns. Cancelling a job
-therefore leaves the owner exactly as it was.
+A job reads a snapshot the owner (CLI or window) took on its own thread, never the owner's live state,
+and writes nothing to it: the owner adopts the outcome when the job returns. Cancelling a job therefore
+leaves the owner exactly as it was. A quantize job whose snapshot holds a calibration that fits the
+recipe reconverts from it: that is the reconversion after a toggle.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from ..analysis.compare import compare_outputs
 from ..analysis.diagnosis import diagnose, worst_points
@@ -16,25 +18,18 @@ from ..analysis.dynamic import analyse_dynamic
 from ..analysis.metrics import check_labels_for
 from ..analysis.point_result import with_diagnosis
 from ..analysis.probe import probe_model
-from ..analysis.pt2e import analyse
+from ..analysis.pt2e import analyse_pt2e
 from ..analysis.static import StaticAnalysis, analyse_static, range_choice_errors, static_ranges
 from ..base.errors import Cancelled, UsageError
-from ..base.progress import CancelToken, Job, Stage, drive
+from ..base.progress import CancelToken, Job, drive
 from ..quantize.base import Calibrated
 from ..quantize.corrections import kernel_corrections
-from ..quantize.equalize import (
-    depthwise_scales,
-    equalize,
-    equalize_depthwise,
-    find_depthwise_pairs,
-    watching_depthwise_inputs,
-)
-from ..quantize.registry import backend_for
 from ..report.results import DataFacts, RunResult
 from ..tune.costs import CostModel
 from ..tune.scoring import Config, Scorer, steady_gc, weight_layout
 from ..tune.search import tune as search
-from ..tune.sensitivity import sensitivity as measure
+from ..tune.sensitivity import sensitivity as point_sensitivity
+from .calibrating import calibrate_equalized, equalize_snapshot
 from .measuring import measure_result, measure_shown, with_measured
 from .snapshot import InventoryView, QuantizeOutcome, RunSnapshot, TuneOutcome
 
@@ -47,7 +42,7 @@ def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation
     float_set = set(snap.inventory.float_layers)
     points = list(calibrated.points)
     if snap.mode == "pt2e":  # read off the PT2E graphs (no activation ranges or weight views yet)
-        results = yield from analyse(calibrated.prepared, qmodel, points, float_set, evaluation, cancel=cancel)
+        results = yield from analyse_pt2e(calibrated.prepared, qmodel, points, float_set, evaluation, cancel=cancel)
         return with_diagnosis(results, diagnose(results, snap.bn_folded, calibrated.point_map)), None
     if snap.mode == "dynamic":
         results = yield from analyse_dynamic(snap.loaded.module, qmodel, points, float_set, evaluation,
@@ -96,6 +91,11 @@ def quantize(snap: RunSnapshot, cancel: CancelToken | None = None, measure: bool
     return outcome
 
 
+def analyse(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[QuantizeOutcome]:
+    """Quantize and analyse every point, without measuring size and latency (`qtapp-cli analyze`)."""
+    return (yield from quantize(snap, cancel, measure=False))
+
+
 def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: CancelToken,
                          measure: bool) -> Job[QuantizeOutcome]:
     recipe, loaded = snap.recipe, snap.loaded
@@ -133,78 +133,6 @@ def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: Canc
     return QuantizeOutcome(calibrated, (key, outputs), result, point_side)
 
 
-def equalize_snapshot(snap: RunSnapshot) -> tuple[RunSnapshot, str]:
-    """With the recipe's `equalize`, the snapshot with an equalised copy of the float model (which
-    computes the same outputs) to calibrate, convert and analyse, and a sentence on what was done."""
-    if not snap.recipe.equalize:
-        return snap, ""
-
-    pairs = list(snap.cle_pairs)
-    if not pairs:
-        return snap, ("cross-layer equalisation: no pair of layers in this model can be equalised exactly (a conv "
-                      "or linear read only by another, through a ReLU at most): nothing changed")
-    module, info = equalize(snap.loaded.module, pairs, snap.loaded.input_spec.example())
-    note = (f"cross-layer equalisation of {len(pairs)} pair(s) of layers: the largest channel range over its "
-            f"tensor's median went from {info['max_ratio_before']:.0f}x to {info['max_ratio_after']:.0f}x (float "
-            f"outputs unchanged to {info['output_change']:.1g})")
-    return replace(snap, loaded=replace(snap.loaded, module=module)), note
-
-
-def calibrate_equalized(snap: RunSnapshot, equalized: str, cancel: CancelToken) -> Job[Calibrated]:
-    calibrated = yield from calibrate(snap, cancel)
-    if equalized:  # said with every result of this calibration
-        calibrated.stats = {**calibrated.stats, "equalized": equalized}
-    return calibrated
-
-
-def calibrate(snap: RunSnapshot, cancel: CancelToken) -> Job[Calibrated]:
-    recipe, loaded = snap.recipe, snap.loaded
-    calib = snap.open_calibration()
-    if recipe.method != "dynamic":  # dynamic quantization never reads calibration data
-        probe_model(loaded.module, calib, loaded.spec, recipe.method)
-    backend = backend_for(recipe.method, snap.mode)
-    example = loaded.input_spec.example()
-    module, note = yield from _depthwise_equalized(snap, calib, cancel)
-    calibrated = yield from backend.prepare_and_calibrate(module, recipe, snap.inventory, example, calib, cancel)
-    calibrated.data, calibrated.key = DataFacts.of(calib), recipe.calibration_key()
-    if note:  # said with every result of this calibration
-        calibrated.stats = {**calibrated.stats, "depthwise_equalized": note}
-    return calibrated
-
-
-def _depthwise_equalized(snap: RunSnapshot, calib, cancel: CancelToken) -> Job[tuple[Any, str]]:
-    """With the recipe's `equalize_depthwise` (static and QAT, per-channel weights): the float model with
-    the input channels of its depthwise convs evened out on the calibration data (equalize.equalize_depthwise),
-    to calibrate, convert and analyse, and a sentence on it. The results still compare against the model as
-    loaded."""
-    module, recipe = snap.loaded.module, snap.recipe
-    if not recipe.equalize_depthwise or recipe.method == "dynamic" or not recipe.per_channel:
-        return module, ""
-    import torch
-
-    pairs = find_depthwise_pairs(module)
-    if not pairs:
-        return module, ""
-    stage = Stage("depthwise ranges", len(calib), cancel)
-    yield stage.step(0, f"{len(pairs)} depthwise conv(s): measuring their input channels")
-    first = None
-    with watching_depthwise_inputs(module, pairs) as peaks, torch.no_grad():
-        for i, (inputs, _y) in enumerate(calib):
-            cancel.check()
-            first = first or inputs
-            module(*inputs)
-            yield stage.step(i + 1, f"{i + 1}/{len(calib)} batches")
-    equalized, info = equalize_depthwise(module, pairs, depthwise_scales(peaks), first)
-    if not info["pairs"]:
-        return module, ""
-    note = (f"depthwise input equalisation: the input channels of {len(info['pairs'])} depthwise conv(s) scaled "
-            f"up towards each tensor's loudest channel ({info['scaled_channels']} channels, by up to "
-            f"{info['largest_scale']:.0f}x; the depthwise weights scaled down to match), so one int8 range serves "
-            f"them all; float outputs on calibration data unchanged to {info['output_change']:.1g}. "
-            "--no-equalize-depthwise turns it off")
-    return equalized, note
-
-
 def search_inputs(snap: RunSnapshot, outcome: QuantizeOutcome) -> dict:
     """What the search reads off a quantized result: its candidates, bad points, each point's
     consumers, the per-tensor layers, and (static) each point's error under every observed range."""
@@ -221,7 +149,7 @@ def search_inputs(snap: RunSnapshot, outcome: QuantizeOutcome) -> dict:
     return {"candidates": candidates, "bad_points": bad, "consumers": consumers, "per_tensor_heads": per_tensor}
 
 
-def _scorer(snap: RunSnapshot, start: QuantizeOutcome, target, metric_name: str, candidates) -> "Scorer":
+def make_scorer(snap: RunSnapshot, start: QuantizeOutcome, target, metric_name: str, candidates) -> Scorer:
     """Converts and scores configurations of `start`'s calibration, with the costs of `candidates`."""
     evaluation, _ = snap.open_evaluation()
     metric = (metric_name, snap.metric_fn if metric_name == snap.recipe.metric else None)
@@ -245,7 +173,7 @@ def _scorer(snap: RunSnapshot, start: QuantizeOutcome, target, metric_name: str,
     return Scorer(snap, start.calibrated, evaluation, metric, target, costs, recalibrate)
 
 
-def _from_start(snap: RunSnapshot, start: QuantizeOutcome) -> RunSnapshot:
+def from_start(snap: RunSnapshot, start: QuantizeOutcome) -> RunSnapshot:
     return replace(snap, calibrated=start.calibrated, float_side=start.float_side, point_side=start.point_side)
 
 
@@ -255,12 +183,12 @@ def sensitivity(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[Qua
     the outcome's result carries it."""
     cancel = cancel or CancelToken()
     start = yield from quantize(snap, cancel, measure=False)
-    snap = _from_start(snap, start)
+    snap = from_start(snap, start)
     candidates = list(snap.inventory.heads)  # every toggle, whatever the recipe keeps float now
-    scorer = _scorer(snap, start, None, snap.recipe.metric or "sqnr", candidates)
+    scorer = make_scorer(snap, start, None, snap.recipe.metric or "sqnr", candidates)
     all_int8 = Config(frozenset(), tuple(sorted(snap.recipe.overrides.items())))
     with steady_gc():
-        found = yield from measure(scorer, candidates, cancel, start=all_int8)
+        found = yield from point_sensitivity(scorer, candidates, cancel, start=all_int8)
     return replace(start, result=start.result.evolve(sensitivity=found))
 
 
@@ -269,11 +197,11 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
     then quantize, analyse and (with `measure`) measure the configuration found."""
     cancel = cancel or CancelToken()
     start = yield from quantize(snap, cancel, measure=measure)
-    snap = _from_start(snap, start)
+    snap = from_start(snap, start)
     evaluation, _ = snap.open_evaluation()
     check_labels_for(target, snap.recipe.metric, evaluation)
     inputs = search_inputs(snap, start)
-    scorer = _scorer(snap, start, target, target.metric_name(snap.recipe.metric), inputs["candidates"])
+    scorer = make_scorer(snap, start, target, target.metric_name(snap.recipe.metric), inputs["candidates"])
     range_errors = None
     if snap.mode != "dynamic" and snap.recipe.method == "static" and start.point_side is not None:
         range_errors = yield from range_choice_errors(start.point_side[2], scorer.evaluation, cancel=cancel)

@@ -1,4 +1,5 @@
-"""(docstring)"""
+"""Measuring a run's shipped file: size and batch-1 latency of float and int8 TorchScript (torch.ao) or
+.pte (PT2E) in a quiet worker process; the same for the configurations a tune shows."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from ..base.errors import QtappError
 from ..base.progress import CancelToken, Job, Stage
 from ..base.resultset import write_bytes_atomic
 from ..base.scratch import scratch_dir
+from ..deploy.executorch import pte_of
 from ..deploy.export import script_bytes
 from ..deploy.measure import measure_many, to_torchscript
-from ..deploy.onnx import pte_of
 from ..report.results import RunResult
 from ..tune.search import Step
 

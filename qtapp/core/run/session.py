@@ -1,10 +1,10 @@
 """A quantization session: one loaded model, its recipe and inventory, and the results so far.
 
-The session is the owner's state (the CLI's, or the window's on its GUI thread). Its jobs are the
-core workflows (workflows.py) run on a snapshot taken when the job is created: a job never writes to
-the session; the owner calls `adopt()` with the outcome. Calibrate once, then after a toggle the next
-job reconverts from the stored calibration without recalibrating, as long as the recipe's
-`calibration_key()` is unchanged.
+The session is the owner's state (the CLI's, or the window's on its GUI thread). The jobs (jobs.py,
+exporting.py) run on what `snapshot()` / `export_request()` froze on the owner's thread: a job never
+writes to the session; the owner calls `adopt()` with the outcome. Calibrate once, then after a toggle the
+next quantize job reconverts from the stored calibration without recalibrating, as long as the recipe's
+`calibration_key()` is unchanged. The session keeps its own copy of the recipe it was given.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ from ..quantize.equalize import find_pairs
 from ..quantize.inventory import LayerInventory
 from ..quantize.pt2e import require
 from ..report.results import RunResult
-from . import jobs as workflows
-from .snapshot import InventoryView, QuantizeOutcome, RunSnapshot
+from .calibrating import calibrate
+from .exporting import export
+from .jobs import quantize
+from .measuring import measure_result
+from .snapshot import ExportRequest, InventoryView, QuantizeOutcome, RunSnapshot
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class RecipeChange:
 class QuantSession:
     def __init__(self, loaded: LoadedModel, recipe: QuantRecipe) -> None:
         self.loaded = loaded
-        self.recipe = recipe
+        self.recipe = copy.deepcopy(recipe)  # the session's own: the caller's recipe never changes
         self._calibrated: Calibrated | None = None
         self.result: RunResult | None = None
         self._float_side = None  # (evaluation key, float outputs per batch)
@@ -52,41 +55,22 @@ class QuantSession:
         self.metric_fn = None  # the recipe's metric when it is the user's function (loaded by open())
         self.ship_formats: tuple | None = None  # the formats a CLI run will export (None: the window's, any)
         self.inventory = self._build_inventory()
-        applicable, _ = _split_choices(self.inventory, recipe.float_layers)
+        applicable, _ = _split_choices(self.inventory, self.recipe.float_layers)
         self.notes += self.inventory.set_float_layers(applicable)
         self.inventory.subscribe(self._on_inventory_changed)
 
     @classmethod
     def open(cls, recipe: QuantRecipe, trust: bool = False, named_by: Path | None = None,
              metric_named_by: Path | None = None) -> Job["QuantSession"]:
-        """Load the recipe's model. `named_by`: the recipe file, when the model spec came from it (not
-        typed by the user): a Python factory it names then needs `trust` (see loading.load_model); the
-        same for a metric function `metric_named_by` names."""
-        user_metric = recipe.metric is not None and is_callable_spec(recipe.metric)
-        if user_metric and metric_named_by is not None and not trust:  # before anything is imported
-            if named_by is not None and recipe.model and looks_like_factory(recipe.model):  # one consent for both
-                raise CodeConsentRequired(f"{recipe.model} and {recipe.metric}", metric_named_by, "model and metric")
-            raise CodeConsentRequired(recipe.metric, metric_named_by, "metric")
-        if recipe.input_dtype is None:
-            _data_dtype(recipe)  # an unreadable calibration file is named before the model loads
-        input_spec = (InputSpec.parse(recipe.input_shape, recipe.input_dtype or "float32") if recipe.input_shape
-                      else None)
-        loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, input_spec, named_by)
-        loaded.own_dtype = _own_dtype(loaded)
-        # integer data are ids only for a model that can take them (pixels saved as int64 are numbers)
-        given = recipe.input_dtype or _data_dtype(recipe, takes_ids=_takes_ids(loaded))
-        dtype = given or loaded.own_dtype
-        if dtype in ("float64", "float16"):  # the model runs in float32 (loading converts it): so do its inputs
-            loaded.notes.append(f"input dtype {dtype}: fed as float32, the dtype the model runs and is quantized in")
-            dtype = "float32"
-        if loaded.input_spec is not None and loaded.input_spec.dtype != dtype:
-            loaded.input_spec = InputSpec(loaded.input_spec.shapes, dtype)
-        if recipe.input_dtype is None and given is not None and given != "float32":
-            loaded.notes.append(f"input dtype {dtype}: taken from the calibration data {recipe.calibration.source} "
-                                "(no --input-dtype given)")
+        """The job that loads the recipe's model into a new session. `named_by`: the recipe file, when the
+        model spec came from it (not typed by the user): a Python factory it names then needs `trust` (see
+        loading.load_model); the same for a metric function `metric_named_by` names."""
+        _refuse_code_without_consent(recipe, trust, named_by, metric_named_by)  # before anything is imported
+        declared = _declared_input(recipe)
+        loaded = yield from load_model(recipe.model, recipe.weights, recipe.kwargs, trust, declared, named_by)
+        _settle_input_dtype(loaded, recipe)
         session = cls(loaded, recipe)
-        if user_metric:
-            session.metric_fn = load_metric(recipe.metric)
+        session.metric_fn = load_metric(recipe.metric) if _names_a_function(recipe.metric) else None
         return session
 
     # -- settings ----------------------------------------------------------------------------------
@@ -96,23 +80,8 @@ class QuantSession:
 
     @property
     def mode(self) -> str:
-        """The graph mode the recipe resolves to for this model: fx, eager, dynamic or pt2e (the PT2E
-        backend; dynamic quantization is torch.ao's whatever the backend)."""
-        r = self.recipe
-        if r.method == "dynamic":
-            return "dynamic"
-        if r.backend == "pt2e":
-            if r.static_mode == "eager":
-                raise UsageError("--backend pt2e captures the model with torch.export, not eager mode: use "
-                                 "static_mode auto or fx, or --backend torch.ao")
-            return "pt2e"
-        if r.method == "qat" or r.static_mode == "fx":
-            return "fx"
-        if r.static_mode == "eager" and not self.loaded.eager_quantizable:
-            raise UsageError("eager mode needs one of torchvision's quantizable models (torchvision:quantized_NAME), "
-                             "or use --method dynamic; "
-                             "use static_mode fx for this model")
-        return "eager" if self.loaded.eager_quantizable else "fx"
+        """The graph mode the recipe resolves to for this model (see graph_mode)."""
+        return graph_mode(self.recipe, self.loaded)
 
     def _build_inventory(self) -> LayerInventory:
         return LayerInventory.build(self.loaded, self.recipe.method, self.recipe.engine, self.mode)
@@ -121,9 +90,7 @@ class QuantSession:
         """The recipe after `changes`, and a new inventory when the method or graph mode changes
         (building one may trace the model: a job may run this off the owner's thread; it writes nothing)."""
         new = replace(self.recipe, **changes, float_layers=list(self.recipe.float_layers))
-        probe = QuantSession.__new__(QuantSession)
-        probe.loaded, probe.recipe = self.loaded, new
-        new_mode = probe.mode  # refuses an impossible mode before anything changes
+        new_mode = graph_mode(new, self.loaded)  # refuses an impossible mode before anything changes
         inventory = None
         if (new_mode, new.method) != (self.mode, self.recipe.method):
             # Every kept-float choice stays in the recipe; the new inventory applies those it can.
@@ -203,7 +170,7 @@ class QuantSession:
                              "not a held-out measurement; pass --eval with other samples")
         return self._source(ev, "eval", seed=1), notes
 
-    # -- workflows -----------------------------------------------------------------------------------
+    # -- what jobs read ------------------------------------------------------------------------------
     def snapshot(self) -> RunSnapshot:
         """What a job reads, frozen now (on the owner's thread)."""
         recipe = copy.deepcopy(self.recipe)
@@ -229,10 +196,6 @@ class QuantSession:
 
         return tuple(find_pairs(self.loaded.module, self.inventory))
 
-    def quantize_job(self, cancel: CancelToken | None = None, measure: bool = True) -> Job[QuantizeOutcome]:
-        """Calibrate if needed, convert, compare and (with `measure`) measure: adopt() the outcome."""
-        return workflows.quantize(self.snapshot(), cancel, measure)
-
     def adopt_calibration(self, calibrated: Calibrated) -> None:
         """Keep a calibration a cancelled run finished: the next run only converts."""
         if calibrated.key == self.recipe.calibration_key():
@@ -253,19 +216,18 @@ class QuantSession:
         self._point_side = outcome.point_side
         return self.result
 
-    def export_job(self, out_dir: Path, formats, measure: bool = False):
-        """A job maker `(cancel) -> Job[RunResult]` that writes the current result's files, checked and
-        snapshotted now; the job returns a new result listing them (adopt it with adopt_result). With
-        `measure`, each file is timed against its float counterpart in its own runtime."""
+    def export_request(self, out_dir: Path, formats, measure: bool = False) -> ExportRequest:
+        """What exporting the current result's files needs, checked and frozen now (on the owner's
+        thread), for the export job (exporting.export), whose new result lists the files: adopt it with
+        adopt_result. With `measure`, each file is timed against its float counterpart in its own runtime."""
         self.check_export_formats(formats)
-        result, check, protected = self._need_result(), self._check_inputs(), self.loaded.protected_paths
+        result = self._need_result()
         modules = set()
         for head in result.float_layers:
             info = self.inventory.layers.get(head)
             modules |= {head, *(info.group if info is not None else ())}
-        plan = workflows.ExportPlan(self.snapshot(), frozenset(modules), measure, check)
-        return lambda cancel=None: workflows.export(result, self.loaded, Path(out_dir), formats, check, protected,
-                                                    cancel, plan)
+        return ExportRequest(result, self.loaded, Path(out_dir), tuple(formats), self._check_inputs(),
+                             tuple(self.loaded.protected_paths), self.snapshot(), frozenset(modules), measure)
 
     def adopt_result(self, result: RunResult) -> RunResult:
         self.result = result
@@ -278,15 +240,6 @@ class QuantSession:
             check_metric_name(name)
         fn = load_metric(name) if name is not None and is_callable_spec(name) else None
         self.recipe.metric, self.metric_fn = name, fn
-
-    def sensitivity_job(self, cancel: CancelToken | None = None) -> Job[QuantizeOutcome]:
-        """Quantize, then every toggleable point's sensitivity both ways (workflows.sensitivity): adopt()."""
-        return workflows.sensitivity(self.snapshot(), cancel)
-
-    def tune_job(self, target, budget, cancel: CancelToken | None = None, measure: bool = True):
-        """Search for a configuration that reaches `target` within `budget` (workflows.tune): adopt the
-        outcome, with the recipe of the configuration found, by adopt_tuned()."""
-        return workflows.tune(self.snapshot(), target, budget, cancel, measure)
 
     def adopt_tuned(self, outcome) -> RunResult:
         """Take the configuration a tune found: its float layers and overrides become the recipe's, and
@@ -310,25 +263,22 @@ class QuantSession:
         self.inventory.set_float_layers(applicable)
         return changed or set(self.inventory.float_layers) != before
 
-    def calibrate_job(self, cancel: CancelToken | None = None) -> Job[Calibrated]:
-        return workflows.calibrate(self.snapshot(), cancel or CancelToken())
-
     # -- the same, run and adopted in one go (for callers on a single thread) ------------------------------
     def calibrate(self, cancel: CancelToken | None = None) -> Job[Calibrated]:
-        calibrated = yield from self.calibrate_job(cancel)
+        calibrated = yield from calibrate(self.snapshot(), cancel or CancelToken())
         self._calibrated = calibrated
         return calibrated
 
     def quantize(self, cancel: CancelToken | None = None) -> Job[RunResult]:
-        outcome = yield from self.quantize_job(cancel, measure=False)
+        outcome = yield from quantize(self.snapshot(), cancel, measure=False)
         return self.adopt(outcome)
 
     def measure(self, cancel: CancelToken | None = None) -> Job[RunResult]:
-        result = yield from workflows.measure_result(self._need_result(), self.loaded, cancel)
+        result = yield from measure_result(self._need_result(), self.loaded, cancel)
         return self.adopt_result(result)
 
     def export(self, out_dir: Path, formats, cancel: CancelToken | None = None) -> Job[list[ExportResult]]:
-        result = yield from self.export_job(out_dir, formats)(cancel)
+        result = yield from export(self.export_request(out_dir, formats), cancel)
         return list(self.adopt_result(result).exports)
 
     def unavailable_formats(self) -> dict[str, str]:
@@ -374,6 +324,65 @@ class QuantSession:
         if self.result is None:
             raise UsageError("nothing quantized yet: run calibration / quantize first")
         return self.result
+
+
+def graph_mode(recipe: QuantRecipe, loaded: LoadedModel) -> str:
+    """The graph mode `recipe` resolves to for `loaded`: fx, eager, dynamic or pt2e (the PT2E backend;
+    dynamic quantization is torch.ao's whatever the backend). An impossible combination is refused."""
+    if recipe.method == "dynamic":
+        return "dynamic"
+    if recipe.backend == "pt2e":
+        if recipe.static_mode == "eager":
+            raise UsageError("--backend pt2e captures the model with torch.export, not eager mode: use "
+                             "static_mode auto or fx, or --backend torch.ao")
+        return "pt2e"
+    if recipe.method == "qat" or recipe.static_mode == "fx":
+        return "fx"
+    if recipe.static_mode == "eager" and not loaded.eager_quantizable:
+        raise UsageError("eager mode needs one of torchvision's quantizable models (torchvision:quantized_NAME), "
+                         "or use --method dynamic; "
+                         "use static_mode fx for this model")
+    return "eager" if loaded.eager_quantizable else "fx"
+
+
+def _names_a_function(metric: str | None) -> bool:
+    return metric is not None and is_callable_spec(metric)
+
+
+def _refuse_code_without_consent(recipe: QuantRecipe, trust: bool, named_by: Path | None,
+                                 metric_named_by: Path | None) -> None:
+    """A metric function that a recipe file names (the user did not type it) runs only with `trust`;
+    one consent covers a model factory named by the same file."""
+    if trust or metric_named_by is None or not _names_a_function(recipe.metric):
+        return
+    if named_by is not None and recipe.model and looks_like_factory(recipe.model):
+        raise CodeConsentRequired(f"{recipe.model} and {recipe.metric}", metric_named_by, "model and metric")
+    raise CodeConsentRequired(recipe.metric, metric_named_by, "metric")
+
+
+def _declared_input(recipe: QuantRecipe) -> InputSpec | None:
+    """The input the recipe declares (None: the model's own). An unreadable calibration file is named
+    here, before the model loads."""
+    if recipe.input_dtype is None:
+        _data_dtype(recipe)
+    return InputSpec.parse(recipe.input_shape, recipe.input_dtype or "float32") if recipe.input_shape else None
+
+
+def _settle_input_dtype(loaded: LoadedModel, recipe: QuantRecipe) -> None:
+    """The dtype the model is fed: the recipe's, else that of integer calibration data (ids, only for a
+    model that can take them: pixels saved as int64 are numbers), else the model's own. The model runs in
+    float32 (loading converts it), so float64 and float16 inputs are fed as float32. Said in the notes."""
+    loaded.own_dtype = _own_dtype(loaded)
+    given = recipe.input_dtype or _data_dtype(recipe, takes_ids=_takes_ids(loaded))
+    dtype = given or loaded.own_dtype
+    if dtype in ("float64", "float16"):
+        loaded.notes.append(f"input dtype {dtype}: fed as float32, the dtype the model runs and is quantized in")
+        dtype = "float32"
+    if loaded.input_spec is not None and loaded.input_spec.dtype != dtype:
+        loaded.input_spec = InputSpec(loaded.input_spec.shapes, dtype)
+    if recipe.input_dtype is None and given is not None and given != "float32":
+        loaded.notes.append(f"input dtype {dtype}: taken from the calibration data {recipe.calibration.source} "
+                            "(no --input-dtype given)")
 
 
 def _data_dtype(recipe: QuantRecipe, quiet: bool = False, takes_ids: bool | None = None) -> str | None:

@@ -1,8 +1,10 @@
-"""(docstring)"""
+"""What a job reads and returns: frozen on the owner's thread before it starts (`RunSnapshot`,
+`ExportRequest`), immutable when it ends (`QuantizeOutcome`, `TuneOutcome`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from ..data.source import DataSource
@@ -52,3 +54,21 @@ class QuantizeOutcome:
 class TuneOutcome:
     tune: Any  # tune.TuneResult
     quantized: QuantizeOutcome  # the chosen configuration, quantized, analysed and measured
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What the export job reads (QuantSession.export_request): the result and its model, where and what
+    to write, the inputs each file is checked on, and what another quantizer calibrates on (a .pte made by
+    PT2E for a torch.ao run, an onnxruntime .onnx)."""
+
+    result: RunResult
+    loaded: Any  # LoadedModel
+    out_dir: Path
+    formats: tuple[str, ...]
+    check: tuple  # the check inputs every file is compared on
+    protected: tuple[Path, ...] = ()  # files the run reads: never written over
+    snapshot: RunSnapshot | None = None
+    float_modules: frozenset = frozenset()  # every module of the float layers' fusion groups
+    measure: bool = False  # time each file against its float counterpart
+
