@@ -187,7 +187,7 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, data, sa
     local = {p.name: Sums() for p in points}
     kernel = {p.name: Sums() for p in points}
     rounding = {p.name: [0.0, 0] for p in points}
-    int8_side, value_type, runs, int8_flags = int8_taps(qmodel, analysis, mode)
+    int8_side, value_type, runs, int8_flags = int8_taps(qmodel, points, analysis.prepared, analysis.kernel_refs, mode)
     book = analysis.book
     total = min(samples, data.samples)
     stage = Stage("per-point error", total, cancel)

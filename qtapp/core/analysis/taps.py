@@ -4,15 +4,11 @@ quantization point, and the weight copies the static analysis fake-quantizes."""
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 from ..base.compat import quiet_ao
 from ..base.tensors import first_tensor, is_quantized_module
 from ..quantize.points import align, int8_values, is_observer, point_value_node, quantized_sources, runs_in
 from ..quantize.qconfigs import weight_observer
-
-if TYPE_CHECKING:  # an annotation only: static.py imports this module
-    from .static import StaticAnalysis
 
 
 class TapBook:
@@ -144,15 +140,16 @@ def unwrap_island(module):
     return module
 
 
-def int8_taps(qmodel, analysis: StaticAnalysis, mode: str):
-    """A function that runs the int8 model on a chunk and returns {point: its int8 tensor}, with each
-    point's converted type, where it runs, and whether its value is int8."""
+def int8_taps(qmodel, points, prepared, kernel_refs: dict, mode: str):
+    """A function that runs the int8 model on a chunk and returns {point: its int8 tensor} (and the inputs
+    and output of each module point with a float reference op in `kernel_refs`), with each point's
+    converted type, where it runs, and whether its value is int8. `prepared`: the observed model that
+    `qmodel` was converted from."""
     import torch
 
-    points = analysis.points
     if mode == "eager":
         return _eager_int8_taps(qmodel, points)
-    mapping = align(analysis.prepared, qmodel)
+    mapping = align(prepared, qmodel)
     nodes = {n.name: n for n in qmodel.graph.nodes}
     mapping.update(quantized_sources(qmodel))  # inputs and held tensors: the quantize node that reads them
     int8 = int8_values(qmodel)
@@ -176,7 +173,7 @@ def int8_taps(qmodel, analysis: StaticAnalysis, mode: str):
                 isinstance(node.target, torch._ops.OpOverloadPacket) else getattr(node.target, "__name__", str(node.target))
 
     checked = {node_name for node_name, point in wanted.items() if nodes[node_name].op == "call_module"
-               and point in analysis.kernel_refs}
+               and point in kernel_refs}
 
     class Recorder(torch.fx.Interpreter):
         def run_node(self, n):

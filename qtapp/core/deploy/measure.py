@@ -64,9 +64,7 @@ def worker_env(**extra: str) -> dict:
     import os
     from pathlib import Path
 
-    import qtapp
-
-    root = str(Path(qtapp.__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[3])  # the folder that holds qtapp/
     given = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.isabs(p)]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys([*given, root])), **extra}
 
