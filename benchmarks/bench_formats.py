@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from qtapp.core.run.command import Command, run_command  # noqa: E402
-from qtapp.core.deploy.measure import measure_files  # noqa: E402
 from qtapp.core.base.progress import drive  # noqa: E402
 from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
+from qtapp.core.deploy.measure import measure_files  # noqa: E402
+from qtapp.core.run.command import Command, run_command  # noqa: E402
 
 BATCHES, BATCH_SIZE = 8, 16
 
@@ -44,7 +44,13 @@ def calibration(shape):
 
 
 def hand_onnx(model, example, calib, out: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     float_path, pre_path = out.with_suffix(".float.onnx"), out.with_suffix(".pre.onnx")
@@ -69,8 +75,10 @@ def hand_onnx(model, example, calib, out: Path) -> None:
 
 def hand_pte(model, example, calib, out: Path) -> None:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from executorch.exir import to_edge_transform_and_lower
     from torch.export import Dim, export
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e

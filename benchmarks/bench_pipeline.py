@@ -45,11 +45,11 @@ import torch
 # Run from a checkout without installing: put the repository root on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qtapp.core.data.source import DataSource
-from qtapp.core.data.open import open_source  # noqa: E402
 from qtapp.core.base.progress import drive  # noqa: E402
-from qtapp.core.quantize.qconfigs import fx_mapping  # noqa: E402
 from qtapp.core.config.recipe import ENGINES, OBSERVERS, DataSpec, QuantRecipe  # noqa: E402
+from qtapp.core.data.open import open_source  # noqa: E402
+from qtapp.core.data.source import DataSource
+from qtapp.core.quantize.qconfigs import fx_mapping  # noqa: E402
 from qtapp.core.run.session import QuantSession  # noqa: E402
 
 LIMIT = 1.10  # the app may cost at most 10% more than direct torch.ao

@@ -34,14 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from qtapp.core.deploy.measure import _cpu_seconds  # noqa: E402
+from qtapp.core.analysis.compare import compare_outputs  # noqa: E402
 from qtapp.core.base.progress import CancelToken, drive  # noqa: E402
 from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
-from qtapp.core.run.session import QuantSession  # noqa: E402
+from qtapp.core.deploy.measure import _cpu_seconds  # noqa: E402
 from qtapp.core.run.calibrating import calibrate  # noqa: E402
 from qtapp.core.run.jobs import analyse_points  # noqa: E402
+from qtapp.core.run.session import QuantSession  # noqa: E402
 from qtapp.core.run.snapshot import InventoryView  # noqa: E402
-from qtapp.core.analysis.compare import compare_outputs  # noqa: E402
 
 
 def other_load(before, after, wall: float) -> float | None:

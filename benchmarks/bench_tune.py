@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qtapp.core.run import jobs  # noqa: E402
-from qtapp.core.run.calibrating import calibrate  # noqa: E402
-from qtapp.core.deploy.measure import _cpu_seconds  # noqa: E402
 from qtapp.core.analysis.metrics import Target  # noqa: E402
 from qtapp.core.base.progress import CancelToken, drive  # noqa: E402
 from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
+from qtapp.core.deploy.measure import _cpu_seconds  # noqa: E402
+from qtapp.core.run import jobs  # noqa: E402
+from qtapp.core.run.calibrating import calibrate  # noqa: E402
 from qtapp.core.run.session import QuantSession  # noqa: E402
 from qtapp.core.tune.search import Budget  # noqa: E402
 

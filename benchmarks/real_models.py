@@ -113,9 +113,8 @@ def _score(mod, ref, out, y) -> dict:
 
 def worker_measure(name: str, paths: dict, runs: dict) -> dict:
     """Float model and every app model.pt on the evaluation set, scored the same way."""
-    import torch
-
     import rm_common
+    import torch
 
     torch.backends.quantized.engine = "fbgemm"
     mod = _import_network(name)
@@ -216,9 +215,8 @@ def _nncf_details(model, qmodel, float_state) -> dict:
 def worker_nncf(name: str, paths: dict) -> dict:
     import copy
 
-    import torch
-
     import rm_common
+    import torch
 
     os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "900")  # first call compiles a C++ extension
     mod = _import_network(name)

@@ -387,8 +387,8 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .core.deploy.export import latency_json
     from .core.base.progress import drive
+    from .core.deploy.export import latency_json
     from .core.report.render import formats_table
     from .core.run.bench import bench_folder
 

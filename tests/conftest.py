@@ -30,16 +30,16 @@ def seq_spec() -> str:
 @pytest.fixture(scope="session")
 def demo_loaded():
     """The bundled digits CNN, loaded once; tests must not modify its module."""
-    from qtapp.core.model.loading import load_model
     from qtapp.core.base.progress import drive
+    from qtapp.core.model.loading import load_model
 
     return drive(load_model("demo"))
 
 
 @pytest.fixture(scope="session")
 def seq_loaded():
-    from qtapp.core.model.loading import load_model
     from qtapp.core.base.progress import drive
+    from qtapp.core.model.loading import load_model
 
     return drive(load_model(SEQ_SPEC))
 

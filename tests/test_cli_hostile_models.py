@@ -4,8 +4,8 @@ export keeps the same result-set guarantees as quantize (found by a sweep of ~23
 from __future__ import annotations
 
 import contextlib
-import json
 import io
+import json
 import os
 import stat
 

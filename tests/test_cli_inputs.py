@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -21,8 +21,8 @@ import pytest
 from qtapp.cli import main
 from qtapp.core.base.errors import Cancelled, QtappError
 from qtapp.core.base.progress import CancelToken, drive
-from qtapp.core.config.recipe import DataSpec, QuantRecipe
 from qtapp.core.base.resultset import ResultSet, write_bytes_atomic
+from qtapp.core.config.recipe import DataSpec, QuantRecipe
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 

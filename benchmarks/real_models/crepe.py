@@ -23,10 +23,9 @@ installed with `pip install --no-deps torchcrepe==0.0.24` (its real needs: libro
 from __future__ import annotations
 
 import numpy as np
+import rm_common
 import torch
 from torch import nn
-
-import rm_common
 
 SR = 16000
 WINDOW = 1024

@@ -17,10 +17,9 @@ the model's own tokenizer from site-packages; calibration on 32 other sentences.
 from __future__ import annotations
 
 import numpy as np
+import rm_common
 import torch
 from torch import nn
-
-import rm_common
 
 rm_common.offline()
 

@@ -20,10 +20,9 @@ object id (each appears twice).
 from __future__ import annotations
 
 import numpy as np
+import rm_common
 import torch
 from torch import nn
-
-import rm_common
 
 INFO = {
     "name": "mobilenet_reid",

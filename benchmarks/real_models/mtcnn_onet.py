@@ -15,11 +15,10 @@ facenet-pytorch pins torch<2.3 and numpy<2 in its metadata but runs on torch 2.1
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 import faces
 import rm_common
+import torch
+from torch import nn
 
 SIZE = 48
 INFO = {

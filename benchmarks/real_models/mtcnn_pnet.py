@@ -11,10 +11,9 @@ Install: `pip install --no-deps facenet-pytorch==2.6.0` (its metadata pins torch
 
 from __future__ import annotations
 
-from torch import nn
-
 import faces
 import rm_common
+from torch import nn
 
 SIZE = 12
 INFO = {

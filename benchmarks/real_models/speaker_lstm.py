@@ -20,10 +20,9 @@ resemblyzer lists `typing` (the Python 2 backport, which breaks pip on Python 3.
 from __future__ import annotations
 
 import numpy as np
+import rm_common
 import torch
 from torch import nn
-
-import rm_common
 
 SR = 16000
 FRAMES = 160

@@ -17,9 +17,8 @@ from ..core.model.safe_pickle import PickleRefused
 from ..core.report.render import report_dict, write_report
 from ..core.run.exporting import export
 from ..core.run.session import QuantSession
+from .dialogs import ExportDialog, FactoryDialog, TorchvisionDialog, code_consent_box, program_consent_box, trust_box
 from .messages import for_window
-from .dialogs import (ExportDialog, FactoryDialog, TorchvisionDialog, code_consent_box, program_consent_box,
-                      trust_box)
 
 log = logging.getLogger("qtapp.ui")
 MAX_RECENT = 10

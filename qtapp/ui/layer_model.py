@@ -11,7 +11,7 @@ from __future__ import annotations
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
-from ..core.quantize.inventory import LayerInventory, LayerInfo
+from ..core.quantize.inventory import LayerInfo, LayerInventory
 
 # The toggle and the error sit next to the name: they are what a user scans the tree for.
 COLUMNS = ("Layer", "Int8", "Local (dB)", "Accum. (dB)", "Type", "Params", "Output", "Fusion")

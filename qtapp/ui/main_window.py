@@ -10,14 +10,32 @@ import logging
 
 from PySide6.QtCore import QSettings, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QCheckBox, QDockWidget, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-                               QLineEdit, QMainWindow,
-                               QMenu, QProgressBar, QPushButton, QScrollArea, QSplitter, QTabWidget, QTreeView, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDockWidget,
+    QFileDialog,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core.report import render
 from ..core.run import jobs
 from ..core.run.session import QuantSession
+from .controller import RunController
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
 from .layer_model import COL_LOCAL, COL_NAME, COL_QUANT, COL_SQNR, COL_TYPE, NameRole, QtLayerTreeModel
@@ -28,10 +46,9 @@ from .point_plot import LayerErrorPlot
 from .range_plot import ActivationRangePlot
 from .settings_panel import SettingsPanel
 from .summary import SummaryView
-from .controller import RunController
 from .tune_panel import TunePanel
-from .verdict_banner import VerdictBanner
 from .tune_plot import SensitivityPlot, TradeoffPlot
+from .verdict_banner import VerdictBanner
 from .workers import JobRunner
 
 log = logging.getLogger("qtapp.ui")

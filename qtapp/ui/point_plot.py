@@ -8,9 +8,18 @@ from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..core.report.render import SQNR_FAIR_DB, SQNR_GOOD_DB, SQNR_POOR_DB
-from .plots import (BAR_WIDTH, KEPT_FLOAT_COLOR, TEXT_COLOR, has_height, PlotPanel, plot_widget, swatch,
-                    short_name, sqnr_color, thin_ticks)
-
+from .plots import (
+    BAR_WIDTH,
+    KEPT_FLOAT_COLOR,
+    TEXT_COLOR,
+    PlotPanel,
+    has_height,
+    plot_widget,
+    short_name,
+    sqnr_color,
+    swatch,
+    thin_ticks,
+)
 
 METRICS = {
     "local": ("Local: each point alone in int8",

@@ -10,12 +10,33 @@ from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
+from ..core.config.recipe import (
+    BACKENDS,
+    DTYPES,
+    ENGINES,
+    METHODS,
+    OBSERVERS,
+    ONNX_QUANTIZERS,
+    STATIC_MODES,
+    QuantRecipe,
+)
 from ..core.data.open import SPECIAL_SOURCES, TENSOR_SUFFIXES
-from ..core.config.recipe import (BACKENDS, DTYPES, ENGINES, METHODS, OBSERVERS, ONNX_QUANTIZERS, STATIC_MODES,
-    QuantRecipe)
 
 ENGINE_NOTES = {
     "fbgemm": "fbgemm: x86 server/desktop kernels.",

@@ -7,8 +7,8 @@ from html import escape
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
-from ..core.report import notes as diagnostics
 from ..core.deploy.measure import RUNTIMES
+from ..core.report import notes as diagnostics
 
 
 def _mb(n) -> str:

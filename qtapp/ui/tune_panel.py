@@ -4,11 +4,20 @@ buttons. It holds no state of its own beyond the text the user typed."""
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+)
 
+from ..core.analysis.metrics import Target
 from ..core.base.errors import UsageError
 from ..core.config.metric_names import BUILTIN, check_metric_name
-from ..core.analysis.metrics import Target
 from ..core.tune.search import Budget
 
 METRIC_TIPS = {

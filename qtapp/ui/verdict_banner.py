@@ -10,8 +10,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton
 
 from ..core.analysis.metrics import Target
-from ..core.tune.search import Budget
 from ..core.report.verdict import judge
+from ..core.tune.search import Budget
 
 _COLOURS = {"usable": ("#e6f4ea", "#1e6b34"), "degraded": ("#fff4e0", "#8a5300"), "broken": ("#fde8e6", "#a3261a")}
 

@@ -21,8 +21,8 @@ from typing import Callable
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
 from ..core.base.errors import Cancelled, CodeConsentRequired, ProgramFileRefused, QtappError
-from ..core.model.safe_pickle import PickleRefused
 from ..core.base.progress import CancelToken, Job
+from ..core.model.safe_pickle import PickleRefused
 
 log = logging.getLogger("qtapp.ui")
 CONSENT_ERRORS = (PickleRefused, CodeConsentRequired, ProgramFileRefused)

@@ -9,7 +9,6 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from qtapp.ui.layer_model import COL_LOCAL, COL_NAME, COL_QUANT, COL_SQNR, NameRole
 
 
-
 def _check_state(window, name):
     idx = window.tree_model.index_of(name, COL_QUANT)
     return Qt.CheckState(window.tree_model.data(idx, Qt.ItemDataRole.CheckStateRole))

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from qtapp.core.data.open import open_source
 from qtapp.core.base.errors import QtappError, UsageError
 from qtapp.core.base.inputs import InputSpec
+from qtapp.core.data.open import open_source
 
 VEC6 = InputSpec.parse("1,6")
 TOKENS = InputSpec.parse("1,6", "int64")
@@ -435,8 +435,8 @@ def test_a_torchvision_weights_preset_is_used_for_auto(tmp_path):
 def test_torchvision_with_a_local_state_dict_brings_the_default_preset(tmp_path):
     import torchvision.models as tvm
 
-    from qtapp.core.model.loading import load_model
     from qtapp.core.base.progress import drive
+    from qtapp.core.model.loading import load_model
 
     torch.save(tvm.squeezenet1_1(weights=None).state_dict(), tmp_path / "sq.pth")
     loaded = drive(load_model("torchvision:squeezenet1_1", str(tmp_path / "sq.pth")))

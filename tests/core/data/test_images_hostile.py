@@ -18,11 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
+from qtapp.core.base.inputs import InputSpec
 from qtapp.core.data import images
 from qtapp.core.data.open import open_source
-from qtapp.core.base.inputs import InputSpec
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RGB16 = InputSpec.parse("1,3,16,16")
 GRAY16 = InputSpec.parse("1,1,16,16")
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)

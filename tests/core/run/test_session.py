@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qtapp.core.quantize import torch_ao as backends
-from qtapp.core.base.tensors import is_quantized_module
 from qtapp.core.base.errors import Cancelled, UsageError
 from qtapp.core.base.progress import CancelToken, drive
+from qtapp.core.base.tensors import is_quantized_module
 from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.quantize import torch_ao as backends
 from qtapp.core.run.session import QuantSession
 
 

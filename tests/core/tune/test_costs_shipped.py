@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from qtapp.core.run import jobs
-from qtapp.core.deploy.export import script_bytes
-from qtapp.core.deploy.measure import to_torchscript
 from qtapp.core.analysis.metrics import Target
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QuantRecipe
-from qtapp.core.tune.scoring import Config
+from qtapp.core.deploy.export import script_bytes
+from qtapp.core.deploy.measure import to_torchscript
+from qtapp.core.run import jobs
 from qtapp.core.run.session import QuantSession
+from qtapp.core.tune.scoring import Config
 from qtapp.core.tune.search import Budget
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 
-SEQ = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'seqmodels.py'}:build"
+SEQ = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'seqmodels.py'}:build"
 
 
 def scorer_for(recipe):

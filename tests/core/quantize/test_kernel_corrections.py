@@ -14,10 +14,9 @@ from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
 from qtapp.core.run.session import QuantSession
 
-
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 
-SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'prelu_net.py'}:build"
+SPEC = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'prelu_net.py'}:build"
 PRELUS = ["body.1", "body.4", "body.7", "act"]
 
 

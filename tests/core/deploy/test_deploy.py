@@ -7,11 +7,11 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from qtapp.core.deploy import onnx as deploy  # noqa: E402
 from qtapp.core.base.progress import drive  # noqa: E402
 from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
-from qtapp.core.run.session import QuantSession  # noqa: E402
+from qtapp.core.deploy import onnx as deploy  # noqa: E402
 from qtapp.core.run.exporting import export  # noqa: E402
+from qtapp.core.run.session import QuantSession  # noqa: E402
 
 
 def _ops(data: bytes) -> list[str]:
@@ -88,9 +88,9 @@ def test_every_file_is_timed_against_its_float_counterpart_in_its_runtime(demo_l
 def test_files_timed_on_a_busy_machine_are_flagged(demo_quantized):
     from dataclasses import replace
 
-    from qtapp.core.report.notes import notes
     from qtapp.core.deploy.export import ExportResult
     from qtapp.core.deploy.measure import Latency
+    from qtapp.core.report.notes import notes
 
     quiet, busy = Latency(1.0, 0.5, 50, 2, 0.05, "pt"), Latency(1.0, 0.5, 50, 2, 1.4, "onnx")
     files = (ExportResult("pt", "m.pt", 1, True, 0.0, latency=quiet), ExportResult("onnx", "m.onnx", 1, True, None,

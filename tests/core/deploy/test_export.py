@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core.deploy import export
 from qtapp.core.base.errors import QtappError, UsageError
-from qtapp.core.model.loading import load_model
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QuantRecipe
+from qtapp.core.deploy import export
+from qtapp.core.model.loading import load_model
 from qtapp.core.report.render import report_dict
 from qtapp.core.run.session import QuantSession
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
+from qtapp.core.base.errors import QtappError
+from qtapp.core.base.inputs import InputSpec
 from qtapp.core.data import open as data_mod
 from qtapp.core.data import tensor_files
 from qtapp.core.data.open import file_input_dtype, open_source
-from qtapp.core.base.errors import QtappError
-from qtapp.core.base.inputs import InputSpec
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VEC6 = InputSpec.parse("1,6")
 HALF6 = InputSpec.parse("1,6", "float16")
 TOKENS = InputSpec.parse("1,6", "int64")

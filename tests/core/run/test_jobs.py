@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from qtapp.core.report import notes as diagnostics
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.report import notes as diagnostics
 from qtapp.core.report.render import report_dict, summary_text
 from qtapp.core.report.results import RunResult
-from qtapp.core.run.session import QuantSession
 from qtapp.core.run import jobs
+from qtapp.core.run.session import QuantSession
 
 
 def test_a_job_never_writes_to_the_session(demo_loaded):

@@ -11,12 +11,12 @@ import torch
 import torch.nn as nn
 
 from qtapp.core.analysis.compare import compare_outputs
-from qtapp.core.data.open import open_source
+from qtapp.core.analysis.metrics import MetricValue, Target, compute, load_metric
 from qtapp.core.base.errors import QtappError, UsageError
 from qtapp.core.base.inputs import InputSpec
-from qtapp.core.analysis.metrics import MetricValue, Target, compute, load_metric
-from qtapp.core.config.metric_names import check_metric_name
 from qtapp.core.base.progress import drive
+from qtapp.core.config.metric_names import check_metric_name
+from qtapp.core.data.open import open_source
 
 SPEC = InputSpec(((1, 32),))
 

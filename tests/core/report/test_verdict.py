@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from qtapp.core.analysis.compare import OutputMetrics
-from qtapp.core.deploy.measure import Latency
 from qtapp.core.analysis.metrics import MetricValue
 from qtapp.core.config.recipe import QuantRecipe
+from qtapp.core.deploy.measure import Latency
 from qtapp.core.report.results import RunResult
 from qtapp.core.report.verdict import judge
 

@@ -8,11 +8,11 @@ import torch
 pytest.importorskip("executorch")
 pytest.importorskip("torchao")
 
-from qtapp.core.deploy import executorch  # noqa: E402
-from qtapp.core.quantize import pt2e  # noqa: E402
 from qtapp.core.base.errors import QtappError, UsageError  # noqa: E402
 from qtapp.core.base.progress import drive  # noqa: E402
 from qtapp.core.config.recipe import DataSpec, QuantRecipe  # noqa: E402
+from qtapp.core.deploy import executorch  # noqa: E402
+from qtapp.core.quantize import pt2e  # noqa: E402
 from qtapp.core.run.session import QuantSession  # noqa: E402
 
 
@@ -60,10 +60,10 @@ def test_keeping_a_module_without_weights_float_is_refused_by_name(pt2e_session)
 def test_only_weighted_layers_are_toggles_on_this_backend():
     from pathlib import Path
 
-    from qtapp.core.quantize.inventory import LayerInventory
     from qtapp.core.model.loading import load_model
+    from qtapp.core.quantize.inventory import LayerInventory
 
-    spec = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
+    spec = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'point_kinds.py'}:build"
     loaded = drive(load_model(spec, kwargs={"kind": "functional"}))
     points = LayerInventory.build(loaded, "static", "fbgemm", "pt2e").points.values()
     ops = [p for p in points if p.kind == "op"]
@@ -136,7 +136,7 @@ def test_every_point_has_its_error_read_off_the_pt2e_graphs(pt2e_session):
 def test_an_op_the_quantizer_leaves_unrounded_is_not_counted_int8():
     from pathlib import Path
 
-    spec = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
+    spec = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'point_kinds.py'}:build"
     session = drive(QuantSession.open(QuantRecipe(model=spec, kwargs={"kind": "functional"}, backend="pt2e",
                                                   calibration=DataSpec(batches=2))))
     drive(session.quantize())
@@ -163,7 +163,7 @@ def test_pt2e_qat_trains_with_its_float_layers_float_and_converts(demo_loaded):
 def _fixture(name: str) -> str:
     from pathlib import Path
 
-    return str(Path(__file__).resolve().parents[1] / "fixtures" / name)
+    return str(Path(__file__).resolve().parents[2] / "fixtures" / name)
 
 
 def test_a_float_conv1d_stays_int8_and_says_why(tmp_path):

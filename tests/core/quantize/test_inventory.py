@@ -137,8 +137,8 @@ def test_static_inventory_of_the_seq_model_points_rnns_to_dynamic(seq_loaded):
 
 
 def test_eager_inventory_of_a_quantizable_torchvision_model():
-    from qtapp.core.model.loading import load_model
     from qtapp.core.base.progress import drive
+    from qtapp.core.model.loading import load_model
 
     loaded = drive(load_model("torchvision:quantized_mobilenet_v2"))
     inv = LayerInventory.build(loaded, "static", "fbgemm", "eager")

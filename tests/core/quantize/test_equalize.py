@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core.quantize.equalize import Pair, equalize, find_pairs
 from qtapp.core.base.errors import QtappError
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import QuantRecipe
-from qtapp.core.run.session import QuantSession
+from qtapp.core.quantize.equalize import Pair, equalize, find_pairs
 from qtapp.core.run import jobs
+from qtapp.core.run.session import QuantSession
 
-KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
+KINDS_SPEC = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'point_kinds.py'}:build"
 
 
 def session_of(kind, **changes):

@@ -603,8 +603,8 @@ def test_app_embedding_bag_computes_what_float_does(engine):
     (its non-padding entries): the mean of the int8 rows, exact; mode "max" stays float; "sum" is left
     alone (the model: -10 dB before, its bags returned sums). The report names mean and max, not sum; a bag
     set float after the calibration is left to torch (and not named), and the calibration is not touched."""
-    from qtapp.core.deploy.measure import to_torchscript
     from qtapp.core.base.progress import drive
+    from qtapp.core.deploy.measure import to_torchscript
 
     s, result = _app("bags", engine, input_dtype="int64")
     assert result.output.sqnr_db > 24, result.output.sqnr_db

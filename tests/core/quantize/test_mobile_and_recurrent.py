@@ -11,19 +11,24 @@ import pytest
 import torch
 import torch.nn as nn
 
-from qtapp.core.quantize.equalize import (DepthwisePair, depthwise_scales, equalize_depthwise, find_depthwise_pairs,
-    watching_depthwise_inputs)
-from qtapp.core.quantize.observers import MultiObserver, bound_clamped_observers
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QuantRecipe
 from qtapp.core.model.rewrites import StackedGRU, StackedLSTM
-from qtapp.core.run.session import QuantSession
+from qtapp.core.quantize.equalize import (
+    DepthwisePair,
+    depthwise_scales,
+    equalize_depthwise,
+    find_depthwise_pairs,
+    watching_depthwise_inputs,
+)
+from qtapp.core.quantize.observers import MultiObserver, bound_clamped_observers
 from qtapp.core.run import jobs
+from qtapp.core.run.session import QuantSession
 
 pytestmark = [pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning"),
               pytest.mark.filterwarnings(r"ignore:LSTM with projections is not supported with oneDNN:UserWarning")]
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mobile_blocks.py"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "mobile_blocks.py"
 
 
 def _session(spec, **changes):

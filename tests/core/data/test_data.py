@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from qtapp.core.data.open import open_source
 from qtapp.core.base.errors import QtappError, UsageError
 from qtapp.core.base.inputs import InputSpec
+from qtapp.core.data.open import open_source
 
 DIGITS = InputSpec(((1, 1, 8, 8),))
 RGB16 = InputSpec.parse("1,3,16,16")

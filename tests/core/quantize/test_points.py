@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from qtapp.core.base.errors import UsageError
-from qtapp.core.quantize.inventory import LayerInventory
-from qtapp.core.model.loading import load_model
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QuantRecipe
+from qtapp.core.model.loading import load_model
+from qtapp.core.quantize.inventory import LayerInventory
 from qtapp.core.run.session import QuantSession
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 KINDS_SPEC = f"{FIXTURES / 'point_kinds.py'}:build"
 SMALL = dict(calibration=DataSpec(batches=2, batch_size=8), evaluation=DataSpec(batches=1, batch_size=8))
 

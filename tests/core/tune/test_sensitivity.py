@@ -9,10 +9,10 @@ import pytest
 
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import QuantRecipe
-from qtapp.core.run.session import QuantSession
 from qtapp.core.run import jobs
+from qtapp.core.run.session import QuantSession
 
-KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
+KINDS_SPEC = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'point_kinds.py'}:build"
 
 
 @pytest.fixture(scope="module")

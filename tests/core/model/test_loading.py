@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import pickle
 import sys
 import textwrap
 from pathlib import Path
-
-import pickle
 
 import pytest
 import torch
@@ -15,13 +14,13 @@ import torch.nn as nn
 
 from qtapp.core.base.errors import ProgramFileRefused, QtappError, UsageError
 from qtapp.core.base.inputs import InputSpec
-from qtapp.core.model.loading import load_model
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QuantRecipe
+from qtapp.core.model.loading import load_model
 from qtapp.core.model.safe_pickle import PickleRefused
 from qtapp.core.run.session import QuantSession
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 
@@ -335,8 +334,8 @@ def test_a_torchvision_model_without_weights_is_the_same_in_every_run():
     """Random initialisation is seeded: a recipe re-run reproduces its figures."""
     import torch
 
-    from qtapp.core.model.loading import load_model
     from qtapp.core.base.progress import drive
+    from qtapp.core.model.loading import load_model
 
     torch.manual_seed(123)
     state = torch.random.get_rng_state()

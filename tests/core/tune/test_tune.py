@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from qtapp.core.base.errors import UsageError
 from qtapp.core.analysis.metrics import Target
+from qtapp.core.base.errors import UsageError
 from qtapp.core.base.progress import CancelToken, drive
 from qtapp.core.config.recipe import QuantRecipe
+from qtapp.core.run import jobs
 from qtapp.core.run.session import QuantSession
 from qtapp.core.tune.search import Budget
-from qtapp.core.run import jobs
 
-KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
+KINDS_SPEC = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'point_kinds.py'}:build"
 
 
 def tuned(kind, target, budget=None, **changes):
@@ -173,7 +173,7 @@ def test_a_budget_that_means_nothing_is_refused(text):
 def test_a_recurrent_model_is_repaired_with_per_channel_weights_before_anything_that_grows_it():
     """Dynamic LSTM/GRU/Linear with one weight scale per tensor (--no-per-channel): one scale per channel
     is a move that keeps the file int8 (float16 would not shrink it: torch.ao stores it as float32)."""
-    spec = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'seqmodels.py'}:build"
+    spec = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'seqmodels.py'}:build"
     session = drive(QuantSession.open(QuantRecipe(model=spec, method="dynamic", per_channel=False,
                                                   kwargs={"hidden": 128})))
     outcome = drive(jobs.tune(session.snapshot(), Target.parse("sqnr>=40.8"), Budget.parse(None), measure=False))

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from qtapp.core.analysis.qparams import SAMPLES
 from qtapp.core.analysis.diagnosis import bad_points, worst_points
+from qtapp.core.analysis.qparams import SAMPLES
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
-from qtapp.core.run.session import QuantSession
-from qtapp.core.run.jobs import RANGE_BATCHES
 from qtapp.core.run import jobs
+from qtapp.core.run.jobs import RANGE_BATCHES
+from qtapp.core.run.session import QuantSession
 
-KINDS_SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'point_kinds.py'}:build"
+KINDS_SPEC = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'point_kinds.py'}:build"
 
 
 def run(kind, **changes):

@@ -8,9 +8,9 @@ import torch.nn as nn
 
 from qtapp.core.base import demo
 from qtapp.core.base.errors import UsageError
-from qtapp.core.model.loading import load_model
 from qtapp.core.base.progress import Progress, drive
 from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
+from qtapp.core.model.loading import load_model
 from qtapp.core.report.render import report_dict
 from qtapp.core.run.session import QuantSession
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 
 from qtapp.core.analysis.compare import compare_outputs, weight_data
-from qtapp.core.base.tensors import first_tensor, sqnr_db
-from qtapp.core.data.open import open_source
 from qtapp.core.base.inputs import InputSpec
 from qtapp.core.base.progress import drive
+from qtapp.core.base.tensors import first_tensor, sqnr_db
+from qtapp.core.data.open import open_source
 
 DIGITS = InputSpec(((1, 1, 8, 8),))
 
@@ -102,8 +102,8 @@ def test_float_rms_flags_a_dead_output():
     import torch
 
     from qtapp.core.analysis.compare import compare_outputs
-    from qtapp.core.data.source import DataSource
     from qtapp.core.base.progress import drive
+    from qtapp.core.data.source import DataSource
 
     x = torch.ones(4, 3)
     data = DataSource("ones", "tensor", True, 1, 4, False, lambda: iter([(x, None)]))

@@ -12,8 +12,8 @@ import torch
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit\..*deprecated:FutureWarning")
 
 from qtapp.core.base.errors import Cancelled
-from qtapp.core.deploy.measure import measure_files, measure_many
 from qtapp.core.base.progress import CancelToken, drive
+from qtapp.core.deploy.measure import measure_files, measure_many
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from torch import nn
 pytest.importorskip("executorch")
 pytest.importorskip("torchao")
 
+from qtapp.core.base.errors import QtappError  # noqa: E402
 from qtapp.core.deploy import executorch  # noqa: E402
 from qtapp.core.quantize import pt2e  # noqa: E402
-from qtapp.core.base.errors import QtappError  # noqa: E402
 
 RNET_SOURCE = textwrap.dedent('''
     import torch
@@ -254,8 +254,8 @@ def test_measuring_a_pt2e_run_that_ships_no_pte_lowers_nothing(monkeypatch):
 
 
 def test_a_file_whose_float_twin_cannot_be_made_is_kept_untimed(monkeypatch, tmp_path):
-    from qtapp.core.deploy.export import ExportResult
     from qtapp.core.base.progress import CancelToken, drive
+    from qtapp.core.deploy.export import ExportResult
     from qtapp.core.run import exporting
     from qtapp.core.run.exporting import time_exports
 
