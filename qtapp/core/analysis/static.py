@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -174,6 +175,17 @@ def static_ranges(analysis: StaticAnalysis, calib, max_batches: int, cancel: Can
     return {name: c.result("calibration") for name, c in counters.items()}
 
 
+@dataclass
+class _PointErrors:
+    """One point's running sums over the chunks of one analysis pass."""
+
+    accumulated: Sums = field(default_factory=Sums)  # the int8 model's value against float
+    local: Sums = field(default_factory=Sums)  # only this point quantized, on float inputs
+    kernel: Sums = field(default_factory=Sums)  # the int8 kernel against its float op on the same int8 inputs
+    rounding_sq: float = 0.0  # squared error of rounding the float value to the point's grid
+    rounding_n: int = 0
+
+
 def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, data, samples: int = SAMPLES,
                    cancel: CancelToken | None = None, data_key: str = "") -> Job[list[PointResult]]:
     """Accumulated, local and normalised error at every point of a static (FX/eager/QAT) int8 model.
@@ -181,13 +193,11 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, data, sa
     conversion, reused by the next ones over the same `data_key`."""
     import torch
 
-    points, mode = analysis.points, analysis.mode
+    points = analysis.points
     cached = analysis.local_cache[1] if analysis.local_cache and analysis.local_cache[0] == data_key else None
-    acc = {p.name: Sums() for p in points}
-    local = {p.name: Sums() for p in points}
-    kernel = {p.name: Sums() for p in points}
-    rounding = {p.name: [0.0, 0] for p in points}
-    int8_side, value_type, runs, int8_flags = int8_taps(qmodel, points, analysis.prepared, analysis.kernel_refs, mode)
+    errors = {p.name: _PointErrors() for p in points}
+    int8_side, value_type, runs, int8_flags = int8_taps(qmodel, points, analysis.prepared, analysis.kernel_refs,
+                                                        analysis.mode)
     book = analysis.book
     total = min(samples, data.samples)
     stage = Stage("per-point error", total, cancel)
@@ -201,47 +211,11 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, data, sa
                 book.calls.clear()
                 analysis.model(*chunk)
                 got, module_io = int8_side(chunk)
-                for p in points:  # each point's real int8 grid, from the converted model's own tensor
-                    if p.name not in analysis.actual_qparams and p.name not in float_points:
-                        found = tensor_qparams(got.get(p.name), analysis.qparams.get(p.name))
-                        if found is not None:
-                            analysis.actual_qparams[p.name] = found
-                grid = lambda name: analysis.actual_qparams.get(name) or analysis.qparams.get(name)  # noqa: E731
-                for name, (args, out) in module_io.items():
-                    qp, ref_op = grid(name), analysis.kernel_refs.get(name)
-                    out = first_tensor(out)
-                    if qp is None or ref_op is None or not torch.is_tensor(out):
-                        continue
-                    try:
-                        expected = first_tensor(ref_op(*[a.dequantize() if torch.is_tensor(a) and a.is_quantized
-                                                          else a for a in args]))
-                    except (RuntimeError, TypeError):  # the float op does not take these inputs: no check
-                        continue
-                    if torch.is_tensor(expected) and expected.shape == out.shape:
-                        kernel[name].add(qp.fake(expected.float()), out.float())
+                _read_real_grids(analysis, got, float_points)
+                _check_kernels(analysis, module_io, errors)
                 for p in points:
-                    ref = book.values.get(p.name)
-                    if not torch.is_tensor(ref):
-                        continue
-                    ref = ref.float()
-                    q = got.get(p.name)
-                    clamp = analysis.clamps.get(p.name)  # readers clamp: the value compared is the clamped one
-                    if torch.is_tensor(q) and q.shape == ref.shape:
-                        q = q.dequantize() if q.is_quantized else q
-                        acc[p.name].add(ref, q.float().clamp(*clamp) if clamp is not None else q)
-                    qp = grid(p.name)
-                    if qp is None or cached is not None:
-                        continue
-                    rounded = qp.fake(ref)
-                    err = rounded - ref
-                    rounding[p.name][0] += float((err * err).sum())
-                    rounding[p.name][1] += err.numel()
-                    wq = book.pending.get(p.name)
-                    if torch.is_tensor(wq) and wq.shape == ref.shape:  # a weighted point: its int8-weight output
-                        wq = qp.fake(wq.float())
-                        local[p.name].add(ref, wq.clamp(*clamp) if clamp is not None else wq)
-                    else:
-                        local[p.name].add(ref, rounded)
+                    _add_point(analysis, p.name, book.values.get(p.name), got.get(p.name),
+                               book.pending.get(p.name), errors[p.name], with_local=cached is None)
                 yield stage.step(done + len(chunk[0]), f"{done + len(chunk[0])}/{total} samples")
     finally:
         for h in handles:
@@ -249,42 +223,107 @@ def analyse_static(analysis: StaticAnalysis, qmodel, float_points: set, data, sa
         book.values.clear()
         book.pending.clear()
     if cached is None:
-        cached = {}
-        for p in points:
-            qp, (sq, n) = analysis.actual_qparams.get(p.name) or analysis.qparams.get(p.name), rounding[p.name]
-            cached[p.name] = (local[p.name].db if qp is not None else None,
-                              math.sqrt(sq / n) / qp.scale if qp is not None and n else None)
+        cached = {p.name: _local_figures(analysis, p.name, errors[p.name]) for p in points}
         analysis.local_cache = (data_key, cached)
     q_modules = dict(qmodel.named_modules())
-    ref_modules = analysis.float_modules
-    out = []
-    for p in points:
-        kept = p.name in float_points
-        weight = None
-        if p.weighted and p.kind == "module":
-            path = p.target if mode != "eager" else p.name
-            if path in ref_modules and path in q_modules:
-                weight = weight_data(ref_modules[path], unwrap_island(q_modules[path]))
-        # A layer kept float whose op does run in float is not int8, though the next int8 op rounds its output.
-        quantized = int8_flags.get(p.name, p.observed and not kept) and not (kept and runs.get(p.name) == "float")
-        reason = p.reason
-        if kept and quantized and p.kind != "input":
-            reason = "torch kept it in int8 although it was set float: " + (p.reason or "its convert ignores the setting")
-        elif kept and int8_flags.get(p.name) and runs.get(p.name) == "float":
-            reason = ("kept float: it runs in float, but its output is rounded to int8 again for the next op, which "
-                      "runs in int8, so this alone changes little; keep that op float too to keep the value float")
-        own, real = analysis.qparams.get(p.name), analysis.actual_qparams.get(p.name)
-        # A module whose int8 output is on another grid than its own calibrated one (it runs twice and
-        # torch.ao keeps one output range for both calls): (real scale, its own scale).
-        other_range = (real.scale, own.scale) if p.kind == "module" and own is not None and real is not None \
-            and quantized and abs(math.log(real.scale / own.scale)) > math.log(1.1) else None
-        out.append(PointResult(
-            p.name, p.kind, p.op, p.parent, value_type.get(p.name, p.op), quantized, runs.get(p.name, p.runs),
-            acc[p.name].db, *cached[p.name], inputs=p.inputs, reason=reason, toggle=p.toggle, weight=weight,
-            outlier_channels=outlier_channels(weight), kept_float=kept,
-            kernel_sqnr_db=kernel[p.name].db if not kept else None, weight_sqnr_db=channel_weight_sqnr(weight),
-            other_range=other_range))
-    return out
+    return [_point_result(analysis, p, float_points, errors[p.name], cached[p.name], q_modules, value_type, runs,
+                          int8_flags) for p in points]
+
+
+def _grid(analysis: StaticAnalysis, name: str) -> QParams | None:
+    """The point's int8 grid: the converted model's own when it was read, else the calibrated one."""
+    return analysis.actual_qparams.get(name) or analysis.qparams.get(name)
+
+
+def _read_real_grids(analysis: StaticAnalysis, got: dict, float_points: set) -> None:
+    """Each int8 point's real grid, read once off the converted model's own tensor."""
+    for p in analysis.points:
+        if p.name not in analysis.actual_qparams and p.name not in float_points:
+            found = tensor_qparams(got.get(p.name), analysis.qparams.get(p.name))
+            if found is not None:
+                analysis.actual_qparams[p.name] = found
+
+
+def _check_kernels(analysis: StaticAnalysis, module_io: dict, errors: dict) -> None:
+    """Each checked int8 module's output against its float op on the same (dequantized) int8 inputs,
+    rounded to the point's grid: what the int8 kernel adds beyond rounding."""
+    import torch
+
+    for name, (args, out) in module_io.items():
+        qp, ref_op = _grid(analysis, name), analysis.kernel_refs.get(name)
+        out = first_tensor(out)
+        if qp is None or ref_op is None or not torch.is_tensor(out):
+            continue
+        try:
+            expected = first_tensor(ref_op(*[a.dequantize() if torch.is_tensor(a) and a.is_quantized else a
+                                             for a in args]))
+        except (RuntimeError, TypeError):  # the float op does not take these inputs: no check
+            continue
+        if torch.is_tensor(expected) and expected.shape == out.shape:
+            errors[name].kernel.add(qp.fake(expected.float()), out.float())
+
+
+def _add_point(analysis: StaticAnalysis, name: str, ref, q, weighted_out, errors: _PointErrors,
+               with_local: bool) -> None:
+    """One chunk at one point: `ref` the float value, `q` the int8 model's, `weighted_out` the point's
+    output with int8 weights (weighted points)."""
+    import torch
+
+    if not torch.is_tensor(ref):
+        return
+    ref = ref.float()
+    clamp = analysis.clamps.get(name)  # readers clamp: the value compared is the clamped one
+    if torch.is_tensor(q) and q.shape == ref.shape:
+        q = q.dequantize() if q.is_quantized else q
+        errors.accumulated.add(ref, q.float().clamp(*clamp) if clamp is not None else q)
+    qp = _grid(analysis, name)
+    if qp is None or not with_local:
+        return
+    rounded = qp.fake(ref)
+    err = rounded - ref
+    errors.rounding_sq += float((err * err).sum())
+    errors.rounding_n += err.numel()
+    if torch.is_tensor(weighted_out) and weighted_out.shape == ref.shape:
+        wq = qp.fake(weighted_out.float())
+        errors.local.add(ref, wq.clamp(*clamp) if clamp is not None else wq)
+    else:
+        errors.local.add(ref, rounded)
+
+
+def _local_figures(analysis: StaticAnalysis, name: str, errors: _PointErrors) -> tuple:
+    """(local SQNR, normalised rounding error) of a point, kept for the next conversions."""
+    qp, sq, n = _grid(analysis, name), errors.rounding_sq, errors.rounding_n
+    return (errors.local.db if qp is not None else None,
+            math.sqrt(sq / n) / qp.scale if qp is not None and n else None)
+
+
+def _point_result(analysis: StaticAnalysis, p: QuantPoint, float_points: set, errors: _PointErrors, local: tuple,
+                  q_modules: dict, value_type: dict, runs: dict, int8_flags: dict) -> PointResult:
+    kept = p.name in float_points
+    weight = None
+    if p.weighted and p.kind == "module":
+        path = p.target if analysis.mode != "eager" else p.name
+        if path in analysis.float_modules and path in q_modules:
+            weight = weight_data(analysis.float_modules[path], unwrap_island(q_modules[path]))
+    # A layer kept float whose op does run in float is not int8, though the next int8 op rounds its output.
+    quantized = int8_flags.get(p.name, p.observed and not kept) and not (kept and runs.get(p.name) == "float")
+    reason = p.reason
+    if kept and quantized and p.kind != "input":
+        reason = "torch kept it in int8 although it was set float: " + (p.reason or "its convert ignores the setting")
+    elif kept and int8_flags.get(p.name) and runs.get(p.name) == "float":
+        reason = ("kept float: it runs in float, but its output is rounded to int8 again for the next op, which "
+                  "runs in int8, so this alone changes little; keep that op float too to keep the value float")
+    own, real = analysis.qparams.get(p.name), analysis.actual_qparams.get(p.name)
+    # A module whose int8 output is on another grid than its own calibrated one (it runs twice and
+    # torch.ao keeps one output range for both calls): (real scale, its own scale).
+    other_range = (real.scale, own.scale) if p.kind == "module" and own is not None and real is not None \
+        and quantized and abs(math.log(real.scale / own.scale)) > math.log(1.1) else None
+    return PointResult(
+        p.name, p.kind, p.op, p.parent, value_type.get(p.name, p.op), quantized, runs.get(p.name, p.runs),
+        errors.accumulated.db, *local, inputs=p.inputs, reason=reason, toggle=p.toggle, weight=weight,
+        outlier_channels=outlier_channels(weight), kept_float=kept,
+        kernel_sqnr_db=errors.kernel.db if not kept else None, weight_sqnr_db=channel_weight_sqnr(weight),
+        other_range=other_range)
 
 
 def range_choice_errors(analysis: StaticAnalysis, data, samples: int = SAMPLES,
