@@ -1,4 +1,5 @@
-"""QtLayerTreeModel: the ONE adapter between the core LayerInventory and Qt's item views.
+"""QtLayerTreeModel: the ONE adapter between the core LayerInventory and Qt's item views (and LayerFilter,
+the proxy that filters its rows by name, type and bad points).
 
 State lives in the inventory: the checkbox writes `inventory.set_float()`, and the inventory's change
 callback comes back here as `dataChanged` for the affected rows (the group, and every ancestor
@@ -8,7 +9,7 @@ and a point worse than the rest carries its diagnosis in its tooltip.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractItemModel, QModelIndex, Qt
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
 from ..core.quantize.inventory import LayerInfo, LayerInventory
@@ -306,3 +307,34 @@ class QtLayerTreeModel(QAbstractItemModel):
         checked = Qt.CheckState(value) != Qt.CheckState.Unchecked
         self._inv.set_float(info.name, keep_float=not checked)  # change comes back as dataChanged
         return True
+
+
+class LayerFilter(QSortFilterProxyModel):
+    """Filters by layer name or type, and to the bad points only; keeps the ancestors of every match."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setRecursiveFilteringEnabled(True)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self._only: set[str] | None = None
+
+    def set_only(self, names: set[str] | None) -> None:
+        """Show only these rows (and their ancestors); None shows every row."""
+        if hasattr(self, "beginFilterChange"):  # Qt 6.10+: invalidateFilter() is deprecated there
+            self.beginFilterChange()
+            self._only = set(names) if names is not None else None
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self._only = set(names) if names is not None else None
+            self.invalidateFilter()
+
+    def filterAcceptsRow(self, row, parent) -> bool:
+        model = self.sourceModel()
+        name = model.index(row, COL_NAME, parent).data(NameRole) or ""
+        if self._only is not None and name not in self._only:
+            return False
+        pattern = self.filterRegularExpression().pattern()
+        if not pattern:
+            return True
+        type_name = model.index(row, COL_TYPE, parent).data() or ""
+        return pattern.lower() in name.lower() or pattern.lower() in type_name.lower()

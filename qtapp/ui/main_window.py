@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from PySide6.QtCore import QSettings, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -38,7 +38,7 @@ from ..core.run.session import QuantSession
 from .controller import RunController
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
-from .layer_model import COL_LOCAL, COL_NAME, COL_QUANT, COL_SQNR, COL_TYPE, NameRole, QtLayerTreeModel
+from .layer_model import COL_LOCAL, COL_NAME, COL_QUANT, COL_SQNR, LayerFilter, NameRole, QtLayerTreeModel
 from .log_panel import LogPanel
 from .messages import for_window
 from .plots import OutputErrorPlot, WeightHistogramPlot
@@ -52,37 +52,6 @@ from .verdict_banner import VerdictBanner
 from .workers import JobRunner
 
 log = logging.getLogger("qtapp.ui")
-
-
-class LayerFilter(QSortFilterProxyModel):
-    """Filters by layer name or type, and to the bad points only; keeps the ancestors of every match."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.setRecursiveFilteringEnabled(True)
-        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self._only: set[str] | None = None
-
-    def set_only(self, names: set[str] | None) -> None:
-        """Show only these rows (and their ancestors); None shows every row."""
-        if hasattr(self, "beginFilterChange"):  # Qt 6.10+: invalidateFilter() is deprecated there
-            self.beginFilterChange()
-            self._only = set(names) if names is not None else None
-            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-        else:
-            self._only = set(names) if names is not None else None
-            self.invalidateFilter()
-
-    def filterAcceptsRow(self, row, parent) -> bool:
-        model = self.sourceModel()
-        name = model.index(row, COL_NAME, parent).data(NameRole) or ""
-        if self._only is not None and name not in self._only:
-            return False
-        pattern = self.filterRegularExpression().pattern()
-        if not pattern:
-            return True
-        type_name = model.index(row, COL_TYPE, parent).data() or ""
-        return pattern.lower() in name.lower() or pattern.lower() in type_name.lower()
 
 
 class MainWindow(FileActionsMixin, QMainWindow):

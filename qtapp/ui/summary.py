@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
 from ..core.deploy.measure import RUNTIMES
-from ..core.report import notes as diagnostics
+from ..core.report import notes as report_notes
 
 
 def _mb(n) -> str:
@@ -81,7 +81,7 @@ class SummaryView(QLabel):
             error.append(f"top-1 agreement {o.top1_agreement:.1%}")
         notes = [] if session.calibrated is not None else [
             ("warning", "Settings changed since this result: run again to recalibrate.")]
-        notes += [(n.level, n.text) for n in diagnostics.notes(result)]
+        notes += [(n.level, n.text) for n in report_notes.notes(result)]
         if result.float_layers:
             notes.append(("info", f"{len(result.float_layers)} layer(s) kept in float."))
         evaluated = result.evaluation.description if result.evaluation else ""

@@ -1,4 +1,4 @@
-"""Float versus quantized: output metrics, and a layer's float and int8 weights (per-point errors: point_analysis)."""
+"""Float versus quantized: output metrics, and a layer's float and int8 weights (per-point errors: static.py, dynamic.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """One diagnosis per bad quantization point, from its figures: written once, rendered everywhere.
 
-A point is *bad* when its local SQNR (its own error, see point_analysis) is well below the model's
+A point is *bad* when its local SQNR (its own error, see analysis/static.py) is well below the model's
 typical point, or low outright. Each detector is a small function of one point's figures that returns
 a `Finding` (a stable code, one sentence, the figures behind it) or None; the first that fires is the
 point's diagnosis. The CLI's `analyze`, report.json, report.html and the window all show these.

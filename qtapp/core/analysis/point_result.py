@@ -31,7 +31,7 @@ class PointResult:
     range: RangeStats | None = field(default=None, repr=False)
     weight: object = field(default=None, repr=False)  # compare.WeightData
     outlier_channels: tuple = ()  # ((channel, ratio to the median channel), ...), worst first
-    diagnosis: tuple = ()  # point_diagnosis.Finding, worst first
+    diagnosis: tuple = ()  # diagnosis.Finding, worst first
     kept_float: bool = False
     kernel_sqnr_db: float | None = None  # the int8 module against its float op fed the same int8 input
     weight_sqnr_db: float | None = None  # the median output channel's int8 weights against its float ones

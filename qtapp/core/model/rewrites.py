@@ -1,4 +1,4 @@
-"""Stand-ins swapped into the copy about to be converted (backends.float_rewrite, backends.kernel_rewrite):
+"""Stand-ins swapped into the copy about to be converted (torch_ao.float_rewrite, torch_ao.kernel_rewrite):
 float modules for those torch.ao converts to int8 whatever their setting, and the pieces of the app's
 corrections of int8 kernels that compute something else than the float op (qconfigs.KERNEL_CORRECTIONS)."""
 
@@ -85,7 +85,7 @@ def bag_mean_weights(ids: torch.Tensor, offsets: Optional[torch.Tensor], padding
 def avg_pool2d(input: torch.Tensor, kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
                count_include_pad: bool, divisor_override: Optional[int]) -> torch.Tensor:
     """F.avg_pool2d under a function torch.ao has no int8 pattern for: FloatAvgPool's functional twin, every
-    argument given (backends.kernel_rewrite fills them in); its name keeps the node reading as its op."""
+    argument given (torch_ao.kernel_rewrite fills them in); its name keeps the node reading as its op."""
     return F.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
 
 

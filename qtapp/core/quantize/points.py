@@ -418,7 +418,7 @@ def _input_reason(p: QuantPoint, points: list[QuantPoint]) -> str:
 
 
 # Modules torch.ao converts to int8 whatever their setting, that the app can keep float by swapping them,
-# in the converted copy only, for a module of another type computing the same (backends.float_rewrite).
+# in the converted copy only, for a module of another type computing the same (torch_ao.float_rewrite).
 FLOAT_REWRITES = frozenset({"PReLU"})
 
 _FLOAT_REASONS = {

@@ -107,7 +107,7 @@ def float_conv_transposes(engine: str) -> tuple:
 # Known int8 kernel defects and what the app does about each (named in every report whose model has them):
 # {QuantPoint.op: ((what, applies), ...)}; `applies(point, converted, engine)` says whether that correction
 # was made at the point in `converted` (the converted GraphModule, converted for `engine`); the first that
-# applies is named. The corrections themselves live in fx_mapping (qconfigs) and backends.kernel_rewrite
+# applies is named. The corrections themselves live in fx_mapping (qconfigs) and torch_ao.kernel_rewrite
 # (the copy about to be converted).
 def _module(point, converted):
     if converted is None or point.kind != "module" or not isinstance(point.target, str):
@@ -198,7 +198,7 @@ def fx_mapping(recipe, float_heads=(), qat: bool = False, points=None):
     kept = float_conv_transposes(recipe.engine)
     for op in _conv_transposes():
         base.set_object_type(op, None if op in kept else conv_t)
-    # What backends.kernel_rewrite puts in the copy it converts: convert_fx, given a mapping (another float
+    # What torch_ao.kernel_rewrite puts in the copy it converts: convert_fx, given a mapping (another float
     # set than prepare's), checks each node's qconfig against prepare's, found again by type.
 
     if not qat:

@@ -1,6 +1,6 @@
 """Renderings of a `RunResult`: report.json (a dict) and the CLI's text summary.
 
-Both list exactly `diagnostics.notes(result)`; neither interprets the figures on its own.
+Both list exactly `notes.notes(result)`; neither interprets the figures on its own.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class RunResult:
     float_layers: tuple[str, ...] = ()
     expected_quantized: tuple[str, ...] = ()  # what the inventory said would be int8
     output: Any = None  # OutputMetrics
-    layers: tuple = ()  # point_analysis.PointResult, in inventory order
+    layers: tuple = ()  # point_result.PointResult, in inventory order
     size_float: int | None = None
     size_quantized: int | None = None
     latency: Any = None  # Latency

@@ -193,7 +193,7 @@ def sensitivity(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[Qua
 
 
 def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, measure: bool = True) -> Job[TuneOutcome]:
-    """Quantize as the recipe says, then search moves from that calibration for the target (tune.py),
+    """Quantize as the recipe says, then search moves from that calibration for the target (tune/search.py),
     then quantize, analyse and (with `measure`) measure the configuration found."""
     cancel = cancel or CancelToken()
     start = yield from quantize(snap, cancel, measure=measure)

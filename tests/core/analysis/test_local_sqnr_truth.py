@@ -1,4 +1,4 @@
-"""A weighted point's local SQNR is what point_analysis says it is: the float (BN-folded) model's input at
+"""A weighted point's local SQNR is what analysis/static.py says it is: the float (BN-folded) model's input at
 that layer, its int8 weights, its output rounded to its calibrated range, against the float output. Checked
 against that recomputation, by plain hooks, on the pattern that broke it on MobileNetV2's last conv
 (net.features.18.0: 1x1 conv, BatchNorm, ReLU6(inplace=True), then two means):
@@ -95,7 +95,7 @@ def _sqnr(ref, got) -> float:
 
 
 def _by_hand(session, result, name: str, clamp):
-    """(local SQNR, accumulated SQNR) of conv point `name`, recomputed without point_analysis: the float
+    """(local SQNR, accumulated SQNR) of conv point `name`, recomputed without the app's analysis: the float
     model fused as convert_fx fuses it (BN folded), the int8 model's own weights and output grid."""
     from torch.ao.quantization.quantize_fx import fuse_fx
 

@@ -50,7 +50,7 @@ def _data(shape, n=3, seed=0, scale=1.0):
 
 def _quantize(model, calib, engine, mapping=None, app_rewrite=False):
     """torch's FX static quantization of `model` for `engine`; with `app_rewrite`, the app's conversion-time
-    corrections (backends.kernel_rewrite) applied to the prepared model first, as the app's convert does."""
+    corrections (torch_ao.kernel_rewrite) applied to the prepared model first, as the app's convert does."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -243,7 +243,7 @@ def test_qnnpack_avg_pool_ignores_count_include_pad_and_divisor_override(engine,
     which takes neither count_include_pad nor divisor_override: border windows and every window with a
     divisor override are off by 10 to 30 steps (11 to 16 dB; AvgPool1d too, which calls it). fbgemm and x86
     agree. Its qconfig None does not help (the op runs on int8 whatever). Correction (the app's
-    backends.kernel_rewrite, on qnnpack): the module swapped for rewrites.FloatAvgPool in the copy about to
+    torch_ao.kernel_rewrite, on qnnpack): the module swapped for rewrites.FloatAvgPool in the copy about to
     be converted, so it runs in float on the dequantized int8 input, rounded back with the input's range."""
     layer = pool()
     model = One(layer).eval()
@@ -308,7 +308,7 @@ def test_int8_embedding_bag_sums_whatever_its_mode(engine, mode):
     """torch.ao's int8 EmbeddingBag (weight-only, float_qparams_weight_only_qconfig) keeps `mode` but calls
     quantized::embedding_bag_byte with mode 0, and that kernel sums whatever mode it is given: "mean" (the
     default of nn.EmbeddingBag) and "max" return the sum (relative error about 2 to 4). Corrections (the
-    app's backends.kernel_rewrite, every engine): mean = the int8 kernel's sum with per-sample weights
+    app's torch_ao.kernel_rewrite, every engine): mean = the int8 kernel's sum with per-sample weights
     1 / bag size (exact); max: kept float (rewrites.FloatEmbeddingBag)."""
     from torch.ao.quantization import float_qparams_weight_only_qconfig, get_default_qconfig_mapping
 

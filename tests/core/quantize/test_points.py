@@ -164,17 +164,17 @@ def test_a_recipe_with_a_float_op_reproduces(tmp_path):
 def test_where_torch_fails_to_keep_a_point_float_the_run_goes_on_and_says_so(monkeypatch):
     """convert_checked tries each float point alone when a conversion fails, converts the culprit in
     int8, and names it; the other float choices stand."""
-    from qtapp.core.quantize import torch_ao as backends
+    from qtapp.core.quantize import torch_ao
 
     s = session("functional", float_layers=["block/add", "mix"])
-    original = backends.FxStaticBackend.convert
+    original = torch_ao.FxStaticBackend.convert
 
     def failing(self, calibrated, float_heads, recipe):
         if "block/add" in float_heads:
             raise RuntimeError("Input type (c10::quint8) and bias type (float) should be the same")
         return original(self, calibrated, float_heads, recipe)
 
-    monkeypatch.setattr(backends.FxStaticBackend, "convert", failing)
+    monkeypatch.setattr(torch_ao.FxStaticBackend, "convert", failing)
     result = drive(s.quantize())
     points = {p.name: p for p in result.layers}
     assert points["block/add"].quantized and not points["mix"].quantized

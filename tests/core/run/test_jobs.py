@@ -9,7 +9,7 @@ import pytest
 
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
-from qtapp.core.report import notes as diagnostics
+from qtapp.core.report import notes as report_notes
 from qtapp.core.report.render import report_dict, summary_text
 from qtapp.core.report.results import RunResult
 from qtapp.core.run import jobs
@@ -92,9 +92,9 @@ def test_float_layers_and_evaluation_reconvert_without_recalibrating():
 def test_notes_are_written_once_and_rendered_everywhere(demo_loaded):
     s = QuantSession(demo_loaded, QuantRecipe(model="demo", engine="qnnpack", calibration=DataSpec(source="random", batches=2)))
     unmeasured = drive(s.quantize())
-    assert not any("qnnpack" in n.text for n in diagnostics.notes(unmeasured))  # a note about latency: none yet
+    assert not any("qnnpack" in n.text for n in report_notes.notes(unmeasured))  # a note about latency: none yet
     result = drive(s.measure())
-    notes = [n.text for n in diagnostics.notes(result)]
+    notes = [n.text for n in report_notes.notes(result)]
     assert any("random tensors" in n for n in notes) and any("qnnpack" in n for n in notes)
     assert report_dict(result)["notes"] == notes
     text = summary_text(result)
@@ -105,7 +105,7 @@ def test_advice_for_a_broken_dynamic_model_does_not_say_calibrate(seq_loaded):
     s = QuantSession(seq_loaded, QuantRecipe(model=seq_loaded.spec, method="dynamic"))
     result = drive(s.quantize())
     broken = result.evolve(output=dataclasses.replace(result.output, cosine=0.5))
-    advice = [n.text for n in diagnostics.notes(broken) if n.code == "poor-output"]
+    advice = [n.text for n in report_notes.notes(broken) if n.code == "poor-output"]
     assert advice and "calibrate on more" not in advice[0] and "float16" in advice[0]
 
 
@@ -125,7 +125,7 @@ def test_kept_float_choices_survive_a_method_that_cannot_keep_them(demo_loaded):
     assert s.recipe.float_layers == ["block1.0", "fc1"] and s.inapplicable_float_layers == ["block1.0"]
     result = drive(s.quantize())
     assert result.float_layers == ("fc1",)
-    assert any("block1.0 do not apply to dynamic" in n.text for n in diagnostics.notes(result))
+    assert any("block1.0 do not apply to dynamic" in n.text for n in report_notes.notes(result))
     s.inventory.set_float("fc2")  # a toggle under dynamic keeps the conv choice too
     assert s.recipe.float_layers == ["block1.0", "fc1", "fc2"]
     s.update_recipe(method="static")

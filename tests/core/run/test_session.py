@@ -9,7 +9,7 @@ from qtapp.core.base.errors import Cancelled, UsageError
 from qtapp.core.base.progress import CancelToken, drive
 from qtapp.core.base.tensors import is_quantized_module
 from qtapp.core.config.recipe import DataSpec, QatSpec, QuantRecipe
-from qtapp.core.quantize import torch_ao as backends
+from qtapp.core.quantize import torch_ao
 from qtapp.core.run.session import QuantSession
 
 
@@ -28,13 +28,13 @@ def assert_unchanged(module, before: dict) -> None:
 def calibration_calls(monkeypatch):
     """Counts FxStaticBackend.prepare_and_calibrate calls (the wrapped job still runs)."""
     calls = []
-    original = backends.FxStaticBackend.prepare_and_calibrate
+    original = torch_ao.FxStaticBackend.prepare_and_calibrate
 
     def counting(self, *args, **kwargs):
         calls.append(self.name)
         return (yield from original(self, *args, **kwargs))
 
-    monkeypatch.setattr(backends.FxStaticBackend, "prepare_and_calibrate", counting)
+    monkeypatch.setattr(torch_ao.FxStaticBackend, "prepare_and_calibrate", counting)
     return calls
 
 
