@@ -1,5 +1,6 @@
-"""Which backend quantizes a recipe: one table from (method, graph mode) to a backend class, the only
-place that choice is made. A new backend is a class with the `base.QuantBackend` methods and a row here."""
+"""Which backend quantizes a recipe, decided in one place: the graph mode a recipe resolves to for a
+model (`graph_mode`), and one table from (method, graph mode) to a backend class. A new backend is a
+class with the `base.QuantBackend` methods and a row here."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from .pt2e import Pt2eBackend, Pt2eQatBackend
 from .torch_ao import DynamicBackend, EagerStaticBackend, FxQatBackend, FxStaticBackend
 
 BACKENDS: dict[tuple[str, str], type] = {
-    # (recipe method, graph mode as session.graph_mode resolves it): the backend
+    # (recipe method, graph mode as graph_mode resolves it): the backend
     ("static", "fx"): FxStaticBackend,
     ("static", "eager"): EagerStaticBackend,
     ("static", "pt2e"): Pt2eBackend,
@@ -26,3 +27,22 @@ def backend_for(method: str, mode: str) -> QuantBackend:
         pairs = ", ".join(f"{m} in {g} mode" for m, g in BACKENDS)
         raise UsageError(f"no backend quantizes {method} in {mode} mode; there are: {pairs}")
     return backend()
+
+
+def graph_mode(recipe, loaded) -> str:
+    """The graph mode `recipe` (a QuantRecipe) resolves to for `loaded` (a LoadedModel): fx, eager, dynamic or pt2e (the PT2E backend;
+    dynamic quantization is torch.ao's whatever the backend). An impossible combination is refused."""
+    if recipe.method == "dynamic":
+        return "dynamic"
+    if recipe.backend == "pt2e":
+        if recipe.static_mode == "eager":
+            raise UsageError("--backend pt2e captures the model with torch.export, not eager mode: use "
+                             "static_mode auto or fx, or --backend torch.ao")
+        return "pt2e"
+    if recipe.method == "qat" or recipe.static_mode == "fx":
+        return "fx"
+    if recipe.static_mode == "eager" and not loaded.eager_quantizable:
+        raise UsageError("eager mode needs one of torchvision's quantizable models (torchvision:quantized_NAME), "
+                         "or use --method dynamic; "
+                         "use static_mode fx for this model")
+    return "eager" if loaded.eager_quantizable else "fx"

@@ -29,6 +29,7 @@ from ..quantize.base import Calibrated
 from ..quantize.equalize import find_pairs
 from ..quantize.inventory import LayerInventory
 from ..quantize.pt2e import require
+from ..quantize.registry import graph_mode
 from ..report.results import RunResult
 from .calibrating import calibrate
 from .exporting import export
@@ -324,25 +325,6 @@ class QuantSession:
         if self.result is None:
             raise UsageError("nothing quantized yet: run calibration / quantize first")
         return self.result
-
-
-def graph_mode(recipe: QuantRecipe, loaded: LoadedModel) -> str:
-    """The graph mode `recipe` resolves to for `loaded`: fx, eager, dynamic or pt2e (the PT2E backend;
-    dynamic quantization is torch.ao's whatever the backend). An impossible combination is refused."""
-    if recipe.method == "dynamic":
-        return "dynamic"
-    if recipe.backend == "pt2e":
-        if recipe.static_mode == "eager":
-            raise UsageError("--backend pt2e captures the model with torch.export, not eager mode: use "
-                             "static_mode auto or fx, or --backend torch.ao")
-        return "pt2e"
-    if recipe.method == "qat" or recipe.static_mode == "fx":
-        return "fx"
-    if recipe.static_mode == "eager" and not loaded.eager_quantizable:
-        raise UsageError("eager mode needs one of torchvision's quantizable models (torchvision:quantized_NAME), "
-                         "or use --method dynamic; "
-                         "use static_mode fx for this model")
-    return "eager" if loaded.eager_quantizable else "fx"
 
 
 def _names_a_function(metric: str | None) -> bool:
