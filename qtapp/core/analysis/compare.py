@@ -1,4 +1,5 @@
-"""Float versus quantized: output metrics, and a layer's float and int8 weights (per-point errors: static.py, dynamic.py)."""
+"""Float versus quantized: output metrics, and a layer's float and int8 weights (the per-point errors are
+static.py's and dynamic.py's)."""
 
 from __future__ import annotations
 

@@ -30,8 +30,9 @@ def backend_for(method: str, mode: str) -> QuantBackend:
 
 
 def graph_mode(recipe, loaded) -> str:
-    """The graph mode `recipe` (a QuantRecipe) resolves to for `loaded` (a LoadedModel): fx, eager, dynamic or pt2e (the PT2E backend;
-    dynamic quantization is torch.ao's whatever the backend). An impossible combination is refused."""
+    """The graph mode `recipe` (a QuantRecipe) resolves to for `loaded` (a LoadedModel): fx, eager, dynamic
+    or pt2e (the PT2E backend; dynamic quantization is torch.ao's whatever the backend). An impossible
+    combination is refused."""
     if recipe.method == "dynamic":
         return "dynamic"
     if recipe.backend == "pt2e":

@@ -42,7 +42,8 @@ def test_the_pair_through_batchnorm_and_relu_is_found_and_equalised_exactly():
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_equalising_improves_the_int8_output_of_an_imbalanced_model(per_channel):
     plain = drive(jobs.quantize(session_of("imbalanced", per_channel=per_channel).snapshot(), measure=False)).result
-    evened = drive(jobs.quantize(session_of("imbalanced", per_channel=per_channel, equalize=True).snapshot(), measure=False)).result
+    evened_session = session_of("imbalanced", per_channel=per_channel, equalize=True)
+    evened = drive(jobs.quantize(evened_session.snapshot(), measure=False)).result
     assert evened.output.sqnr_db > plain.output.sqnr_db + 1.5
     assert "cross-layer equalisation of 1 pair(s)" in evened.calib_stats["equalized"]
 

@@ -127,7 +127,8 @@ def test_no_pair_where_the_feeding_layer_is_read_twice_or_the_conv_is_not_depthw
 
 
 def test_depthwise_equalisation_is_on_by_default_and_improves_the_int8_output():
-    plain = drive(jobs.quantize(_session("build_inverted_residual", equalize_depthwise=False).snapshot(), measure=False)).result
+    plain_session = _session("build_inverted_residual", equalize_depthwise=False)
+    plain = drive(jobs.quantize(plain_session.snapshot(), measure=False)).result
     evened = drive(jobs.quantize(_session("build_inverted_residual").snapshot(), measure=False)).result
     assert evened.output.sqnr_db > plain.output.sqnr_db + 3
     assert "depthwise input equalisation" in evened.calib_stats["depthwise_equalized"]
