@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from ..core.report import render
 from ..core.run import jobs
 from ..core.run.session import QuantSession
+from ..core.tune.search import TuneResult
 from .controller import RunController
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
@@ -282,7 +283,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
     # -- jobs ---------------------------------------------------------------------------------------------
     def _start(self, name, make_job, on_result, on_error=None, on_finished=None, on_cancel=None):
         return self.controller.submit(name, make_job, on_result, on_error,
-                                      on_cancel or (lambda *_: self.statusBar().showMessage(f"{name} cancelled", 5000)),
+                                      on_cancel or (lambda *_: self.statusBar().showMessage(f"{name} cancelled")),
                                       on_finished)
 
     def run_quantize(self) -> None:
@@ -310,7 +311,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
                 session.adopt_calibration(partial)
             self._show_result()
             self.statusBar().showMessage("quantize cancelled" + ("; its calibration is kept, the next run only "
-                                                                 "converts" if kept else ""), 8000)
+                                                                 "converts" if kept else ""))
 
         self.controller.submit("quantize", lambda cancel: jobs.quantize(snap, cancel), on_result,
                                on_cancel=on_cancel)
@@ -356,7 +357,16 @@ class MainWindow(FileActionsMixin, QMainWindow):
             self.statusBar().showMessage(f"Tune {'reached' if t.reached else 'did NOT reach'} {t.target}: "
                                          f"{t.best.score:.4g} with {floats} point(s) float", 10000)
 
-        self._start("tune", lambda cancel: jobs.tune(snap, target, budget, cancel), on_result)
+        def on_cancel(partial=None) -> None:
+            tried = partial if isinstance(partial, TuneResult) and self.session is session else None
+            if tried is not None:  # what was tried stays in view, marked as a cancelled search
+                self.tradeoff_plot.set_tune(tried)
+                self.detail_tabs.setCurrentWidget(self.tradeoff_plot)
+            self.statusBar().showMessage("tune cancelled" + (
+                f" after {len(tried.steps)} configuration(s): the Trade-off tab shows them; nothing was applied"
+                if tried is not None else ": nothing was applied"))
+
+        self._start("tune", lambda cancel: jobs.tune(snap, target, budget, cancel), on_result, on_cancel=on_cancel)
 
     def _on_repair_requested(self, target, budget) -> None:
         """The verdict's Repair: tune with its target and budget, shown in the Tune panel as if typed."""

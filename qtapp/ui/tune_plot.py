@@ -139,7 +139,10 @@ class TradeoffPlot(PlotPanel):
     def _caption_html(self, tune) -> str:
         best = tune.best
         floats = sorted(best.config.float_points)
-        verdict = "reached" if tune.reached else "<span style='color:#b03000'>not reached</span>"
+        if getattr(tune, "cancelled", False):
+            verdict = "<span style='color:#b03000'>search cancelled</span>: best so far"
+        else:
+            verdict = "reached" if tune.reached else "<span style='color:#b03000'>not reached</span>"
         kept = f"{len(floats)} point(s) kept float" + (f" ({escape(', '.join(floats[:6]))}"
                                                         f"{', …' if len(floats) > 6 else ''})" if floats else "")
         overrides = f", {len(best.config.overrides)} per-point setting(s)" if best.config.overrides else ""
@@ -148,6 +151,7 @@ class TradeoffPlot(PlotPanel):
         return (f"<b>{escape(str(tune.target))}</b> (budget {escape(str(tune.budget))}): {verdict} at "
                 f"{best.score:.4g} with {kept}{overrides}; from {tune.start.score:.4g}. {len(tune.steps)} "
                 f"configurations, {tune.conversions} conversions of {tune.calibrations} calibration(s), {tune.seconds:.1f} s. "
+                f"{'Nothing was applied. ' if getattr(tune, 'cancelled', False) else ''}"
                 f"Click a configuration to apply it to the tree.<br>{key}")
 
     def select_step(self, step: int) -> None:

@@ -80,8 +80,16 @@ def test_cancelling_a_tune_leaves_the_tree_as_it_was(qtbot, window, open_and_wai
     qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)
     assert window.session.inventory.float_layers == [] and window.session.recipe.overrides == {}
-    assert window.tradeoff_plot.tune() is None
-    assert "tune cancelled" in window.statusBar().currentMessage()
+    tried = window.tradeoff_plot.tune()  # what the search tried stays in view, marked as cancelled
+    assert tried is not None and tried.cancelled and len(tried.steps) >= 1
+    assert window.detail_tabs.currentWidget() is window.tradeoff_plot
+    assert "search cancelled" in window.tradeoff_plot.caption_text()
+    assert "Nothing was applied" in window.tradeoff_plot.caption_text()
+    assert len(window.tradeoff_plot.configurations()) >= 1
+    message = window.statusBar().currentMessage()
+    assert message.startswith("tune cancelled after") and "nothing was applied" in message
+    qtbot.wait(5500)  # the old message vanished after 5 s, leaving an empty bar
+    assert window.statusBar().currentMessage() == message
 
 
 def test_sensitivity_ranks_every_toggle_and_a_bar_selects_its_point(qtbot, window, open_and_wait):

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ..analysis.metrics import Target
-from ..base.errors import UsageError
+from ..base.errors import Cancelled, UsageError
 from ..base.progress import CancelToken, Job, Progress, Stage
 from .scoring import Config, Scored, Scorer
 
@@ -97,6 +97,7 @@ class TuneResult:
     seconds: float = 0.0
     notes: tuple = ()
     candidates: tuple = field(default=())
+    cancelled: bool = False  # stopped by the user: the configurations tried so far, nothing chosen
 
     def curve(self) -> list[dict]:
         """Metric against size and latency along the chosen path, from the start to the chosen one."""
@@ -176,6 +177,23 @@ def tune(scorer: Scorer, target: Target, budget: Budget, candidates: list[str], 
     `equalizable`: how many layer pairs cross-layer equalisation would scale (0: not tried)."""
     t0 = time.perf_counter()
     search = _Search(scorer, budget, candidates, cancel)
+    try:
+        return (yield from _tune(search, target, budget, candidates, range_errors, bad_points, consumers, dynamic,
+                                 per_tensor_heads, equalizable, t0))
+    except Cancelled as exc:  # what was tried is kept with the cancel: the window shows it, marked
+        if search.steps and search.best is not None:
+            n = len(search.steps)
+            exc.partial = TuneResult(
+                target, budget, scorer.metric[0], False, tuple(search.steps), search.best, search.steps[0].scored,
+                tuple(search.path), scorer.conversions, scorer.calibrations, time.perf_counter() - t0,
+                (f"cancelled after {n} configuration(s): what was tried is shown; nothing was chosen or applied",),
+                tuple(candidates), cancelled=True)
+        raise
+
+
+def _tune(search: _Search, target: Target, budget: Budget, candidates: list[str], range_errors, bad_points,
+          consumers, dynamic: bool, per_tensor_heads, equalizable: int, t0: float) -> Job[TuneResult]:
+    scorer, cancel = search.scorer, search.cancel
     stage = Stage("tune", 0, cancel)
     start_config = Config.of(scorer.snap.recipe)
     start = search.trial(start_config, "the recipe as it is", "start")

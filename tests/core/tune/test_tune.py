@@ -148,13 +148,16 @@ def test_a_cancelled_tune_leaves_the_session_as_it_was():
     seen = []
     from qtapp.core.base.errors import Cancelled
 
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled) as info:
         for p in job:
             seen.append(p.stage)
             if p.stage == "tune":
                 cancel.cancel()
     assert "tune" in seen and session.result is None
     assert session.recipe == before
+    tried = info.value.partial  # what the search tried before the cancel, for the window to show
+    assert tried.cancelled and not tried.reached and len(tried.steps) >= 1 and tried.path == (0,)
+    assert tried.notes[0].startswith("cancelled after")
 
 
 @pytest.mark.parametrize("text, kind, value, share", [
