@@ -213,7 +213,15 @@ class QuantSession:
         return now.to_dict() == then.to_dict()
 
     def adopt(self, outcome: QuantizeOutcome) -> RunResult:
-        self._calibrated, self._float_side, self.result = outcome.calibrated, outcome.float_side, outcome.result
+        """Take a job's outcome. An unmeasured result (sensitivity, analyse) of the very configuration
+        the current result measured keeps that measurement: it is the same file."""
+        result, before = outcome.result, self.result
+        if result.size_quantized is None and before is not None and before.size_quantized is not None \
+                and _same_configuration(before, result):
+            result = result.evolve(scripted=before.scripted, script_note=before.script_note,
+                                   size_float=before.size_float, size_quantized=before.size_quantized,
+                                   latency=before.latency)
+        self._calibrated, self._float_side, self.result = outcome.calibrated, outcome.float_side, result
         self._point_side = outcome.point_side
         return self.result
 
@@ -325,6 +333,12 @@ class QuantSession:
         if self.result is None:
             raise UsageError("nothing quantized yet: run calibration / quantize first")
         return self.result
+
+
+def _same_configuration(a: RunResult, b: RunResult) -> bool:
+    """Whether two results are of the same int8 model: same settings, same float points, same mode."""
+    return (a.mode, tuple(a.float_layers)) == (b.mode, tuple(b.float_layers)) and \
+        a.recipe.to_dict() == b.recipe.to_dict()
 
 
 def _names_a_function(metric: str | None) -> bool:

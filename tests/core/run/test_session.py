@@ -194,3 +194,20 @@ def test_float_outputs_are_reused_only_for_the_same_evaluation_inputs(tmp_path):
         x = torch.cat([xb for (xb,), _ in session.open_evaluation()])
         expected = session.loaded.module(x).flatten().numpy()
     assert np.allclose(np.sort(changed.output.ref_values), np.sort(expected), atol=1e-5)
+
+
+def test_sensitivity_after_a_measured_run_keeps_its_size_and_latency(demo_loaded):
+    """Sensitivity quantizes the same configuration again without timing it: the summary's Size and Latency
+    went blank after it (issue 19, 2). The same configuration is the same file: its figures stay."""
+    from qtapp.core.run import jobs
+
+    session = QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=2)))
+    measured = session.adopt(drive(jobs.quantize(session.snapshot(), measure=True)))
+    assert measured.size_quantized and measured.latency is not None
+    after = session.adopt(drive(jobs.sensitivity(session.snapshot())))
+    assert after.sensitivity is not None
+    assert (after.size_float, after.size_quantized, after.latency) == (
+        measured.size_float, measured.size_quantized, measured.latency)
+    session.inventory.set_float("fc2", True)  # another configuration: another file, not measured yet
+    other = session.adopt(drive(jobs.sensitivity(session.snapshot())))
+    assert other.size_quantized is None and other.latency is None
