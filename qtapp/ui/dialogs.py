@@ -27,12 +27,14 @@ from PySide6.QtWidgets import (
 from ..core.base.errors import QtappError
 
 
-def error_box(parent: QWidget, title: str, exc: BaseException, details: str = "") -> QMessageBox:
-    """A plain message for the user; the traceback behind 'Show Details…'. Not yet shown."""
+def error_box(parent: QWidget, title: str, exc: BaseException, details: str = "", text: str | None = None) -> QMessageBox:
+    """A plain message for the user (`text`, else the error's own in the window's words); the traceback
+    behind 'Show Details…'. Not yet shown."""
     from .messages import for_window
 
-    box = QMessageBox(QMessageBox.Icon.Critical, title, for_window(str(exc)) if isinstance(exc, QtappError)
-                      else f"{type(exc).__name__}: {exc}", QMessageBox.StandardButton.Ok, parent)
+    if text is None:
+        text = for_window(str(exc)) if isinstance(exc, QtappError) else f"{type(exc).__name__}: {exc}"
+    box = QMessageBox(QMessageBox.Icon.Critical, title, text, QMessageBox.StandardButton.Ok, parent)
     if details:
         box.setDetailedText(details)
     box.setObjectName("errorDialog")

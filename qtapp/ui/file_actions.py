@@ -215,3 +215,9 @@ class FileActionsMixin:
         if urls:
             self.open_path_or_spec(urls[0].toLocalFile())
             event.acceptProposedAction()
+
+    def _on_export_plot(self, plot, title: str) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {title} plot", f"{title.replace(' ', '-')}.png", "PNG (*.png)")
+        if path:
+            plot.export_png(path)
+            self.statusBar().showMessage(f"Saved {path}", 5000)

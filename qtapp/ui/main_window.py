@@ -13,7 +13,6 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
     QDockWidget,
-    QFileDialog,
     QFrame,
     QGroupBox,
     QHBoxLayout,
@@ -32,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.base.errors import QtappError
 from ..core.report import render
 from ..core.run import jobs
 from ..core.run.session import QuantSession
@@ -41,7 +41,7 @@ from .dialogs import error_box
 from .file_actions import FileActionsMixin
 from .layer_model import COL_LOCAL, COL_NAME, COL_QUANT, COL_SQNR, LayerFilter, NameRole, QtLayerTreeModel
 from .log_panel import LogPanel
-from .messages import for_window
+from .messages import for_window, point_at_control
 from .plots import OutputErrorPlot, WeightHistogramPlot
 from .point_plot import LayerErrorPlot
 from .range_plot import ActivationRangePlot
@@ -440,9 +440,13 @@ class MainWindow(FileActionsMixin, QMainWindow):
 
     def _show_error(self, title: str, exc, details: str = "") -> None:
         log.error("%s: %s", title, exc)
-        self.statusBar().showMessage(f"{title}: {for_window(str(exc))}", 10000)
-        self.job_failed.emit(for_window(str(exc)))
-        box = error_box(self, title, exc, details)
+        text = for_window(str(exc))
+        if isinstance(exc, QtappError):
+            text = point_at_control(text, self.session.recipe if self.session is not None else None)
+        self.statusBar().showMessage(f"{title}: {text.splitlines()[0]}", 10000)
+        self.job_failed.emit(text)
+        box = error_box(self, title, exc, details,
+                        text=text if isinstance(exc, QtappError) else None)
         box.open()
 
     # -- results --------------------------------------------------------------------------------------
@@ -582,12 +586,6 @@ class MainWindow(FileActionsMixin, QMainWindow):
         menu.addAction("Expand subtree", lambda: self.tree.expandRecursively(idx))
         menu.addAction("Collapse subtree", lambda: self.tree.collapse(idx))
         return menu
-
-    def _on_export_plot(self, plot, title: str) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, f"Export {title} plot", f"{title.replace(' ', '-')}.png", "PNG (*.png)")
-        if path:
-            plot.export_png(path)
-            self.statusBar().showMessage(f"Saved {path}", 5000)
 
     # -- close -------------------------------------------------------------------------
     def closeEvent(self, event) -> None:

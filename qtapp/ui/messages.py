@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from ..core.data.open import SPECIAL_SOURCES
+
 # Longest flags first, so that --input-shape is not read as --input.
 WINDOW_WORDS = {
     "--input-shape": "the Input shape field (File ▸ Open Python factory)",
@@ -52,3 +54,16 @@ def for_window(text: str) -> str:
     for pattern, words in _PHRASES:
         text = pattern.sub(words, text)
     return _FLAG.sub(lambda m: WINDOW_WORDS[m.group(0)], text)
+
+
+def point_at_control(text: str, recipe) -> str:
+    """A message about a data file the recipe names also says which control of the window sets that file
+    (a path alone does not tell the user where to change it)."""
+    if recipe is None:
+        return text
+    calibration, evaluation = recipe.calibration.source, recipe.evaluation.source
+    if calibration and calibration not in SPECIAL_SOURCES and calibration in text:
+        return text + "\n\nThat file is the one set in Calibration data ▸ Source / Path."
+    if evaluation and evaluation not in SPECIAL_SOURCES and evaluation in text:
+        return text + "\n\nThat file is the evaluation source the recipe names (File ▸ Open recipe…)."
+    return text

@@ -375,3 +375,21 @@ def test_depthwise_equalisation_is_a_setting_of_the_window(qtbot, window, open_a
     window.settings_panel.method.setCurrentText("dynamic")
     qtbot.waitUntil(lambda: session.recipe.method == "dynamic" and not window.runner.busy, timeout=30000)
     assert not box.isEnabled()  # dynamic quantization calibrates nothing
+
+
+def test_a_calibration_data_error_points_at_the_control_that_sets_the_file(qtbot, window, open_and_wait, tmp_path):
+    """The dialog named the file but not where the window sets it (issue 19, 12)."""
+    import numpy as np
+
+    data = tmp_path / "wrong_shape.npz"
+    np.savez(data, x=np.zeros((4, 3, 5, 5), dtype=np.float32))
+    open_and_wait(qtbot, window, "demo")
+    session = window.session
+    session.update_recipe(calibration=type(session.recipe.calibration)(source=str(data), batches=1, batch_size=4))
+    with qtbot.waitSignal(window.job_failed, timeout=60000) as failed:
+        window.run_quantize()
+    qtbot.waitUntil(lambda: bool(_error_dialogs()), timeout=5000)
+    box = _error_dialogs()[0]
+    assert str(data) in box.text() and "Calibration data ▸ Source / Path" in box.text()
+    assert "Calibration data ▸ Source / Path" in failed.args[0]
+    box.close()
