@@ -466,7 +466,8 @@ class MainWindow(FileActionsMixin, QMainWindow):
             for col, widest in ((COL_QUANT, 48), (COL_LOCAL, 80), (COL_SQNR, 80)):
                 self.tree.resizeColumnToContents(col)
                 self.tree.setColumnWidth(col, min(self.tree.columnWidth(col), widest))
-        self.output_plot.set_metrics(result.output if result else None)
+        self.output_plot.set_metrics(result.output if result else None,
+                                     stale=result is not None and not session.result_is_current())
         self.summary.show_result(session)
         self.verdict_banner.show_result(result, stale=session is not None and session.calibrated is None)
         self._on_tree_current_changed(self.tree.currentIndex(), None)

@@ -31,6 +31,7 @@ FLOAT_COLOR = QColor("#1f77b4")
 QUANT_COLOR = QColor("#e8710a")
 KEPT_FLOAT_COLOR = QColor("#b4b4b4")
 TEXT_COLOR = "#444444"
+STALE_COLOR = "#a04000"  # figures of a run made before the settings changed
 BAR_WIDTH = 0.72
 
 
@@ -340,7 +341,9 @@ class OutputErrorPlot(PlotPanel):
     def point_count(self) -> int:
         return self._points
 
-    def set_metrics(self, metrics: OutputMetrics | None) -> None:
+    def set_metrics(self, metrics: OutputMetrics | None, stale: bool = False) -> None:
+        """Show a run's outputs; `stale`: that run was made with other settings than those in force now,
+        so its figures are greyed and their title says so."""
         self._scatter.clear()
         self._error.clear()
         self._points = 0
@@ -357,7 +360,8 @@ class OutputErrorPlot(PlotPanel):
         self._scatter.addItem(pg.ScatterPlotItem(ref, q, size=4, pen=None, brush=translucent(FLOAT_COLOR, 90),
                                                  name=f"{self._points} output values"))
         sqnr = "" if metrics.sqnr_db is None else f", SQNR {metrics.sqnr_db:.1f} dB"
-        self._scatter.setTitle(f"Outputs{sqnr}", color=TEXT_COLOR, size="10pt")
+        self._scatter.setTitle(f"Outputs{sqnr}: the last run's, before your changes" if stale else f"Outputs{sqnr}",
+                               color=STALE_COLOR if stale else TEXT_COLOR, size="10pt")
         err = q - ref
         # Bin the central 99.8%: a few outliers would otherwise squeeze the whole distribution into
         # one bar. How many fell outside is said in the title.
@@ -381,3 +385,7 @@ class OutputErrorPlot(PlotPanel):
     def error_title(self) -> str:
         """The error histogram's title as drawn (its text, without markup)."""
         return self._error.titleLabel.text
+
+    def outputs_title(self) -> str:
+        """The scatter's title as drawn (its text, without markup)."""
+        return self._scatter.titleLabel.text

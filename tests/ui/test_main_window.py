@@ -393,3 +393,18 @@ def test_a_calibration_data_error_points_at_the_control_that_sets_the_file(qtbot
     assert str(data) in box.text() and "Calibration data ▸ Source / Path" in box.text()
     assert "Calibration data ▸ Source / Path" in failed.args[0]
     box.close()
+
+
+def test_the_output_error_of_a_run_before_a_method_change_is_marked_as_such(qtbot, window, open_and_wait,
+                                                                           quantize_and_wait):
+    """Static -> dynamic cleared the tree and bars but left "SQNR 43.6 dB" unmarked (issue 19, 6)."""
+    session = open_and_wait(qtbot, window, "demo")
+    quantize_and_wait(qtbot, window)
+    before = window.output_plot.outputs_title()
+    assert before.startswith("Outputs, SQNR") and "before your changes" not in before
+    window.settings_panel.method.setCurrentText("dynamic")
+    qtbot.waitUntil(lambda: session.inventory.method == "dynamic" and not window.runner.busy, timeout=30000)
+    assert window.output_plot.outputs_title() == before + ": the last run's, before your changes"
+    window.settings_panel.method.setCurrentText("static")  # back to the settings of the run shown
+    qtbot.waitUntil(lambda: session.inventory.method == "static" and not window.runner.busy, timeout=30000)
+    assert window.output_plot.outputs_title() == before
