@@ -12,8 +12,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from ..core.base.errors import CodeConsentRequired, ProgramFileRefused, UsageError
+from ..core.base.resultset import write_bytes_atomic
 from ..core.config.recipe import QuantRecipe
 from ..core.model.safe_pickle import PickleRefused
+from ..core.report.html import to_html
 from ..core.report.render import report_dict, write_report
 from ..core.run.exporting import export
 from ..core.run.session import QuantSession
@@ -153,6 +155,19 @@ class FileActionsMixin:
         self.session.recipe.save(path)
         self._remember(str(Path(path).resolve()))
         self.statusBar().showMessage(f"Saved recipe {path}", 5000)
+
+    def _on_save_report(self) -> None:
+        if self.session is None or self.session.result is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save report", "report.html", "HTML report (*.html)")
+        if path:
+            self.save_report(path)
+
+    def save_report(self, path: str) -> None:
+        """The current result's report.html: the same self-contained page as qtapp-cli --html writes."""
+        write_bytes_atomic(Path(path), to_html(self.session.result).encode("utf-8"))
+        note = "" if self.session.result_is_current() else " (of the last run, made before your changes)"
+        self.statusBar().showMessage(f"Saved report {path}{note}", 8000)
 
     def open_export_dialog(self) -> ExportDialog | None:
         if self.session is None or self.session.result is None:

@@ -39,7 +39,7 @@ from ..core.tune.search import TuneResult
 from .controller import RunController
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
-from .layer_model import COL_LOCAL, COL_NAME, COL_QUANT, COL_SQNR, LayerFilter, NameRole, QtLayerTreeModel
+from .layer_model import COL_LOCAL, COL_QUANT, COL_SQNR, LayerFilter, QtLayerTreeModel
 from .log_panel import LogPanel
 from .messages import for_window, point_at_control
 from .plots import OutputErrorPlot, WeightHistogramPlot
@@ -47,6 +47,7 @@ from .point_plot import LayerErrorPlot
 from .range_plot import ActivationRangePlot
 from .settings_panel import SettingsPanel
 from .summary import SummaryView
+from .tree_actions import TreeActionsMixin
 from .tune_panel import TunePanel
 from .tune_plot import SensitivityPlot, TradeoffPlot
 from .verdict_banner import VerdictBanner
@@ -55,7 +56,7 @@ from .workers import JobRunner
 log = logging.getLogger("qtapp.ui")
 
 
-class MainWindow(FileActionsMixin, QMainWindow):
+class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
     session_changed = Signal()
     result_applied = Signal()  # a new quantization result is on screen (size/latency follow)
     job_failed = Signal(str)
@@ -222,6 +223,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.recent_menu = file_menu.addMenu("Recent files")
         file_menu.addSeparator()
         self.export_action = self._action(file_menu, "Export…", self.open_export_dialog, "Ctrl+Shift+E")
+        self.save_report_action = self._action(file_menu, "Save report…", self._on_save_report)
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         run_menu = self.menuBar().addMenu("&Run")
@@ -437,6 +439,7 @@ class MainWindow(FileActionsMixin, QMainWindow):
             widget.setEnabled(runnable and not busy)
         self.save_recipe_action.setEnabled(loaded)
         self.export_action.setEnabled(loaded and not busy and self.session.result is not None)
+        self.save_report_action.setEnabled(loaded and self.session.result is not None)
 
     def _show_error(self, title: str, exc, details: str = "") -> None:
         log.error("%s: %s", title, exc)
@@ -510,84 +513,6 @@ class MainWindow(FileActionsMixin, QMainWindow):
         self.controller.submit("apply settings", prepare, on_result, on_error)
 
     # -- tree and plots -------------------------------------------------------------------------------
-    def _on_filter_changed(self, text: str) -> None:
-        self.proxy.setFilterFixedString(text)
-        if text:
-            self.tree.expandAll()
-
-    def _on_bad_only_toggled(self, checked: bool) -> None:
-        self._apply_bad_only()
-        if checked:
-            self.tree.expandAll()
-
-    def _apply_bad_only(self) -> None:
-        """Only the bad points (and their ancestors), and a line saying so when there is none."""
-        checked = self.bad_only.isChecked() and self.bad_only.isEnabled()
-        bad = self.tree_model.bad_points()
-        self.proxy.set_only(bad if checked else None)
-        self.tree_hint.setVisible(self.session is None or (checked and not bad))
-        if self.session is not None and checked and not bad:
-            self.tree_hint.setText("No point is worse than the rest in this result: every point is shown again "
-                                   "when you untick Only bad points.")
-
-    def selected_layer(self) -> str | None:
-        idx = self.tree.currentIndex()
-        return self.proxy.mapToSource(idx).data(NameRole) if idx.isValid() else None
-
-    def select_layer(self, name: str) -> None:
-        src = self.tree_model.index_of(name, COL_NAME)
-        idx = self.proxy.mapFromSource(src)
-        if idx.isValid():
-            self.tree.setCurrentIndex(idx)
-            self.tree.scrollTo(idx)
-
-    def _on_tree_current_changed(self, current, _previous) -> None:
-        name = self.proxy.mapToSource(current).data(NameRole) if current.isValid() else None
-        inv = self.session.inventory if self.session else None
-        if name is not None and inv is not None and inv[name].group_head:
-            name = inv[name].group_head
-        layer = self.tree_model.result(name) if name is not None else None
-        self.weight_plot.set_layer(name, layer.weight if layer else None)
-        is_point = name is not None and inv is not None and inv[name].point is not None
-        self.range_plot.set_point(name, layer, is_point=is_point, ran=self.session is not None and
-                                  self.session.result is not None)
-        self.layer_plot.highlight(name if layer else None)
-        # When the open tab has nothing to show for this point and the other one has, show that one.
-        current = self.detail_tabs.currentWidget()
-        if current is self.weight_plot and self.weight_plot.is_empty() and not self.range_plot.is_empty():
-            self.detail_tabs.setCurrentWidget(self.range_plot)
-        elif current is self.range_plot and self.range_plot.is_empty() and not self.weight_plot.is_empty():
-            self.detail_tabs.setCurrentWidget(self.weight_plot)
-
-    def _on_layer_plot_clicked(self, name: str) -> None:
-        self.select_layer(name)
-
-    def _on_tree_context_menu(self, pos) -> None:
-        idx = self.tree.indexAt(pos)
-        if self.session is None or not idx.isValid():
-            return
-        self.tree_menu(idx).popup(self.tree.viewport().mapToGlobal(pos))
-
-    def tree_menu(self, idx) -> QMenu:
-        """The context menu of the (proxy) index `idx`; every action edits the core inventory."""
-        name = self.proxy.mapToSource(idx).data(NameRole)
-        inv = self.session.inventory
-        info = inv[name]
-        menu = QMenu(self)
-        toggleable = bool(inv.resolve(name, strict=False))
-        quant = menu.addAction("Quantize this subtree", lambda: inv.set_float(name, keep_float=False))
-        keep = menu.addAction("Keep this subtree float", lambda: inv.set_float(name, keep_float=True))
-        quant.setEnabled(toggleable)
-        keep.setEnabled(toggleable)
-        same_type = [h for h in inv.heads if inv[h].type == info.type]
-        by_type = menu.addAction(f"Keep every {info.type} float ({len(same_type)})",
-                                 lambda: inv.set_float(same_type, keep_float=True))
-        by_type.setEnabled(bool(same_type))
-        menu.addSeparator()
-        menu.addAction("Expand subtree", lambda: self.tree.expandRecursively(idx))
-        menu.addAction("Collapse subtree", lambda: self.tree.collapse(idx))
-        return menu
-
     # -- close -------------------------------------------------------------------------
     def closeEvent(self, event) -> None:
         if self.runner.busy:

@@ -408,3 +408,23 @@ def test_the_output_error_of_a_run_before_a_method_change_is_marked_as_such(qtbo
     window.settings_panel.method.setCurrentText("static")  # back to the settings of the run shown
     qtbot.waitUntil(lambda: session.inventory.method == "static" and not window.runner.busy, timeout=30000)
     assert window.output_plot.outputs_title() == before
+
+
+def test_file_save_report_writes_the_cli_s_report_html(qtbot, window, open_and_wait, quantize_and_wait, tmp_path,
+                                                        monkeypatch):
+    """File > Save report… writes the same self-contained report.html as qtapp-cli --html (issue 19)."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from qtapp.core.report.html import to_html
+
+    open_and_wait(qtbot, window, "demo")
+    assert not window.save_report_action.isEnabled()  # nothing to report yet
+    quantize_and_wait(qtbot, window)
+    assert window.save_report_action.isEnabled()
+    path = tmp_path / "report.html"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(path), "HTML report (*.html)"))
+    window.save_report_action.trigger()
+    html = path.read_text(encoding="utf-8")
+    assert html == to_html(window.session.result)
+    assert html.startswith("<!doctype html>") and "<title>demo: quantization report</title>" in html
+    assert window.statusBar().currentMessage() == f"Saved report {path}"
