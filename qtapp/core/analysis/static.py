@@ -163,6 +163,7 @@ def static_ranges(analysis: StaticAnalysis, calib, max_batches: int, cancel: Can
     book.on_value = add
     batches = min(len(calib), max_batches)
     stage = Stage("activation ranges", batches, cancel)
+    yield stage.step(0, f"{batches} batch(es) of {calib.description}")  # the previous stage's bar is not this one's
     try:
         with torch.no_grad(), quiet_ao():
             for i, (inputs, _y) in enumerate(calib):

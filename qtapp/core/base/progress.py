@@ -27,6 +27,7 @@ class Progress:
     total: int
     message: str = ""
     elapsed_s: float = 0.0
+    paced_from: int = 0  # the units done when the pace started to be timed (`elapsed_s` counts from there)
 
     @property
     def fraction(self) -> float | None:
@@ -34,10 +35,10 @@ class Progress:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left, extrapolated from the pace so far (None until one unit is done)."""
-        if not self.total or not self.done:
+        """Seconds left, extrapolated from the pace so far (None until one unit is timed)."""
+        if not self.total or self.done <= self.paced_from:
             return None
-        return self.elapsed_s / self.done * (self.total - self.done)
+        return self.elapsed_s / (self.done - self.paced_from) * (self.total - self.done)
 
 
 @dataclass
@@ -61,14 +62,15 @@ class CancelToken:
 class Stage:
     """Builds `Progress` records for one stage, timing from construction."""
 
-    def __init__(self, name: str, total: int, cancel: CancelToken | None = None) -> None:
-        self.name, self.total, self.cancel = name, total, cancel
+    def __init__(self, name: str, total: int, cancel: CancelToken | None = None, paced_from: int = 0) -> None:
+        """`paced_from`: the units already done when this timing starts (a stage re-timed mid-way)."""
+        self.name, self.total, self.cancel, self.paced_from = name, total, cancel, paced_from
         self._t0 = time.perf_counter()
 
     def step(self, done: int, message: str = "") -> Progress:
         if self.cancel is not None:
             self.cancel.check()
-        return Progress(self.name, done, self.total, message, time.perf_counter() - self._t0)
+        return Progress(self.name, done, self.total, message, time.perf_counter() - self._t0, self.paced_from)
 
 
 Job = Generator[Progress, None, T]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import statistics
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -123,6 +125,7 @@ def measure_many(float_path, quantized_paths, example: tuple, threads: int | Non
                                 env=worker_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)))
         stage = Stage(label, max_runs, cancel)
         times, last = {"float": [], "quantized": [[] for _ in quantized]}, {}
+        first, stage_start = 0, time.perf_counter()  # the first timed round, and when it was said
         try:
             yield stage.step(0, "starting a clean process")
             for line in proc.stdout:
@@ -131,12 +134,17 @@ def measure_many(float_path, quantized_paths, example: tuple, threads: int | Non
                     last = row
                     continue
                 if not times["float"]:  # time left from the pace of the timed rounds, not the process start
-                    stage = Stage(label, max_runs, cancel)
+                    stage, first = Stage(label, max_runs, cancel, paced_from=row["round"]), row["round"]
+                    stage_start = time.perf_counter()
                 times["float"] += row["float_ms"]
                 for mine, more in zip(times["quantized"], row["quantized_ms"]):
                     mine += more
+                if row["round"] > first:  # the worker stops at min_runs once budget_s has passed: runs to expect
+                    per_round = (time.perf_counter() - stage_start) / (row["round"] - first)
+                    stage.total = min(max_runs, max(min_runs, row["round"] + 1,
+                                                    math.ceil(first + budget_s / max(per_round, 1e-9))))
                 # the stage ends when the worker has said its last line, with the real count of runs
-                yield stage.step(min(row["round"], max_runs - 1), f"{row['round']} runs in a separate process")
+                yield stage.step(min(row["round"], stage.total - 1), f"{row['round']} runs in a separate process")
             try:  # its output ended: the worker is exiting (a cancel or an error above kills it at once)
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -147,7 +155,7 @@ def measure_many(float_path, quantized_paths, example: tuple, threads: int | Non
             stderr = proc.stderr.read()
             proc.wait()
         if proc.returncode == 0 and times["float"]:
-            yield stage.step(max_runs, f"{len(times['float'])} runs in a separate process")
+            yield stage.step(stage.total, f"{len(times['float'])} runs in a separate process")
         if proc.returncode != 0 or not times["float"]:
             said = [line for line in stderr.strip().splitlines() if "cpuinfo" not in line]
             tail = said[-1:] or ["no output"]
