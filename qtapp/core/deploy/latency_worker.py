@@ -5,8 +5,9 @@ provider), pte (the ExecuTorch runtime with its XNNPACK delegate).
 
 Run by measure.measure_files (not by users): `python -m qtapp.core.deploy.latency_worker SPEC.json`. Prints
 a JSON line at most every REPORT_EVERY_S ({"round": rounds so far, "float_ms": [...], "quantized_ms":
-[...]} for the rounds since the last line; with several int8 files, "quantized_ms" holds a list per file) and a last line with the thread count and how many CPU cores
-other processes kept busy meanwhile.
+[...]} for the rounds since the last line; with several int8 files, "quantized_ms" holds a list per file) and
+a last line with the thread count (fewer than asked when other processes keep cores busy: see free_threads),
+the count asked, and how many CPU cores other processes kept busy meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .measure import _cpu_seconds
 
 MIN_WALL_S = 1.0
 REPORT_EVERY_S = 0.1
+PROBE_S = 0.3  # how long the other processes' load is sampled before choosing the thread count
 
 
 def load(kind: str, path: str, threads: int):
@@ -53,6 +55,23 @@ def load(kind: str, path: str, threads: int):
     raise ValueError(f"unknown format {kind!r}")
 
 
+def free_threads(asked: int, probe_s: float = PROBE_S) -> int:
+    """The threads to time on: `asked`, or as many as the cores other processes leave free. Threads that
+    outnumber free cores wait on each other at every op (an OpenMP barrier waits for a thread that is not
+    running): on 2 cores with 1 kept busy, 2 threads timed the demo at 76 ms where 1 thread takes 0.2 ms."""
+    import os
+
+    if asked <= 1:
+        return asked
+    before = _cpu_seconds()
+    time.sleep(probe_s)
+    after = _cpu_seconds()
+    if before is None or after is None:
+        return asked
+    busy = max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / probe_s)
+    return max(1, min(asked, int((os.cpu_count() or asked) - busy + 0.5)))
+
+
 def _protocol_stream():
     """The parent reads this process's stdout as JSON lines: keep that stream for them alone. A model
     that prints (TorchScript's print writes to file descriptor 1) would break it, so descriptor 1 goes to
@@ -73,14 +92,16 @@ def main(argv: list[str]) -> int:
     out = _protocol_stream()
     import torch
 
-    torch.set_num_threads(int(spec["threads"]))
+    asked = int(spec["threads"])
+    threads = free_threads(asked)
+    torch.set_num_threads(threads)
     kind = spec.get("kind", "pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # runtimes' deprecation notices: not this run's business
         several = isinstance(spec["quantized"], list)
         quantized = spec["quantized"] if several else [spec["quantized"]]
-        float_model = load(kind, spec["float"], int(spec["threads"]))
-        int8_models = [load(kind, path, int(spec["threads"])) for path in quantized]
+        float_model = load(kind, spec["float"], threads)
+        int8_models = [load(kind, path, threads) for path in quantized]
         inputs = tuple(torch.load(spec["inputs"], weights_only=True))
 
         def fresh():
@@ -125,7 +146,7 @@ def main(argv: list[str]) -> int:
     other = None
     if before is not None and after is not None:  # machine CPU time minus this process's, per second
         other = max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
-    out.write(json.dumps({"other_load": other, "threads": torch.get_num_threads()}) + "\n")
+    out.write(json.dumps({"other_load": other, "threads": threads, "threads_asked": asked}) + "\n")
     return 0
 
 

@@ -79,6 +79,7 @@ class Latency:
     threads: int
     other_load: float | None = None  # CPU cores other processes kept busy while this measured
     format: str = "pt"  # the files timed: pt, ptl, onnx or pte, each in its own runtime
+    threads_asked: int | None = None  # more than `threads` when busy cores left fewer free (latency_worker)
 
     @property
     def speedup(self) -> float:
@@ -162,4 +163,5 @@ def measure_many(float_path, quantized_paths, example: tuple, threads: int | Non
             raise QtappError(f"timing the {kind} files in {RUNTIMES.get(kind, kind)} in a separate process failed: "
                              f"{tail[0][:300]}")
     return [Latency(statistics.median(times["float"]), statistics.median(q), len(times["float"]),
-                    int(last.get("threads", threads)), last.get("other_load"), kind) for q in times["quantized"]]
+                    int(last.get("threads", threads)), last.get("other_load"), kind,
+                    int(last.get("threads_asked", threads))) for q in times["quantized"]]

@@ -67,6 +67,13 @@ def notes(result) -> list[Note]:
         out.append(Note("poor-output", f"the quantized output barely follows the float one (cosine {o.cosine:.3f}): "
                                        + _advice(result)))
     lat = result.latency
+    for timed, what in ((lat, "the run's latency"), *((e.latency, f".{e.format}") for e in result.exports)):
+        asked = getattr(timed, "threads_asked", None)
+        if timed is not None and asked is not None and timed.threads < asked:
+            out.append(Note("fewer-threads", f"{what} was timed on {timed.threads} thread(s), not "
+                                             f"{asked}: other processes kept cores busy, and more "
+                                             "threads than free cores wait on each other at every op (figures "
+                                             "hundreds of times too slow); time again on a quiet machine"))
     if lat is not None and lat.other_load is not None and lat.other_load > BUSY_CORES:
         out.append(Note("busy-machine", f"other processes kept {lat.other_load:.1f} CPU cores busy while latency was "
                                         "measured: the latency figures are inflated; measure again on a quiet machine"))

@@ -79,3 +79,29 @@ def test_rounds_reach_the_parent_in_batches(two_files):
                 records.append)
     assert lat.runs > 200 and len(records) < lat.runs / 10
     assert records[-1].message == f"{lat.runs} runs in a separate process"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="other-load accounting reads /proc/stat")
+def test_threads_beyond_the_free_cores_are_not_used_and_the_note_says_so(two_files):
+    """On 2 cores with one kept busy, 2 threads timed the demo at 76 ms where 1 thread takes 0.2 ms (issue
+    19, 1): threads that outnumber free cores wait on each other at every op. The worker times on the
+    cores left free, and the report says so."""
+    import os
+
+    from qtapp.core.report.notes import notes
+    from qtapp.core.config.recipe import QuantRecipe
+    from qtapp.core.report.results import RunResult
+
+    cores = os.cpu_count() or 1
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores - 1)]
+    try:
+        lat = drive(measure_files(*two_files, (torch.randn(1, 8),), threads=cores, min_runs=5, max_runs=10))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert lat.threads_asked == cores and lat.threads < cores
+    result = RunResult(recipe=QuantRecipe(model="demo"), model="demo", mode="fx", input="1x8", calibration=None,
+                       evaluation=None, latency=lat)
+    said = [n.text for n in notes(result) if n.code == "fewer-threads"]
+    assert said and said[0].startswith(f"the run's latency was timed on {lat.threads} thread(s), not {cores}")
