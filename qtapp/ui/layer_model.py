@@ -291,9 +291,8 @@ class QtLayerTreeModel(QAbstractItemModel):
             lines.append(f"{runs}: " + ", ".join(f for f in figures if f))
             if res.range is not None:
                 r = res.range
-                per_call = " (one per call: the median call's)" if r.per_call else ""
-                lines.append(f"range {r.lo:.4g} to {r.hi:.4g}{' (fixed by the op)' if r.fixed else per_call}; "
-                             f"clipped {r.clipped_low:.2%} low, {r.clipped_high:.2%} high; {r.levels_text()} used")
+                lines.append(f"{r.range_text()}; clipped {r.clipped_low:.2%} low, {r.clipped_high:.2%} high; "
+                             f"{r.levels_text()} used")
             for finding in res.diagnosis:
                 lines.append(f"⚠ {finding.text}")
             if res.reason and (not res.quantized or res.kept_float):

@@ -42,7 +42,7 @@ class ActivationRangePlot(PlotPanel):
         self._caption.setTextFormat(Qt.TextFormat.RichText)
         self._caption.setStyleSheet(f"color: {TEXT_COLOR}; background: white; padding: 4px 6px;")
         self._content.layout().insertWidget(0, self._caption)
-        self._name, self._range, self._title = None, None, ""
+        self._name, self._range, self._calibrated, self._title = None, None, None, ""
         self.set_point(None, None)
 
     # -- read-only facts ---------------------------------------------------------------------------
@@ -50,8 +50,12 @@ class ActivationRangePlot(PlotPanel):
         return self._name
 
     def range_lines(self) -> tuple[float, float] | None:
-        """The ends of the representable range, as drawn."""
+        """The ends of the int8 grid's representable range, as drawn."""
         return self._range
+
+    def calibrated_lines(self) -> tuple[float, float] | None:
+        """The ends of the calibrated range (its top drawn) where it is only part of the int8 grid, else None."""
+        return self._calibrated
 
     def title_text(self) -> str:
         """The title as drawn (without markup)."""
@@ -62,7 +66,7 @@ class ActivationRangePlot(PlotPanel):
         """`point`: a core PointResult (its `range` is drawn), or None; `is_point`: whether `name` is a
         quantization point at all; `ran`: whether there is a result to take figures from."""
         self._plot.clear()
-        self._name, self._range, self._title = name, None, ""
+        self._name, self._range, self._calibrated, self._title = name, None, None, ""
         r = getattr(point, "range", None)
         if name is None:
             self._show_message(self.EMPTY)
@@ -92,11 +96,19 @@ class ActivationRangePlot(PlotPanel):
         self._plot.getAxis("left").setTicks([[(np.log10(t), f"{t:,}") for t in ticks], []])
         lo, hi = float(r.lo), float(r.hi)
         self._range = (lo, hi)
-        dtype = "median call's" if r.per_call else "range"
-        pen = pg.mkPen("#5a5a5a", width=1.4, style=Qt.PenStyle.DashLine)
-        for value, end, anchor in ((lo, "min", (0, 0.5)), (hi, "max", (1, 0.5))):
-            self._plot.addItem(pg.InfiniteLine(value, pen=pen, label=f" {dtype} {end} ", labelOpts={
-                "position": 0.85, "color": TEXT_COLOR, "anchors": [anchor, anchor], "fill": (255, 255, 255, 210),
+        # The int8 grid's ends (where values clip) and, where the calibrated range is only part of the grid,
+        # the calibrated range's top: each line named for what it is.
+        grid_pen = pg.mkPen("#5a5a5a", width=1.4, style=Qt.PenStyle.DashLine)
+        grid_end = "median call's int8 grid" if r.per_call else "int8 grid"
+        lines = [(lo, f"{grid_end} min", (0, 0.5), grid_pen, 0.85), (hi, f"{grid_end} max", (1, 0.5), grid_pen, 0.85)]
+        self._calibrated = None
+        if r.grid_levels > r.levels_total:
+            self._calibrated = (float(r.calibrated_lo), float(r.calibrated_hi))
+            top = "median call's range max" if r.per_call else "calibrated max"
+            lines.append((self._calibrated[1], top, (1, 0.5), pg.mkPen(TEXT_COLOR, width=1.4), 0.65))
+        for value, label, anchor, pen, position in lines:
+            self._plot.addItem(pg.InfiniteLine(value, pen=pen, label=f" {label} ", labelOpts={
+                "position": position, "color": TEXT_COLOR, "anchors": [anchor, anchor], "fill": (255, 255, 255, 210),
                 "movable": False}), ignoreBounds=True)
         x_lo, x_hi = min(float(edges[0]), lo), max(float(edges[-1]), hi)
         shade = translucent(CLIP_COLOR, 40)
@@ -112,12 +124,10 @@ class ActivationRangePlot(PlotPanel):
                 value = r.scale * (q - r.zero_point)
                 if x_lo <= value <= x_hi:
                     self._plot.addItem(pg.InfiniteLine(value, pen=grid), ignoreBounds=True)
-        kind = "one range per call (the median call's)" if r.per_call else \
-            "range fixed by the op" if r.fixed else "calibrated range"
-        first = f"{name}: {kind} {lo:.4g} to {hi:.4g}, scale {r.scale:.3g}"
-        second = (f"{r.levels_text()} used; clipped {_pct(r.clipped_low)} below, "
-                  f"{_pct(r.clipped_high)} above; {_pct(r.rounds_to_zero)} round to zero; {r.values:,} values "
-                  f"({r.source})")
+        first = f"{name}: {r.range_text()}"
+        second = (f"{r.values:,} values ({r.source}) from {r.data_min:.4g} to {r.data_max:.4g}: {r.levels_text()} "
+                  f"used; clipped {_pct(r.clipped_low)} below, {_pct(r.clipped_high)} above; "
+                  f"{_pct(r.rounds_to_zero)} round to zero")
         self._title = f"{first}\n{second}"
         key = swatch(FLOAT_COLOR, "values") + ("" if r.per_call else f" &nbsp; {swatch(CLIP_COLOR, 'clipped')}")
         findings = "".join(f"<br><span style='color:#b03000'>⚠ {escape(f.text)}</span>" for f in point.diagnosis[:1])

@@ -55,6 +55,7 @@ class SettingsPanel(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._updating = False
+        self._greyed: set[str] = set()  # the recipe fields whose greyed control shows what applies instead
         self.method = self._combo(METHODS)
         self.backend = self._combo(BACKENDS)
         self.backend.setToolTip("torch.ao: FX/eager/dynamic quantization, ships .pt/.ptl/.onnx. pt2e: torchao's PT2E "
@@ -166,6 +167,7 @@ class SettingsPanel(QWidget):
         if recipe is None:
             return  # the widgets keep showing the last values, disabled
         self._updating = True
+        self._greyed.clear()  # every control shows the recipe's value, then _update_enabled greys what does not apply
         try:
             self.method.setCurrentText(recipe.method)
             self.backend.setCurrentText(recipe.backend)
@@ -192,16 +194,34 @@ class SettingsPanel(QWidget):
 
     def _update_enabled(self) -> None:
         method = self.method.currentText()
-        pt2e = self.backend.currentText() == "pt2e" and method != "dynamic"
-        self.backend.setEnabled(method != "dynamic")
+        dynamic = method == "dynamic"
+        # A greyed control shows the value that applies to the method chosen, not the recipe's (which it
+        # keeps, and shows again once the control is live): dynamic quantization is torch.ao's whatever the
+        # backend, and static and QAT quantization make int8 whatever the dynamic dtype.
+        self._show_applied("backend", not dynamic, "torch.ao")
+        self._show_applied("dtype", dynamic, "qint8")
+        self.backend.setEnabled(not dynamic)
+        self.dtype.setEnabled(dynamic)
+        pt2e = self.backend.currentText() == "pt2e" and not dynamic
+        float16 = dynamic and self.dtype.currentText() == "float16"
+        # Blank where nothing of the kind applies: dynamic quantization has no graph mode and no observer
+        # (each call's own range), PT2E no torch.ao engine (it quantizes for XNNPACK).
+        self._show_applied("static_mode", method == "static" and not pt2e,
+                           "fx" if method == "qat" and not pt2e else None)
+        self._show_applied("engine", not pt2e, None)
+        # QAT's ranges are its fake quantizers' moving averages; PT2E's, the XNNPACK quantizer's histogram
+        self._show_applied("observer", method == "static" and not pt2e,
+                           "moving-average" if method == "qat" else "histogram" if pt2e else None)
+        # dynamic int8 weights take it too (per-channel scales for each Linear); float16 weights have no scales
+        self._show_applied("per_channel", not float16, False)
+        self._show_applied("equalize", not dynamic, False)
+        self._show_applied("equalize_depthwise", not dynamic and self.per_channel.isChecked(), False)
         self.static_mode.setEnabled(method == "static" and not pt2e)
         self.engine.setEnabled(not pt2e)
         self.observer.setEnabled(method == "static" and not pt2e)
-        # dynamic int8 weights take it too; float16 weights have no scales
-        self.per_channel.setEnabled(not (method == "dynamic" and self.dtype.currentText() == "float16"))
-        self.equalize.setEnabled(method != "dynamic")
-        self.equalize_depthwise.setEnabled(method != "dynamic" and self.per_channel.isChecked())
-        self.dtype.setEnabled(method == "dynamic")
+        self.per_channel.setEnabled(not float16)
+        self.equalize.setEnabled(not dynamic)
+        self.equalize_depthwise.setEnabled(not dynamic and self.per_channel.isChecked())
         self.qat_box.setEnabled(method == "qat")
         key = self.source.currentData()
         self.browse.setEnabled(key in ("folder", "file"))
@@ -210,6 +230,29 @@ class SettingsPanel(QWidget):
         self.engine_note.setStyleSheet("color: #a04000; font-size: 11px;" if self.engine.currentText() == "qnnpack"
                                        and not pt2e
                                        else "color: #555; font-size: 11px;")
+
+    def _show_applied(self, field: str, applies: bool, value) -> None:
+        """Where the recipe's `field` does not apply, its control shows `value`, what does (None: nothing,
+        shown blank); where it applies again, the recipe's own value. Display only: nothing is emitted and
+        the recipe keeps its value."""
+        widget = getattr(self, field)
+        if applies:
+            if field not in self._greyed or self._recipe is None:
+                return
+            self._greyed.discard(field)
+            value = getattr(self._recipe, field)
+        else:
+            self._greyed.add(field)
+        widget.blockSignals(True)
+        try:
+            if isinstance(widget, QCheckBox):
+                widget.setChecked(bool(value))
+            elif value is None:
+                widget.setCurrentIndex(-1)
+            else:
+                widget.setCurrentText(value)
+        finally:
+            widget.blockSignals(False)
 
     # -- widgets -> changes ------------------------------------------------------------------------
     def _emit(self, **changes) -> None:

@@ -23,6 +23,16 @@ def _pct(x) -> str:
     return "–" if x is None else f"{x:.2%}"
 
 
+def _quantized_dtype(result) -> str:
+    """What the quantized column holds: int8, float16 (a dynamic float16 run), or both (float16 for some
+    layers only), from the weights the run really made."""
+    kinds = {"float16" if p.weight.qscheme == "float16" else "int8" for p in result.layers
+             if p.quantized and not p.kept_float and p.weight is not None and p.weight.dequantized is not None}
+    if not kinds:
+        return "float16" if result.dtype == "float16" else "int8"
+    return " + ".join(k for k in ("int8", "float16") if k in kinds)
+
+
 class SummaryView(QLabel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -85,8 +95,11 @@ class SummaryView(QLabel):
         if result.float_layers:
             notes.append(("info", f"{len(result.float_layers)} layer(s) kept in float."))
         evaluated = result.evaluation.description if result.evaluation else ""
+        quantized = _quantized_dtype(result)
+        self.figures["dtype"] = quantized
         self.setText(
-            "<table cellspacing=6><tr><th></th><th align=right>float</th><th align=right>int8</th><th></th></tr>"
+            "<table cellspacing=6><tr><th></th><th align=right>float</th>"
+            f"<th align=right>{quantized}</th><th></th></tr>"
             f"{table}</table>"
             f"<p><b>Output error</b> over {o.samples} samples ({escape(evaluated)}):<br>{', '.join(error)}</p>"
             + "".join(f"<p style='color:{'#a04000' if level == 'warning' else '#555'}'>{escape(text)}</p>"

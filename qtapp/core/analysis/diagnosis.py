@@ -43,6 +43,11 @@ def _num(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _range_of(r) -> str:
+    """The range a point's levels are counted in, named as the range text names it (ranges.RangeStats)."""
+    return "the median call's range" if r.per_call else "its fixed range" if r.fixed else "its calibrated range"
+
+
 def clipping(p, ctx) -> Finding | None:
     r = p.range
     if r is None or r.per_call:
@@ -84,7 +89,8 @@ def outlier_range(p, ctx) -> Finding | None:
     sharers = [q.name for q in ctx["points"].values() if q.shares_range == p.name]
     whose = f", a range it shares with {', '.join(sharers)} (one observer for all)" if sharers else ""
     return Finding("outlier-range", f"outliers set the range{whose}: 0.1% of values use {1 - r.central_share:.0%} of "
-                                    f"it, the other 99.9% span {r.central_levels} of its {r.levels_total} levels",
+                                    f"it, the other 99.9% span {r.central_levels} of the {r.levels_total} levels of "
+                                    f"{_range_of(r)}",
                    {"central_levels": r.central_levels, "levels_total": r.levels_total,
                     "central_share": r.central_share})
 
@@ -94,8 +100,8 @@ def shared_range(p, ctx) -> Finding | None:
     if r is None or owner is None or not owner.shares_range or r.central_share > 0.25:
         return None
     return Finding("shared-range", f"shares the range of {owner.shares_range} (one observer for both), but the "
-                                   f"central 99.9% of its values span only {r.central_levels} of its {r.levels_total} "
-                                   "levels",
+                                   f"central 99.9% of its values span only {r.central_levels} of the {r.levels_total} "
+                                   f"levels of {_range_of(r)}",
                    {"shares": owner.shares_range, "central_levels": r.central_levels})
 
 

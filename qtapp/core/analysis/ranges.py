@@ -13,6 +13,10 @@ from .qparams import QParams
 HIST_BINS = 96
 
 
+def _num(x: float) -> str:
+    return f"{x:.4g}"
+
+
 @dataclass
 class RangeStats:
     """An activation point's range (calibrated, or per call for dynamic quantization) against the values
@@ -48,17 +52,43 @@ class RangeStats:
         return self.central_levels / max(self.levels_total, 1)
 
     @property
+    def grid_levels(self) -> int:
+        """The levels of the int8 grid (the integer type: 256 for quint8), where values clip."""
+        return self.qmax - self.qmin + 1
+
+    @property
+    def calibrated_lo(self) -> float:
+        """The bottom of the calibrated range (the int8 grid's bottom: the calibrated levels start there)."""
+        return self.scale * (self.qmin - self.zero_point)
+
+    @property
     def calibrated_hi(self) -> float:
         """The top of the calibrated range (below `hi` where the integer type has more levels)."""
         return self.scale * (self.qmin + self.levels_total - 1 - self.zero_point)
 
     def levels_text(self) -> str:
-        """How many levels the values use, of how many: "97 of 128 levels", or where values go past the
-        calibrated range into the levels the integer type has beyond it, "129 of 256 levels (128 calibrated)"."""
-        grid = self.qmax - self.qmin + 1
-        if self.levels_used > self.levels_total and grid > self.levels_total:
-            return f"{self.levels_used} of {grid} levels ({self.levels_total} calibrated)"
-        return f"{self.levels_used} of {self.levels_total} levels"
+        """How many levels the values use, always counted against the whole int8 grid (the levels values can
+        take before they clip): "84 of the int8 grid's 256 levels"."""
+        return f"{self.levels_used} of the int8 grid's {self.grid_levels} levels"
+
+    def range_text(self) -> str:
+        """The point's range, in the one wording every point gets: the range as calibrated (or fixed by the
+        op, or the median call's), what its observer saw where that differs, its levels and step, and the
+        representable range of the int8 grid, named as such:
+        "calibrated range 0 to 4.937 (its observer saw 0 to 6.001): 128 levels in steps of 0.0389; the int8
+        grid represents 0 to 9.913 (256 levels)"."""
+        kind = ("one range per call, the median call's" if self.per_call else
+                "range fixed by the op" if self.fixed else "calibrated range")
+        lo, hi = _num(self.calibrated_lo), _num(self.calibrated_hi)
+        text = f"{kind} {lo} to {hi}"
+        if not (self.per_call or self.fixed) and self.observed_min is not None and self.observed_max is not None \
+                and (_num(self.observed_min), _num(self.observed_max)) != (lo, hi):
+            text += f" (its observer saw {_num(self.observed_min)} to {_num(self.observed_max)})"
+        text += f": {self.levels_total} levels in steps of {self.scale:.3g}"
+        if self.grid_levels > self.levels_total:
+            return text + (f"; the int8 grid represents {_num(self.lo)} to {_num(self.hi)} "
+                           f"({self.grid_levels} levels)")
+        return text + ", the whole int8 grid"
 
     def to_json(self) -> dict:
         keys = ("lo", "hi", "scale", "zero_point", "qmin", "qmax", "fixed", "per_call", "observed_min",
@@ -66,6 +96,8 @@ class RangeStats:
                 "rounds_to_zero", "levels_used", "levels_total", "central_levels", "source")
         out = {k: getattr(self, k) for k in keys}
         out["levels"] = self.levels_text()
+        out.update(calibrated_lo=self.calibrated_lo, calibrated_hi=self.calibrated_hi, grid_levels=self.grid_levels,
+                   range_text=self.range_text())
         out["histogram"] = {"lo": float(self.hist_edges[0]), "hi": float(self.hist_edges[-1]),
                             "counts": [int(v) for v in self.hist_counts]}  # equal bins from lo to hi
         return out

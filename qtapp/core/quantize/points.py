@@ -452,8 +452,8 @@ def _toggle_rule(p: QuantPoint, runs: str, lowered: bool, engine: str) -> tuple[
     if p.kind == "op" and lowered and callable(p.target):
         return "op", ""
     if p.shares_range:
-        return None, (f"runs on int8 values with the range of {p.shares_range} (the same observer): it adds "
-                      "no rounding of its own, and torch keeps it in int8 whatever its setting")
+        return None, (f"runs on int8 values and rounds its output to the range of {p.shares_range} (the same "
+                      "observer), not to one of its own; torch keeps it in int8 whatever its setting")
     if p.kind == "op" and callable(p.target) and runs == "int8":
         return None, (f"{p.op} on int8 values is not a separate int8 kernel torch can swap: it stays on int8 "
                       "values whatever its setting, with the range of its inputs")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .verdict import NOT_SMALLER
+
 DEAD_OUTPUT_RMS = 1e-4
 POOR_COSINE = 0.9
 BUSY_CORES = 0.3
@@ -66,6 +68,14 @@ def notes(result) -> list[Note]:
     elif o is not None and o.cosine < POOR_COSINE:
         out.append(Note("poor-output", f"the quantized output barely follows the float one (cosine {o.cosine:.3f}): "
                                        + _advice(result)))
+    half = [p.name for p in result.layers if p.quantized and not p.kept_float and p.weight is not None
+            and p.weight.qscheme == "float16"]
+    if half and result.size_float and result.size_quantized and result.size_quantized >= NOT_SMALLER * result.size_float:
+        shown = ", ".join(half[:4]) + (f" and {len(half) - 4} more" if len(half) > 4 else "")
+        out.append(Note("float16-not-smaller", (
+            f"why the file is no smaller: float16 applies only to the layers dynamic quantization converts "
+            f"({shown}), and the TorchScript file stores even their weights as float32 (torch.ao packs them to "
+            "float16 again when it loads the file); the other layers stay float32")))
     lat = result.latency
     for timed, what in ((lat, "the run's latency"), *((e.latency, f".{e.format}") for e in result.exports)):
         asked = getattr(timed, "threads_asked", None)

@@ -104,7 +104,7 @@ def test_the_outlier_model_is_diagnosed_at_its_outlier_point():
     finding = worst[0].diagnosis[0]
     assert finding.code == "outlier-range"
     assert finding.text.startswith("outliers set the range: 0.1% of values use 9")  # 90% or more of it
-    assert finding.figures["central_levels"] <= 16 and finding.text.endswith("of its 128 levels")
+    assert finding.figures["central_levels"] <= 16 and finding.text.endswith("of the 128 levels of its calibrated range")
     assert result.output.sqnr_db < 25  # the model is really broken there
 
 
@@ -318,7 +318,7 @@ def test_levels_used_past_the_calibrated_range_are_counted_against_the_whole_gri
     past = [r for r in ranged if r.levels_used > r.levels_total]
     assert past, "the demo has a point past its calibrated range (block3.0)"
     for r in past:
-        assert r.levels_text() == f"{r.levels_used} of 256 levels (128 calibrated)"
+        assert r.levels_text() == f"{r.levels_used} of the int8 grid's 256 levels"
         assert r.to_json()["levels"] == r.levels_text()
 
 
