@@ -50,7 +50,7 @@ def test_toggle_both_directions(qtbot, window, open_and_wait):
     assert model.flags(pool) & Qt.ItemFlag.ItemIsSelectable and not model.flags(pool) & Qt.ItemFlag.ItemIsUserCheckable
     assert model.data(pool, Qt.ItemDataRole.CheckStateRole) is None
     tip = model.data(model.index_of("pool", COL_NAME), Qt.ItemDataRole.ToolTipRole)
-    assert "No float toggle: runs on int8 values with the range of block2.0" in tip
+    assert "No float toggle: runs on int8 values and rounds its output to the range of block2.0" in tip
 
 
 def test_run_shows_core_results_everywhere(qtbot, window, open_and_wait, quantize_and_wait):
