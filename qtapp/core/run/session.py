@@ -337,6 +337,8 @@ class QuantSession:
 
 def _same_configuration(a: RunResult, b: RunResult) -> bool:
     """Whether two results are of the same int8 model: same settings, same float points, same mode."""
+    if a.recipe is None or b.recipe is None:
+        return False
     return (a.mode, tuple(a.float_layers)) == (b.mode, tuple(b.float_layers)) and \
         a.recipe.to_dict() == b.recipe.to_dict()
 
