@@ -44,6 +44,22 @@ def test_the_page_is_self_contained_and_says_what_report_json_says(result_dir):
     assert "(kept float)" in html  # fc1 is drawn as a float bar, not as an int8 one
 
 
+def test_the_page_opens_with_the_verdict_report_json_gives(result_dir):
+    """report.html showed every figure but not the verdict (usable / degraded / broken, why, what next)."""
+    from html import escape
+
+    from qtapp.core.report.verdict import COLOURS
+
+    html = (result_dir / "report.html").read_text()
+    verdict = json.loads((result_dir / "report.json").read_text())["verdict"]
+    shown = f"<p class='verdict {verdict['level']}'><b>{verdict['level'].upper()}</b>: {escape(verdict['reason'])}"
+    assert shown in html and html.index(shown) < html.index("<h2>Notes</h2>")
+    if verdict["next"]:
+        assert escape(verdict["next"]) in html
+    background, text = COLOURS[verdict["level"]]  # the window's banner colours
+    assert f".verdict.{verdict['level']}{{background:{background};color:{text};" in html
+
+
 def test_each_bar_has_the_colour_the_window_gives_its_sqnr(result_dir):
     from qtapp.core.report.render import sqnr_colour
 

@@ -10,10 +10,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton
 
 from ..core.analysis.metrics import Target
-from ..core.report.verdict import judge
+from ..core.report.verdict import COLOURS, judge
 from ..core.tune.search import Budget
-
-_COLOURS = {"usable": ("#e6f4ea", "#1e6b34"), "degraded": ("#fff4e0", "#8a5300"), "broken": ("#fde8e6", "#a3261a")}
 
 
 class VerdictBanner(QFrame):
@@ -43,7 +41,7 @@ class VerdictBanner(QFrame):
         if v is None:
             self.hide()
             return
-        back, fore = _COLOURS[v.level]
+        back, fore = COLOURS[v.level]
         self.setStyleSheet(f"#verdictBanner {{ background: {back}; border: 1px solid {fore}; border-radius: 4px; }}")
         text = f"<b style='color:{fore}'>{v.level.upper()}</b>: {escape(v.reason)}"
         if v.next:  # the CLI's command, said as the button that runs it here

@@ -11,6 +11,7 @@ from .render import SQNR_FAIR_DB as FAIR_DB
 from .render import SQNR_GOOD_DB as GOOD_DB
 from .render import SQNR_POOR_DB as POOR_DB
 from .render import report_dict, speed_text, sqnr_colour
+from .verdict import COLOURS
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px auto;max-width:1100px;color:#222}
@@ -179,6 +180,10 @@ def _tune_html(result) -> str:
             "<p class=sub>Grey: every configuration tried (hollow: over the budget); orange: the search's path.</p>")
 
 
+_VERDICT_CSS = "".join(f".verdict.{level}{{background:{bg};color:{fg};padding:6px 10px;border-radius:4px}}"
+                       for level, (bg, fg) in COLOURS.items())
+
+
 def to_html(result) -> str:
     r = report_dict(result)
     o, lat, size = r["output"], r["latency_ms"], r["size_bytes"]
@@ -219,14 +224,18 @@ def to_html(result) -> str:
     calib = r["calibration"]
     ev = r["evaluation"] or {}
     out_values = (result.output.ref_values, result.output.q_values) if result.output is not None else (None, None)
+    v = r["verdict"]  # the same verdict the CLI ends with and the window's banner shows
+    verdict = (f"<p class='verdict {escape(v['level'])}'><b>{escape(v['level'].upper())}</b>: {escape(v['reason'])}"
+               + (f"<br>Next: <code>{escape(v['next'])}</code>" if v["next"] else "") + "</p>")
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>{escape(r['model'])}: quantization report</title>
-<style>{_CSS}</style></head><body>
+<style>{_CSS}{_VERDICT_CSS}</style></head><body>
 <h1>{escape(r['model'])}: {escape(r['method'])} int8 quantization</h1>
 <p class=sub>{escape(r['mode'])} on {escape(r['engine'])}, weights {escape(r['dtype'])}; input {escape(r['input'])};
 calibrated on {calib['samples']} samples ({escape(calib['source'])}); evaluated on
 {ev.get('samples', 0)} samples ({escape(ev.get('source', 'none'))}). qtapp {escape(r['qtapp_version'])},
 torch {escape(r['torch_version'])}.</p>
+{verdict}
 {"<table><tr><th></th><th class=num>float</th><th class=num>int8</th><th></th></tr>" + figures + "</table>" if figures else ""}
 <p><b>Output error</b>: {', '.join(error)}</p>
 <h2>Notes</h2><ul>{note_items}</ul>

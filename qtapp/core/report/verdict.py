@@ -24,6 +24,8 @@ NOT_SMALLER = 0.95  # an int8 file at 95% of float or more has not compressed th
 REPAIR_SHARE = 0.25  # what a repair may keep float: a quarter of the toggleable points (one at least)
 
 LEVELS = ("usable", "degraded", "broken")
+# (background, text) of each level, the same in the window's banner and report.html
+COLOURS = {"usable": ("#e6f4ea", "#1e6b34"), "degraded": ("#fff4e0", "#8a5300"), "broken": ("#fde8e6", "#a3261a")}
 
 
 @dataclass(frozen=True)
