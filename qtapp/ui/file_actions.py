@@ -16,7 +16,7 @@ from ..core.base.resultset import write_bytes_atomic
 from ..core.config.recipe import QuantRecipe
 from ..core.model.safe_pickle import PickleRefused
 from ..core.report.html import to_html
-from ..core.report.render import report_dict, write_report
+from ..core.report.render import points_csv, report_dict, write_report
 from ..core.run.exporting import export
 from ..core.run.session import QuantSession
 from .dialogs import ExportDialog, FactoryDialog, TorchvisionDialog, code_consent_box, program_consent_box, trust_box
@@ -168,6 +168,18 @@ class FileActionsMixin:
         write_bytes_atomic(Path(path), to_html(self.session.result).encode("utf-8"))
         note = "" if self.session.result_is_current() else " (of the last run, made before your changes)"
         self.statusBar().showMessage(f"Saved report {path}{note}", 8000)
+
+    def _on_save_points(self) -> None:
+        if self.session is None or self.session.result is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save point table", "points.csv", "CSV (*.csv)")
+        if path:
+            self.save_points(path)
+
+    def save_points(self, path: str) -> None:
+        """Every quantization point of the current result as CSV (render.points_csv), for a spreadsheet."""
+        write_bytes_atomic(Path(path), points_csv(self.session.result).encode("utf-8"))
+        self.statusBar().showMessage(f"Saved {len(self.session.result.layers)} points to {path}", 8000)
 
     def open_export_dialog(self) -> ExportDialog | None:
         if self.session is None or self.session.result is None:

@@ -33,6 +33,7 @@ HEADER_TIPS = (
     "Modules fused into this layer before quantization (conv + BatchNorm + ReLU run as one int8 op)",
 )
 NameRole = Qt.ItemDataRole.UserRole + 1
+SortRole = Qt.ItemDataRole.UserRole + 2  # what a column sorts by: numbers as numbers, an empty cell last
 
 
 class QtLayerTreeModel(QAbstractItemModel):
@@ -178,6 +179,8 @@ class QtLayerTreeModel(QAbstractItemModel):
         col = index.column()
         if role == NameRole:
             return info.name
+        if role == SortRole:
+            return self._sort_key(info, col)
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(info, col)
         if role == Qt.ItemDataRole.CheckStateRole and col == COL_QUANT and self._toggleable(info):
@@ -254,6 +257,23 @@ class QtLayerTreeModel(QAbstractItemModel):
             if info.group_head and info.group_head != info.name:
                 return f"→ {info.group_head}"
         return None
+
+    def _sort_key(self, info: LayerInfo, col: int):
+        if col == COL_PARAMS:
+            return float(info.params or 0)
+        if col in (COL_SQNR, COL_LOCAL):
+            res = self._results.get(info.name)
+            if res is None:
+                value = self._worst_under(info.name, local=col == COL_LOCAL) if info.children else None
+            else:
+                value = res.sqnr_db if col == COL_SQNR else res.local_sqnr_db
+            return float("inf") if value is None else float(value)  # exact or no figure: after every number
+        return str(self._display(info, col) or "")
+
+    def row_text(self, name: str) -> str:
+        """The row of `name` as shown, tab-separated in column order (what Copy row puts on the clipboard)."""
+        info = self._inv[name]
+        return "\t".join(str(self._display(info, col) or "") for col in range(len(COLUMNS)))
 
     def _worst_under(self, name: str, local: bool = False) -> float | None:
         prefixes = (f"{name}.", f"{name}/") if name else ("",)

@@ -39,7 +39,7 @@ from ..core.tune.search import TuneResult
 from .controller import RunController
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
-from .layer_model import COL_LOCAL, COL_QUANT, COL_SQNR, LayerFilter, QtLayerTreeModel
+from .layer_model import COL_LOCAL, COL_QUANT, COL_SQNR, LayerFilter, QtLayerTreeModel, SortRole
 from .log_panel import LogPanel
 from .messages import for_window, point_at_control
 from .plots import OutputErrorPlot, WeightHistogramPlot
@@ -89,6 +89,14 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         self.tree.customContextMenuRequested.connect(self._on_tree_context_menu)
         self.tree.selectionModel().currentChanged.connect(self._on_tree_current_changed)
         self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        # Columns sort on a click (numbers as numbers, a third click restores the model's order).
+        self.proxy.setSortRole(SortRole)
+        self.tree.header().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        self.tree.header().setSortIndicatorClearable(True)
+        self.tree.setSortingEnabled(True)
+        self.tree.header().setSortIndicatorShown(False)  # its arrow takes room: shown only while sorted
+        self.tree.header().sortIndicatorChanged.connect(
+            lambda section, _order: self.tree.header().setSortIndicatorShown(section >= 0))
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("Filter layers by name or type…")
         self.filter_edit.setClearButtonEnabled(True)
@@ -224,6 +232,7 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         file_menu.addSeparator()
         self.export_action = self._action(file_menu, "Export…", self.open_export_dialog, "Ctrl+Shift+E")
         self.save_report_action = self._action(file_menu, "Save report…", self._on_save_report)
+        self.save_points_action = self._action(file_menu, "Save point table (CSV)…", self._on_save_points)
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         run_menu = self.menuBar().addMenu("&Run")
@@ -440,6 +449,7 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         self.save_recipe_action.setEnabled(loaded)
         self.export_action.setEnabled(loaded and not busy and self.session.result is not None)
         self.save_report_action.setEnabled(loaded and self.session.result is not None)
+        self.save_points_action.setEnabled(loaded and self.session.result is not None)
 
     def _show_error(self, title: str, exc, details: str = "") -> None:
         log.error("%s: %s", title, exc)

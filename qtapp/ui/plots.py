@@ -12,15 +12,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QStackedLayout, QToolTip, QVBoxLayout, QWidget
 
 from ..core.report.render import sqnr_colour
 
 if TYPE_CHECKING:  # the core module pulls nothing heavy, but the plots need only its shapes
     from ..core.analysis.compare import OutputMetrics, WeightData
-    from ..core.analysis.point_result import PointResult
 
 # Before any PlotWidget exists: printed-figure look, whatever the desktop theme.
 pg.setConfigOptions(antialias=True)

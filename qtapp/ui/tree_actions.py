@@ -4,7 +4,7 @@ stays readable; it uses the window's session, tree, proxy, tree model and plots.
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QMenu
+from PySide6.QtWidgets import QApplication, QMenu
 
 from .layer_model import COL_NAME, NameRole
 
@@ -84,6 +84,7 @@ class TreeActionsMixin:
                                  lambda: inv.set_float(same_type, keep_float=True))
         by_type.setEnabled(bool(same_type))
         menu.addSeparator()
+        menu.addAction("Copy row", lambda: QApplication.clipboard().setText(self.tree_model.row_text(name)))
         menu.addAction("Expand subtree", lambda: self.tree.expandRecursively(idx))
         menu.addAction("Collapse subtree", lambda: self.tree.collapse(idx))
         return menu

@@ -321,3 +321,27 @@ def summary_text(result, out: Path | None = None) -> str:
 def write_report(report: dict, path: Path) -> None:
     """report.json: `report` (a report_dict), written atomically."""
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+
+
+CSV_COLUMNS = ("point", "kind", "op", "type", "runs_as", "kept_float", "local_sqnr_db", "accumulated_sqnr_db",
+               "normalised_error", "kernel_sqnr_db", "weight_sqnr_db", "range", "levels", "clipped_low",
+               "clipped_high", "diagnosis")
+
+
+def points_csv(result) -> str:
+    """Every quantization point of the result as CSV (the table report.json's `layers` holds), one row a
+    point in model order: for a spreadsheet."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for layer in report_dict(result)["layers"]:
+        r = layer["range"] or {}
+        writer.writerow([
+            layer["name"], layer["kind"], layer["op"], layer["type"], "int8" if layer["quantized"] else "float",
+            layer["kept_float"], layer["local_sqnr_db"], layer["accumulated_sqnr_db"], layer["normalised_error"],
+            layer["kernel_sqnr_db"], layer["weight_sqnr_db"], r.get("range_text", ""), r.get("levels", ""),
+            r.get("clipped_low", ""), r.get("clipped_high", ""), " | ".join(d["text"] for d in layer["diagnosis"])])
+    return out.getvalue()
