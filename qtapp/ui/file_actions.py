@@ -156,10 +156,15 @@ class FileActionsMixin:
         self._remember(str(Path(path).resolve()))
         self.statusBar().showMessage(f"Saved recipe {path}", 5000)
 
-    def _on_save_report(self) -> None:
+    def _ask_result_path(self, title: str, default: str, kinds: str) -> str | None:
+        """Where to save a file of the current result (None: no result, or the user cancelled)."""
         if self.session is None or self.session.result is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Save report", "report.html", "HTML report (*.html)")
+            return None
+        path, _ = QFileDialog.getSaveFileName(self, title, default, kinds)
+        return path or None
+
+    def _on_save_report(self) -> None:
+        path = self._ask_result_path("Save report", "report.html", "HTML report (*.html)")
         if path:
             self.save_report(path)
 
@@ -170,9 +175,7 @@ class FileActionsMixin:
         self.statusBar().showMessage(f"Saved report {path}{note}", 8000)
 
     def _on_save_points(self) -> None:
-        if self.session is None or self.session.result is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Save point table", "points.csv", "CSV (*.csv)")
+        path = self._ask_result_path("Save point table", "points.csv", "CSV (*.csv)")
         if path:
             self.save_points(path)
 

@@ -26,8 +26,7 @@ def _pct(x) -> str:
 def _quantized_dtype(result) -> str:
     """What the quantized column holds: int8, float16 (a dynamic float16 run), or both (float16 for some
     layers only), from the weights the run really made."""
-    kinds = {"float16" if p.weight.qscheme == "float16" else "int8" for p in result.layers
-             if p.quantized and not p.kept_float and p.weight is not None and p.weight.dequantized is not None}
+    kinds = set(report_notes.weight_dtypes(result).values())
     if not kinds:
         return "float16" if result.dtype == "float16" else "int8"
     return " + ".join(k for k in ("int8", "float16") if k in kinds)

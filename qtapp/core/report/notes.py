@@ -27,6 +27,13 @@ class Note:
         return self.text
 
 
+def weight_dtypes(result) -> dict[str, str]:
+    """{point: "int8" or "float16"}: the dtype of the weights the run really made, for each converted point
+    with weights (the window's summary heads its column with these; a float16 note names them)."""
+    return {p.name: "float16" if p.weight.qscheme == "float16" else "int8" for p in result.layers
+            if p.quantized and not p.kept_float and p.weight is not None and p.weight.dequantized is not None}
+
+
 def notes(result) -> list[Note]:
     out: list[Note] = [Note("model", text, "info") for text in result.model_notes]
     calib = result.calibration
@@ -68,8 +75,7 @@ def notes(result) -> list[Note]:
     elif o is not None and o.cosine < POOR_COSINE:
         out.append(Note("poor-output", f"the quantized output barely follows the float one (cosine {o.cosine:.3f}): "
                                        + _advice(result)))
-    half = [p.name for p in result.layers if p.quantized and not p.kept_float and p.weight is not None
-            and p.weight.qscheme == "float16"]
+    half = [name for name, dtype in weight_dtypes(result).items() if dtype == "float16"]
     if half and result.size_float and result.size_quantized and result.size_quantized >= NOT_SMALLER * result.size_float:
         shown = ", ".join(half[:4]) + (f" and {len(half) - 4} more" if len(half) > 4 else "")
         out.append(Note("float16-not-smaller", (

@@ -161,6 +161,13 @@ class _Search:
         self.path.append(i)
         self.best = scored
 
+    def result(self, target: Target, reached: bool, t0: float, notes: tuple, cancelled: bool = False) -> TuneResult:
+        """What the search found so far: every step, the best configuration, the path to it (the first
+        step is the start)."""
+        return TuneResult(target, self.budget, self.scorer.metric[0], reached, tuple(self.steps), self.best,
+                          self.steps[0].scored, tuple(self.path), self.scorer.conversions, self.scorer.calibrations,
+                          time.perf_counter() - t0, notes, tuple(self.candidates), cancelled=cancelled)
+
     def keep_if_better(self, scored: Scored) -> bool:
         if self.allowed(scored) and self.scorer.better(scored, self.best):
             self.accept(scored)
@@ -183,11 +190,9 @@ def tune(scorer: Scorer, target: Target, budget: Budget, candidates: list[str], 
     except Cancelled as exc:  # what was tried is kept with the cancel: the window shows it, marked
         if search.steps and search.best is not None:
             n = len(search.steps)
-            exc.partial = TuneResult(
-                target, budget, scorer.metric[0], False, tuple(search.steps), search.best, search.steps[0].scored,
-                tuple(search.path), scorer.conversions, scorer.calibrations, time.perf_counter() - t0,
-                (f"cancelled after {n} configuration(s): what was tried is shown; nothing was chosen or applied",),
-                tuple(candidates), cancelled=True)
+            exc.partial = search.result(target, False, t0, (
+                f"cancelled after {n} configuration(s): what was tried is shown; nothing was chosen or applied",),
+                cancelled=True)
         raise
 
 
@@ -280,9 +285,7 @@ def _tune(search: _Search, target: Target, budget: Budget, candidates: list[str]
     n = len(search.steps)
     yield Progress("tune", n, n, f"{n} configurations, target {'reached' if done() else 'not reached'}",
                    time.perf_counter() - t0)
-    return TuneResult(target, budget, scorer.metric[0], done(), tuple(search.steps), search.best, start,
-                      tuple(search.path), scorer.conversions, scorer.calibrations, time.perf_counter() - t0, tuple(notes),
-                      tuple(candidates))
+    return search.result(target, done(), t0, tuple(notes))
 
 
 def _describe(config: Config) -> str:
