@@ -359,7 +359,8 @@ class OutputErrorPlot(PlotPanel):
         self._scatter.addItem(pg.ScatterPlotItem(ref, q, size=4, pen=None, brush=translucent(FLOAT_COLOR, 90),
                                                  name=f"{self._points} output values"))
         sqnr = "" if metrics.sqnr_db is None else f", SQNR {metrics.sqnr_db:.1f} dB"
-        self._scatter.setTitle(f"Outputs{sqnr}: the last run's, before your changes" if stale else f"Outputs{sqnr}",
+        # stale: said on a second line, short enough for the narrow plot (on one line it was cut at both ends)
+        self._scatter.setTitle(f"Outputs{sqnr}<br>(before your changes)" if stale else f"Outputs{sqnr}",
                                color=STALE_COLOR if stale else TEXT_COLOR, size="10pt")
         err = q - ref
         # Bin the central 99.8%: a few outliers would otherwise squeeze the whole distribution into

@@ -404,7 +404,7 @@ def test_the_output_error_of_a_run_before_a_method_change_is_marked_as_such(qtbo
     assert before.startswith("Outputs, SQNR") and "before your changes" not in before
     window.settings_panel.method.setCurrentText("dynamic")
     qtbot.waitUntil(lambda: session.inventory.method == "dynamic" and not window.runner.busy, timeout=30000)
-    assert window.output_plot.outputs_title() == before + ": the last run's, before your changes"
+    assert window.output_plot.outputs_title() == before + "<br>(before your changes)"
     window.settings_panel.method.setCurrentText("static")  # back to the settings of the run shown
     qtbot.waitUntil(lambda: session.inventory.method == "static" and not window.runner.busy, timeout=30000)
     assert window.output_plot.outputs_title() == before
