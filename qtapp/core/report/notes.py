@@ -83,13 +83,16 @@ def notes(result) -> list[Note]:
             f"({shown}), and the TorchScript file stores even their weights as float32 (torch.ao packs them to "
             "float16 again when it loads the file); the other layers stay float32")))
     lat = result.latency
+    fewer: dict[tuple, list[str]] = {}  # (threads, asked): what was timed so; one note for each pair
     for timed, what in ((lat, "the run's latency"), *((e.latency, f".{e.format}") for e in result.exports)):
         asked = getattr(timed, "threads_asked", None)
         if timed is not None and asked is not None and timed.threads < asked:
-            out.append(Note("fewer-threads", f"{what} was timed on {timed.threads} thread(s), not "
-                                             f"{asked}: other processes kept cores busy, and more "
-                                             "threads than free cores wait on each other at every op (figures "
-                                             "hundreds of times too slow); time again on a quiet machine"))
+            fewer.setdefault((timed.threads, asked), []).append(what)
+    for (threads, asked), whats in fewer.items():
+        out.append(Note("fewer-threads", f"{', '.join(whats)} {'was' if len(whats) == 1 else 'were'} timed on "
+                                         f"{threads} thread(s), not {asked}: other processes kept cores busy, and "
+                                         "more threads than free cores wait on each other at every op (figures "
+                                         "hundreds of times too slow); time again on a quiet machine"))
     if lat is not None and lat.other_load is not None and lat.other_load > BUSY_CORES:
         out.append(Note("busy-machine", f"other processes kept {lat.other_load:.1f} CPU cores busy while latency was "
                                         "measured: the latency figures are inflated; measure again on a quiet machine"))

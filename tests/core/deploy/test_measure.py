@@ -105,3 +105,20 @@ def test_threads_beyond_the_free_cores_are_not_used_and_the_note_says_so(two_fil
                        evaluation=None, latency=lat)
     said = [n.text for n in notes(result) if n.code == "fewer-threads"]
     assert said and said[0].startswith(f"the run's latency was timed on {lat.threads} thread(s), not {cores}")
+
+
+def test_files_timed_on_fewer_threads_are_said_in_one_note():
+    """The run's latency and each exported file timed on 1 thread of 2 made one note each (five notes for one
+    busy core with the busy-machine ones); one note names them all."""
+    from qtapp.core.config.recipe import QuantRecipe
+    from qtapp.core.deploy.export import ExportResult
+    from qtapp.core.deploy.measure import Latency
+    from qtapp.core.report.notes import notes
+    from qtapp.core.report.results import RunResult
+
+    lat = {fmt: Latency(1.0, 0.5, 10, 1, 0.0, fmt, threads_asked=2) for fmt in ("pt", "ptl")}
+    exports = tuple(ExportResult(fmt, f"model.{fmt}", 10, True, 0.0, latency=lat[fmt]) for fmt in ("pt", "ptl"))
+    result = RunResult(recipe=QuantRecipe(model="demo"), model="demo", mode="fx", input="1x8", calibration=None,
+                       evaluation=None, latency=lat["pt"], exports=exports)
+    said = [n.text for n in notes(result) if n.code == "fewer-threads"]
+    assert len(said) == 1 and said[0].startswith("the run's latency, .pt, .ptl were timed on 1 thread(s), not 2")
