@@ -176,6 +176,7 @@ def _row(*widgets) -> QWidget:
 # same format in the same runtime
 COLUMNS = ("Format", "File", "Size", "Verified", "SQNR vs float", "Float ms", "Int8 ms", "Speed-up", "Quantized by",
            "Notes")
+NOTES_WIDTH = 260  # the least the notes column keeps: a sentence wraps to a few lines
 
 
 class ExportDialog(QDialog):
@@ -208,6 +209,8 @@ class ExportDialog(QDialog):
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setWordWrap(True)  # notes are sentences: wrap them rather than cut them
+        self.table.horizontalHeader().sectionResized.connect(  # and again when the dialog is resized
+            lambda col, _old, _new: col == len(COLUMNS) - 1 and self.table.resizeRowsToContents())
         self.table.setVisible(False)
         self.open_folder_button = QPushButton("Open folder")
         self.open_folder_button.setEnabled(False)
@@ -255,10 +258,27 @@ class ExportDialog(QDialog):
         self.table.resizeColumnsToContents()
         for col in (1, len(COLUMNS) - 2):
             self.table.setColumnWidth(col, min(self.table.columnWidth(col), 220))
-        self.table.setColumnWidth(len(COLUMNS) - 1, 420)
-        self.table.resizeRowsToContents()
         self.open_folder_button.setEnabled(bool(results))
-        self.resize(max(self.width(), 1200), 240 + self.table.verticalHeader().length())
+        # Wide enough for the notes beside the figures, never past the main window (nor the screen): the
+        # notes column takes what is left and wraps its sentences.
+        figures = sum(self.table.columnWidth(c) for c in range(len(COLUMNS) - 1))
+        width = min(max(self.width(), figures + NOTES_WIDTH + 60), self._room().width())
+        self.resize(width, self.height())
+        self.layout().activate()
+        short = figures + NOTES_WIDTH - self.table.viewport().width()
+        if short > 0:  # tight room: the path gives way (its tooltip holds it whole), not the notes
+            self.table.setColumnWidth(1, max(self.table.columnWidth(1) - short, 80))
+        self.table.resizeRowsToContents()
+        height = 220 + self.table.horizontalHeader().height() + self.table.verticalHeader().length()
+        self.resize(width, min(max(self.height(), height), self._room().height()))
+
+    def _room(self):
+        """The room the dialog may take: its main window's (within the screen's)."""
+        screen = self.screen().availableGeometry()
+        parent = self.parentWidget()
+        if parent is None:
+            return screen.size()
+        return parent.window().size().boundedTo(screen.size())
 
     def _on_open_folder_clicked(self) -> None:
         from PySide6.QtCore import QUrl

@@ -39,7 +39,18 @@ from ..core.tune.search import TuneResult
 from .controller import RunController
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
-from .layer_model import COL_LOCAL, COL_QUANT, COL_SQNR, LayerFilter, QtLayerTreeModel, SortRole
+from .layer_model import (
+    COL_FUSION,
+    COL_LOCAL,
+    COL_OUTPUT,
+    COL_PARAMS,
+    COL_QUANT,
+    COL_SQNR,
+    COL_TYPE,
+    LayerFilter,
+    QtLayerTreeModel,
+    SortRole,
+)
 from .log_panel import LogPanel
 from .messages import for_window, point_at_control
 from .plots import OutputErrorPlot, WeightHistogramPlot
@@ -54,6 +65,15 @@ from .verdict_banner import VerdictBanner
 from .workers import JobRunner
 
 log = logging.getLogger("qtapp.ui")
+
+
+def _column_widths(width: int, settings_width: int) -> list[int]:
+    """Tree, plots, settings: the settings column as narrow as its controls allow; the plots as wide as
+    their tabs need (480 px), then the tree up to all its columns (740 px), then the plots again."""
+    settings = max(settings_width, 320)
+    rest = max(width - settings - 12, 600)
+    plots = max(min(480, rest - 360), rest - 740)
+    return [rest - plots, plots, settings]
 
 
 class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
@@ -161,40 +181,57 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         self.tune_panel.metric_changed.connect(self._on_metric_changed)
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
+        self.progress.setVisible(False)  # shown while a job runs
         self.progress_label = QLabel("Idle")
         self.progress_label.setWordWrap(True)
         self.progress_label.setStyleSheet("color: #444;")
-        right = QWidget()
-        rv = QVBoxLayout(right)
-        rv.setContentsMargins(0, 4, 4, 4)
-        rv.addWidget(self.settings_panel)
+        # The settings column: what a user sets once scrolls (settings and the Tune panel); what a run
+        # shows stays in view at any window size (Run/Cancel, progress, the summary) in a pane below it.
+        settings = QWidget()
+        sv = QVBoxLayout(settings)
+        sv.setContentsMargins(0, 4, 4, 4)
+        sv.addWidget(self.settings_panel)
+        sv.addWidget(self.tune_panel)
+        sv.addStretch(1)
+        settings_scroll = QScrollArea()
+        settings_scroll.setWidgetResizable(True)
+        settings_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        settings_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        settings_scroll.setWidget(settings)
+        settings_scroll.setMinimumWidth(settings.minimumSizeHint().width() + 16)
+        status = QWidget()
+        stv = QVBoxLayout(status)
+        stv.setContentsMargins(0, 4, 4, 4)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.cancel_button)
-        rv.addLayout(buttons)
-        rv.addWidget(self.tune_panel)
-        rv.addWidget(self.progress)
-        rv.addWidget(self.progress_label)
+        stv.addLayout(buttons)
+        stv.addWidget(self.progress)
+        stv.addWidget(self.progress_label)
         summary_box = QGroupBox("Summary")
-        QVBoxLayout(summary_box).addWidget(self.summary)
-        rv.addWidget(summary_box, 1)
-        # The settings column scrolls rather than squeezes its controls when the window is short
-        # (1280x720), or when the summary holds many notes.
-        right_scroll = QScrollArea()
-        right_scroll.setWidgetResizable(True)
-        right_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        right_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        right_scroll.setWidget(right)
-        right_scroll.setMinimumWidth(right.minimumSizeHint().width() + 16)
+        summary_scroll = QScrollArea()  # many notes scroll inside the summary, not the whole column
+        summary_scroll.setWidgetResizable(True)
+        summary_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        summary_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        summary_scroll.setWidget(self.summary)
+        sbv = QVBoxLayout(summary_box)
+        sbv.setContentsMargins(4, 4, 4, 4)
+        sbv.addWidget(summary_scroll)
+        stv.addWidget(summary_box, 1)
+        self.right_column = QSplitter(Qt.Orientation.Vertical)
+        self.right_column.addWidget(settings_scroll)
+        self.right_column.addWidget(status)
+        self.right_column.setChildrenCollapsible(False)
+        self.right_column.setStretchFactor(0, 1)
+        self.right_column.setStretchFactor(1, 1)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.plots)
-        self.splitter.addWidget(right_scroll)
-        self.splitter.setStretchFactor(0, 4)
-        self.splitter.setStretchFactor(1, 5)
+        self.splitter.addWidget(self.right_column)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([650, 500, 330])  # the tree's seven columns fit at the default 1480 px
         # The verdict spans the window above everything: seen at any size (the summary may be below the fold).
         central = QWidget()
         cv = QVBoxLayout(central)
@@ -259,12 +296,26 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         else:
             self.resize(1480, 900)
         state = self.settings.value("window/splitter")
-        if state is not None:
-            self.splitter.restoreState(state)
+        self._columns_placed = state is not None and self.splitter.restoreState(state)
+        column = self.settings.value("window/right_column")
+        self._right_placed = column is not None and self.right_column.restoreState(column)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        # First start: the columns shared out by the window's real size (1280x720 to 1920x1080 and up)
+        if not self._columns_placed:
+            self._columns_placed = True
+            self.splitter.setSizes(_column_widths(self.width(), self.right_column.minimumSizeHint().width()))
+        if not self._right_placed:
+            self._right_placed = True
+            height = self.right_column.height() or self.height() - 60
+            status = max(260, min(height * 9 // 20, 400))  # the summary's table and its first notes
+            self.right_column.setSizes([height - status, status])
 
     def _save_settings(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/splitter", self.splitter.saveState())
+        self.settings.setValue("window/right_column", self.right_column.saveState())
         self.settings.sync()
 
     # -- session --------------------------------------------------------------------------------------
@@ -274,8 +325,13 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         session.inventory.subscribe(self._on_inventory_changed)
         self.tree_hint.setVisible(False)
         self.tree.expandToDepth(1)
-        for col, width in enumerate((150, 40, 66, 80, 100, 70, 90, 100)):
+        for col, width in enumerate((150, 40, 66, 80)):
             self.tree.setColumnWidth(col, width)
+        # Counts and shapes whole (the tree scrolls sideways before it cuts a number); a long type name
+        # is elided, its tooltip whole.
+        for col, widest in ((COL_TYPE, 160), (COL_PARAMS, 200), (COL_OUTPUT, 260), (COL_FUSION, 260)):
+            self.tree.resizeColumnToContents(col)
+            self.tree.setColumnWidth(col, min(self.tree.columnWidth(col), widest))
         self.settings_panel.show_recipe(session.recipe)
         self.tune_panel.show_metric(session.recipe.metric)
         self.sensitivity_plot.set_sensitivity(None)
@@ -426,11 +482,18 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         self.progress_label.setText(f"{p.stage}: {p.message}{eta}")
 
     def _on_runner_busy_changed(self, busy: bool) -> None:
-        if not busy:
+        runner = self.runner
+        if busy:  # until the job's first record: said, with a moving bar (converting a large model takes seconds)
+            self.progress.setRange(0, 0)
+            self.progress.setVisible(True)
+            self.progress_label.setText(f"{runner.name}: starting…")
+        else:
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
             self.progress.setFormat("")
-            self.progress_label.setText("Idle")
+            self.progress.setVisible(False)  # an empty bar reads as work waiting
+            self.progress_label.setText(f"{runner.name} {runner.ended or 'stopped'} after {runner.seconds:.1f} s"
+                                        if runner.name else "Idle")
         self._update_actions()
 
     def _update_actions(self) -> None:
@@ -528,6 +591,7 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         if self.runner.busy:
             log.info("closing during %s: cancelling", self.runner.name)
         self.runner.shutdown()
+        self.stop_model_explorer()
         self._save_settings()
         self.log_panel.detach()
         super().closeEvent(event)

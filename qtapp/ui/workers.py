@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 import traceback
 from typing import Callable
 
@@ -76,6 +77,9 @@ class JobRunner(QObject):
         self._callbacks: dict = {}
         self._closed = False
         self.name = ""
+        self.ended = ""  # how the last job ended: finished, cancelled or failed
+        self._started = 0.0
+        self.seconds = 0.0  # how long the last job ran
 
     @property
     def busy(self) -> bool:
@@ -108,6 +112,7 @@ class JobRunner(QObject):
         self._cancel = CancelToken()
         self._ensure_thread().inbox.put((make_job, self._cancel))
         log.info("started %s", name)
+        self.ended, self._started = "", time.perf_counter()
         self.busy_changed.emit(True)
         self._run_requested.emit()
         return True
@@ -147,8 +152,11 @@ class JobRunner(QObject):
                 return
             if kind == "progress":
                 self._call("progress", *payload)
-            elif kind == "error":
+                continue
+            self.ended = {"error": "failed", "cancel": "cancelled", "result": "finished"}.get(kind, self.ended)
+            if kind == "error":
                 if isinstance(payload[0], CONSENT_ERRORS):  # expected: the window asks, nothing failed
+                    self.ended = "stopped to ask for consent"
                     log.info("%s waits for consent: %s", self.name, payload[0])
                 elif isinstance(payload[0], QtappError):  # the user's to act on: the dialog says it
                     log.warning("%s failed: %s", self.name, payload[0])
@@ -166,6 +174,7 @@ class JobRunner(QObject):
 
     def _on_finished(self) -> None:
         self._cancel = None
+        self.seconds = time.perf_counter() - self._started
         log.info("finished %s", self.name)
         callbacks, self._callbacks = self._callbacks, {}
         self.busy_changed.emit(False)

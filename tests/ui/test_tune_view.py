@@ -75,8 +75,8 @@ def test_cancelling_a_tune_leaves_the_tree_as_it_was(qtbot, window, open_and_wai
     open_and_wait(qtbot, window, KINDS_SPEC, kwargs={"kind": "outlier"})
     window.tune_panel.target_edit.setText("sqnr>=30")
     qtbot.mouseClick(window.tune_panel.tune_button, Qt.MouseButton.LeftButton)
-    # once the search itself runs (after the start's quantize and the range choices)
-    qtbot.waitUntil(lambda: window.progress_label.text().startswith("tune:"), timeout=60000)
+    # once the search itself runs (after the start's quantize, the range choices and the start's score)
+    qtbot.waitUntil(lambda: window.progress_label.text().startswith("tune: trying"), timeout=60000)
     qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not window.runner.busy, timeout=60000)
     assert window.session.inventory.float_layers == [] and window.session.recipe.overrides == {}

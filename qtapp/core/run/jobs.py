@@ -21,7 +21,7 @@ from ..analysis.probe import probe_model
 from ..analysis.pt2e import analyse_pt2e
 from ..analysis.static import StaticAnalysis, analyse_static, range_choice_errors, static_ranges
 from ..base.errors import Cancelled, UsageError
-from ..base.progress import CancelToken, Job, drive
+from ..base.progress import CancelToken, Job, Stage, drive
 from ..quantize.base import Calibrated
 from ..quantize.corrections import kernel_corrections
 from ..report.results import DataFacts, RunResult
@@ -99,6 +99,10 @@ def analyse(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[Quantiz
 def _convert_and_measure(snap: RunSnapshot, calibrated: Calibrated, cancel: CancelToken,
                          measure: bool) -> Job[QuantizeOutcome]:
     recipe, loaded = snap.recipe, snap.loaded
+    floats = len(snap.inventory.float_layers)
+    # Converting a large model takes seconds with nothing else to report: said, so no bar sits empty.
+    yield Stage("convert", 0, cancel).step(0, "the calibrated model to int8" + (
+        f", {floats} layer(s) float" if floats else ""))
     qmodel, refused = calibrated.convert_checked(snap.inventory.float_layers, loaded.input_spec.example(), recipe)
     if refused:  # what the result shows float is what runs float
         snap = replace(snap, inventory=replace(snap.inventory, float_layers=tuple(

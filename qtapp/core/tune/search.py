@@ -139,6 +139,15 @@ class _Search:
         self.steps: list[Step] = []
         self.path: list[int] = []
         self.best: Scored | None = None
+        self._t0 = time.perf_counter()
+
+    def about(self, configurations: int = 1) -> str:
+        """What the next `configurations` will take, at the pace of those tried so far (each is a
+        conversion and a score; some recalibrate): '~12 s'."""
+        if not self.steps:
+            return "time not known yet"
+        seconds = (time.perf_counter() - self._t0) / len(self.steps) * configurations
+        return f"~{seconds:.0f} s" if seconds >= 1 else "under 1 s"
 
     def met(self, s: Scored) -> bool:
         """The target is reached, by a configuration that compresses: one whose file is no smaller than
@@ -201,6 +210,7 @@ def _tune(search: _Search, target: Target, budget: Budget, candidates: list[str]
     scorer, cancel = search.scorer, search.cancel
     stage = Stage("tune", 0, cancel)
     start_config = Config.of(scorer.snap.recipe)
+    yield stage.step(0, "scoring the recipe as it is")
     start = search.trial(start_config, "the recipe as it is", "start")
     search.accept(start)
     yield stage.step(1, f"start: {target.kind} {start.score:.4g}")
@@ -222,6 +232,8 @@ def _tune(search: _Search, target: Target, budget: Budget, candidates: list[str]
                 config = config.with_override(name, observer=best)
                 moved.append(f"{name}: {best}")
         if moved:
+            yield stage.step(len(search.steps), f"trying the best-fitting range at {len(moved)} point(s), all at "
+                                                f"once ({search.about()})")
             trial = search.trial(config, f"best-fitting range at {len(moved)} point(s) ({', '.join(moved[:4])}"
                                          f"{', ...' if len(moved) > 4 else ''})", "ranges")
             search.keep_if_better(trial)
@@ -233,6 +245,7 @@ def _tune(search: _Search, target: Target, budget: Budget, candidates: list[str]
                 if search.best.config.override_map.get(name) and \
                         search.best.config.override_map[name].observer == choice:
                     continue
+                yield stage.step(len(search.steps), f"trying range {choice} at {name} ({search.about()})")
                 trial = search.trial(search.best.config.with_override(name, observer=choice),
                                      f"range of {name}: {choice}", "ranges")
                 search.keep_if_better(trial)
@@ -242,12 +255,15 @@ def _tune(search: _Search, target: Target, budget: Budget, candidates: list[str]
         config = search.best.config
         for name in per_tensor_heads:
             config = config.with_override(name, per_channel=True)
+        yield stage.step(len(search.steps), f"trying per-channel weights at {len(per_tensor_heads)} layer(s) "
+                                            f"({search.about()})")
         trial = search.trial(config, f"per-channel weights at {len(per_tensor_heads)} layer(s)", "weights")
         search.keep_if_better(trial)
         yield stage.step(len(search.steps), "per-channel weights")
     # 3. cross-layer equalisation (model-wide, one more calibration)
     before_equalize = None
     if not done() and equalizable and not search.best.config.equalize:
+        yield stage.step(len(search.steps), f"trying cross-layer equalisation, recalibrated ({search.about()})")
         trial = search.trial(replace(search.best.config, equalize=True),
                              f"cross-layer equalisation of {equalizable} layer pair(s) (recalibrated)", "equalize")
         before_equalize = (search.best, list(search.path))
@@ -267,6 +283,7 @@ def _tune(search: _Search, target: Target, budget: Budget, candidates: list[str]
             search.best, search.path = with_eq, with_path
     tidy = _without_dead_overrides(search.best.config)
     if tidy != search.best.config:  # a range or scale chosen for a point now float: dropped, the same model
+        yield stage.step(len(search.steps), f"trying without the overrides of points kept float ({search.about()})")
         trial = search.trial(tidy, "drop the overrides of points kept float", "prune")
         if abs(trial.score - search.best.score) <= 1e-9 or not search.scorer.better(search.best, trial):
             search.accept(trial)
@@ -357,6 +374,8 @@ def _rank(search: _Search, moves, half: bool, phase: str, stage) -> Job[list]:
     gains = []
     verb = "float16" if half else "float"
     moves = moves[:MAX_CANDIDATES]
+    yield stage.step(len(search.steps), f"ranking {len(moves)} move(s) to {verb}, each alone "
+                                        f"({search.about(len(moves))})")
     scored = search.scorer.score_all([_apply(base.config, points, half) for _label, points in moves], search.cancel)
     try:
         for (label, points), trial in zip(moves, scored):
@@ -398,12 +417,15 @@ def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Jo
         return search.trial(config, f"{verb}: the top {k} of the ranking ({labels})", phase)
 
     lo, hi = 1, len(ranked)
+    yield stage.step(len(search.steps), f"trying all {hi} move(s) that gain, {verb} ({search.about()})")
     full = prefix(hi)
     yield stage.step(len(search.steps), f"{verb}: all {hi} that gain")
     if not (search.met(full) and search.allowed(full)):
         # The target is out of reach this way: keep the best prefix the budget allows.
         best = None
         for k in range(1, len(ranked) + 1):
+            if k < len(ranked):
+                yield stage.step(len(search.steps), f"trying the top {k} {verb} ({search.about()})")
             trial = full if k == len(ranked) else prefix(k)
             yield stage.step(len(search.steps), f"{verb}: top {k}")
             if search.allowed(trial) and (best is None or search.scorer.better(trial, best)):
@@ -416,6 +438,7 @@ def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Jo
     found = full
     while lo < hi:  # the smallest k whose prefix reaches the target
         mid = (lo + hi) // 2
+        yield stage.step(len(search.steps), f"trying the top {mid} {verb} ({search.about()})")
         trial = prefix(mid)
         yield stage.step(len(search.steps), f"{verb}: top {mid}")
         if search.met(trial) and search.allowed(trial):
@@ -430,6 +453,7 @@ def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Jo
             trial_config = config.without_overrides_of(points)
         else:
             trial_config = config.without_float(points)
+        yield stage.step(len(search.steps), f"trying without {label} {verb} ({search.about()})")
         trial = search.trial(trial_config, f"without {label} {verb}", "prune")
         yield stage.step(len(search.steps), f"without {label}")
         if search.met(trial) and search.allowed(trial):

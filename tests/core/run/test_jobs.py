@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
@@ -137,3 +138,48 @@ def test_a_recipe_with_choices_for_another_method_opens(demo_loaded, tmp_path):
     recipe.save(tmp_path / "r.json")
     s = QuantSession(demo_loaded, QuantRecipe.load(tmp_path / "r.json"))
     assert s.inventory.float_layers == ["fc1"] and s.inapplicable_float_layers == ["block1.0"]
+
+
+def test_a_reconversion_says_what_it_does_before_its_first_figure(demo_loaded):
+    """Issue 19, 7: a reconversion (the calibration kept) yielded nothing while it converted, so the window
+    showed an empty bar; the first record of a job now comes before its slow steps."""
+    s = QuantSession(demo_loaded, QuantRecipe(model="demo", calibration=DataSpec(batches=2)))
+    s.adopt(drive(jobs.quantize(s.snapshot(), measure=False)))
+    s.inventory.set_float("fc1")
+    records = list(_records(jobs.quantize(s.snapshot(), measure=False)))
+    assert records[0].stage == "convert" and "1 layer(s) float" in records[0].message
+
+
+def test_every_configuration_a_tune_tries_is_announced_with_an_estimate_before_it_runs():
+    """Issue 19, 7: the 'ranges, all at once' trial ran under the previous record, with no estimate. Every
+    trial now has a record before it saying what is tried and how long it should take."""
+    from pathlib import Path
+
+    from qtapp.core.analysis.metrics import Target
+    from qtapp.core.tune.search import Budget
+
+    spec = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'point_kinds.py'}:build"
+    session = drive(QuantSession.open(QuantRecipe(model=spec, kwargs={"kind": "outlier"})))
+    job = jobs.tune(session.snapshot(), Target.parse("sqnr>=40"), Budget.parse("size<=1MB"), measure=False)
+    records, outcome = _records_and_result(job)
+    tune = [r for r in records if r.stage == "tune"]
+    trying = [r for r in tune if r.message.startswith("trying")]
+    batches = [r for r in tune if r.message.startswith("ranking ")]  # the moves ranked, each alone
+    assert tune[0].message == "scoring the recipe as it is"
+    assert any("all at once" in r.message for r in trying)
+    assert all(re.search(r"\((~\d+ s|under 1 s)\)$", r.message) for r in trying + batches)  # timed: the start was
+    ranked = sum(int(r.message.split()[1]) for r in batches)
+    assert batches and len(outcome.tune.steps) == 1 + len(trying) + ranked  # the start, then each announced
+
+
+def _records(job):
+    return _records_and_result(job)[0]
+
+
+def _records_and_result(job):
+    records = []
+    try:
+        while True:
+            records.append(next(job))
+    except StopIteration as stop:
+        return records, stop.value
