@@ -218,6 +218,7 @@ class FileActionsMixin:
         def on_result(result) -> None:
             if self.session is session:
                 session.adopt_result(result)
+                self._add_run("export")  # the run's record gains its files' figures
                 self.summary.show_result(session)  # the files' latencies join the summary's table
             dialog.show_results(result.exports)
 

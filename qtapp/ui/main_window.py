@@ -39,6 +39,7 @@ from ..core.tune.search import TuneResult
 from .controller import RunController
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
+from .history_actions import HistoryActionsMixin
 from .layer_model import (
     COL_FUSION,
     COL_LOCAL,
@@ -76,7 +77,7 @@ def _column_widths(width: int, settings_width: int) -> list[int]:
     return [rest - plots, plots, settings]
 
 
-class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
+class MainWindow(FileActionsMixin, HistoryActionsMixin, TreeActionsMixin, QMainWindow):
     session_changed = Signal()
     result_applied = Signal()  # a new quantization result is on screen (size/latency follow)
     job_failed = Signal(str)
@@ -247,6 +248,8 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         self.log_dock.setWidget(self.log_panel)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
         self.log_dock.hide()
+        self._build_runs_dock()
+        self.tabifyDockWidget(self.log_dock, self.runs_dock)
         self.statusBar().showMessage("Ready")
 
     def _action(self, menu: QMenu, text: str, slot, shortcut=None) -> QAction:
@@ -272,6 +275,7 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         self.save_points_action = self._action(file_menu, "Save point table (CSV)…", self._on_save_points)
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._build_edit_menu()
         run_menu = self.menuBar().addMenu("&Run")
         self.run_action = self._action(run_menu, "Calibrate && quantize", self.run_quantize, "Ctrl+R")
         self.tune_action = self._action(run_menu, "Tune", self.tune_panel.tune_button.click, "Ctrl+Shift+T")
@@ -281,6 +285,7 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         toggle_log = self.log_dock.toggleViewAction()
         toggle_log.setShortcut(QKeySequence("Ctrl+L"))
         view_menu.addAction(toggle_log)
+        self._add_compare_action(view_menu)
         self._action(view_menu, "Expand all layers", self.tree.expandAll)
         self._action(view_menu, "Collapse all layers", self.tree.collapseAll)
         for title, plot in (("per-point error", self.layer_plot), ("weight histogram", self.weight_plot),
@@ -323,6 +328,8 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         self.session = session
         self.tree_model.set_inventory(session.inventory)
         session.inventory.subscribe(self._on_inventory_changed)
+        self.runs_panel.show_runs(session.runs)
+        self._update_history_actions()
         self.tree_hint.setVisible(False)
         self.tree.expandToDepth(1)
         for col, width in enumerate((150, 40, 66, 80)):
@@ -363,7 +370,9 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         def on_result(outcome) -> None:
             if self.session is not session:
                 return  # another model was opened meanwhile
+            previous = session.calibrated
             session.adopt(outcome)
+            self._add_run("reconvert" if previous is not None and outcome.calibrated is previous else "quantize")
             self._show_result()
             if self.selected_layer() is None:  # point at the layer that hurts most
                 worst = render.worst_layers(outcome.result, 1)
@@ -393,6 +402,7 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
             if self.session is not session:
                 return
             result = session.adopt(outcome)
+            self._add_run("sensitivity")
             self._show_result()
             self.sensitivity_plot.set_sensitivity(result.sensitivity)
             self.detail_tabs.setCurrentWidget(self.sensitivity_plot)
@@ -414,6 +424,8 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
             if self.session is not session:
                 return
             session.adopt_tuned(outcome)
+            self._add_run("tune")
+            self._record_edit()
             self.settings_panel.show_recipe(session.recipe)
             self._show_result()
             self.tradeoff_plot.set_tune(outcome.tune)
@@ -447,11 +459,8 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         if tune is None or session is None:
             return
         config = tune.steps[step].scored.config
-        session.apply_configuration(config.float_points, config.override_map, config.equalize)
-        self.settings_panel.show_recipe(session.recipe)
-        self._show_result()
-        if session.calibrated is not None and not session.result_is_current() and not self.runner.busy:
-            self.run_quantize()  # only per-point settings changed: no inventory change started a run
+        self._apply_configuration(config.float_points, config.override_map, config.equalize)
+        self._record_edit()
         self.statusBar().showMessage(f"Applied: {tune.steps[step].move}", 6000)
 
     def _on_metric_changed(self, name) -> None:
@@ -553,11 +562,14 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         session = self.session
         log.info("float layers: %s", ", ".join(session.inventory.float_layers) or "none")
         self.statusBar().showMessage(f"{len(session.inventory.float_layers)} layer(s) kept float", 4000)
+        self._record_edit()
         if session.calibrated is not None and not session.result_is_current():  # reconvert at once
             self.run_quantize()
 
     # -- settings -------------------------------------------------------------------------------------
-    def _on_settings_changed(self, changes: dict) -> None:
+    def _on_settings_changed(self, changes: dict, configuration: tuple | None = None) -> None:
+        """Apply settings changed in the panel (or by an undo, with the `configuration` of float points,
+        overrides and equalisation to set with them)."""
         session = self.session
         if session is None:
             return
@@ -571,8 +583,10 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
                 return
             if session.apply_recipe_change(change):
                 self.set_session(session)
-            else:
-                self.settings_panel.show_recipe(session.recipe)
+            if configuration is not None:
+                session.apply_configuration(*configuration)
+            self.settings_panel.show_recipe(session.recipe)
+            self._record_edit()
             self._show_result()
             if session.result is not None and session.calibrated is None:
                 self.statusBar().showMessage("Settings changed: run again to recalibrate", 5000)
@@ -591,7 +605,6 @@ class MainWindow(FileActionsMixin, TreeActionsMixin, QMainWindow):
         if self.runner.busy:
             log.info("closing during %s: cancelling", self.runner.name)
         self.runner.shutdown()
-        self.stop_model_explorer()
         self._save_settings()
         self.log_panel.detach()
         super().closeEvent(event)

@@ -33,6 +33,7 @@ from ..quantize.registry import graph_mode
 from ..report.results import RunResult
 from .calibrating import calibrate
 from .exporting import export
+from .history import EditHistory, RunHistory
 from .jobs import quantize
 from .measuring import measure_result
 from .snapshot import ExportRequest, InventoryView, QuantizeOutcome, RunSnapshot
@@ -59,6 +60,8 @@ class QuantSession:
         applicable, _ = _split_choices(self.inventory, self.recipe.float_layers)
         self.notes += self.inventory.set_float_layers(applicable)
         self.inventory.subscribe(self._on_inventory_changed)
+        self.runs = RunHistory()  # every run the owner adopted, as its report.json (the window's Runs)
+        self.edits = EditHistory(self.recipe)  # the settings and float choices gone through (undo/redo)
 
     @classmethod
     def open(cls, recipe: QuantRecipe, trust: bool = False, named_by: Path | None = None,
