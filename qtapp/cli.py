@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--sensitivity", action="store_true",
                    help="also measure each toggleable point both ways, from the one calibration: the metric with "
                         "only it kept float, and with only it quantized (two conversions per point)")
+    a.add_argument("--graph", action="store_true",
+                   help="with --out: also write graph.pt2 (the float model, torch.export) and node_data*.json, each "
+                        "point's local and accumulated SQNR and diagnosis on the node producing its value, for "
+                        "Model Explorer (pip install \"qtapp[graph]\"): model-explorer DIR/graph.pt2 "
+                        "--node_data_paths=DIR/node_data.json")
 
     t = sub.add_parser("tune", help="search for the configuration that reaches an accuracy target with the fewest "
                                     "points kept float, and write it as quantize would")
@@ -292,8 +297,10 @@ def _cmd_analyze(args) -> int:
         raise UsageError(f"--top must be a positive number of points, got {args.top}")
     if args.html and not args.out:
         raise UsageError("--html writes report.html into the result folder: give --out DIR too")
+    if args.graph and not args.out:
+        raise UsageError("--graph writes graph.pt2 and node_data.json into the result folder: give --out DIR too")
     command = _command(args, action="sensitivity" if args.sensitivity else "analyse",
-                       out=Path(args.out) if args.out else None, html=args.html, measure=False)
+                       out=Path(args.out) if args.out else None, html=args.html, measure=False, graph=args.graph)
     progress = TextProgress()
     try:
         result = drive(run_command(command), progress)
@@ -304,13 +311,27 @@ def _cmd_analyze(args) -> int:
         return 0
     summary = summary_text(result, Path(args.out) if args.out else None).splitlines()
     head = [line for line in summary if not line.startswith(("  worst points", "  diagnosis"))]
+    tail = head[2:]
+    if result.graph is not None:  # after what the summary says it wrote, before its verdict
+        at = next((i for i, line in enumerate(tail) if line.startswith("verdict")), len(tail))
+        tail[at:at] = _graph_lines(result.graph)
     print("\n".join([*head[:2], *points_text(result, args.top), *sensitivity_text(result, max(args.top, 12)),
-                     *head[2:]]))
+                     *tail]))
     if args.out and args.html:
         print(f"  wrote       {Path(args.out) / 'report.html'}")
     elif not args.out:
         print("  (give --out DIR to write report.json and recipe.json)")
     return 0
+
+
+def _graph_lines(files) -> list[str]:
+    """What analyze --graph wrote (or why not), and how to open it."""
+    if not files.written:
+        return [f"  graph       {files.summary()}"]
+    names = ", ".join(files.written[1:])
+    return [f"  wrote       {files.folder / files.written[0]}, {names}",
+            f"  graph       {files.summary()}",
+            f"  open it     model-explorer {' '.join(files.model_explorer_args())}"]
 
 
 def _method_given(args) -> bool:

@@ -39,6 +39,7 @@ from ..core.tune.search import TuneResult
 from .controller import RunController
 from .dialogs import error_box
 from .file_actions import FileActionsMixin
+from .graph_actions import GraphActionsMixin
 from .history_actions import HistoryActionsMixin
 from .layer_model import (
     COL_FUSION,
@@ -77,7 +78,7 @@ def _column_widths(width: int, settings_width: int) -> list[int]:
     return [rest - plots, plots, settings]
 
 
-class MainWindow(FileActionsMixin, HistoryActionsMixin, TreeActionsMixin, QMainWindow):
+class MainWindow(FileActionsMixin, GraphActionsMixin, HistoryActionsMixin, TreeActionsMixin, QMainWindow):
     session_changed = Signal()
     result_applied = Signal()  # a new quantization result is on screen (size/latency follow)
     job_failed = Signal(str)
@@ -288,6 +289,9 @@ class MainWindow(FileActionsMixin, HistoryActionsMixin, TreeActionsMixin, QMainW
         self._add_compare_action(view_menu)
         self._action(view_menu, "Expand all layers", self.tree.expandAll)
         self._action(view_menu, "Collapse all layers", self.tree.collapseAll)
+        self.show_graph_action = self._action(view_menu, "Show on graph (Model Explorer)", self._on_show_on_graph, "Ctrl+G")
+        self.show_graph_action.setToolTip("Each point's error on the float model's graph (torch.export), in Model "
+                                          "Explorer, the worst point reddest")
         for title, plot in (("per-point error", self.layer_plot), ("weight histogram", self.weight_plot),
                             ("activation range", self.range_plot), ("output error", self.output_plot)):
             self._action(view_menu, f"Export {title} plot as PNG…", lambda _=False, p=plot, t=title: self._on_export_plot(p, t))
@@ -522,6 +526,7 @@ class MainWindow(FileActionsMixin, HistoryActionsMixin, TreeActionsMixin, QMainW
         self.export_action.setEnabled(loaded and not busy and self.session.result is not None)
         self.save_report_action.setEnabled(loaded and self.session.result is not None)
         self.save_points_action.setEnabled(loaded and self.session.result is not None)
+        self.show_graph_action.setEnabled(loaded and not busy and self.session.result is not None)
 
     def _show_error(self, title: str, exc, details: str = "") -> None:
         log.error("%s: %s", title, exc)
@@ -605,6 +610,7 @@ class MainWindow(FileActionsMixin, HistoryActionsMixin, TreeActionsMixin, QMainW
         if self.runner.busy:
             log.info("closing during %s: cancelling", self.runner.name)
         self.runner.shutdown()
+        self.stop_model_explorer()
         self._save_settings()
         self.log_panel.detach()
         super().closeEvent(event)

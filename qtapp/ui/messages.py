@@ -28,6 +28,7 @@ WINDOW_WORDS = {
     "--debug": "Show Details",
     "--metric": "the Metric of the Tune panel (or a metric in a recipe)",
     "--sensitivity": "the Sensitivity button of the Tune panel",
+    "--graph": "View ▸ Show on graph",
     "--top": "the Sensitivity tab",
     "--target": "the Target of the Tune panel",
     "--no-per-channel": "unticking per-channel weight scales",

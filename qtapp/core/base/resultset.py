@@ -24,7 +24,8 @@ from .scratch import process_alive
 
 # What a result folder may hold: anything else in an existing --out is someone's file, not ours.
 RESULT_FILES = frozenset({"model.pt", "model.ptl", "model.onnx", "model.pte", "recipe.json", "report.json",
-                          "report.html", "tune.json"})
+                          "report.html", "tune.json", "graph.pt2", "node_data.json", "node_data_accumulated.json",
+                          "node_data_diagnosis.json"})
 RESULT_DIRS = frozenset({"plots"})
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -46,8 +47,8 @@ def disk_full_error(path: Path, exc: OSError) -> QtappError:
 
 
 _STAGED: dict[Path, Path] = {}  # staging folder -> the folder it will become (what messages name)
-# The longest name a run writes inside the staging folder: write_bytes_atomic's ".report.html.XXXXXXXX.partial".
-_LONGEST_FILE = len(".report.html.") + 8 + len(".partial")
+# The longest name a run writes inside the staging folder: write_bytes_atomic's ".NAME.XXXXXXXX.partial".
+_LONGEST_FILE = len(".") + max(len(name) for name in RESULT_FILES) + len(".") + 8 + len(".partial")
 
 
 def _public(path: Path) -> Path:

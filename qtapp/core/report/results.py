@@ -66,6 +66,7 @@ class RunResult:
     sensitivity: Any = None  # sensitivity.SensitivityResult, when asked for
     tune: Any = None  # tune.TuneResult: the search that chose this configuration
     corrections: tuple = ()  # ({"op", "what", "points"}): known int8 kernel defects corrected in this model
+    graph: Any = None  # run.graphing.GraphFiles: graph.pt2 and its node data, when asked for (analyze --graph)
     quantized_model: Any = field(default=None, compare=False, repr=False)
     scripted: Any = field(default=None, compare=False, repr=False)
 

@@ -24,6 +24,7 @@ from ..report.html import to_html
 from ..report.render import json_safe, report_dict, write_report
 from ..report.results import RunResult
 from .exporting import export
+from .graphing import graph_request, write_graph
 from .jobs import analyse, quantize, sensitivity, tune
 from .session import QuantSession
 
@@ -50,10 +51,13 @@ class Command:
     method_given: bool = True  # False: the user named no method (see _dynamic_when_untraceable)
     target: Any = None  # tune: metrics.Target
     budget: Any = None  # tune: search.Budget
+    graph: bool = False  # with `out`: graph.pt2 (the float model, torch.export) and the node data of its points
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown action {self.action!r}; one of {', '.join(ACTIONS)}")
+        if self.graph and self.out is None:
+            raise ValueError("graph files are written into the result folder: give `out`")
 
 
 def run_command(command: Command, cancel: CancelToken | None = None) -> Job[RunResult]:
@@ -84,6 +88,9 @@ def run_command(command: Command, cancel: CancelToken | None = None) -> Job[RunR
         staged = yield from export(request, cancel)
         result = staged.evolve(exports=tuple(replace(e, path=str(results.final_path(Path(e.path).name)))
                                              for e in staged.exports))
+        if command.graph:  # a model torch.export cannot capture gets no graph, and the run goes on
+            files = yield from write_graph(graph_request(session, results.staging), cancel)
+            result = result.evolve(graph=replace(files, folder=results.final_path("")))
         session.adopt_result(result)
         session.recipe.save(results.path("recipe.json"))
         write_report(report_dict(result), results.path("report.json"))
