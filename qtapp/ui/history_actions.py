@@ -23,6 +23,11 @@ class HistoryActionsMixin:
         self.runs_dock.setWidget(self.runs_panel)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.runs_dock)
         self.runs_dock.hide()
+        self.runs_dock.visibilityChanged.connect(self._on_runs_dock_shown)
+
+    def _on_runs_dock_shown(self, visible: bool) -> None:
+        if visible and not self.runs_dock.isFloating():  # room for the bars, the window's plots kept in view
+            self.resizeDocks([self.runs_dock], [max(220, min(320, self.height() * 2 // 5))], Qt.Orientation.Vertical)
 
     def _build_edit_menu(self) -> None:
         menu = self.menuBar().addMenu("&Edit")

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.report.comparison import Comparison
-from .plots import TEXT_COLOR, has_height, plot_widget, short_name, swatch, thin_ticks
+from .plots import KEPT_FLOAT_COLOR, TEXT_COLOR, has_height, plot_widget, short_name, swatch, thin_ticks
 
 A_COLOR, B_COLOR = QColor("#7f8fa6"), QColor("#2e7dd7")
 FIGURE_COLUMNS = ("", "A", "B", "B against A")
@@ -157,6 +157,11 @@ class RunsPanel(QWidget):
                     item.setForeground(QColor("#a04000"))
                 self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
+        needed = self.table.horizontalHeader().length() + self.table.verticalScrollBar().sizeHint().width() + 8
+        total = sum(self.body.sizes()) or self.body.width()
+        if total > 0:  # the figures whole beside the bars, up to half the panel
+            left = min(needed, total // 2)
+            self.body.setSizes([left, total - left])
         differ = [f"{k}: {_v(x)} → {_v(y)}" for k, x, y in c.settings]
         differ += [f"float only in A: {', '.join(c.float_only_a)}"] if c.float_only_a else []
         differ += [f"float only in B: {', '.join(c.float_only_b)}"] if c.float_only_b else []
@@ -172,13 +177,18 @@ class RunsPanel(QWidget):
         local = self.metric_box.currentData() == "local"
         self._pairs = [(p.name, p.local_a if local else p.accumulated_a, p.local_b if local else p.accumulated_b)
                        for p in c.points]
+        kept = [(p.float_a, p.float_b) for p in c.points]
         self._short = [short_name(n) for n, _a, _b in self._pairs]
         for offset, side, color in ((-0.2, 1, A_COLOR), (0.2, 2, B_COLOR)):
-            xs = [i + offset for i, pair in enumerate(self._pairs) if has_height(pair[side])]
-            hs = [pair[side] for pair in self._pairs if has_height(pair[side])]
-            if xs:
-                self._plot.addItem(pg.BarGraphItem(x=xs, height=hs, width=0.38, brush=color, pen=color.darker(130)))
+            drawn = [i for i, pair in enumerate(self._pairs) if has_height(pair[side])]
+            if drawn:  # a point kept float in that run: grey, as in the per-point chart (its figure is "if int8")
+                brushes = [QColor(KEPT_FLOAT_COLOR) if kept[i][side - 1] else color for i in drawn]
+                self._plot.addItem(pg.BarGraphItem(x=[i + offset for i in drawn],
+                                                   height=[self._pairs[i][side] for i in drawn], width=0.38,
+                                                   brushes=brushes, pens=[b.darker(130) for b in brushes]))
         key = f"{swatch(A_COLOR, 'A')} {swatch(B_COLOR, 'B')}"
+        if any(a or b for a, b in kept):
+            key += f" {swatch(QColor(KEPT_FLOAT_COLOR), 'kept in float (its figure if int8)')}"
         self._plot.setTitle(f"{'Local' if local else 'Accumulated'} SQNR per point, A and B<br>{key}",
                             color=TEXT_COLOR, size="10pt")
         values = [v for _n, a, b in self._pairs for v in (a, b) if has_height(v)] or [0.0]
