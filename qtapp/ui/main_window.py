@@ -553,7 +553,7 @@ class MainWindow(FileActionsMixin, GraphActionsMixin, HistoryActionsMixin, TreeA
         self.bad_only.setEnabled(bool(layers))
         self._apply_bad_only()
         if layers:  # the figures' columns as wide as their text ("34.8 (if int8)"), within reason
-            for col, widest in ((COL_QUANT, 48), (COL_LOCAL, 80), (COL_SQNR, 80)):
+            for col, widest in ((COL_QUANT, 48), (COL_LOCAL, 120), (COL_SQNR, 120)):
                 self.tree.resizeColumnToContents(col)
                 self.tree.setColumnWidth(col, min(self.tree.columnWidth(col), widest))
         self.output_plot.set_metrics(result.output if result else None,

@@ -100,3 +100,18 @@ def test_the_status_says_a_job_is_starting_and_then_how_it_ended(qtbot, window, 
     qtbot.waitUntil(lambda: not window.runner.busy and window.controller.waiting is None, timeout=120000)
     assert window.progress_label.text().startswith("quantize finished after ")
     assert not window.progress.isVisible()
+
+
+def test_a_point_kept_float_shows_its_figures_whole(qtbot, sized_window, open_and_wait, quantize_and_wait):
+    """A float point's "43.5 (if int8)" and "42.4 (float)" were cut to "43.5 (if in..." in the tree."""
+    from qtapp.ui.layer_model import COL_LOCAL, COL_SQNR
+
+    window = sized_window(1280, 720)
+    open_and_wait(qtbot, window, "demo")
+    window.session.inventory.set_float("fc1")
+    quantize_and_wait(qtbot, window)
+    for col in (COL_LOCAL, COL_SQNR):
+        index = window.proxy.mapFromSource(window.tree_model.index_of("fc1", col))
+        text = index.data()
+        assert text.endswith(("(if int8)", "(float)"))
+        assert window.tree.columnWidth(col) >= window.tree.sizeHintForColumn(col)  # the widest text, whole
