@@ -15,7 +15,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..base.compat import quiet_ao
+from ..base.compat import forgetting_ao_models, quiet_ao
 from ..base.errors import UsageError, first_line
 from ..config.recipe import QuantRecipe
 from .base import set_engine
@@ -356,7 +356,7 @@ def _static_points(module, mode: str, engine: str, input_spec) -> tuple[list[Qua
     example = input_spec.example()
     try:
         set_engine(engine)
-        with quiet_ao():
+        with quiet_ao(), forgetting_ao_models():
             if mode == "eager":
                 from torch.ao.quantization import prepare
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 
-from ..base.compat import quiet_ao
+from ..base.compat import forgetting_ao_models, quiet_ao
 from ..base.errors import Cancelled, QtappError, UsageError, first_line
 from ..base.progress import Stage
 from ..model import rewrites
@@ -58,7 +58,7 @@ class FxStaticBackend:
 
         set_engine(recipe.engine)
         # Observe every candidate layer, so any float set can be converted later without recalibrating.
-        with quiet_ao(), _untraceable_named(model):
+        with quiet_ao(), _untraceable_named(model), forgetting_ao_models():
             prepared = prepare_fx(copy.deepcopy(model).eval(), fx_mapping(recipe), example)
         bound_clamped_observers(prepared)  # a conv before a ReLU6 ranges over [0, 6] at most
         with quiet_ao():
@@ -79,7 +79,7 @@ class FxStaticBackend:
         model = copy.deepcopy(calibrated.prepared)
         choose(model, calibrated.points, recipe.observer, recipe.overrides)
         float_rewrite(model, float_heads)
-        with quiet_ao():
+        with quiet_ao(), forgetting_ao_models():
             qmodel = convert_fx(model, qconfig_mapping=mapping)
         return requantize_weights(qmodel, model, calibrated.points, recipe, float_heads)
 
@@ -244,7 +244,7 @@ class FxQatBackend(FxStaticBackend):
         float_heads = frozenset(inventory.float_layers)
         teacher = model.eval()
         points = {p.name: p for p in inventory.points}
-        with quiet_ao(), _untraceable_named(model):
+        with quiet_ao(), _untraceable_named(model), forgetting_ao_models():
             prepared = prepare_qat_fx(copy.deepcopy(model).train(),
                                       fx_mapping(recipe, sorted(float_heads), qat=True, points=points), example)
         with quiet_ao():

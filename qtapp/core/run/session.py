@@ -16,6 +16,7 @@ from pathlib import Path
 from ..analysis.metrics import load_metric
 from ..base import demo
 from ..base.errors import CodeConsentRequired, QtappError, UsageError
+from ..base.heap import release_free_heap
 from ..base.inputs import InputSpec
 from ..base.progress import CancelToken, Job
 from ..base.specs import looks_like_factory
@@ -226,6 +227,7 @@ class QuantSession:
                                    latency=before.latency)
         self._calibrated, self._float_side, self.result = outcome.calibrated, outcome.float_side, result
         self._point_side = outcome.point_side
+        release_free_heap()  # what the job freed stays resident in the C heap until given back (heap.py)
         return self.result
 
     def export_request(self, out_dir: Path, formats, measure: bool = False) -> ExportRequest:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from ..analysis.compare import compare_outputs
 from ..analysis.metrics import MetricValue, Target
+from ..base.heap import release_free_heap
 from ..base.progress import CancelToken, drive
 from ..config.recipe import PointOverride
 
@@ -158,6 +159,7 @@ class Scorer:
 
     def convert(self, config: Config):
         self.conversions += 1
+        release_free_heap()  # what the configurations scored before this one left in the C heap (heap.py)
         recipe = config.recipe(self.snap.recipe)
         return self.calibration_for(recipe).convert_checked(sorted(config.float_points), self.example, recipe)
 
