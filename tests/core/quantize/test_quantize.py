@@ -54,7 +54,7 @@ def test_progress_records_cover_every_stage(demo_loaded):
     records: list[Progress] = []
     drive(session.quantize(), records.append)
     stages = list(dict.fromkeys(p.stage for p in records))
-    assert stages == ["calibrate", "evaluate", "per-point error", "activation ranges"]
+    assert stages == ["calibrate", "convert", "evaluate", "per-point error", "activation ranges"]
     calib = [p for p in records if p.stage == "calibrate"]
     assert [(p.done, p.total) for p in calib] == [(0, 3), (1, 3), (2, 3), (3, 3)]
     assert calib[-1].fraction == 1.0 and calib[0].eta_s is None

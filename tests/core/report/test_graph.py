@@ -12,7 +12,15 @@ import torch
 
 from qtapp.core.analysis.diagnosis import Finding
 from qtapp.core.analysis.point_result import PointResult
-from qtapp.core.report.graph import ACCUMULATED_FILE, DIAGNOSIS_FILE, GRAPH_ID, LOCAL_FILE, colour_at, overlay, place_points
+from qtapp.core.report.graph import (
+    ACCUMULATED_FILE,
+    DIAGNOSIS_FILE,
+    GRAPH_ID,
+    LOCAL_FILE,
+    colour_at,
+    overlay,
+    place_points,
+)
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "graph_models.py"
 # What the inventory folds into the residual model's points (run.graphing.folded_points; checked on the real

@@ -10,7 +10,7 @@ import pytest
 from qtapp.core.base.progress import drive
 from qtapp.core.config.recipe import DataSpec, QuantRecipe
 from qtapp.core.report.render import report_dict
-from qtapp.core.run.history import EditHistory, RunHistory
+from qtapp.core.run.history import EditHistory
 from qtapp.core.run.session import QuantSession
 
 
