@@ -45,8 +45,15 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--method", choices=METHODS)
     p.add_argument("--backend", choices=BACKENDS,
-                   help="who quantizes: torch.ao (default; FX/eager/dynamic, ships .pt/.ptl/.onnx) or pt2e (torchao's "
-                        "PT2E with the XNNPACK quantizer, static and QAT; ships .pte and ONNX Runtime .onnx)")
+                   help="who quantizes: torch.ao (default; FX/eager/dynamic, ships .pt/.ptl/.onnx), pt2e (torchao's "
+                        "PT2E with the XNNPACK quantizer, static and QAT; ships .pte and ONNX Runtime .onnx) or torchao "
+                        "(quantize_: 4- or 8-bit weights per Linear/Embedding, --method dynamic or weight-only; "
+                        "ships .pte)")
+    p.add_argument("--weight-bits", dest="weight_bits", type=int, choices=(4, 8),
+                   help="--backend torchao: the weights' bits (default 8); per layer in a recipe's overrides")
+    p.add_argument("--group-size", dest="group_size", type=int,
+                   help="--backend torchao, 4-bit weights: weights per scale along a row (default 32; 8-bit weights "
+                        "have one scale per output channel)")
     p.add_argument("--onnx-quantizer", dest="onnx_quantizer", choices=ONNX_QUANTIZERS,
                    help="who makes the int8 .onnx: torch (the torch.ao model exported, default) or ort (onnxruntime's "
                         "quantize_static of the float model's ONNX, same calibration data and float layers)")
@@ -190,7 +197,8 @@ def recipe_from_args(args):
            "engine": args.engine, "dtype": args.dtype, "observer": args.observer, "per_channel": args.per_channel,
            "equalize": getattr(args, "equalize", None),
            "equalize_depthwise": getattr(args, "equalize_depthwise", None), "backend": getattr(args, "backend", None),
-           "onnx_quantizer": getattr(args, "onnx_quantizer", None),
+           "onnx_quantizer": getattr(args, "onnx_quantizer", None), "weight_bits": getattr(args, "weight_bits", None),
+           "group_size": getattr(args, "group_size", None),
            "float_layers": args.float_layers, "metric": getattr(args, "metric", None)}
     recipe = replace(recipe, **{k: v for k, v in top.items() if v is not None})
     if args.observer is not None and recipe.method != "static":

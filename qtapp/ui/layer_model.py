@@ -43,6 +43,7 @@ class QtLayerTreeModel(QAbstractItemModel):
         self._results: dict = {}
         self._stale = False
         self._overrides: dict = {}
+        self._bits: int | None = None  # torchao: the recipe's weight bits (a layer's own in its override)
         self._row_of: dict[str, int] = {}
 
     # -- binding -----------------------------------------------------------------------------------
@@ -72,12 +73,12 @@ class QtLayerTreeModel(QAbstractItemModel):
         for column in (COL_NAME, COL_QUANT, COL_LOCAL, COL_SQNR):
             self._emit_column(column)
 
-    def set_overrides(self, overrides: dict) -> None:
+    def set_overrides(self, overrides: dict, bits: int | None = None) -> None:
         """The recipe's per-point settings ({point: PointOverride}): float16 shows in the Int8 column,
-        every setting in the tooltip."""
-        if dict(overrides) == self._overrides:
+        every setting in the tooltip; `bits`: torchao's weight bits, each quantized layer's shown there."""
+        if dict(overrides) == self._overrides and bits == self._bits:
             return
-        self._overrides = dict(overrides)
+        self._overrides, self._bits = dict(overrides), bits
         self._emit_column(COL_QUANT)
         self._emit_column(COL_NAME)
 
@@ -226,6 +227,10 @@ class QtLayerTreeModel(QAbstractItemModel):
         if col == COL_QUANT and override is not None and override.dtype == "float16" \
                 and self._inv.state(info.name) == "quantized":
             return "fp16"  # dynamic: float16 weights for this layer
+        if col == COL_QUANT and self._bits is not None and self._toggleable(info) \
+                and self._inv.state(info.name) == "quantized" and not info.children:
+            bits = override.weight_bits if override is not None and override.weight_bits else self._bits
+            return f"{bits}-bit"  # torchao: this layer's weights
         if col == COL_QUANT and not self._toggleable(info) and info.name in self._results:
             res = self._results[info.name]  # no checkbox: say what it is in the int8 model
             return "int8" if res.quantized else "float"  # (the tooltip says when the op itself runs in float)

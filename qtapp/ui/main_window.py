@@ -548,7 +548,9 @@ class MainWindow(FileActionsMixin, GraphActionsMixin, HistoryActionsMixin, TreeA
         # A result from before a settings change or a toggle still being applied: shown, greyed, and said.
         stale = bool(layers) and not session.result_is_current()
         self.tree_model.set_results(layers, stale=stale)
-        self.tree_model.set_overrides(session.recipe.overrides if session is not None else {})
+        self.tree_model.set_overrides(session.recipe.overrides if session is not None else {},
+                                      session.recipe.weight_bits if session is not None and session.mode == "torchao"
+                                      else None)
         self.layer_plot.set_results(layers, stale=stale)
         self.bad_only.setEnabled(bool(layers))
         self._apply_bad_only()

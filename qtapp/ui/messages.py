@@ -29,6 +29,8 @@ WINDOW_WORDS = {
     "--metric": "the Metric of the Tune panel (or a metric in a recipe)",
     "--sensitivity": "the Sensitivity button of the Tune panel",
     "--graph": "View ▸ Show on graph",
+    "--weight-bits": "Weight bits (Backend torchao)",
+    "--group-size": "Group size (Backend torchao)",
     "--top": "the Sensitivity tab",
     "--target": "the Target of the Tune panel",
     "--no-per-channel": "unticking per-channel weight scales",

@@ -81,6 +81,12 @@ class SettingsPanel(QWidget):
             "(the layer before carries the factor, the depthwise weights the inverse), so one int8 range serves "
             "them all. Needs per-channel weight scales")
         self.dtype = self._combo(DTYPES)
+        self.weight_bits = self._combo(("8", "4"))
+        self.weight_bits.setToolTip("torchao: the weights' bits for every Linear and Embedding layer (a layer's own "
+                                    "bits, from a recipe or a tune, are in its tree row's tooltip)")
+        self.group_size = self._combo(("32", "64", "128", "256"))
+        self.group_size.setToolTip("torchao, 4-bit weights: weights per scale along a row (8-bit weights have one "
+                                   "scale per output channel)")
         self.source = QComboBox()
         for key, label in SOURCES:
             self.source.addItem(label, key)
@@ -108,6 +114,10 @@ class SettingsPanel(QWidget):
         form.addRow("", self.equalize)
         form.addRow("", self.equalize_depthwise)
         form.addRow("Dynamic dtype", self.dtype)
+        form.addRow("Weight bits", self.weight_bits)
+        form.addRow("Group size", self.group_size)
+        self._torchao_rows = (self.weight_bits, self.group_size)
+        self._form = form
         form.addRow("ONNX quantizer", self.onnx_quantizer)
         data = QGroupBox("Calibration data")
         dform = QFormLayout(data)
@@ -128,8 +138,10 @@ class SettingsPanel(QWidget):
         for box in (quant, data, qat):
             layout.addWidget(box)
 
-        self.method.currentTextChanged.connect(lambda v: self._emit(method=v))
-        self.backend.currentTextChanged.connect(lambda v: self._emit(backend=v))
+        self.method.currentTextChanged.connect(self._on_method_changed)
+        self.backend.currentTextChanged.connect(self._on_backend_changed)
+        self.weight_bits.currentTextChanged.connect(lambda v: self._emit(weight_bits=int(v)))
+        self.group_size.currentTextChanged.connect(lambda v: self._emit(group_size=int(v)))
         self.onnx_quantizer.currentTextChanged.connect(lambda v: self._emit(onnx_quantizer=v))
         self.static_mode.currentTextChanged.connect(lambda v: self._emit(static_mode=v))
         self.engine.currentTextChanged.connect(lambda v: self._emit(engine=v))
@@ -179,6 +191,8 @@ class SettingsPanel(QWidget):
             self.equalize.setChecked(recipe.equalize)
             self.equalize_depthwise.setChecked(recipe.equalize_depthwise)
             self.dtype.setCurrentText(recipe.dtype)
+            self.weight_bits.setCurrentText(str(recipe.weight_bits))
+            self.group_size.setCurrentText(str(recipe.group_size or 32))
             src = recipe.calibration.source
             key = src if src in SPECIAL_SOURCES else (
                 "file" if Path(src).suffix.lower() in TENSOR_SUFFIXES else "folder")
@@ -194,42 +208,51 @@ class SettingsPanel(QWidget):
 
     def _update_enabled(self) -> None:
         method = self.method.currentText()
-        dynamic = method == "dynamic"
+        torchao = self.backend.currentText() == "torchao"
+        # torchao quantizes weights alone (int8 activations per call, or none): like dynamic quantization, no
+        # graph mode, engine, observer, equalisation or torch.ao dtype applies
+        dynamic = method in ("dynamic", "weight-only")
         # A greyed control shows the value that applies to the method chosen, not the recipe's (which it
-        # keeps, and shows again once the control is live): dynamic quantization is torch.ao's whatever the
-        # backend, and static and QAT quantization make int8 whatever the dynamic dtype.
-        self._show_applied("backend", not dynamic, "torch.ao")
-        self._show_applied("dtype", dynamic, "qint8")
-        self.backend.setEnabled(not dynamic)
-        self.dtype.setEnabled(dynamic)
+        # keeps, and shows again once the control is live): static and QAT quantization make int8 whatever
+        # the dynamic dtype.
+        self._show_applied("dtype", dynamic and not torchao, None if torchao else "qint8")
+        self.dtype.setEnabled(dynamic and not torchao)
         pt2e = self.backend.currentText() == "pt2e" and not dynamic
-        float16 = dynamic and self.dtype.currentText() == "float16"
+        float16 = dynamic and not torchao and self.dtype.currentText() == "float16"
         # Blank where nothing of the kind applies: dynamic quantization has no graph mode and no observer
         # (each call's own range), PT2E no torch.ao engine (it quantizes for XNNPACK).
         self._show_applied("static_mode", method == "static" and not pt2e,
                            "fx" if method == "qat" and not pt2e else None)
-        self._show_applied("engine", not pt2e, None)
+        self._show_applied("engine", not pt2e and not torchao, None)
         # QAT's ranges are its fake quantizers' moving averages; PT2E's, the XNNPACK quantizer's histogram
         self._show_applied("observer", method == "static" and not pt2e,
                            "moving-average" if method == "qat" else "histogram" if pt2e else None)
-        # dynamic int8 weights take it too (per-channel scales for each Linear); float16 weights have no scales
-        self._show_applied("per_channel", not float16, False)
+        # dynamic int8 weights take it too (per-channel scales for each Linear); float16 weights have no scales,
+        # torchao's take Weight bits and Group size instead
+        self._show_applied("per_channel", not float16 and not torchao, False)
         self._show_applied("equalize", not dynamic, False)
         self._show_applied("equalize_depthwise", not dynamic and self.per_channel.isChecked(), False)
+        self._show_applied("onnx_quantizer", not torchao, None)
         self.static_mode.setEnabled(method == "static" and not pt2e)
-        self.engine.setEnabled(not pt2e)
+        self.engine.setEnabled(not pt2e and not torchao)
         self.observer.setEnabled(method == "static" and not pt2e)
-        self.per_channel.setEnabled(not float16)
+        self.per_channel.setEnabled(not float16 and not torchao)
+        self.onnx_quantizer.setEnabled(not torchao)
         self.equalize.setEnabled(not dynamic)
         self.equalize_depthwise.setEnabled(not dynamic and self.per_channel.isChecked())
+        torchao = self.backend.currentText() == "torchao"
+        for w in self._torchao_rows:  # torchao's own settings, shown with it
+            self._form.setRowVisible(w, torchao)
+        self.group_size.setEnabled(torchao and self.weight_bits.currentText() == "4")
         self.qat_box.setEnabled(method == "qat")
         self.qat_box.setVisible(method == "qat")  # its room goes to the rest at 1280x720; back with QAT
         key = self.source.currentData()
         self.browse.setEnabled(key in ("folder", "file"))
         self.engine_note.setText("pt2e quantizes for XNNPACK (ExecuTorch)." if pt2e
-                                 else ENGINE_NOTES[self.engine.currentText()])
+                                 else "torchao's weights run on XNNPACK (ExecuTorch .pte)." if torchao
+                                 else ENGINE_NOTES.get(self.engine.currentText(), ""))
         self.engine_note.setStyleSheet("color: #a04000; font-size: 11px;" if self.engine.currentText() == "qnnpack"
-                                       and not pt2e
+                                       and not pt2e and not torchao
                                        else "color: #555; font-size: 11px;")
 
     def _show_applied(self, field: str, applies: bool, value) -> None:
@@ -256,6 +279,34 @@ class SettingsPanel(QWidget):
             widget.blockSignals(False)
 
     # -- widgets -> changes ------------------------------------------------------------------------
+    def _on_method_changed(self, method: str) -> None:
+        # weight-only is torchao's, and torchao makes no static or QAT model: the other setting follows
+        backend = self.backend.currentText()
+        if method == "weight-only" and backend != "torchao":
+            self._set_quietly(self.backend, "torchao")
+            self._emit(method=method, backend="torchao")
+        elif method in ("static", "qat") and backend == "torchao":
+            self._set_quietly(self.backend, "torch.ao")
+            self._emit(method=method, backend="torch.ao")
+        else:
+            self._emit(method=method)
+
+    def _on_backend_changed(self, backend: str) -> None:
+        method = self.method.currentText()
+        if backend == "torchao" and method in ("static", "qat"):
+            self._set_quietly(self.method, "dynamic")
+            self._emit(backend=backend, method="dynamic")
+        elif backend != "torchao" and method == "weight-only":
+            self._set_quietly(self.method, "dynamic")
+            self._emit(backend=backend, method="dynamic")
+        else:
+            self._emit(backend=backend)
+
+    def _set_quietly(self, combo, text: str) -> None:
+        combo.blockSignals(True)
+        combo.setCurrentText(text)
+        combo.blockSignals(False)
+
     def _emit(self, **changes) -> None:
         self._update_enabled()
         if not self._updating and self._recipe is not None:

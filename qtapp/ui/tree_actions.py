@@ -83,8 +83,33 @@ class TreeActionsMixin:
         by_type = menu.addAction(f"Keep every {info.type} float ({len(same_type)})",
                                  lambda: inv.set_float(same_type, keep_float=True))
         by_type.setEnabled(bool(same_type))
+        if self.session.mode == "torchao":  # the weights' bits of every layer of the subtree
+            menu.addSeparator()
+            under = [h for h in inv.heads if h == name or h.startswith(f"{name}.") or not name]
+            for bits in (4, 8):
+                action = menu.addAction(f"Weights {bits}-bit ({len(under)} layer(s))",
+                                        lambda _=False, b=bits: self.set_weight_bits(under, b))
+                action.setEnabled(bool(under))
         menu.addSeparator()
         menu.addAction("Copy row", lambda: QApplication.clipboard().setText(self.tree_model.row_text(name)))
         menu.addAction("Expand subtree", lambda: self.tree.expandRecursively(idx))
         menu.addAction("Collapse subtree", lambda: self.tree.collapse(idx))
         return menu
+
+    def set_weight_bits(self, names, bits: int) -> None:
+        """torchao: `names`' weights in `bits` (an override where it differs from the recipe's), then the
+        model reconverted, as a toggle does; undoable."""
+        session = self.session
+        overrides = dict(session.recipe.overrides)
+        for n in names:
+            fields = overrides[n].to_dict() if n in overrides else {}
+            fields.pop("weight_bits", None)
+            if bits != session.recipe.weight_bits:
+                fields["weight_bits"] = bits
+            if fields:
+                overrides[n] = fields
+            else:
+                overrides.pop(n, None)
+        self._apply_configuration(session.inventory.float_layers, overrides, session.recipe.equalize)
+        self._record_edit()
+        self.statusBar().showMessage(f"{len(names)} layer(s) with {bits}-bit weights", 5000)

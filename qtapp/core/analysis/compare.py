@@ -173,6 +173,8 @@ def weight_data(ref_module, q_module) -> WeightData | None:
         return None
     fw_np = fw.detach().float().numpy()
     w = getattr(q_module, "weight", None)
+    if is_torchao_weight(w):
+        return _torchao_weight(fw_np, w)
     if not callable(w) or isinstance(w, torch.Tensor):
         return WeightData(fw_np, None)
     with quiet_ao():
@@ -190,3 +192,30 @@ def weight_data(ref_module, q_module) -> WeightData | None:
     info = torch.iinfo(qw.int_repr().dtype)
     return WeightData(fw_np, qw.dequantize().numpy(), str(qw.qscheme()).replace("torch.", ""),
                       scales, zps, axis, info.min, info.max)
+
+
+def is_torchao_weight(w) -> bool:
+    """A weight torchao's quantize_ made (an IntxUnpackedToInt8Tensor: int values, scales, block size)."""
+    return hasattr(w, "qdata") and hasattr(w, "block_size") and hasattr(w, "dequantize")
+
+
+def _torchao_weight(fw_np, w) -> WeightData:
+    """torchao's low-bit weight: what it computes with (dequantized), its bits and its scales (one per
+    output channel, or one per group of `block_size[1]` weights along a row)."""
+    import numpy as np
+    import torch
+
+    bits = int(str(getattr(w, "target_dtype", "torch.int8")).removeprefix("torch.int") or 8)
+    group = int(w.block_size[-1])
+    per_channel = group == w.shape[-1]
+    rows = int(w.shape[0])
+    scales = w.scale.detach().float().reshape(rows, -1)
+    # one range per output channel to show: a row's own, or (in groups) its widest group's, said so; the
+    # weights are symmetric (XNNPACK drops a zero point), so each range is +-scale * levels
+    scales = scales.max(dim=1).values.numpy()
+    zps = np.zeros(rows)
+    scheme = f"int{bits} " + ("per channel" if per_channel else f"groups of {group}, each row's widest group shown")
+    with torch.no_grad():
+        deq = w.dequantize().detach().float().numpy()
+    return WeightData(fw_np, deq, scheme, scales, zps, 0, -(1 << (bits - 1)),
+                      (1 << (bits - 1)) - 1)

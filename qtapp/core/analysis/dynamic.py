@@ -7,7 +7,7 @@ from ..base.compat import quiet_ao
 from ..base.progress import CancelToken, Job, Stage
 from ..base.tensors import first_tensor, is_quantized_module
 from ..quantize.points import QuantPoint
-from .compare import weight_data
+from .compare import is_torchao_weight, weight_data
 from .point_result import PointResult, channel_weight_sqnr, outlier_channels
 from .qparams import SAMPLES, Sums, chunks, dynamic_qparams
 from .ranges import RangeCounter
@@ -36,7 +36,9 @@ def analyse_dynamic(float_model, qmodel, points: list[QuantPoint], float_points:
             x = args[0] if args and torch.is_tensor(args[0]) else None
             if x is None or name in float_points:
                 return
-            if x.is_floating_point() and dtype == "qint8":  # an embedding reads ids: no input range to round
+            # an embedding reads ids: no input range to round; torchao rounds each token's row on its own
+            # (int8 per token) or not at all (weight-only): no one range to show
+            if x.is_floating_point() and dtype == "qint8":
                 ranges[name].add(x, dynamic_qparams(x, reduce_range))
             got = first_tensor(q_mods[name].forward(*args))  # forward: no hook, so not an int8-model call
             if got is not None and ref is not None and got.shape == ref.shape:
@@ -71,8 +73,9 @@ def analyse_dynamic(float_model, qmodel, points: list[QuantPoint], float_points:
         kept = p.name in float_points
         qm = q_mods[p.name]
         weight = weight_data(f_mods[p.name], qm)
+        quantized = is_quantized_module(qm) or is_torchao_weight(getattr(qm, "weight", None))
         out.append(PointResult(
-            p.name, p.kind, p.op, p.parent, type(qm).__name__, is_quantized_module(qm), "int8" if not kept else "float",
+            p.name, p.kind, p.op, p.parent, type(qm).__name__, quantized, "int8" if not kept else "float",
             acc[p.name].db, local[p.name].db if not kept else None, None, reason=p.reason, toggle=p.toggle,
             range=ranges[p.name].result("evaluation (one range per call)"), weight=weight,
             outlier_channels=outlier_channels(weight), kept_float=kept, weight_sqnr_db=channel_weight_sqnr(weight)))

@@ -22,15 +22,26 @@ from .metric_names import check_metric_name
 # 2: per-point `overrides` (activation range, per-channel weights, dynamic dtype) and a `metric`;
 # version 1 files are still read (they have neither).
 # 3: the quantizing `backend` (torch.ao or pt2e) and the `onnx_quantizer` (torch or ort).
-RECIPE_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
-BACKENDS = ("torch.ao", "pt2e")
+# 4: the torchao backend (`quantize_`: low-bit weights per layer), method `weight-only`, `weight_bits` and
+# `group_size`, and the same two per point in `overrides`.
+RECIPE_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+BACKENDS = ("torch.ao", "pt2e", "torchao")
 ONNX_QUANTIZERS = ("torch", "ort")
-METHODS = ("static", "dynamic", "qat")
+METHODS = ("static", "dynamic", "qat", "weight-only")
+WEIGHT_BITS = (4, 8)
 ENGINES = ("fbgemm", "x86", "qnnpack", "onednn")
 DTYPES = ("qint8", "float16")
 OBSERVERS = ("minmax", "moving-average", "histogram", "percentile-99.9", "percentile-99.99")
 STATIC_MODES = ("auto", "fx", "eager")
+
+
+def _check_bits(what: str, bits, group_size, optional: bool = False) -> None:
+    if not (optional and bits is None) and (isinstance(bits, bool) or bits not in WEIGHT_BITS):
+        raise UsageError(f"{what} must be 4 or 8, got {bits!r}")
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int)
+                                   or group_size < 1 or group_size & (group_size - 1)):
+        raise UsageError(f"group_size must be a power of two such as 32 or 128 (weights per scale), got {group_size!r}")
 
 
 def _check_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -112,6 +123,8 @@ class PointOverride:
     observer: str | None = None  # its activation range (static methods)
     per_channel: bool | None = None  # its weights (layers with weights)
     dtype: str | None = None  # dynamic quantization: qint8 or float16 for this layer
+    weight_bits: int | None = None  # torchao: 4 or 8 bits for this layer's weights
+    group_size: int | None = None  # torchao: weights per scale (None: one scale per output channel)
 
     def __post_init__(self) -> None:
         if self.observer is not None:
@@ -120,8 +133,9 @@ class PointOverride:
             raise UsageError(f"override per_channel must be true or false, got {self.per_channel!r}")
         if self.dtype is not None:
             _check_choice("override dtype", self.dtype, DTYPES)
-        if self.observer is None and self.per_channel is None and self.dtype is None:
-            raise UsageError("an override needs at least one of observer, per_channel, dtype")
+        _check_bits("override weight_bits", self.weight_bits, self.group_size, optional=True)
+        if all(v is None for v in (self.observer, self.per_channel, self.dtype, self.weight_bits, self.group_size)):
+            raise UsageError("an override needs at least one of observer, per_channel, dtype, weight_bits, group_size")
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -154,6 +168,10 @@ class QuantRecipe:
     # who makes the int8 .onnx: torch (the torch.ao model exported) or ort (ONNX Runtime's quantize_static
     # of the float model's ONNX, on the same calibration data and with the same float layers)
     onnx_quantizer: str = "torch"
+    # torchao: the weights' bits (4 or 8) and how many weights share a scale (None: 32 for 4 bits, one
+    # scale per output channel for 8)
+    weight_bits: int = 8
+    group_size: int | None = None
     version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
@@ -172,6 +190,7 @@ class QuantRecipe:
         _check_choice("static_mode", self.static_mode, STATIC_MODES)
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("onnx_quantizer", self.onnx_quantizer, ONNX_QUANTIZERS)
+        _check_bits("weight_bits", self.weight_bits, self.group_size)
         if not isinstance(self.per_channel, bool):
             raise UsageError(f"per_channel must be true or false, got {self.per_channel!r}")
         if not isinstance(self.equalize, bool):
@@ -264,8 +283,10 @@ class QuantRecipe:
             d.pop(key)
         if self.method != "qat":  # QAT trains with its float layers; the other methods reconvert
             d.pop("float_layers")
-        if self.method == "dynamic":  # dynamic "calibration" reads nothing: only the conversion differs
+        if self.method in ("dynamic", "weight-only"):  # their "calibration" reads nothing: only the conversion differs
             d.pop("calibration")
+            for key in ("weight_bits", "group_size"):  # torchao: a conversion setting
+                d.pop(key)
         return json.dumps(d, sort_keys=True)
 
     def check_applicable(self) -> None:
@@ -274,7 +295,7 @@ class QuantRecipe:
         if self.method != "dynamic" and self.dtype != "qint8":
             raise UsageError(f"dtype {self.dtype} applies to dynamic quantization only: {self.method} quantization "
                              "makes int8 weights and activations. Use --method dynamic, or drop --dtype")
-        if self.equalize and self.method == "dynamic":
+        if self.equalize and self.method in ("dynamic", "weight-only"):
             raise UsageError("cross-layer equalisation (equalize) prepares static and QAT quantization; dynamic "
                              "quantization has no calibration to prepare. Drop --equalize, or use --method static")
         if self.backend == "pt2e":
@@ -290,7 +311,24 @@ class QuantRecipe:
             if self.overrides:
                 raise UsageError(f"--backend pt2e has no per-point range or weight overrides (overrides for "
                                  f"{', '.join(sorted(self.overrides))}); use --backend torch.ao for them")
+        torchao = self.backend == "torchao"
+        if self.method == "weight-only" and not torchao:
+            raise UsageError("--method weight-only is torchao's (int8 or int4 weights, float activations): add "
+                             "--backend torchao")
+        if torchao:
+            if self.method not in ("dynamic", "weight-only"):
+                raise UsageError(f"--backend torchao quantizes weights to 4 or 8 bits with int8 dynamic activations "
+                                 f"(--method dynamic) or float ones (--method weight-only), not {self.method}: use "
+                                 "--backend torch.ao or pt2e for static and QAT")
+            if self.dtype != "qint8":
+                raise UsageError(f"--dtype {self.dtype} is torch.ao's dynamic quantization; with --backend torchao "
+                                 "choose --weight-bits 4 or 8")
+        elif self.weight_bits != 8 or self.group_size is not None:
+            raise UsageError("--weight-bits and --group-size choose torchao's low-bit weights: add --backend torchao "
+                             "(torch.ao and pt2e make 8-bit weights with one scale per channel or per tensor)")
         for name, o in self.overrides.items():
+            if (o.weight_bits is not None or o.group_size is not None) and not torchao:
+                raise UsageError(f"override {name!r}: weight_bits and group_size apply to --backend torchao only")
             if o.dtype is not None and self.method != "dynamic":
                 raise UsageError(f"override {name!r}: dtype applies to dynamic quantization only")
             if o.observer is not None and self.method != "static":

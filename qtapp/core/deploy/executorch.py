@@ -11,6 +11,7 @@ from typing import Iterator
 
 from ..base.errors import QtappError, first_line
 from ..quantize.pt2e import _owner, export_graph, quiet_pt2e, require
+from ..quantize.torchao_lowbit import is_torchao_model
 from .made import Made
 
 
@@ -59,13 +60,31 @@ def lower_to_pte(model, example: tuple) -> Lowered:
         with quiet_pt2e():
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             ops = [n for n in edge.exported_program().graph.nodes if n.op == "call_function"]
-            buffer = edge.to_executorch().buffer
+            buffer = edge.to_executorch(_backend_config(model)).buffer
     except Exception as exc:  # noqa: BLE001 - the lowering's failure types all mean "no .pte"; --debug shows its trace
         raise QtappError(lowering_failure(exc, model, program)) from exc
     delegated = sum(1 for n in ops if "call_delegate" in str(n.target))
     skip = ("call_delegate", "getitem")
     other = tuple(_op_name(n.target) for n in ops if not any(s in str(n.target) for s in skip))
     return Lowered(bytes(buffer), delegated, other, tuple(reshaped))
+
+
+def _backend_config(model):
+    """torchao's low-bit embeddings (dequantize_affine -> embedding) become ExecuTorch's quantized
+    embedding kernels only with its quant fusion pass; without it: "Missing out variants:
+    torchao::dequantize_affine". Any other model gets the default configuration."""
+    from executorch.exir import ExecutorchBackendConfig
+
+    if not hasattr(model, "graph") and is_torchao_model(model):
+        load_quantized_kernels()
+        return ExecutorchBackendConfig(do_quant_fusion_and_const_prop=True)
+    return ExecutorchBackendConfig()
+
+
+def load_quantized_kernels() -> None:
+    """ExecuTorch's quantized kernels (a torchao embedding's embedding_4bit / embedding_byte) registered in
+    this process: a .pte that uses them fails to load without ("Missing operator")."""
+    import executorch.kernels.quantized  # noqa: F401 - registers the kernels as it is imported
 
 
 # ExecuTorch 1.5's XNNPACK delegate takes these ops whatever their input's rank (its partitioner checks no
@@ -275,6 +294,7 @@ def run_pte(path, inputs_list) -> list:
         with native_stderr_to(logs), quiet_pt2e():
             from executorch.runtime import Runtime
 
+            load_quantized_kernels()
             method = Runtime.get().load_program(str(path)).load_method("forward")
             return [method.execute(list(inputs))[0] for inputs in inputs_list]
     except Exception as exc:  # noqa: BLE001 - the runtime's own log says why; it is shown here

@@ -48,6 +48,7 @@ def load(kind: str, path: str, threads: int):
         names = [i.name for i in session.get_inputs()]
         return lambda inputs: session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
     if kind == "pte":
+        import executorch.kernels.quantized  # noqa: F401 - a torchao embedding's kernels (embedding_4bit)
         from executorch.runtime import Runtime
 
         method = Runtime.get().load_program(path).load_method("forward")

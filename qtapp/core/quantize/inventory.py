@@ -60,6 +60,12 @@ def static_kinds():
             nn.Linear, nn.BatchNorm2d, nn.BatchNorm3d, nn.Embedding, nn.EmbeddingBag)
 
 
+def torchao_kinds():
+    import torch.nn as nn
+
+    return (nn.Linear, nn.Embedding)
+
+
 def dynamic_kinds():
     import torch.nn as nn
 
@@ -106,7 +112,7 @@ class LayerInventory:
                 points, note = _static_points(module, mode, engine, loaded.input_spec)
                 notes += [note] if note else []
         _mark_quantizable(module, layers, groups, method, mode)
-        if mode == "dynamic":
+        if mode in ("dynamic", "torchao"):  # the layers themselves: each quantized alone, inputs per call
             points = dynamic_points(module, [n for n, i in layers.items() if i.quantizable])
         if pt2e:
             points = [_module_toggles_only(p) for p in points]
@@ -378,7 +384,7 @@ def _static_points(module, mode: str, engine: str, input_spec) -> tuple[list[Qua
 def _mark_quantizable(module, layers, groups, method: str, mode: str) -> None:
     import torch.nn as nn
 
-    kinds = dynamic_kinds() if method == "dynamic" else static_kinds()
+    kinds = torchao_kinds() if mode == "torchao" else dynamic_kinds() if method == "dynamic" else static_kinds()
     inside_mha = {f"{n}." for n, m in module.named_modules() if isinstance(m, nn.MultiheadAttention)}
     members = {m: head for head, group in groups.items() for m in group}
     for name, m in module.named_modules():
@@ -388,7 +394,7 @@ def _mark_quantizable(module, layers, groups, method: str, mode: str) -> None:
         if name in groups:
             info.group = groups[name]
         if any(name.startswith(p) for p in inside_mha):
-            info.reason = ("inside nn.MultiheadAttention, which stays float" if method != "dynamic"
+            info.reason = ("inside nn.MultiheadAttention, which stays float" if method != "dynamic" or mode == "torchao"
                            else "nn.MultiheadAttention's out_proj cannot be dynamically quantized")
         elif name in members and members[name] != name:
             info.reason = f"fused into {members[name]}; toggling it toggles that group"
@@ -396,6 +402,8 @@ def _mark_quantizable(module, layers, groups, method: str, mode: str) -> None:
             info.quantizable = True
         elif list(m.children()):
             info.reason = "container"
+        elif mode == "torchao":
+            info.reason = "torchao's low-bit weights cover Linear and Embedding layers only"
         elif method == "dynamic":
             info.reason = "dynamic quantization covers Linear, LSTM, GRU and RNN cells only"
         elif isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)):

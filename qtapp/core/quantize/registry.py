@@ -8,6 +8,7 @@ from ..base.errors import UsageError
 from .base import QuantBackend
 from .pt2e import Pt2eBackend, Pt2eQatBackend
 from .torch_ao import DynamicBackend, EagerStaticBackend, FxQatBackend, FxStaticBackend
+from .torchao_lowbit import TorchaoBackend
 
 BACKENDS: dict[tuple[str, str], type] = {
     # (recipe method, graph mode as graph_mode resolves it): the backend
@@ -16,7 +17,9 @@ BACKENDS: dict[tuple[str, str], type] = {
     ("static", "pt2e"): Pt2eBackend,
     ("qat", "fx"): FxQatBackend,
     ("qat", "pt2e"): Pt2eQatBackend,
-    ("dynamic", "dynamic"): DynamicBackend,  # torch.ao's, whatever the recipe's backend
+    ("dynamic", "dynamic"): DynamicBackend,  # torch.ao's (with --backend torch.ao or pt2e)
+    ("dynamic", "torchao"): TorchaoBackend,  # quantize_: int8 dynamic activations, 4- or 8-bit weights
+    ("weight-only", "torchao"): TorchaoBackend,
 }
 
 
@@ -31,8 +34,15 @@ def backend_for(method: str, mode: str) -> QuantBackend:
 
 def graph_mode(recipe, loaded) -> str:
     """The graph mode `recipe` (a QuantRecipe) resolves to for `loaded` (a LoadedModel): fx, eager, dynamic
-    or pt2e (the PT2E backend; dynamic quantization is torch.ao's whatever the backend). An impossible
-    combination is refused."""
+    pt2e (the PT2E backend; dynamic quantization is torch.ao's with either) or torchao (quantize_'s low-bit
+    weights). An impossible combination is refused."""
+    if recipe.backend == "torchao":
+        if recipe.method not in ("dynamic", "weight-only"):
+            raise UsageError(f"--backend torchao quantizes weights (--method dynamic or weight-only), not "
+                             f"{recipe.method}: use --backend torch.ao or pt2e")
+        return "torchao"
+    if recipe.method == "weight-only":
+        raise UsageError("--method weight-only is torchao's: add --backend torchao")
     if recipe.method == "dynamic":
         return "dynamic"
     if recipe.backend == "pt2e":

@@ -271,12 +271,24 @@ def tune_text(result) -> list[str]:
     return lines
 
 
+def _torchao_bits(result) -> str:
+    """'4-bit (2 layers 8-bit)': the recipe's weights, and the layers given other bits."""
+    recipe = result.recipe
+    other = sorted({o.weight_bits for o in recipe.overrides.values() if o.weight_bits not in (None, recipe.weight_bits)})
+    text = f"{recipe.weight_bits}-bit" + (f", groups of {recipe.group_size or 32}" if recipe.weight_bits == 4 else "")
+    for bits in other:
+        n = sum(1 for o in recipe.overrides.values() if o.weight_bits == bits)
+        text += f" ({n} layer(s) {bits}-bit)"
+    return text
+
+
 def summary_text(result, out: Path | None = None) -> str:
     o, lat = result.output, result.latency
     verb = "fine-tuned" if result.method == "qat" else "calibrated"
     calib = result.calibration
     head = f"{result.model}: {result.method}" + (f" ({result.mode})" if result.mode != result.method else "") + \
-        (" with the XNNPACK quantizer" if result.mode == "pt2e" else f" on {result.engine}")
+        (" with the XNNPACK quantizer" if result.mode == "pt2e" else
+         f", {_torchao_bits(result)} weights for XNNPACK" if result.mode == "torchao" else f" on {result.engine}")
     head += f", {verb} on {calib.samples} samples ({calib.description})" if calib else ", no calibration needed"
     lines = [head,
              f"  output      SQNR {_fmt(o.sqnr_db, '{:.1f} dB')}, cosine {_fmt(o.cosine, '{:.5f}')}, "

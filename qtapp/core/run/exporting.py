@@ -32,7 +32,7 @@ def export(request: ExportRequest, cancel: CancelToken | None = None) -> Job[Run
     result, loaded, formats = request.result, request.loaded, request.formats
     example = loaded.input_spec.example(batch=1)
     scripted, note = result.scripted, result.script_note
-    if scripted is None and result.mode != "pt2e" and any(f in ("pt", "ptl", "onnx") for f in formats):
+    if scripted is None and result.mode not in ("pt2e", "torchao") and any(f in ("pt", "ptl", "onnx") for f in formats):
         scripted, note = to_torchscript(result.quantized_model, example)
     makers, floats = {}, {}  # floats: {format: the float file a maker made on the way}, reused for timing
     if "pte" in formats:
@@ -52,9 +52,12 @@ def _pte_file(result: RunResult, snap: RunSnapshot | None, example, check_inputs
     """The .pte of the result: its own PT2E graph lowered, or for a torch.ao run, a PT2E calibration of
     the same float model on the same data with the same float modules, then lowered."""
     require(".pte export")
-    if result.mode == "pt2e":
+    if result.mode in ("pt2e", "torchao"):  # its own model, lowered as it is
         yield Stage("lower", 1, cancel).step(0, "lowering to ExecuTorch (XNNPACK)")
-        return pte_of(result.quantized_model, example), result.quantized_model
+        made = pte_of(result.quantized_model, example)
+        if result.mode == "torchao":
+            made = replace(made, quantizer=quantizer_name(result))
+        return made, result.quantized_model
     if result.method == "dynamic" or snap is None:
         raise UsageError(".pte export quantizes with PT2E (static int8): it needs a static or QAT run")
     snap, _note = equalize_snapshot(replace(snap, recipe=replace(snap.recipe, backend="pt2e", observer="histogram",

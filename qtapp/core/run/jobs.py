@@ -44,9 +44,10 @@ def analyse_points(snap: RunSnapshot, calibrated: Calibrated, qmodel, evaluation
     if snap.mode == "pt2e":  # read off the PT2E graphs (no activation ranges or weight views yet)
         results = yield from analyse_pt2e(calibrated.prepared, qmodel, points, float_set, evaluation, cancel=cancel)
         return with_diagnosis(results, diagnose(results, snap.bn_folded, calibrated.point_map)), None
-    if snap.mode == "dynamic":
+    if snap.mode in ("dynamic", "torchao"):  # each layer alone on the float model's input, and in the model
+        dtype = snap.recipe.dtype if snap.mode == "dynamic" else "torchao"
         results = yield from analyse_dynamic(snap.loaded.module, qmodel, points, float_set, evaluation,
-                                             snap.recipe.engine, cancel=cancel, dtype=snap.recipe.dtype)
+                                             snap.recipe.engine, cancel=cancel, dtype=dtype)
         side = None
     else:
         # What the float side depends on: the calibration, and each point's range and weight scales.
@@ -153,12 +154,24 @@ def search_inputs(snap: RunSnapshot, outcome: QuantizeOutcome) -> dict:
     return {"candidates": candidates, "bad_points": bad, "consumers": consumers, "per_tensor_heads": per_tensor}
 
 
+def _half_step(snap: RunSnapshot) -> bool | dict:
+    """The step between int8 and float a search may take: float16 weights (torch.ao dynamic), 8-bit weights
+    (torchao, from 4), or none."""
+    if snap.mode == "dynamic":
+        return True
+    if snap.mode == "torchao" and snap.recipe.weight_bits == 4:
+        return {"weight_bits": 8}
+    return False
+
+
 def make_scorer(snap: RunSnapshot, start: QuantizeOutcome, target, metric_name: str, candidates) -> Scorer:
     """Converts and scores configurations of `start`'s calibration, with the costs of `candidates`."""
     evaluation, _ = snap.open_evaluation()
     metric = (metric_name, snap.metric_fn if metric_name == snap.recipe.metric else None)
     loaded = snap.loaded
     costs = CostModel.build(loaded.module, candidates, loaded.input_spec.example(batch=1))
+    if snap.mode == "torchao":  # its .pte packs 4-bit weights: bytes by bits, not torch.ao's TorchScript
+        costs = replace(costs, bits=(snap.recipe.weight_bits, snap.recipe.group_size))
     lat = start.result.latency
     if lat is not None:  # anchored at the start's measured int8 latency and the float model's
         kept = set(snap.inventory.float_layers)
@@ -212,7 +225,7 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
     with steady_gc():
         result = yield from search(scorer, target, budget, inputs["candidates"], range_errors=range_errors,
                                    bad_points=inputs["bad_points"], consumers=inputs["consumers"],
-                                   dynamic=snap.mode == "dynamic", per_tensor_heads=inputs["per_tensor_heads"],
+                                   dynamic=_half_step(snap), per_tensor_heads=inputs["per_tensor_heads"],
                                    equalizable=len(snap.cle_pairs) if snap.recipe.method == "static" else 0,
                                    cancel=cancel)
     chosen = result.best.config.recipe(snap.recipe)
@@ -221,7 +234,7 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
     final = yield from quantize(replace(snap, recipe=chosen, inventory=inv), cancel, measure=measure)
     result = with_measured(with_measured(result, result.start.config, start.result),
                             result.best.config, final.result)
-    if measure and snap.mode != "pt2e":
+    if measure and snap.mode not in ("pt2e", "torchao"):  # TorchScript files: torch.ao's only
         result = yield from measure_shown(result, scorer, snap.loaded, cancel)
     return TuneOutcome(result, replace(final, result=final.result.evolve(tune=result)))
 

@@ -31,10 +31,24 @@ def time_bytes(float_bytes: bytes, int8_bytes: list, example, cancel: CancelToke
         return (yield from measure_many(float_path, paths, example, cancel=cancel, kind=kind, label=label))
 
 
+# Measured here (torchao 0.18, executorch 1.5.1): XNNPACK takes a weight-only Linear's int8 weight for its
+# float weight, without an error.
+WEIGHT_ONLY_NOT_SHIPPED = (
+    "weight-only runs are not shipped as .pte: ExecuTorch's XNNPACK lowering computes torchao's weight-only "
+    "Linear layers wrongly (cosine 0.58 against the eager model, no error) and keeps them float-sized; size and "
+    "latency not measured (--method dynamic, int8 dynamic activations, ships and is timed)")
+
+
+def _runs_on(result: RunResult) -> str:
+    return "PT2E" if result.mode == "pt2e" else "torchao"
+
+
 def quantizer_name(result: RunResult) -> str:
     """Who made the result's int8 model, in words (said on each file it writes)."""
     if result.mode == "pt2e":
         return "PT2E with the XNNPACK quantizer (torchao)"
+    if result.mode == "torchao":
+        return f"torchao quantize_ ({result.method}, {result.recipe.weight_bits}-bit weights by default)"
     return f"torch.ao {result.mode} mode, {result.engine} engine"
 
 
@@ -49,17 +63,20 @@ def measure_result(result: RunResult, loaded, cancel: CancelToken | None = None,
     unmeasured, said why, instead of failing a run that may not ship a .pte at all (export fails, saying
     the same, when one was asked for)."""
     example = loaded.input_spec.example(batch=1)
-    if result.mode == "pt2e":
+    if result.mode == "torchao" and result.method == "weight-only":
+        return result.evolve(latency=None, model_notes=(*result.model_notes, WEIGHT_ONLY_NOT_SHIPPED))
+    if result.mode in ("pt2e", "torchao"):
         if formats is not None and "pte" not in formats:
             return result.evolve(latency=None, model_notes=(*result.model_notes, (
-                "latency of the run not measured: a PT2E run is timed on its .pte, and no .pte was asked for "
+                f"latency of the run not measured: a {_runs_on(result)} run is timed on its .pte, and no .pte was asked for "
                 f"({', '.join(formats) or 'no format'}); each exported file is timed in its own runtime")))
         yield Stage("lower", 2, cancel).step(0, "lowering float and int8 to ExecuTorch for timing")
         try:
             float_bytes, quant_bytes = pte_of(loaded.module, example).data, pte_of(result.quantized_model, example).data
         except QtappError as exc:
             return result.evolve(latency=None, model_notes=(*result.model_notes, (
-                f"latency of the run not measured: a PT2E run is timed on its .pte, which could not be made ({exc})")))
+                f"latency of the run not measured: a {_runs_on(result)} run is timed on its .pte, which could not be "
+                f"made ({exc})")))
         scripted, note, kind = None, "", "pte"
     else:
         float_ts, _ = to_torchscript(loaded.module, example)

@@ -308,6 +308,9 @@ class QuantSession:
     def check_export_formats(self, formats) -> None:
         """Refuse up front what cannot be exported, before any long work."""
         ort = self.recipe.onnx_quantizer == "ort"
+        if self.mode == "torchao":
+            _check_torchao_formats(self.recipe, formats)
+            return
         if self.mode == "pt2e" and {"pt", "ptl"} & set(formats):
             raise UsageError("--backend pt2e makes a PT2E graph, whose TorchScript is a reference graph (float ops "
                              "between quantize/dequantize, no int8 kernels): export pte (and onnx), or use --backend "
@@ -338,6 +341,23 @@ class QuantSession:
         if self.result is None:
             raise UsageError("nothing quantized yet: run calibration / quantize first")
         return self.result
+
+
+def _check_torchao_formats(recipe: QuantRecipe, formats) -> None:
+    """What torchao's low-bit weights ship in: a .pte (XNNPACK), with int8 dynamic activations."""
+    script = sorted({"pt", "ptl"} & set(formats))
+    if script:  # measured: tracing asserts inside torch; scripting writes zeroed weights, or crashes
+        raise UsageError(f"--backend torchao cannot write {', '.join(script)}: TorchScript cannot hold torchao's low-bit "
+                         "weights (torch.jit.trace fails inside torch, torch.jit.script saves them as zeros); export pte")
+    if "onnx" in formats:
+        raise UsageError("--backend torchao cannot write onnx: torch.onnx has no form for torchao's low-bit weights; "
+                         "export pte, or use --backend torch.ao for ONNX")
+    if "pte" in formats:
+        require(".pte export")
+        if recipe.method == "weight-only":
+            raise UsageError("a weight-only run cannot ship as .pte: ExecuTorch's XNNPACK lowering computes torchao's "
+                             "weight-only Linear layers wrongly (cosine 0.58, no error); use --method dynamic (int8 "
+                             "dynamic activations) for a .pte")
 
 
 def _same_configuration(a: RunResult, b: RunResult) -> bool:

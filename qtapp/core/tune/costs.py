@@ -27,6 +27,10 @@ class CostModel:
     channels: dict = field(default_factory=dict)  # toggle target -> output channels (a scale each)
     per_channel: bool = True  # the recipe's default for weight scales
     anchor: tuple | None = None  # (measured start bytes, its raw estimate, scale of the differences)
+    # torchao's .pte: (the recipe's weight bits, its group size) - "int8" then means those bits and
+    # "float16" the 8-bit step up (ExecuTorch packs 4-bit weights two a byte, a bf16 scale per group;
+    # 8-bit weights a byte each, a float32 scale per channel). None: torch.ao's TorchScript.
+    bits: tuple | None = None
 
     @classmethod
     def build(cls, model, heads, example) -> "CostModel":
@@ -87,6 +91,13 @@ class CostModel:
     def head_bytes(self, head: str, state: str, per_channel: bool) -> int:
         """`state`: int8, float or float16 (stored as float32 by torch.ao)."""
         elems = self.weight_elems[head]
+        if self.bits is not None:
+            bits, group = self.bits
+            if state == "float":
+                return 4 * elems
+            if state == "float16" or bits == 8:  # 8-bit per output channel
+                return elems + 4 * max(self.channels.get(head, 1), 1)
+            return elems // 2 + 2 * (elems // (group or 32))
         if state in ("float", "float16"):
             return 4 * elems
         return elems + 16 * (max(self.channels.get(head, 1), 1) if per_channel else 1)

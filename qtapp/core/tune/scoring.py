@@ -51,7 +51,9 @@ class Config:
 
     @property
     def float16(self) -> frozenset:
-        return frozenset(n for n, o in self.overrides if o.dtype == "float16")
+        """The points one step up from the recipe's weights without going float: float16 weights (torch.ao
+        dynamic), or 8-bit ones (torchao, where the recipe's are 4-bit)."""
+        return frozenset(n for n, o in self.overrides if o.dtype == "float16" or o.weight_bits == 8)
 
     def with_float(self, names) -> "Config":
         return replace(self, float_points=self.float_points | frozenset(names))

@@ -185,7 +185,7 @@ class _Search:
 
 
 def tune(scorer: Scorer, target: Target, budget: Budget, candidates: list[str], *, range_errors: dict | None = None,
-         bad_points: tuple = (), consumers: dict | None = None, dynamic: bool = False, per_tensor_heads: tuple = (),
+         bad_points: tuple = (), consumers: dict | None = None, dynamic: bool | dict = False, per_tensor_heads: tuple = (),
          equalizable: int = 0, cancel: CancelToken | None = None) -> Job[TuneResult]:
     """`candidates`: the toggle targets (points torch can keep float); `range_errors`: {point: {range:
     local dB}} (static); `bad_points`: the diagnosed ones, worst first; `consumers`: {point: the toggle
@@ -271,7 +271,9 @@ def _tune(search: _Search, target: Target, budget: Budget, candidates: list[str]
             before_equalize = None
         yield stage.step(len(search.steps), "cross-layer equalisation")
     # 4. float16 (dynamic) and 5. float: by sensitivity from the configuration reached so far
-    phases = (("float16", True), ("float", False)) if dynamic else (("float", False),)
+    # `dynamic`: True for torch.ao's float16 weights, or the override fields of the step (torchao: 8 bits)
+    half = {"dtype": "float16"} if dynamic is True else dynamic or None
+    phases = ((_verb(half), half), ("float", None)) if half else (("float", None),)
     yield from _float_phases(search, phases, candidates, bad_points, consumers or {}, stage)
     if before_equalize is not None and (not done() or search.best.config.float_points):
         # Equalisation helped at the start but changes every range after it: the points kept float
@@ -359,12 +361,19 @@ def _moves(candidates, config: Config, half: bool, bad_points, consumers) -> lis
     return out
 
 
-def _apply(config: Config, points, half: bool) -> Config:
+def _apply(config: Config, points, half: dict | None) -> Config:
+    """`points` float (`half` None), or one step up (`half`: the override fields, float16 or 8 bits)."""
     if not half:
         return config.with_float(points)
     for p in points:
-        config = config.with_override(p, dtype="float16")
+        config = config.with_override(p, **half)
     return config
+
+
+def _verb(half: dict | None) -> str:
+    if not half:
+        return "float"
+    return "8-bit" if half.get("weight_bits") == 8 else "float16"
 
 
 def _rank(search: _Search, moves, half: bool, phase: str, stage) -> Job[list]:
@@ -372,7 +381,7 @@ def _rank(search: _Search, moves, half: bool, phase: str, stage) -> Job[list]:
     the search acts on)."""
     base = search.best
     gains = []
-    verb = "float16" if half else "float"
+    verb = _verb(half)
     moves = moves[:MAX_CANDIDATES]
     yield stage.step(len(search.steps), f"ranking {len(moves)} move(s) to {verb}, each alone "
                                         f"({search.about(len(moves))})")
@@ -407,7 +416,7 @@ def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Jo
     if not ranked:
         return
     base = search.best
-    verb = "float16" if half else "float"
+    verb = _verb(half)
 
     def prefix(k: int) -> Scored:
         config = base.config

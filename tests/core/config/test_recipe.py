@@ -61,18 +61,18 @@ def test_unknown_keys_are_refused_by_name(data, named):
 
 def test_unknown_version_is_refused():
     with pytest.raises(UsageError) as exc:
-        QuantRecipe.from_dict({"version": 4, "model": "demo"})
-    assert "version 4" in str(exc.value) and f"writes {RECIPE_VERSION}" in str(exc.value)
+        QuantRecipe.from_dict({"version": 5, "model": "demo"})
+    assert "version 5" in str(exc.value) and f"writes {RECIPE_VERSION}" in str(exc.value)
 
 
 def test_a_version_1_recipe_is_read_and_written_as_the_current_version(tmp_path):
     old = {"version": 1, "model": "demo", "observer": "minmax", "float_layers": ["fc2"]}
     recipe = QuantRecipe.from_dict(old)
-    assert recipe.version == RECIPE_VERSION == 3 and recipe.overrides == {} and recipe.metric is None
-    assert recipe.backend == "torch.ao" and recipe.onnx_quantizer == "torch"
+    assert recipe.version == RECIPE_VERSION == 4 and recipe.overrides == {} and recipe.metric is None
+    assert recipe.backend == "torch.ao" and recipe.onnx_quantizer == "torch" and recipe.weight_bits == 8
     recipe.save(tmp_path / "r.json")
     again = QuantRecipe.load(tmp_path / "r.json")
-    assert again.to_dict() == recipe.to_dict() and again.to_dict()["version"] == 3
+    assert again.to_dict() == recipe.to_dict() and again.to_dict()["version"] == 4
 
 
 def test_overrides_round_trip_and_are_checked():
@@ -207,3 +207,39 @@ def test_a_relative_recipe_runs_from_another_folder(tmp_path, monkeypatch, seq_s
     session = drive(QuantSession.open(recipe))
     assert torch.equal(session.loaded.module.proj.weight, trained.proj.weight)
     assert session.open_calibration().kind == "tensor"
+
+
+def test_a_version_4_recipe_holds_torchao_bits_per_layer(tmp_path):
+    """Issue 20: low-bit weights per layer, stored as per-point overrides, read back exactly."""
+    recipe = QuantRecipe(model="demo", backend="torchao", method="dynamic", weight_bits=4, group_size=32,
+                         overrides={"fc2": {"weight_bits": 8}, "fc1": {"weight_bits": 4, "group_size": 64}})
+    recipe.check_applicable()
+    recipe.save(tmp_path / "r.json")
+    again = QuantRecipe.load(tmp_path / "r.json")
+    assert again.to_dict() == recipe.to_dict()
+    assert again.overrides["fc1"].group_size == 64 and again.overrides["fc2"].weight_bits == 8
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["version"] == 4 and data["overrides"]["fc2"] == {"weight_bits": 8}
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"weight_bits": 3}, "weight_bits must be 4 or 8"),
+    ({"weight_bits": 4, "group_size": 48}, "power of two"),
+    ({"overrides": {"fc1": {"weight_bits": 2}}}, "override weight_bits must be 4 or 8"),
+])
+def test_impossible_bits_are_refused(changes, says):
+    with pytest.raises(UsageError, match=says):
+        QuantRecipe(model="demo", backend="torchao", method="dynamic", **changes)
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"method": "weight-only"}, "add --backend torchao"),
+    ({"weight_bits": 4}, "add --backend torchao"),
+    ({"overrides": {"fc1": {"weight_bits": 4}}}, "apply to --backend torchao only"),
+    ({"backend": "torchao", "method": "static"}, "not static"),
+    ({"backend": "torchao", "method": "dynamic", "dtype": "float16"}, "--weight-bits 4 or 8"),
+])
+def test_torchao_settings_elsewhere_are_refused_when_run(changes, says):
+    recipe = QuantRecipe(model="demo", **changes)
+    with pytest.raises(UsageError, match=says):
+        recipe.check_applicable()

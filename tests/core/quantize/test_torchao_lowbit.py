@@ -1,0 +1,119 @@
+"""Issue 20: torchao's quantize_ backend. 4- and 8-bit weights per Linear and Embedding layer, with int8
+dynamic activations (shipped as an XNNPACK .pte) or weight-only; the points view, a search to a size budget
+that forces a mix of bits, and the refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torchao")
+
+from qtapp.core.analysis.metrics import Target  # noqa: E402
+from qtapp.core.base.errors import UsageError  # noqa: E402
+from qtapp.core.base.progress import drive  # noqa: E402
+from qtapp.core.config.recipe import QuantRecipe  # noqa: E402
+from qtapp.core.run import jobs  # noqa: E402
+from qtapp.core.run.session import QuantSession  # noqa: E402
+from qtapp.core.tune.search import Budget  # noqa: E402
+
+SPEC = f"{Path(__file__).resolve().parents[2] / 'fixtures' / 'token_encoder.py'}:build"
+LAYERS = ["emb", "ff1", "ff2", "head"]
+
+
+def session(**changes) -> QuantSession:
+    recipe = QuantRecipe(model=SPEC, input_shape="1,16", input_dtype="int64", backend="torchao",
+                         **{"method": "dynamic", **changes})
+    return drive(QuantSession.open(recipe, trust=True))
+
+
+def _bits(qmodel, name) -> int:
+    w = qmodel.get_submodule(name).weight
+    return int(str(w.target_dtype).removeprefix("torch.int"))
+
+
+def test_every_linear_and_embedding_gets_the_bits_asked_and_a_layer_its_own():
+    s = session(weight_bits=4, overrides={"head": {"weight_bits": 8}})
+    assert sorted(s.inventory.heads) == LAYERS  # LayerNorm is no torchao layer
+    assert "Linear and Embedding" in s.inventory["norm"].reason
+    result = drive(s.quantize())
+    q = result.quantized_model
+    assert {n: _bits(q, n) for n in LAYERS} == {"emb": 4, "ff1": 4, "ff2": 4, "head": 8}
+    assert q.get_submodule("ff1").weight.block_size == (1, 32)  # groups of 32 along a row
+    assert s.loaded.module.emb.padding_idx == 0  # the user's model untouched
+    by = {p.name: p for p in result.layers}
+    for name in LAYERS:  # each layer's own error (alone, on the float input) and in the model
+        p = by[name]
+        assert p.quantized and p.local_sqnr_db is not None and p.sqnr_db is not None
+        assert p.weight.qscheme.startswith(f"int{_bits(q, name)} ")
+        assert p.range is None or p.range.samples == 0  # no single activation range to show
+    assert by["head"].weight_sqnr_db > by["ff1"].weight_sqnr_db + 15  # 8 bits against 4
+    assert 15 < result.output.sqnr_db < 40
+
+
+def test_a_group_that_does_not_split_a_row_falls_back_to_one_scale_per_channel():
+    s = session(weight_bits=4, group_size=64)  # 96 weights per row in ff1 and head; 384 in ff2
+    q = drive(s.quantize()).quantized_model
+    assert q.get_submodule("ff1").weight.block_size == (1, 96)
+    assert q.get_submodule("ff2").weight.block_size == (1, 64)
+
+
+def test_a_layer_kept_float_stays_float_and_weight_only_runs():
+    s = session(weight_bits=8, method="weight-only")
+    s.inventory.set_float("ff2")
+    result = drive(s.quantize())
+    assert not hasattr(result.quantized_model.ff2.weight, "qdata")
+    assert {p.name: p.kept_float for p in result.layers}["ff2"]
+    assert result.output.sqnr_db > 30
+
+
+@pytest.mark.parametrize("formats, method, says", [
+    (["pt"], "dynamic", "TorchScript cannot hold"),
+    (["ptl"], "dynamic", "TorchScript cannot hold"),
+    (["onnx"], "dynamic", "torch.onnx has no form"),
+    (["pte"], "weight-only", "computes torchao's weight-only Linear layers wrongly"),
+])
+def test_formats_that_cannot_carry_the_scheme_are_refused_before_any_work(formats, method, says):
+    s = session(method=method)
+    with pytest.raises(UsageError, match=says):
+        s.check_export_formats(formats)
+
+
+def test_static_quantization_is_not_torchaos():
+    from qtapp.core.quantize.registry import graph_mode
+
+    recipe = QuantRecipe(model=SPEC, backend="torchao", method="static")
+    with pytest.raises(UsageError, match="not static"):
+        graph_mode(recipe, None)
+
+
+def test_the_pte_is_written_verified_and_smaller_than_8_bit(tmp_path):
+    pytest.importorskip("executorch")
+    s = session(weight_bits=4)
+    result = drive(s.quantize())
+    s.adopt_result(result)
+    from qtapp.core.run.exporting import export
+
+    done = drive(export(s.export_request(tmp_path, ["pte"])))
+    (pte,) = done.exports
+    assert pte.verified and pte.sqnr_vs_float_db is not None and pte.sqnr_vs_float_db > 15
+    assert pte.bytes == (tmp_path / "model.pte").stat().st_size
+    float_bytes = 4 * sum(p.numel() for p in s.loaded.module.parameters())
+    assert pte.bytes < 0.3 * float_bytes  # packed 4-bit weights, not one byte a value
+    assert "torchao" in pte.quantizer
+
+
+def test_a_size_budget_forces_a_mix_of_4_and_8_bits():
+    s = session(weight_bits=4)
+    start = drive(jobs.quantize(s.snapshot(), measure=False))
+    all8 = session(weight_bits=8)
+    s8 = drive(jobs.quantize(all8.snapshot(), measure=False))
+    # a target all-8-bit reaches, and a budget it does not fit: some layers 8-bit, the rest 4
+    target = f"sqnr>={min(s8.result.output.sqnr_db - 1, start.result.output.sqnr_db + 8):.1f}"
+    outcome = drive(jobs.tune(s.snapshot(), Target.parse(target), Budget.parse("size<=0.2MB"), measure=False))
+    chosen = outcome.tune.best.config
+    eight = {n for n, o in chosen.overrides if o.weight_bits == 8}
+    assert eight and eight != set(LAYERS) and not chosen.float_points
+    assert any(s.phase == "8-bit" for s in outcome.tune.steps)
+    assert outcome.quantized.result.recipe.overrides[next(iter(eight))].weight_bits == 8

@@ -1,0 +1,55 @@
+"""Issue 20 in the window: Backend torchao from the settings panel (the method follows), each layer's bits
+in the tree's Int8 column, a subtree's bits set from its context menu (reconverted, undoable)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torchao")
+
+SPEC = f"{Path(__file__).resolve().parents[1] / 'fixtures' / 'token_encoder.py'}:build"
+
+
+def _idle(qtbot, window, timeout=120000):
+    qtbot.waitUntil(lambda: not window.runner.busy and window.controller.waiting is None, timeout=timeout)
+
+
+def test_choosing_torchao_then_4_bits_then_8_for_one_layer(qtbot, window, quantize_and_wait, tmp_path):
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"version": 4, "model": SPEC, "input_shape": "1,16", "input_dtype": "int64"}))
+    with qtbot.waitSignal(window.session_changed, timeout=60000):
+        window.open_recipe_object(__import__("qtapp.core.config.recipe", fromlist=["QuantRecipe"]).QuantRecipe.load(
+            recipe), trust=True)
+    _idle(qtbot, window)
+    panel = window.settings_panel
+    panel.backend.setCurrentText("torchao")  # static is not torchao's: the method follows to dynamic
+    qtbot.waitUntil(lambda: window.session.recipe.backend == "torchao", timeout=30000)
+    _idle(qtbot, window)
+    assert window.session.recipe.method == "dynamic" and panel.method.currentText() == "dynamic"
+    assert panel.weight_bits.isVisibleTo(panel) and not panel.engine.isEnabled()
+    panel.weight_bits.setCurrentText("4")
+    qtbot.waitUntil(lambda: window.session.recipe.weight_bits == 4, timeout=30000)
+    _idle(qtbot, window)
+    result = quantize_and_wait(qtbot, window)
+    assert result.mode == "torchao" and {p.name for p in result.layers if p.quantized} == {"emb", "ff1", "ff2", "head"}
+    model = window.tree_model
+    from qtapp.ui.layer_model import COL_QUANT
+
+    assert model.data(model.index_of("ff1", COL_QUANT)) == "4-bit"
+    menu = window.tree_menu(window.proxy.mapFromSource(model.index_of("head", 0)))
+    action = next(a for a in menu.actions() if a.text().startswith("Weights 8-bit"))
+    with qtbot.waitSignal(window.result_applied, timeout=120000):
+        action.trigger()  # reconverted with head in 8 bits
+    _idle(qtbot, window)
+    assert window.session.recipe.overrides["head"].weight_bits == 8
+    assert model.data(model.index_of("head", COL_QUANT)) == "8-bit"
+    q = window.session.result.quantized_model
+    assert str(q.head.weight.target_dtype) == "torch.int8" and str(q.ff1.weight.target_dtype) == "torch.int4"
+    assert window.undo_action.text() == "Undo per-point settings"
+    with qtbot.waitSignal(window.result_applied, timeout=120000):
+        window.undo_action.trigger()
+    _idle(qtbot, window)
+    assert "head" not in window.session.recipe.overrides
