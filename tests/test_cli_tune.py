@@ -31,7 +31,7 @@ def test_tune_writes_what_quantize_writes_and_tune_json(tuned):
     assert "target      sqnr>=30 (budget none): reached" in stdout
     assert "chosen      1 point(s) kept float (fc2)" in stdout
     recipe = json.loads((out / "recipe.json").read_text())
-    assert recipe["version"] == 3 and recipe["float_layers"] == ["fc2"]
+    assert recipe["version"] == 4 and recipe["float_layers"] == ["fc2"]
     report = json.loads((out / "report.json").read_text())
     assert report["tune"]["reached"] and report["tune"]["float_points"] == ["fc2"]
     assert report["output"]["sqnr_db"] >= 30
