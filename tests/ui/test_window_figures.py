@@ -58,11 +58,12 @@ def test_greyed_settings_show_the_value_that_applies_and_the_recipe_keeps_its_ow
     panel = window.settings_panel
     assert session.recipe.equalize_depthwise and panel.equalize_depthwise.isChecked()
     choose(qtbot, window, panel.method, "dynamic", lambda: session.recipe.method == "dynamic")
-    # dynamic quantization calibrates nothing, so evens nothing out, has no observer and is torch.ao's
+    # dynamic quantization calibrates nothing, so evens nothing out and has no observer; it is torch.ao's or
+    # (with Backend torchao) torchao's low-bit weights: the backend stays live
     assert not panel.equalize_depthwise.isEnabled() and not panel.equalize_depthwise.isChecked()
     assert not panel.observer.isEnabled() and panel.observer.currentText() == ""
     assert not panel.static_mode.isEnabled() and panel.static_mode.currentText() == ""
-    assert not panel.backend.isEnabled() and panel.backend.currentText() == "torch.ao"
+    assert panel.backend.isEnabled() and panel.backend.currentText() == "torch.ao"
     choose(qtbot, window, panel.dtype, "float16", lambda: session.recipe.dtype == "float16")
     choose(qtbot, window, panel.method, "qat", lambda: session.recipe.method == "qat")
     # QAT makes int8 whatever the dynamic dtype the window keeps, and its ranges are its fake quantizers'
