@@ -103,10 +103,15 @@ class Scored:
 
 
 def weight_layout(snap, costs, config: Config) -> tuple[set, set]:
-    """(layers whose weights ship as dynamic float16, layers with one weight scale per tensor) in `config`."""
+    """(layers whose weights ship as dynamic float16 - or, torchao, 8-bit over the recipe's 4 -, layers with
+    one weight scale per tensor) in `config`."""
     recipe, dynamic = snap.recipe, snap.mode == "dynamic"
     overrides = config.override_map
     float16, per_tensor = set(), set()
+    if snap.mode == "torchao":  # the step up from 4-bit weights is 8-bit ones (CostModel.bits prices it)
+        if recipe.weight_bits == 4:
+            float16 = {h for h in costs.weight_elems if overrides.get(h) is not None and overrides[h].weight_bits == 8}
+        return float16, per_tensor
     for head in costs.weight_elems:
         o = overrides.get(head)
         dtype = o.dtype if o is not None and o.dtype else (recipe.dtype if dynamic else "qint8")
