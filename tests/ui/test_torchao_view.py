@@ -48,8 +48,4 @@ def test_choosing_torchao_then_4_bits_then_8_for_one_layer(qtbot, window, quanti
     assert model.data(model.index_of("head", COL_QUANT)) == "8-bit"
     q = window.session.result.quantized_model
     assert str(q.head.weight.target_dtype) == "torch.int8" and str(q.ff1.weight.target_dtype) == "torch.int4"
-    assert window.undo_action.text() == "Undo per-point settings"
-    with qtbot.waitSignal(window.result_applied, timeout=120000):
-        window.undo_action.trigger()
-    _idle(qtbot, window)
-    assert "head" not in window.session.recipe.overrides
+    assert window.undo_action.text() == "Undo per-point settings"  # undoable (undo itself: test_runs_view)
