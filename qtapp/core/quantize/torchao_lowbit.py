@@ -46,23 +46,22 @@ def scheme_text(bits: int, group: int | None) -> str:
 
 
 def layer_config(module, bits: int, group: int | None, weight_only: bool):
-    """The torchao config for one layer, and a note when its shape changes what was asked."""
+    """The torchao config for one layer. A group that does not split the layer's rows becomes one scale per
+    output channel; the layer's weights then say so themselves (analysis.compare reads the block size)."""
     import torch
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, MappingType
     from torchao.quantization.granularity import PerAxis, PerGroup
 
     dtype = torch.int4 if bits == 4 else torch.int8
     width = module.weight.shape[1]
-    note = None
     if group is not None and width % group:
-        note = f"{width} weights per row do not split into groups of {group}: one scale per output channel"
         group = None
     granularity = PerGroup(group) if group else PerAxis(0)
     if isinstance(module, torch.nn.Embedding) or weight_only:
         return IntxWeightOnlyConfig(weight_dtype=dtype, granularity=granularity,
-                                    mapping_type=MappingType.SYMMETRIC), note
+                                    mapping_type=MappingType.SYMMETRIC)
     return Int8DynamicActivationIntxWeightConfig(weight_dtype=dtype, weight_granularity=granularity,
-                                                 weight_mapping_type=MappingType.SYMMETRIC), note
+                                                 weight_mapping_type=MappingType.SYMMETRIC)
 
 
 class TorchaoBackend:
@@ -84,20 +83,17 @@ class TorchaoBackend:
         model = copy.deepcopy(calibrated.model).eval()
         modules = dict(model.named_modules())
         weight_only = recipe.method == "weight-only"
-        configs, notes = {}, {}
+        configs = {}
         for head in calibrated.heads:
             if head in set(float_heads):
                 continue
             bits, group = scheme_of(recipe, head)
-            configs[head], note = layer_config(modules[head], bits, group, weight_only)
-            if note:
-                notes[head] = note
+            configs[head] = layer_config(modules[head], bits, group, weight_only)
         with torch.no_grad():
             quantize_(model, FqnToConfig(configs), filter_fn=None)
         for head in configs:
             if isinstance(modules[head], torch.nn.Embedding):
                 modules[head].padding_idx = None  # ExecuTorch's quantized embedding pattern has no padding index
-        model.qtapp_scheme_notes = notes  # read by the analysis: what a layer's shape changed
         return model
 
     def reference(self, model):
