@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 BAD_BELOW_MEDIAN_DB = 10.0  # local SQNR this far under the median point's is bad
 BAD_LOCAL_DB = 20.0  # and below this, bad whatever the others do
+# torchao's 4-bit weights measure about 20 dB on a healthy layer where int8 ones measure about 40: a 4-bit
+# point is bad outright below this, and is compared with the other 4-bit points only (a mix of widths)
+BAD_LOCAL_DB_4BIT = 12.0
 CLIP_SHARE = 0.005  # 0.5% of values clipped at one end
 ZERO_SHARE = 0.5  # half the non-zero values rounding to zero
 ZERO_BAD_SHARE = 0.9  # nine in ten: bad whatever the SQNR, which the few large values rule
@@ -214,23 +217,46 @@ def severity(p, ctx) -> float:
         own = min(own, p.kernel_sqnr_db)
     # int8 weights alone measure about 40 dB per tensor on any healthy layer: they count only when bad
     # outright, never against the other points' local figures (which include their weights' rounding)
-    if p.weight_sqnr_db is not None and p.weight_sqnr_db < BAD_LOCAL_DB:
+    if p.weight_sqnr_db is not None and p.weight_sqnr_db < outright_db(p):
         own = min(own, p.weight_sqnr_db)
     return own
 
 
+def width(p) -> str:
+    """What the point's weights round to: "4-bit" (torchao's int4 weights) or "int8" (everything else)."""
+    q = p.weight.qscheme if getattr(p, "weight", None) is not None and p.weight.qscheme else ""
+    return "4-bit" if q.startswith("int4") else "int8"
+
+
+def outright_db(p) -> float:
+    """The local SQNR under which a point is bad whatever the others do, for its width."""
+    return BAD_LOCAL_DB_4BIT if width(p) == "4-bit" else BAD_LOCAL_DB
+
+
+def _medians(scored) -> dict[str, float]:
+    """{width: the median local SQNR of the points of that width}: a 4-bit point is read against 4-bit ones."""
+    by: dict[str, list] = {}
+    for p in scored:
+        if p.local_sqnr_db is not None:
+            by.setdefault(width(p), []).append(p.local_sqnr_db)
+    return {w: statistics.median(v) for w, v in by.items()}
+
+
 def bad_points(points, ctx=None) -> list:
-    """The points worse than the rest, worst first: a local SQNR well under the median point's or low
-    outright, or an int8 output that loses much more than its inputs had."""
+    """The points worse than the rest, worst first: a local SQNR well under the median point's (of the
+    same width) or low outright, or an int8 output that loses much more than its inputs had."""
     ctx = ctx or _context(points)
     scored = [p for p in points if p.quantized and not p.kept_float
               and (p.local_sqnr_db is not None or p.accumulated_sqnr_db is not None)]
-    locals_ = [p.local_sqnr_db for p in scored if p.local_sqnr_db is not None]
     if not scored:
         return []
-    median = statistics.median(locals_) if locals_ else BAD_LOCAL_DB
-    limit = max(min(median - BAD_BELOW_MEDIAN_DB, BAD_LOCAL_DB), median - BAD_BELOW_MEDIAN_DB)
-    bad = [p for p in scored if severity(p, ctx) <= limit or severity(p, ctx) < BAD_LOCAL_DB
+    medians = _medians(scored)
+
+    def limit(p) -> float:
+        median = medians.get(width(p), outright_db(p))
+        return max(min(median - BAD_BELOW_MEDIAN_DB, outright_db(p)), median - BAD_BELOW_MEDIAN_DB)
+
+    bad = [p for p in scored if severity(p, ctx) <= limit(p) or severity(p, ctx) < outright_db(p)
            or _zero_share(p) >= ZERO_BAD_SHARE or getattr(p, "other_range", None)]
     return sorted(bad, key=lambda p: severity(p, ctx))
 
@@ -257,18 +283,22 @@ def diagnose(points, bn_folded=(), inventory_points=None) -> dict[str, list[Find
         detectors = PER_CALL if p.range is not None and p.range.per_call else CALIBRATED
         found = [f for f in (d(p, ctx) for d in detectors) if f is not None]
         if not found:
-            scored = [q.local_sqnr_db for q in points if q.local_sqnr_db is not None]
+            w = width(p)
+            scored = [q.local_sqnr_db for q in points if q.local_sqnr_db is not None and width(q) == w]
             median = statistics.median(scored) if scored else None
+            rounding, others = ("its int8 rounding", "other points") if w == "int8" else \
+                ("its 4-bit weights' rounding", "other 4-bit points")
             if p.local_sqnr_db is None:
                 text = "its error is far above what reaches it"
             elif median is not None and p.local_sqnr_db <= median - BAD_BELOW_MEDIAN_DB:
-                text = (f"its int8 rounding costs more than at other points: local {_db(p.local_sqnr_db)} dB, the "
-                        f"median point {_db(median)} dB")
-            elif p.local_sqnr_db < BAD_LOCAL_DB:
-                text = f"its int8 rounding costs much: local {_db(p.local_sqnr_db)} dB (under {_db(BAD_LOCAL_DB)} dB)"
+                text = (f"{rounding} costs more than at {others}: local {_db(p.local_sqnr_db)} dB, the "
+                        f"median {'point' if w == 'int8' else '4-bit point'} {_db(median)} dB")
+            elif p.local_sqnr_db < outright_db(p):
+                text = f"{rounding} costs much: local {_db(p.local_sqnr_db)} dB (under {_db(outright_db(p))} dB)"
             else:
                 text = (f"it costs more than its local {_db(p.local_sqnr_db)} dB shows: {_db(severity(p, ctx))} dB "
-                        "at its worst (its int8 kernel, its weights or the drop from its inputs)")
+                        f"at its worst (its {'int8' if w == 'int8' else '4-bit'} kernel, its weights or the drop from "
+                        "its inputs)")
             found = [Finding("poor-rounding", text, {"local_db": p.local_sqnr_db})]
         out[p.name] = found
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..quantize.torchao_lowbit import scheme_of
 from .verdict import NOT_SMALLER
 
 DEAD_OUTPUT_RMS = 1e-4
@@ -75,6 +76,9 @@ def notes(result) -> list[Note]:
     elif o is not None and o.cosine < POOR_COSINE:
         out.append(Note("poor-output", f"the quantized output barely follows the float one (cosine {o.cosine:.3f}): "
                                        + _advice(result)))
+    fallback = _group_fallback(result)
+    if fallback:
+        out.append(Note("group-fallback", fallback))
     half = [name for name, dtype in weight_dtypes(result).items() if dtype == "float16"]
     if half and result.size_float and result.size_quantized and result.size_quantized >= NOT_SMALLER * result.size_float:
         shown = ", ".join(half[:4]) + (f" and {len(half) - 4} more" if len(half) > 4 else "")
@@ -106,6 +110,31 @@ def notes(result) -> list[Note]:
     for e in result.exports:
         out += [Note(f"export-{e.format}", f"{e.format}: {n}", "info") for n in e.notes]
     return out
+
+
+def _group_fallback(result) -> str | None:
+    """torchao: the 4-bit layers asked for groups whose rows that group does not split, which then have one
+    scale per output channel (coarser than groups): which, and a group size that would split every row."""
+    if result.mode != "torchao":
+        return None
+    fell, widths = {}, set()
+    for p in result.layers:
+        if not p.quantized or p.kept_float or p.weight is None or not (p.weight.qscheme or "").startswith("int4"):
+            continue
+        width = p.weight.float_weight.shape[-1]
+        widths.add(width)
+        group = scheme_of(result.recipe, p.name)[1]
+        if p.weight.qscheme == "int4 per channel" and group:
+            fell[p.name] = (width, group)
+    if not fell:
+        return None
+    shown = ", ".join(f"{n} ({w} wide)" for n, (w, _g) in list(fell.items())[:4]) + (
+        f" and {len(fell) - 4} more" if len(fell) > 4 else "")
+    groups = sorted({g for _w, g in fell.values()})
+    fits = [g for g in (256, 128, 64, 32, 16) if all(w % g == 0 for w in widths)]
+    return (f"groups of {', '.join(map(str, groups))} do not split the rows of {len(fell)} 4-bit layer(s), {shown}: "
+            "each got one scale per output channel instead (coarser than groups; the Weights tab shows it)"
+            + (f"; --group-size {fits[0]} splits every row" if fits else ""))
 
 
 def _nothing_quantized(result) -> str:
