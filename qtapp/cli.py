@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--target", required=True, help="sqnr>=30 (output SQNR, dB), cosine>=0.999, drop<=1 (top-1 points "
                                                    "lost, needs labels; or your --metric's units) or metric>=X")
     t.add_argument("--budget", help="what the search may give up at most: float<=3 (points kept float), "
-                                    "float<=10%% (a share of them), size<=5MB or latency<=8ms (estimates)")
+                                    "float<=10%% (a share of them), size<=5MB or latency<=8ms (estimates), "
+                                    "bits<=4.5 (weight bits per value on average: torchao's 4- and 8-bit mixes)")
     t.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx,pte (default {DEFAULT_FORMATS}; pte needs the executorch extra)")
     t.add_argument("--out", required=True, help="output folder: what quantize writes, and tune.json (every step tried)")
     _time_files_arg(t)

@@ -44,7 +44,8 @@ class TunePanel(QGroupBox):
         self.budget_edit = QLineEdit()
         self.budget_edit.setPlaceholderText("no limit (e.g. float<=3, size<=5MB)")
         self.budget_edit.setToolTip("What the search may give up at most: float<=3 (points kept float), float<=10% "
-                                    "(a share of them), size<=5MB or latency<=8ms (estimates)")
+                                    "(a share of them), size<=5MB or latency<=8ms (estimates), bits<=4.5 (weight "
+                                    "bits per value on average: torchao's mix of 4 and 8)")
         self.metric_box = QComboBox()
         self.metric_box.setEditable(True)
         self.metric_box.addItem("sqnr (default)", None)

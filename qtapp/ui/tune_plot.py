@@ -17,6 +17,7 @@ TRIED_COLOR = QColor("#9a9a9a")
 FRONT_COLOR = FLOAT_COLOR
 PATH_COLOR = QUANT_COLOR
 TARGET_COLOR = QColor("#2ca02c")
+WIDE_COLOR = QColor("#8c564b")  # sensitivity: only this layer at the second width (torchao's 8 bits)
 PICK_PX = 12  # how near a click must fall to a configuration's dot
 
 
@@ -198,12 +199,12 @@ class TradeoffPlot(PlotPanel):
 
 class SensitivityPlot(PlotPanel):
     """Per point, ranked: what keeping only it float gains (blue), and what quantizing only it costs
-    against everything float (orange), in the metric's units. Clicking a pair of bars selects its point."""
+    against everything float (orange; torchao: orange at 4 bits, brown at 8), in the metric's units.
+    Clicking a point's bars selects it."""
 
     layer_clicked = Signal(str)
     EMPTY = ("Run Sensitivity to measure every toggleable point both ways from one calibration: the metric "
              "with only it kept float, and with only it quantized")
-    WIDTH = 0.38
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -216,6 +217,7 @@ class SensitivityPlot(PlotPanel):
         self._names: list[str] = []
         self._gains: list[float | None] = []
         self._costs: list[float | None] = []
+        self._width_costs: dict[str, list] = {}
         self._sens = None
         self._pick_items(self._view, self._name_at, self.layer_clicked.emit, self.tooltip_for)
         self._plot.vb.sigXRangeChanged.connect(self._update_ticks)
@@ -231,6 +233,10 @@ class SensitivityPlot(PlotPanel):
     def costs(self) -> list[float | None]:
         return list(self._costs)
 
+    def width_costs(self) -> dict[str, list]:
+        """{width: what quantizing only each point at it costs} (torchao's 4-bit and 8-bit; empty for int8)."""
+        return {label: list(v) for label, v in self._width_costs.items()}
+
     def caption_text(self) -> str:
         return self._caption.text()
 
@@ -243,38 +249,47 @@ class SensitivityPlot(PlotPanel):
         self._plot.clear()
         self._sens = sens
         if sens is None or not sens.points:
-            self._names, self._gains, self._costs = [], [], []
+            self._names, self._gains, self._costs, self._width_costs = [], [], [], {}
             self._show_message(self.EMPTY if sens is None else
                                "No point of this model can be kept float: there is nothing to rank")
             return
         self._names = [p.name for p in sens.points]
         self._gains = [sens.gain(p) for p in sens.points]
         self._costs = [sens.cost(p) for p in sens.points]
-        for values, offset, color in ((self._gains, -self.WIDTH / 2, FRONT_COLOR),
-                                      (self._costs, self.WIDTH / 2, PATH_COLOR)):
+        # torchao: a cost per width (4-bit, 8-bit) where torch.ao has one (int8)
+        labels = list(dict.fromkeys(w for p in sens.points for w, _v in p.widths))
+        self._width_costs = {label: [sens.cost_at(p, label) for p in sens.points] for label in labels}
+        series = [(self._gains, FRONT_COLOR)] + ([(self._width_costs[label], color) for label, color in
+                                                  zip(labels, (PATH_COLOR, WIDE_COLOR))] if labels else
+                                                 [(self._costs, PATH_COLOR)])
+        width = 0.8 / len(series)
+        for k, (values, color) in enumerate(series):
+            offset = (k - (len(series) - 1) / 2) * width
             drawn = [i for i, v in enumerate(values) if v is not None and math.isfinite(v)]
             if drawn:
                 self._plot.addItem(pg.BarGraphItem(x=[i + offset for i in drawn], height=[values[i] for i in drawn],
-                                                   width=self.WIDTH, brush=pg.mkBrush(color), pen=pg.mkPen(color.darker(130))))
+                                                   width=width, brush=pg.mkBrush(color), pen=pg.mkPen(color.darker(130))))
         refused = [i for i, p in enumerate(sens.points) if p.refused]
         if refused:
             self._plot.addItem(pg.ScatterPlotItem(x=refused, y=[0] * len(refused), symbol="x", size=9,
                                                   pen=pg.mkPen("#7a7a7a", width=1.5), brush=None))
         self._plot.setLabel("left", {"sqnr": "SQNR change (dB)", "cosine": "cosine change"}.get(sens.metric,
                                                                                             f"{sens.metric} change"))
-        values = [v for v in self._gains + self._costs if v is not None and math.isfinite(v)] or [0.0]
+        every = self._gains + self._costs + [v for costs in self._width_costs.values() for v in costs]
+        values = [v for v in every if v is not None and math.isfinite(v)] or [0.0]
         lo, hi = min(0.0, min(values)), max(0.0, max(values))
         span = max(hi - lo, 1e-6)
         self._plot.setLimits(xMin=-1.0, xMax=len(self._names), minXRange=min(4, len(self._names)))
         self._plot.setXRange(-0.6, len(self._names) - 0.4, padding=0)
         self._plot.setYRange(lo - 0.05 * span, hi + 0.1 * span, padding=0)
-        key = " ".join((swatch(FRONT_COLOR, "gain: only this point float"),
-                        swatch(PATH_COLOR, "cost: only this point int8")))
+        key = " ".join([swatch(FRONT_COLOR, "gain: only this point float")]
+                       + [swatch(color, f"cost: only this point {label}") for label, color in
+                          zip(labels or ["int8"], (PATH_COLOR, WIDE_COLOR))])
         every_float = f"{sens.all_float:.4g}" if math.isfinite(sens.all_float) else (
             "exactly the float outputs (so no cost bars: each point's figure alone in int8 is in its tooltip)")
         self._caption.setText(
             f"<b>Sensitivity ({escape(sens.metric)})</b>, from one calibration ({sens.conversions} conversions, "
-            f"{sens.seconds:.1f} s): every toggleable point int8 {sens.all_int8:.4g}, every one float "
+            f"{sens.seconds:.1f} s): every toggleable point {escape(sens.quantized)} {sens.all_int8:.4g}, every one float "
             f"{every_float}. Click a point to select it.<br>{key}")
         self._stack.setCurrentWidget(self._content)
         self._update_ticks()
@@ -285,9 +300,11 @@ class SensitivityPlot(PlotPanel):
         if p.refused:
             return f"<b>{escape(name)}</b>: torch cannot keep it float ({escape(p.refused)})"
         gain = "" if self._gains[i] is None else f" (gain {self._gains[i]:+.3g})"
-        cost = "" if self._costs[i] is None else f" (cost {self._costs[i]:.3g})"
-        return (f"<b>{escape(name)}</b><br>only it float: {p.only_float:.4g}{gain}"
-                f"<br>only it int8: {p.only_int8:.4g}{cost}")
+        rows = [f"<b>{escape(name)}</b>", f"only it float: {p.only_float:.4g}{gain}"]
+        for label, value in p.widths or (("int8", p.only_int8),):
+            cost = self._width_costs[label][i] if p.widths else self._costs[i]
+            rows.append(f"only it {escape(label)}: {value:.4g}" + ("" if cost is None else f" (cost {cost:.3g})"))
+        return "<br>".join(rows)
 
     def _name_at(self, scene_pos: QPointF) -> str | None:
         vb = self._plot.vb

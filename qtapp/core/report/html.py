@@ -109,33 +109,44 @@ def _scatter(ref, q) -> str:
 
 
 def _sensitivity_html(sens: dict | None) -> str:
-    """Ranked bars: what keeping only each point float gains (blue), what quantizing only it costs (orange)."""
+    """Ranked bars: what keeping only each point float gains (blue), what quantizing only it costs (orange;
+    torchao: at each width, orange and brown)."""
     if not sens or not sens["points"]:
         return ""
     points = sens["points"][:40]
-    values = [v for p in points for v in (p["gain"], p["cost"]) if v is not None] or [0.0]
+    labels = list(dict.fromkeys(w for p in points for w in p.get("cost_at", {})))  # torchao: 4-bit, 8-bit
+
+    def series(p):
+        costs = [(p["cost_at"].get(w), c, f"cost {w}") for w, c in zip(labels, ("#e8710a", "#8c564b"))] \
+            if labels else [(p["cost"], "#e8710a", "cost")]
+        return [(p["gain"], "#1f77b4", "gain")] + costs
+    values = [v for p in points for v, _c, _t in series(p) if v is not None] or [0.0]
     lo, hi = min(0.0, min(values)), max(0.0, max(values))
     span = (hi - lo) or 1.0
+    bar = 9 if len(labels) < 2 else 7
     step, w, h, top = 26, 60 + 26 * len(points), 190, 20
     y = lambda v: top + (h - top - 50) * (hi - v) / span  # noqa: E731 - a projection
     bars = []
     for i, p in enumerate(points):
         x = 50 + i * step
-        for k, (value, colour) in enumerate(((p["gain"], "#1f77b4"), (p["cost"], "#e8710a"))):
+        for k, (value, colour, what) in enumerate(series(p)):
             if value is None:
                 continue
             y0, y1 = sorted((y(0.0), y(value)))
-            bars.append(f"<rect x='{x + k * 10}' y='{y0:.1f}' width='9' height='{max(y1 - y0, 0.5):.1f}' fill='{colour}'>"
-                        f"<title>{escape(p['name'])}: {'gain' if k == 0 else 'cost'} {value:.3g}</title></rect>")
+            bars.append(f"<rect x='{x + k * (bar + 1)}' y='{y0:.1f}' width='{bar}' height='{max(y1 - y0, 0.5):.1f}' "
+                        f"fill='{colour}'><title>{escape(p['name'])}: {what} {value:.3g}</title></rect>")
         bars.append(f"<text transform='translate({x + 10},{h - 46}) rotate(50)'>{escape(p['name'][-18:])}</text>")
     axis = f"<line x1='46' x2='{w}' y1='{y(0.0):.1f}' y2='{y(0.0):.1f}' stroke='#999'/>"
-    labels = f"<text x='4' y='{y(hi) + 4:.1f}'>{hi:.3g}</text><text x='4' y='{y(lo) + 4:.1f}'>{lo:.3g}</text>"
+    ticks = f"<text x='4' y='{y(hi) + 4:.1f}'>{hi:.3g}</text><text x='4' y='{y(lo) + 4:.1f}'>{lo:.3g}</text>"
     return (f"<h2>Sensitivity ({escape(sens['metric'])})</h2><p class=sub>From one calibration, "
-            f"{sens['conversions']} conversions: every toggleable point int8 {sens['all_int8']:.4g}, every one float "
+            f"{sens['conversions']} conversions: every toggleable point {escape(sens.get('quantized', 'int8'))} "
+            f"{sens['all_int8']:.4g}, every one float "
             f"{'exact' if sens['all_float'] is None else format(sens['all_float'], '.4g')}. Blue: what keeping only "
-            "this point float gains; orange: what quantizing only this point costs. Ranked, the most to gain first"
+            "this point float gains; " + (f"orange, brown: what quantizing only this point at {' and '.join(labels)} "
+                                          "costs" if labels else "orange: what quantizing only this point costs")
+            + ". Ranked, the most to gain first"
             f"{' (the first 40)' if len(sens['points']) > 40 else ''}.</p>"
-            f"<svg width='{w}' height='{h}' role='img' aria-label='sensitivity'>{axis}{labels}{''.join(bars)}</svg>")
+            f"<svg width='{w}' height='{h}' role='img' aria-label='sensitivity'>{axis}{ticks}{''.join(bars)}</svg>")
 
 
 def _tune_html(result) -> str:

@@ -214,18 +214,21 @@ def _delta_text(name: str, d: float | None, sign: bool = True) -> str:
 
 
 def sensitivity_text(result, n: int = 12) -> list[str]:
-    """The points that matter most, both ways (the CLI's `analyze --sensitivity`)."""
+    """The points that matter most, both ways (the CLI's `analyze --sensitivity`); where a point can be
+    quantized at more than one width (torchao's bits), only it quantized at each."""
     sens = result.sensitivity
     if sens is None:
         return []
     name = sens.metric
     lines = [f"  sensitivity {name}, from one calibration ({sens.conversions} conversions, {sens.seconds:.1f} s): "
-             f"every toggleable point int8 {_metric_text(name, sens.all_int8)}, every one float "
+             f"every toggleable point {sens.quantized} {_metric_text(name, sens.all_int8)}, every one float "
              f"{_metric_text(name, sens.all_float)}"]
     if not sens.points:
         return lines + ["  no point of this model can be kept float: nothing to rank"]
     width = max(min(max(len(p.name) for p in sens.points[:n]), 40), 5)
-    lines.append(f"  {'point':<{width}}  {'only it float':>13} {'gain':>9}  {'only it int8':>13} {'cost':>9}")
+    labels = list(dict.fromkeys(w for p in sens.points for w, _v in p.widths)) or ["int8"]
+    lines.append(f"  {'point':<{width}}  {'only it float':>13} {'gain':>9}"
+                 + "".join(f"  {'only it ' + label:>13} {'cost':>9}" for label in labels))
 
     def cell(value):
         return "n/a" if value is None else _metric_text(name, value)
@@ -234,13 +237,15 @@ def sensitivity_text(result, n: int = 12) -> list[str]:
         if p.refused:
             lines.append(f"  {p.name:<{width}}  torch cannot keep it float: {p.refused}")
             continue
-        gain, cost = sens.gain(p), sens.cost(p)
-        lines.append(f"  {p.name:<{width}}  {cell(p.only_float):>13} {_delta_text(name, gain):>9}  "
-                     f"{cell(p.only_int8):>13} {_delta_text(name, cost, sign=False):>9}")
+        at = dict(p.widths) if p.widths else {"int8": p.only_int8}
+        costs = {label: sens.cost_at(p, label) for label in at} if p.widths else {"int8": sens.cost(p)}
+        lines.append(f"  {p.name:<{width}}  {cell(p.only_float):>13} {_delta_text(name, sens.gain(p)):>9}"
+                     + "".join(f"  {cell(at.get(label)):>13} {_delta_text(name, costs.get(label), sign=False):>9}"
+                               for label in labels))
     if len(sens.points) > n:
         lines.append(f"  ... and {len(sens.points) - n} more in report.json (give --top to see more)")
-    lines.append("  (gain: what keeping only it float gains on every toggleable point int8; cost: what quantizing "
-                 "only it loses against every one float)")
+    lines.append(f"  (gain: what keeping only it float gains on every toggleable point {sens.quantized}; cost: what "
+                 "quantizing only it" + (" at that width" if len(labels) > 1 else "") + " loses against every one float)")
     return lines
 
 

@@ -24,6 +24,7 @@ from ..base.errors import Cancelled, UsageError
 from ..base.progress import CancelToken, Job, Stage, drive
 from ..quantize.base import Calibrated
 from ..quantize.corrections import kernel_corrections
+from ..quantize.torchao_lowbit import scheme_of
 from ..report.results import DataFacts, RunResult
 from ..tune.costs import CostModel
 from ..tune.scoring import Config, Scorer, steady_gc, weight_layout
@@ -204,8 +205,18 @@ def sensitivity(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[Qua
     candidates = list(snap.inventory.heads)  # every toggle, whatever the recipe keeps float now
     scorer = make_scorer(snap, start, None, snap.recipe.metric or "sqnr", candidates)
     all_int8 = Config(frozenset(), tuple(sorted(snap.recipe.overrides.items())))
+    widths, quantized = None, "int8"
+    if snap.mode == "torchao":  # each layer at both of torchao's widths: 4-bit groups and 8-bit channels
+        recipe = snap.recipe
+
+        def widths(name: str):
+            own = scheme_of(recipe, name)[0]
+            other = 8 if own == 4 else 4
+            return f"{own}-bit", ((f"{other}-bit", {"weight_bits": other}),)
+        quantized = f"{recipe.weight_bits}-bit" + (" (and the layers' own)" if recipe.overrides else "")
     with steady_gc():
-        found = yield from point_sensitivity(scorer, candidates, cancel, start=all_int8)
+        found = yield from point_sensitivity(scorer, candidates, cancel, start=all_int8, widths=widths,
+                                             quantized=quantized)
     return replace(start, result=start.result.evolve(sensitivity=found))
 
 
@@ -213,6 +224,12 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
     """Quantize as the recipe says, then search moves from that calibration for the target (tune/search.py),
     then quantize, analyse and (with `measure`) measure the configuration found."""
     cancel = cancel or CancelToken()
+    started = ()
+    if snap.mode == "torchao" and budget.on_bytes and snap.recipe.weight_bits == 8:
+        # The search moves layers up (4 -> 8 bits -> float): from 8 bits it could not go below them.
+        snap = replace(snap, recipe=replace(snap.recipe, weight_bits=4), calibrated=None)
+        started = (f"started from every layer at 4 bits (the recipe's are 8) so that the budget {budget} can "
+                   "choose each layer's bits both ways",)
     start = yield from quantize(snap, cancel, measure=measure)
     snap = from_start(snap, start)
     evaluation, _ = snap.open_evaluation()
@@ -228,6 +245,7 @@ def tune(snap: RunSnapshot, target, budget, cancel: CancelToken | None = None, m
                                    dynamic=_half_step(snap), per_tensor_heads=inputs["per_tensor_heads"],
                                    equalizable=len(snap.cle_pairs) if snap.recipe.method == "static" else 0,
                                    cancel=cancel)
+    result = replace(result, notes=(*started, *result.notes))
     chosen = result.best.config.recipe(snap.recipe)
     inv = InventoryView(snap.inventory.heads, tuple(h for h in snap.inventory.heads if h in chosen.float_layers),
                         tuple(h for h in snap.inventory.heads if h not in chosen.float_layers), snap.inventory.points)

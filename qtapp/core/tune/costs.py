@@ -117,6 +117,22 @@ class CostModel:
         start_bytes, raw_start, scale = self.anchor
         return int(round(start_bytes + scale * (raw - raw_start)))
 
+    def mean_bits(self, float_points, float16=()) -> float | None:
+        """Bits per weight value of the layers a configuration chooses for, on average (weighted by their
+        values; scales not counted): float 32, int8 8, torch.ao's dynamic float16 16, torchao's 4 or 8 (its
+        step up from 4 is 8). What `--budget bits<=4.5` limits. None: no weights to choose for."""
+        total = sum(self.weight_elems.values())
+        if not total:
+            return None
+
+        def bits(head: str) -> int:
+            if head in float_points:
+                return 32
+            if self.bits is not None:
+                return 8 if head in float16 or self.bits[0] == 8 else 4
+            return 16 if head in float16 else 8
+        return sum(bits(h) * n for h, n in self.weight_elems.items()) / total
+
     def latency_ms(self, float_points, float16=()) -> float | None:
         if self.float_ms is None or self.int8_ms is None or not self.total_macs:
             return None

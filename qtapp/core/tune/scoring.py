@@ -94,11 +94,12 @@ class Scored:
     # size_bytes and latency_ms are those of this configuration's own file, built and timed (else: the
     # cost model's estimates, anchored on the files that were)
     measured: bool = False
+    bits: float | None = None  # weight bits per value on average (CostModel.mean_bits)
 
     def to_json(self) -> dict:
         return {**self.config.to_json(), "metric": self.metric.to_json(), "score": self.score,
                 "sqnr_db": self.sqnr_db, "size_bytes": self.size_bytes, "latency_ms": self.latency_ms,
-                "measured": self.measured,
+                "measured": self.measured, "mean_weight_bits": None if self.bits is None else round(self.bits, 3),
                 "float_points": len(self.config.float_points), "refused": self.refused}
 
 
@@ -182,7 +183,7 @@ class Scorer:
         float16, per_tensor = weight_layout(self.snap, self.costs, config)
         scored = Scored(config, output.metric, score, output.sqnr_db,
                         self.costs.size_bytes(kept, float16, per_tensor), self.costs.latency_ms(kept, float16),
-                        dict(refused))
+                        dict(refused), bits=self.costs.mean_bits(kept, float16))
         self._seen[config] = scored
         return scored
 

@@ -14,6 +14,10 @@ From one calibration (every range observed at once) the search tries, cheapest f
                 is dropped again if the target holds without it
 A move is accepted when it improves the score (free moves) or is needed for the target (float moves),
 and never beyond the budget. Every configuration tried is a step of `tune.json`.
+
+With a budget on bytes (size<=, bits<=) the ranking is by what a move gains per byte it adds (as a
+knapsack is filled), and where the target is out of reach, the moves the best prefix left out are
+tried one by one as long as they fit (`_fill`): the best metric the budget allows.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from ..base.errors import Cancelled, UsageError
 from ..base.progress import CancelToken, Job, Progress, Stage
 from .scoring import Config, Scored, Scorer
 
-_BUDGET = re.compile(r"^\s*(float|size|latency)\s*<=\s*([0-9]+(?:\.[0-9]*)?)\s*(%|mb|ms)?\s*$", re.IGNORECASE)
+_BUDGET = re.compile(r"^\s*(float|size|latency|bits)\s*<=\s*([0-9]+(?:\.[0-9]*)?)\s*(%|mb|ms)?\s*$", re.IGNORECASE)
 MAX_CANDIDATES = 40  # float candidates measured for the ranking (the worst by local error first)
 BAD_POINTS_TRIED = 6
 
 
 @dataclass(frozen=True)
 class Budget:
-    kind: str | None = None  # float | size | latency; None: no limit
+    kind: str | None = None  # float | size | latency | bits; None: no limit
     value: float = 0.0
     share: bool = False  # float<=10%: a share of the candidates
 
@@ -45,11 +49,13 @@ class Budget:
         m = _BUDGET.match(text)
         if not m:
             raise UsageError(f"cannot read budget {text!r}: use float<=3 (points kept float), float<=10% (a share of "
-                             "them), size<=5MB (estimated model size) or latency<=8ms (estimated int8 latency)")
+                             "them), size<=5MB (estimated model size), latency<=8ms (estimated int8 latency) or "
+                             "bits<=4.5 (weight bits per value on average)")
         kind, value, unit = m.group(1).lower(), float(m.group(2)), (m.group(3) or "").lower()
         if (unit == "%") != (kind == "float" and unit == "%") or (kind == "size" and unit not in ("", "mb")) or \
-                (kind == "latency" and unit not in ("", "ms")) or (kind == "float" and unit not in ("", "%")):
-            raise UsageError(f"budget {text!r}: float<=N or float<=N%, size<=N MB, latency<=N ms")
+                (kind == "latency" and unit not in ("", "ms")) or (kind == "float" and unit not in ("", "%")) or \
+                (kind == "bits" and unit):
+            raise UsageError(f"budget {text!r}: float<=N or float<=N%, size<=N MB, latency<=N ms, bits<=N")
         return cls(kind, value, unit == "%")
 
     def allows(self, scored: Scored, candidates: int) -> bool:
@@ -60,7 +66,15 @@ class Budget:
             return scored.size_bytes <= self.value * 1e6
         if self.kind == "latency":
             return scored.latency_ms is None or scored.latency_ms <= self.value
+        if self.kind == "bits":
+            return scored.bits is None or scored.bits <= self.value + 1e-9
         return True
+
+    @property
+    def on_bytes(self) -> bool:
+        """A limit on what the weights take (size, or bits per weight): moves are then ranked by what they
+        gain per byte they add."""
+        return self.kind in ("size", "bits")
 
     def __str__(self) -> str:
         if self.kind is None:
@@ -386,28 +400,37 @@ def _rank(search: _Search, moves, half: bool, phase: str, stage) -> Job[list]:
     yield stage.step(len(search.steps), f"ranking {len(moves)} move(s) to {verb}, each alone "
                                         f"({search.about(len(moves))})")
     scored = search.scorer.score_all([_apply(base.config, points, half) for _label, points in moves], search.cancel)
+    per_byte = {}  # a budget on bytes: what each move gains per byte it adds (a move that adds none: first)
     try:
         for (label, points), trial in zip(moves, scored):
             search.record(trial, f"only {label} {verb} (ranking)", phase)
             gain = trial.score - base.score if search.scorer.target.op == ">=" else base.score - trial.score
             if not any(p in trial.refused for p in points):
                 gains.append((gain, label, points))
+                added = trial.size_bytes - base.size_bytes
+                per_byte[label] = gain / added if added > 0 else float("inf")
             yield stage.step(len(search.steps), f"ranking: {label}")
     finally:
         scored.close()
-    gains.sort(key=lambda g: -g[0])
+    if search.budget.on_bytes:
+        gains.sort(key=lambda g: (-per_byte[g[1]], -g[0]))
+    else:
+        gains.sort(key=lambda g: -g[0])
     return [g for g in gains if g[0] > 0]
 
 
 def _single_move(search: _Search, moves, half: bool) -> Scored | None:
     """The ranking's trials that reach the target alone, within budget: the one keeping the fewest
-    points float (then the best score). No prefix search is needed then."""
+    points float (then, with a budget on bytes, the smallest; then the best score). No prefix search is
+    needed then."""
     tried = {_apply(search.best.config, points, half): len(points) for _label, points in moves[:MAX_CANDIDATES]}
     hits = [s.scored for s in search.steps if s.scored.config in tried and search.met(s.scored)
             and search.allowed(s.scored)]
     if not hits:
         return None
-    return min(hits, key=lambda s: (tried[s.config], -s.score if search.scorer.target.op == ">=" else s.score))
+    small = search.budget.on_bytes  # a budget on bytes: of those that reach the target, the smallest
+    return min(hits, key=lambda s: (tried[s.config], s.size_bytes if small else 0,
+                                    -s.score if search.scorer.target.op == ">=" else s.score))
 
 
 def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Job[None]:
@@ -443,6 +466,8 @@ def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Jo
                 break
         if best is not None and search.scorer.better(best, search.best):
             search.accept(best)
+        if search.budget.on_bytes:
+            yield from _fill(search, ranked, half, phase, stage)
         return
     found = full
     while lo < hi:  # the smallest k whose prefix reaches the target
@@ -467,3 +492,23 @@ def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Jo
         yield stage.step(len(search.steps), f"without {label}")
         if search.met(trial) and search.allowed(trial):
             search.accept(trial)
+
+
+def _fill(search: _Search, ranked, half: bool, phase: str, stage) -> Job[None]:
+    """A budget on bytes the ranking's prefix did not reach the target within: each move the prefix left
+    out, in the ranking's order, added alone when it still fits the budget and improves the score (the
+    greedy prefix stops at the first move that does not fit; a later, smaller one may)."""
+    verb = _verb(half)
+    for _gain, label, points in ranked:
+        config = _apply(search.best.config, points, half)
+        if config == search.best.config:
+            continue
+        trial = next((s.scored for s in search.steps if s.scored.config == config), None)  # tried: no new step
+        if trial is None:
+            yield stage.step(len(search.steps), f"trying {label} {verb} as well ({search.about()})")
+            trial = search.trial(config, f"{label} {verb} as well (fills the budget)", phase)
+            yield stage.step(len(search.steps), f"{label} {verb} as well")
+        if search.met(trial) and search.allowed(trial):
+            search.accept(trial)
+            return
+        search.keep_if_better(trial)

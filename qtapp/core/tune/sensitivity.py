@@ -1,13 +1,15 @@
 """How much each point matters, both ways, from one calibration (reconversions, no recalibration):
 the metric with only this point quantized (every other toggle float), and with only this point float
 (everything else int8). Points torch cannot keep float stay int8 in every configuration, and say so.
+Where a point can be quantized more than one way (torchao's 4- or 8-bit weights), "only this point
+quantized" is measured at each width: the sensitivity of every layer at each bit width.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..base.progress import CancelToken, Job, Stage
 from .scoring import Config, Scorer
@@ -19,10 +21,14 @@ class PointSensitivity:
     only_int8: float | None  # the metric with only this point quantized
     only_float: float | None  # the metric with only this point kept float
     refused: str = ""  # why torch would not keep it float
+    # ((width, the metric with only this point quantized at that width), ...), the point's own width
+    # (only_int8's) among them, narrowest first; () where a point is quantized one way only
+    widths: tuple = ()
 
     def to_json(self) -> dict:
         return {"name": self.name, "only_int8": self.only_int8, "only_float": self.only_float,
-                "refused": self.refused or None}
+                "refused": self.refused or None,
+                **({"only_at": dict(self.widths)} if self.widths else {})}
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,13 @@ class SensitivityResult:
     points: tuple  # PointSensitivity, ranked: the most to gain by keeping it float first
     conversions: int
     seconds: float
+    quantized: str = "int8"  # what "quantized" means for every point at once: int8, or torchao's "4-bit"
+
+    def cost_at(self, p: PointSensitivity, width: str) -> float | None:
+        """What quantizing only this point at `width` (a label of `p.widths`) costs against every candidate
+        float (None where that reference is exact, as for `cost`)."""
+        value = dict(p.widths).get(width)
+        return None if value is None or not math.isfinite(self.all_float) else self.all_float - value
 
     def gain(self, p: PointSensitivity) -> float | None:
         """What keeping only this point float gains over every candidate int8, in the metric's units
@@ -49,54 +62,73 @@ class SensitivityResult:
 
     def to_json(self) -> dict:
         return {"metric": self.metric, "all_int8": self.all_int8, "all_float": self.all_float,
-                "conversions": self.conversions, "seconds": round(self.seconds, 2),
-                "points": [{**p.to_json(), "gain": self.gain(p), "cost": self.cost(p)} for p in self.points]}
+                "quantized": self.quantized, "conversions": self.conversions, "seconds": round(self.seconds, 2),
+                "points": [{**p.to_json(), "gain": self.gain(p), "cost": self.cost(p),
+                            **({"cost_at": {w: self.cost_at(p, w) for w, _v in p.widths}} if p.widths else {})}
+                           for p in self.points]}
 
 
 def sensitivity(scorer: Scorer, candidates, cancel: CancelToken | None = None, start: Config | None = None,
-                both: bool = True) -> Job[SensitivityResult]:
+                both: bool = True, widths=None, quantized: str = "int8") -> Job[SensitivityResult]:
     """`candidates`: the toggle targets to measure; `both`: also the only-int8 direction (the search
-    needs only the only-float one)."""
+    needs only the only-float one). `widths(name)`: (its own width's label, ((label, override fields),
+    ...) of the other widths it can be quantized at), measured too with `both`; None: one way only."""
     t0 = time.perf_counter()
     start = start or Config.of(scorer.snap.recipe)
     candidates = list(candidates)
-    n = len(candidates) * (2 if both else 1) + (2 if both else 1)
+    others = {name: widths(name) for name in candidates} if both and widths else {}
+    n = len(candidates) * (2 if both else 1) + (2 if both else 1) + sum(len(o[1]) for o in others.values())
     stage = Stage("sensitivity", n, cancel)
     done = 0
-    yield stage.step(0, f"{len(candidates)} points, both ways" if both else f"{len(candidates)} points")
+    yield stage.step(0, (f"{len(candidates)} points, both ways" + (", at each width" if others else ""))
+                     if both else f"{len(candidates)} points")
     base = scorer.score(start, cancel)
     done += 1
     everything = scorer.score(start.with_float(candidates), cancel) if both else None
     done += 1 if both else 0
     yield stage.step(done, "the start and all-float configurations")
-    configs = []  # in the order they are scored: this point float, then (both) only this point int8
-    for name in candidates:
+    configs = []  # in the order they are scored: this point float, then (both) only this point int8,
+    for name in candidates:  # then only this point at each other width
         configs.append(start.with_float([name]))
         if both:
-            configs.append(start.with_float([c for c in candidates if c != name]))
+            alone = start.with_float([c for c in candidates if c != name])
+            configs.append(alone)
+            configs += [alone.with_override(name, **fields) for _label, fields in others.get(name, ("", ()))[1]]
     scored = scorer.score_all(configs, cancel)
     out = []
     try:
-        yield from _collect(scored, candidates, both, out, stage, done)
+        yield from _collect(scored, candidates, both, others, out, stage, done)
     finally:
         scored.close()  # a cancel: the conversion running ahead is waited for, then dropped
     result = SensitivityResult(scorer.metric[0], base.metric.quantized,
                                everything.metric.quantized if everything else base.metric.quantized,
-                               (), scorer.conversions, time.perf_counter() - t0)
+                               (), scorer.conversions, time.perf_counter() - t0, quantized)
     ranked = sorted(out, key=lambda p: -(result.gain(p) if result.gain(p) is not None else float("-inf")))
-    return SensitivityResult(result.metric, result.all_int8, result.all_float, tuple(ranked), scorer.conversions,
-                             result.seconds)
+    return replace(result, points=tuple(ranked), conversions=scorer.conversions)
 
 
-def _collect(scored, candidates, both: bool, out: list, stage, done: int) -> Job[None]:
+def _collect(scored, candidates, both: bool, others: dict, out: list, stage, done: int) -> Job[None]:
     for name in candidates:
         only_float = next(scored)
         done += 1
-        only_int8 = None
+        only_int8, widths = None, ()
         if both:
             only_int8 = next(scored)
             done += 1
+            if name in others:
+                own, alternatives = others[name]
+                at = {own: only_int8.metric.quantized}
+                for label, _fields in alternatives:
+                    at[label] = next(scored).metric.quantized
+                    done += 1
+                widths = tuple(sorted(at.items(), key=lambda kv: _width_order(kv[0])))
         refused = only_float.refused.get(name, "")
         out.append(PointSensitivity(name, only_int8.metric.quantized if only_int8 else None,
-                                    None if refused else only_float.metric.quantized, refused))
+                                    None if refused else only_float.metric.quantized, refused, widths))
         yield stage.step(done, f"{name}")
+
+
+def _width_order(label: str):
+    """'4-bit' before '8-bit'; labels without a number after them, as given."""
+    head = label.split("-", 1)[0]
+    return (0, int(head)) if head.isdigit() else (1, 0)

@@ -122,3 +122,67 @@ def test_a_size_budget_forces_a_mix_of_4_and_8_bits():
     assert eight and eight != set(LAYERS) and not chosen.float_points
     assert any(s.phase == "8-bit" for s in outcome.tune.steps)
     assert outcome.quantized.result.recipe.overrides[next(iter(eight))].weight_bits == 8
+
+
+def test_sensitivity_measures_every_layer_at_each_bit_width():
+    from qtapp.core.report.render import report_dict, sensitivity_text
+
+    s = session(weight_bits=4)
+    result = drive(jobs.sensitivity(s.snapshot())).result
+    sens = result.sensitivity
+    assert sens.quantized == "4-bit"
+    assert sorted(p.name for p in sens.points) == sorted(LAYERS)
+    for p in sens.points:
+        at = dict(p.widths)
+        assert list(at) == ["4-bit", "8-bit"] and at["4-bit"] == p.only_int8
+        assert at["8-bit"] > at["4-bit"] + 10  # 8-bit weights: about 6 dB a bit more
+    # each layer float, at 4 and at 8 bits alone, plus every layer 4-bit and every one float
+    assert sens.conversions == 3 * len(LAYERS) + 2
+    points = report_dict(result)["sensitivity"]["points"]
+    assert all(set(p["only_at"]) == {"4-bit", "8-bit"} for p in points)
+    text = "\n".join(sensitivity_text(result))
+    assert "only it 4-bit" in text and "only it 8-bit" in text and "every toggleable point 4-bit" in text
+
+
+def test_a_bits_budget_holds_the_mean_bits_and_mixes_widths():
+    s = session(weight_bits=4)
+    values = {n: s.loaded.module.get_submodule(n).weight.numel() for n in LAYERS}
+    total = sum(values.values())
+    limit = 6.46  # every layer 8-bit is 8, the embedding and the head 8-bit 5.64, ff1 or ff2 as well 6.82
+    outcome = drive(jobs.tune(s.snapshot(), Target.parse("sqnr>=60"), Budget.parse(f"bits<={limit}"),
+                              measure=False))
+    t = outcome.tune
+    chosen = t.best.config
+    eight = {n for n, o in chosen.overrides if o.weight_bits == 8}
+    assert eight and set(LAYERS) - eight - chosen.float_points  # a mix: some layers 8-bit, some still 4
+    width = {n: 32 if n in chosen.float_points else 8 if n in eight else 4 for n in LAYERS}
+    expected = sum(width[n] * values[n] for n in LAYERS) / total
+    assert t.best.bits == pytest.approx(expected) and t.best.bits <= limit
+    assert not t.reached  # 60 dB is out of reach: the best the budget allows
+    within = [st.scored for st in t.steps if st.within_budget]
+    assert all(sc.bits <= limit for sc in within) and not any(sc.bits <= limit for sc in
+                                                              (st.scored for st in t.steps if not st.within_budget))
+    assert t.best.score >= max(sc.score for sc in within) - 0.2  # the best within it (0.2 dB: a move's margin)
+    assert t.to_json()["chosen"]["mean_weight_bits"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_size_budget_from_8_bit_weights_starts_the_search_at_4_bits():
+    s = session(weight_bits=8)
+    outcome = drive(jobs.tune(s.snapshot(), Target.parse("sqnr>=60"), Budget.parse("size<=0.1MB"), measure=False))
+    t = outcome.tune
+    assert any("started from every layer at 4 bits" in n for n in t.notes)
+    assert outcome.quantized.result.recipe.weight_bits == 4
+    assert t.best.size_bytes <= 100_000
+    assert {n for n, o in t.best.config.overrides if o.weight_bits == 8}  # some layers back at 8
+
+
+def test_a_run_whose_groups_do_not_split_some_rows_says_which_and_what_would():
+    from qtapp.core.report.notes import notes
+
+    result = drive(jobs.quantize(session(weight_bits=4, group_size=64).snapshot(), measure=False)).result
+    said = [n.text for n in notes(result) if n.code == "group-fallback"]
+    assert len(said) == 1
+    assert "emb (96 wide), ff1 (96 wide), head (96 wide)" in said[0] and "ff2" not in said[0]
+    assert "--group-size 32 splits every row" in said[0]
+    grouped = drive(jobs.quantize(session(weight_bits=4).snapshot(), measure=False)).result
+    assert not [n for n in notes(grouped) if n.code == "group-fallback"]
