@@ -78,6 +78,8 @@ class QtLayerTreeModel(QAbstractItemModel):
         every setting in the tooltip; `bits`: torchao's weight bits, each quantized layer's shown there."""
         if dict(overrides) == self._overrides and bits == self._bits:
             return
+        if bits != self._bits:  # torchao's layers: the column says Bits (4-bit / 8-bit), not Int8
+            self.headerDataChanged.emit(Qt.Orientation.Horizontal, COL_QUANT, COL_QUANT)
         self._overrides, self._bits = dict(overrides), bits
         self._emit_column(COL_QUANT)
         self._emit_column(COL_NAME)
@@ -153,7 +155,7 @@ class QtLayerTreeModel(QAbstractItemModel):
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
+            return "Bits" if section == COL_QUANT and self._bits is not None else COLUMNS[section]
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
             return HEADER_TIPS[section]
         return None

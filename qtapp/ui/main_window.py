@@ -437,8 +437,10 @@ class MainWindow(FileActionsMixin, GraphActionsMixin, HistoryActionsMixin, TreeA
             self.result_applied.emit()
             t = outcome.tune
             floats = len(t.best.config.float_points)
+            eight = sum(1 for _n, o in t.best.config.overrides if o.weight_bits == 8)
             self.statusBar().showMessage(f"Tune {'reached' if t.reached else 'did NOT reach'} {t.target}: "
-                                         f"{t.best.score:.4g} with {floats} point(s) float", 10000)
+                                         f"{t.best.score:.4g} with {floats} point(s) float"
+                                         + (f", {eight} layer(s) at 8 bits" if eight else ""), 10000)
 
         def on_cancel(partial=None) -> None:
             tried = partial if isinstance(partial, TuneResult) and self.session is session else None
@@ -555,7 +557,8 @@ class MainWindow(FileActionsMixin, GraphActionsMixin, HistoryActionsMixin, TreeA
         self.bad_only.setEnabled(bool(layers))
         self._apply_bad_only()
         if layers:  # the figures' columns as wide as their text ("34.8 (if int8)"), within reason
-            for col, widest in ((COL_QUANT, 48), (COL_LOCAL, 120), (COL_SQNR, 120)):
+            for col, widest in ((COL_QUANT, 48 if result.mode != "torchao" else 80), (COL_LOCAL, 120),
+                                (COL_SQNR, 120)):  # torchao: a check box and "4-bit"
                 self.tree.resizeColumnToContents(col)
                 self.tree.setColumnWidth(col, min(self.tree.columnWidth(col), widest))
         self.output_plot.set_metrics(result.output if result else None,

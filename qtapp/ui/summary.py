@@ -25,7 +25,11 @@ def _pct(x) -> str:
 
 def _quantized_dtype(result) -> str:
     """What the quantized column holds: int8, float16 (a dynamic float16 run), or both (float16 for some
-    layers only), from the weights the run really made."""
+    layers only), or torchao's bits, from the weights the run really made."""
+    if result.mode == "torchao":  # the widths its layers have: "4-bit", "8-bit", "4 + 8-bit"
+        widths = sorted({p.weight.qscheme.split(" ", 1)[0].removeprefix("int") for p in result.layers
+                         if p.quantized and not p.kept_float and p.weight is not None and p.weight.qscheme})
+        return " + ".join(widths) + "-bit" if widths else f"{result.recipe.weight_bits}-bit"
     kinds = set(report_notes.weight_dtypes(result).values())
     if not kinds:
         return "float16" if result.dtype == "float16" else "int8"
@@ -61,7 +65,8 @@ class SummaryView(QLabel):
                       if result.size_float else pending)
         speed = pending if not lat else (f"{lat.speedup:.2f}× faster" if lat.speedup >= 1
                                          else f"{1 / lat.speedup:.2f}× slower")
-        shipped = "ExecuTorch .pte" if lat is not None and lat.format == "pte" else "TorchScript"
+        shipped = "ExecuTorch .pte" if (lat is not None and lat.format == "pte") or result.mode in ("pt2e", "torchao") \
+            else "TorchScript"  # (PT2E and torchao runs are measured on their .pte, when measured)
         rows = [
             (f"Size ({shipped})", _mb(result.size_float) if result.size_float else pending,
              _mb(result.size_quantized) if result.size_quantized else pending, size_ratio),

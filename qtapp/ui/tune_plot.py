@@ -146,7 +146,12 @@ class TradeoffPlot(PlotPanel):
             verdict = "reached" if tune.reached else "<span style='color:#b03000'>not reached</span>"
         kept = f"{len(floats)} point(s) kept float" + (f" ({escape(', '.join(floats[:6]))}"
                                                         f"{', …' if len(floats) > 6 else ''})" if floats else "")
-        overrides = f", {len(best.config.overrides)} per-point setting(s)" if best.config.overrides else ""
+        eight = sum(1 for _n, o in best.config.overrides if o.weight_bits == 8)
+        others = len(best.config.overrides) - eight
+        overrides = (f", {eight} layer(s) at 8 bits" if eight else "") + (
+            f", {others} per-point setting(s)" if others else "")
+        if best.bits is not None and (eight or tune.budget.kind == "bits"):
+            overrides += f" ({best.bits:.2f} weight bits per value on average)"
         key = " ".join((swatch(PATH_COLOR, "the search's path (★ chosen)"), swatch(FRONT_COLOR, "trade-off front"),
                         swatch(TRIED_COLOR, "tried (hollow: over budget)")))
         return (f"<b>{escape(str(tune.target))}</b> (budget {escape(str(tune.budget))}): {verdict} at "
@@ -282,11 +287,13 @@ class SensitivityPlot(PlotPanel):
         self._plot.setLimits(xMin=-1.0, xMax=len(self._names), minXRange=min(4, len(self._names)))
         self._plot.setXRange(-0.6, len(self._names) - 0.4, padding=0)
         self._plot.setYRange(lo - 0.05 * span, hi + 0.1 * span, padding=0)
+        exact = not math.isfinite(sens.all_float)  # no reference to cost against: no cost bars
         key = " ".join([swatch(FRONT_COLOR, "gain: only this point float")]
-                       + [swatch(color, f"cost: only this point {label}") for label, color in
-                          zip(labels or ["int8"], (PATH_COLOR, WIDE_COLOR))])
-        every_float = f"{sens.all_float:.4g}" if math.isfinite(sens.all_float) else (
-            "exactly the float outputs (so no cost bars: each point's figure alone in int8 is in its tooltip)")
+                       + ([] if exact else [swatch(color, f"cost: only this point {label}") for label, color in
+                                            zip(labels or ["int8"], (PATH_COLOR, WIDE_COLOR))]))
+        alone = " and ".join(labels) if labels else "int8"
+        every_float = f"{sens.all_float:.4g}" if not exact else (
+            f"exactly the float outputs (so no cost bars: each point's figure alone in {alone} is in its tooltip)")
         self._caption.setText(
             f"<b>Sensitivity ({escape(sens.metric)})</b>, from one calibration ({sens.conversions} conversions, "
             f"{sens.seconds:.1f} s): every toggleable point {escape(sens.quantized)} {sens.all_int8:.4g}, every one float "

@@ -49,3 +49,39 @@ def test_choosing_torchao_then_4_bits_then_8_for_one_layer(qtbot, window, quanti
     q = window.session.result.quantized_model
     assert str(q.head.weight.target_dtype) == "torch.int8" and str(q.ff1.weight.target_dtype) == "torch.int4"
     assert window.undo_action.text() == "Undo per-point settings"  # undoable (undo itself: test_runs_view)
+
+
+def test_a_torchao_run_says_bits_and_its_sensitivity_and_tune_say_each_width(qtbot, window, tmp_path):
+    from qtapp.core.analysis.metrics import Target
+    from qtapp.core.base.progress import drive
+    from qtapp.core.config.recipe import QuantRecipe
+    from qtapp.core.run import jobs
+    from qtapp.core.tune.search import Budget
+    from qtapp.ui.layer_model import COL_QUANT
+    from qtapp.ui.tune_plot import TradeoffPlot
+
+    recipe = QuantRecipe(model=SPEC, input_shape="1,16", input_dtype="int64", backend="torchao", method="dynamic",
+                         weight_bits=4, overrides={"head": {"weight_bits": 8}})
+    with qtbot.waitSignal(window.session_changed, timeout=60000):
+        window.open_recipe_object(recipe, trust=True)
+    _idle(qtbot, window)
+    window.run_sensitivity()
+    qtbot.waitUntil(lambda: window.session.result is not None and window.session.result.sensitivity is not None,
+                    timeout=120000)
+    _idle(qtbot, window)
+    model = window.tree_model
+    assert model.headerData(COL_QUANT, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.Orientation.Horizontal) \
+        == "Bits"
+    assert "4 + 8-bit" in window.summary.text()  # the quantized column: the widths the run made
+    plot = window.sensitivity_plot
+    tip = plot.tooltip_for("ff1")
+    assert "only it 4-bit" in tip and "only it 8-bit" in tip and "int8" not in tip
+    assert "alone in 4-bit and 8-bit" in plot.caption_text()
+    outcome = drive(jobs.tune(window.session.snapshot(), Target.parse("sqnr>=60"), Budget.parse("bits<=5.7"),
+                              measure=False))
+    tradeoff = TradeoffPlot()
+    qtbot.addWidget(tradeoff)
+    tradeoff.set_tune(outcome.tune)
+    eight = sum(1 for _n, o in outcome.tune.best.config.overrides if o.weight_bits == 8)
+    assert f"{eight} layer(s) at 8 bits" in tradeoff.caption_text()
+    assert f"({outcome.tune.best.bits:.2f} weight bits per value on average)" in tradeoff.caption_text()

@@ -262,6 +262,8 @@ def tune_text(result) -> list[str]:
     if t.best.config.equalize:
         chosen.append("cross-layer equalisation")
     chosen += [f"{n}: " + ", ".join(f"{k} {v}" for k, v in o.to_dict().items()) for n, o in overrides]
+    if t.best.bits is not None and (t.budget.kind == "bits" or result.mode == "torchao"):
+        chosen.append(f"{t.best.bits:.2f} weight bits per value on average")
     lines.append("  chosen      " + "; ".join(chosen))
     for i in t.path[1:]:
         step = t.steps[i]
