@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(q, spec_required=False)
     _quant_args(q)
     _run_args(q)
-    q.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx,pte (default {DEFAULT_FORMATS}; pte needs the executorch extra)")
+    q.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx,pte,pt2 (default {DEFAULT_FORMATS}; pte needs the executorch extra)")
     q.add_argument("--out", required=True, help="output folder for model.*, recipe.json and report.json")
     _time_files_arg(q)
     q.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--budget", help="what the search may give up at most: float<=3 (points kept float), "
                                     "float<=10%% (a share of them), size<=5MB or latency<=8ms (estimates), "
                                     "bits<=4.5 (weight bits per value on average: torchao's 4- and 8-bit mixes)")
-    t.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx,pte (default {DEFAULT_FORMATS}; pte needs the executorch extra)")
+    t.add_argument("--format", default=DEFAULT_FORMATS, help=f"export formats, from pt,ptl,onnx,pte,pt2 (default {DEFAULT_FORMATS}; pte needs the executorch extra)")
     t.add_argument("--out", required=True, help="output folder: what quantize writes, and tune.json (every step tried)")
     _time_files_arg(t)
     t.add_argument("--json", action="store_true", help="print report.json to stdout instead of a summary")
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export the float model (TorchScript files too) without quantizing")
     _model_args(e)
-    e.add_argument("--format", default=DEFAULT_FORMATS, help=f"from pt,ptl,onnx,pte (default {DEFAULT_FORMATS})")
+    e.add_argument("--format", default=DEFAULT_FORMATS, help=f"from pt,ptl,onnx,pte,pt2 (default {DEFAULT_FORMATS})")
     e.add_argument("--out", required=True)
     return parser
 

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.base.errors import QtappError
+from ..core.deploy.export import FORMATS
 
 
 def error_box(parent: QWidget, title: str, exc: BaseException, details: str = "", text: str | None = None) -> QMessageBox:
@@ -172,11 +174,23 @@ def _row(*widgets) -> QWidget:
     return w
 
 
+def _grid(widgets, columns: int) -> QWidget:
+    """`widgets` in rows of `columns`: five format boxes in one row made the dialog wider than an 800 px screen."""
+    w = QWidget()
+    lay = QGridLayout(w)
+    lay.setContentsMargins(0, 0, 0, 0)
+    for i, x in enumerate(widgets):
+        lay.addWidget(x, i // columns, i % columns)
+    return w
+
+
 # SQNR: the file's own output, run in its runtime, against float; ms: batch 1, against a float file of the
 # same format in the same runtime
 COLUMNS = ("Format", "File", "Size", "Verified", "SQNR vs float", "Float ms", "Int8 ms", "Speed-up", "Quantized by",
            "Notes")
 NOTES_WIDTH = 260  # the least the notes column keeps: a sentence wraps to a few lines
+FORMAT_LABELS = {"pt": "TorchScript (.pt)", "ptl": "Lite interpreter (.ptl, mobile)", "onnx": "ONNX (.onnx)",
+                 "pte": "ExecuTorch (.pte, mobile)", "pt2": "torch.export (.pt2)"}  # a box for each of FORMATS
 
 
 class ExportDialog(QDialog):
@@ -189,9 +203,7 @@ class ExportDialog(QDialog):
         self.folder = QLineEdit(folder)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._on_browse_clicked)
-        self.formats = {f: QCheckBox(label) for f, label in
-                        (("pt", "TorchScript (.pt)"), ("ptl", "Lite interpreter (.ptl, mobile)"), ("onnx", "ONNX (.onnx)"),
-                         ("pte", "ExecuTorch (.pte, mobile)"))}
+        self.formats = {f: QCheckBox(FORMAT_LABELS.get(f, f".{f}")) for f in FORMATS}
         unavailable = unavailable or {}
         defaults = [f for f in ("pt", "ptl") if f not in unavailable] or [f for f in ("pte", "onnx") if f not in unavailable]
         for fmt in defaults:
@@ -221,7 +233,7 @@ class ExportDialog(QDialog):
         close.clicked.connect(self.reject)
         form = QFormLayout()
         form.addRow("Folder", _row(self.folder, browse))
-        form.addRow("Formats", _row(*self.formats.values()))
+        form.addRow("Formats", _grid(self.formats.values(), columns=3))
         form.addRow("", self.time_files)
         layout = QVBoxLayout(self)
         layout.addLayout(form)

@@ -46,3 +46,16 @@ def test_pt2e_backend_run_and_export_table(qtbot, window, tmp_path, open_and_wai
     dialog = window.open_export_dialog()
     assert dialog.formats["pt"].isEnabled() and dialog.formats["pt"].isChecked()
     dialog.close()
+
+
+def test_the_export_dialog_has_a_box_for_every_format_and_says_why_one_is_refused(qtbot):
+    from qtapp.core.deploy.export import FORMATS
+    from qtapp.ui.dialogs import ExportDialog
+
+    dialog = ExportDialog(None, folder="/tmp/out", unavailable={"pt2": "--backend torch.ao cannot write pt2"})
+    qtbot.addWidget(dialog)
+    assert list(dialog.formats) == list(FORMATS) and "pt2" in FORMATS
+    box = dialog.formats["pt2"]
+    assert box.text() == "torch.export (.pt2)" and not box.isEnabled() and not box.isChecked()
+    assert box.toolTip() == "--backend torch.ao cannot write pt2"
+    assert dialog.chosen_formats() == ["pt", "ptl"]

@@ -39,7 +39,7 @@ def native_stderr_to(sink: list[str]) -> Iterator[None]:
 class Lowered:
     program: bytes  # the .pte file
     delegated: int  # call_delegate nodes: XNNPACK subgraphs
-    not_delegated: tuple[str, ...]  # the ops ExecuTorch runs with its portable kernels, one entry each
+    not_delegated: tuple[str, ...]  # the kernels the program calls outside XNNPACK, one entry per call
     reshaped: tuple[str, ...] = ()  # the ops given a 4-D view for XNNPACK (_four_d_for_xnnpack), in words
 
 
@@ -59,14 +59,33 @@ def lower_to_pte(model, example: tuple) -> Lowered:
     try:
         with quiet_pt2e():
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
-            ops = [n for n in edge.exported_program().graph.nodes if n.op == "call_function"]
-            buffer = edge.to_executorch(_backend_config(model)).buffer
+            shipped = edge.to_executorch(_backend_config(model))
+            buffer = shipped.buffer
     except Exception as exc:  # noqa: BLE001 - the lowering's failure types all mean "no .pte"; --debug shows its trace
         raise QtappError(lowering_failure(exc, model, program)) from exc
-    delegated = sum(1 for n in ops if "call_delegate" in str(n.target))
-    skip = ("call_delegate", "getitem")
-    other = tuple(_op_name(n.target) for n in ops if not any(s in str(n.target) for s in skip))
+    delegated, other = shipped_calls(shipped.executorch_program)
     return Lowered(bytes(buffer), delegated, other, tuple(reshaped))
+
+
+def shipped_calls(program) -> tuple[int, tuple[str, ...]]:
+    """(delegate calls, the kernel each other call runs, one entry per call) of an ExecuTorch program (the
+    schema of the .pte that ships): read after to_executorch, whose passes change the ops the edge graph
+    holds (torchao's dequantize_affine -> embedding is fused into quantized_decomposed::embedding_4bit)."""
+    from executorch.exir.schema import DelegateCall, KernelCall  # the executorch extra
+
+    plan = program.execution_plan[0]
+    delegated, kernels = 0, []
+    for chain in plan.chains:
+        for instruction in chain.instructions:
+            call = instruction.instr_args
+            if isinstance(call, DelegateCall):
+                delegated += 1
+            elif isinstance(call, KernelCall):
+                op = plan.operators[call.op_index]  # the out variant of an op: mul.Scalar_out is mul.Scalar's
+                overload = "" if op.overload == "out" else op.overload.removesuffix("_out")
+                name = op.name.removeprefix("aten::")
+                kernels.append(f"{name}.{overload}" if overload else name)
+    return delegated, tuple(kernels)
 
 
 def _backend_config(model):
@@ -325,7 +344,7 @@ def pte_of(model, example: tuple) -> Made:
         notes.append("given a 4-D view for XNNPACK, which lays these ops out channels-last (ExecuTorch 1.5 fails to "
                      f"lower them on other ranks; same values): {'; '.join(lowered.reshaped)}")
     if lowered.not_delegated:
-        notes.append(f"not delegated (ExecuTorch portable kernels): {summarize_ops(lowered.not_delegated)}")
+        notes.append(f"not delegated (ExecuTorch's own CPU kernels): {summarize_ops(lowered.not_delegated)}")
     else:
         notes.append("every op delegated to XNNPACK")
     return Made(lowered.program, "PT2E with the XNNPACK quantizer, lowered by ExecuTorch", tuple(notes))

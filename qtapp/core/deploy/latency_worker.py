@@ -1,12 +1,13 @@
 """Time exported files the way a deployment runs them: a fresh process that loads the files (float and
 one or more int8 files of one format) in that format's runtime and nothing else, a fixed thread count, the
 files interleaved run by run. Formats: pt (TorchScript), ptl (the lite interpreter), onnx (ONNX Runtime's CPU
-provider), pte (the ExecuTorch runtime with its XNNPACK delegate).
+provider), pte (the ExecuTorch runtime with its XNNPACK delegate), pt2 (torch.export.load's module, eager torch).
 
 Run by measure.measure_files (not by users): `python -m qtapp.core.deploy.latency_worker SPEC.json`. Prints
 a JSON line at most every REPORT_EVERY_S ({"round": rounds so far, "float_ms": [...], "quantized_ms":
 [...]} for the rounds since the last line; with several int8 files, "quantized_ms" holds a list per file) and
-a last line with the thread count (fewer than asked when other processes keep cores busy: see free_threads),
+a last line with the thread count the runtime ran on (fewer than asked when other processes keep cores busy:
+see free_threads; for a .pte, read back from ExecuTorch's own threadpool, which is sized to it before loading),
 the count asked, and how many CPU cores other processes kept busy meanwhile.
 """
 
@@ -18,6 +19,7 @@ import time
 import warnings
 
 from .measure import _cpu_seconds
+from .pt2 import load_pt2
 
 MIN_WALL_S = 1.0
 REPORT_EVERY_S = 0.1
@@ -47,6 +49,9 @@ def load(kind: str, path: str, threads: int):
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         return lambda inputs: session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+    if kind == "pt2":
+        model = load_pt2(path)
+        return lambda inputs: model(*inputs)
     if kind == "pte":
         import executorch.kernels.quantized  # noqa: F401 - a torchao embedding's kernels (embedding_4bit)
         from executorch.runtime import Runtime
@@ -54,6 +59,22 @@ def load(kind: str, path: str, threads: int):
         method = Runtime.get().load_program(path).load_method("forward")
         return lambda inputs: method.execute(list(inputs))
     raise ValueError(f"unknown format {kind!r}")
+
+
+def set_executorch_threads(threads: int) -> None:
+    """Size ExecuTorch's own threadpool (XNNPACK's threads), which torch.set_num_threads does not touch: by
+    default it holds one thread per core whatever the count asked. Done before any program is loaded:
+    resetting the pool under a loaded program crashed the process (executorch 1.5.1)."""
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool  # the executorch extra
+
+    _unsafe_reset_threadpool(threads)
+
+
+def executorch_threads() -> int:
+    """The threads ExecuTorch's threadpool holds: what a .pte was timed on."""
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count  # the executorch extra
+
+    return int(_threadpool_get_thread_count())
 
 
 def free_threads(asked: int, probe_s: float = PROBE_S) -> int:
@@ -99,6 +120,8 @@ def main(argv: list[str]) -> int:
     kind = spec.get("kind", "pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # runtimes' deprecation notices: not this run's business
+        if kind == "pte":  # before any program is loaded
+            set_executorch_threads(threads)
         several = isinstance(spec["quantized"], list)
         quantized = spec["quantized"] if several else [spec["quantized"]]
         float_model = load(kind, spec["float"], threads)
@@ -147,7 +170,8 @@ def main(argv: list[str]) -> int:
     other = None
     if before is not None and after is not None:  # machine CPU time minus this process's, per second
         other = max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
-    out.write(json.dumps({"other_load": other, "threads": threads, "threads_asked": asked}) + "\n")
+    used = executorch_threads() if kind == "pte" else threads
+    out.write(json.dumps({"other_load": other, "threads": used, "threads_asked": asked}) + "\n")
     return 0
 
 

@@ -78,7 +78,7 @@ class Latency:
     runs: int
     threads: int
     other_load: float | None = None  # CPU cores other processes kept busy while this measured
-    format: str = "pt"  # the files timed: pt, ptl, onnx or pte, each in its own runtime
+    format: str = "pt"  # the files timed: pt, ptl, onnx, pte or pt2, each in its own runtime
     threads_asked: int | None = None  # more than `threads` when busy cores left fewer free (latency_worker)
 
     @property
@@ -86,13 +86,14 @@ class Latency:
         return self.float_ms / self.quantized_ms
 
 
-RUNTIMES = {"pt": "TorchScript", "ptl": "the lite interpreter", "onnx": "ONNX Runtime", "pte": "the ExecuTorch runtime"}
+RUNTIMES = {"pt": "TorchScript", "ptl": "the lite interpreter", "onnx": "ONNX Runtime", "pte": "the ExecuTorch runtime",
+            "pt2": "torch.export's module"}
 
 
 def measure_files(float_path, quantized_path, example: tuple, threads: int | None = None, warmup: int = 5,
                   min_runs: int = 10, max_runs: int = 50, budget_s: float = 4.0,
                   cancel: CancelToken | None = None, kind: str = "pt", label: str = "latency") -> Job[Latency]:
-    """Batch-1 latency of two files of one format (`kind`: pt, ptl, onnx, pte), timed in a separate
+    """Batch-1 latency of two files of one format (`kind`: pt, ptl, onnx, pte, pt2), timed in a separate
     process that loads only them in that format's runtime (as a deployment would), with `threads`
     intra-op threads, float and int8 interleaved."""
     found = yield from measure_many(float_path, [quantized_path], example, threads, warmup, min_runs, max_runs,

@@ -9,7 +9,7 @@ from ..base.errors import ProgramFileRefused, UsageError
 from ..base.inputs import InputSpec
 from ..base.progress import CancelToken, Job
 from ..config.recipe import QuantRecipe
-from ..deploy.export import ExportResult
+from ..deploy.export import FORMATS, ExportResult
 from ..model.loading import load_model
 from .exporting import time_exports
 
@@ -35,7 +35,7 @@ def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None =
     exports = []
     for e in listed:
         path = folder / Path(str(e.get("path", ""))).name
-        if e.get("format") not in ("pt", "ptl", "onnx", "pte"):
+        if e.get("format") not in FORMATS:
             continue
         if not path.is_file():
             raise UsageError(f"{path.name} is listed in {report_path.name} but missing from {folder}")
@@ -43,11 +43,12 @@ def bench_folder(folder: Path, trust: bool = False, cancel: CancelToken | None =
                                     quantizer=str(e.get("quantizer") or "")))
     if not exports:
         raise UsageError(f"{report_path} lists no exported file to time")
-    programs = [Path(e.path).name for e in exports if e.format in ("pt", "ptl")]
+    # torch.export.load unpickles a .pt2's tensors in full (weights_only=False) when the safe load fails: code
+    programs = [Path(e.path).name for e in exports if e.format in ("pt", "ptl", "pt2")]
     if programs and not trust:  # timing loads them: a folder this run did not write may hold anything
-        raise ProgramFileRefused(folder / programs[0], "TorchScript", (
-            f"{folder} holds TorchScript files ({', '.join(programs)}): they are programs, and timing them loads "
-            "and runs their code. If you trust that folder's files, pass --trust; without it, quantize times the "
+        raise ProgramFileRefused(folder / programs[0], ".pt2" if programs[0].endswith(".pt2") else "TorchScript", (
+            f"{folder} holds TorchScript or .pt2 files ({', '.join(programs)}): they are programs, and timing them "
+            "loads and runs their code. If you trust that folder's files, pass --trust; without it, quantize times the "
             "files it writes itself (a folder it did not just write may hold anything)."))
     recipe = QuantRecipe.load(recipe_path)
 

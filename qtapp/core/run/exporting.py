@@ -16,6 +16,7 @@ from ..deploy.executorch import pte_of
 from ..deploy.export import ExportResult, export_model, ptl_bytes, script_bytes
 from ..deploy.measure import measure_files, to_torchscript
 from ..deploy.onnx import float_onnx, ort_quantized, run_onnx
+from ..deploy.pt2 import pt2_file
 from ..model.loading import load_model
 from ..quantize.pt2e import require
 from ..report.results import RunResult
@@ -127,7 +128,8 @@ def time_exports(exports, loaded, example, cancel, floats: dict | None = None, m
                 try:
                     data = {"pt": lambda: script_bytes(scripted), "ptl": lambda: ptl_bytes(scripted),
                             "onnx": lambda: float_onnx(loaded.module, example)[0],
-                            "pte": lambda: pte_of(loaded.module, example).data}[e.format]()
+                            "pte": lambda: pte_of(loaded.module, example).data,
+                            "pt2": lambda: pt2_file(loaded.module, example)}[e.format]()
                 except QtappError as exc:  # the int8 file is written and checked: only its timing is lost
                     out.append(replace(e, notes=[*e.notes, f"not timed: its float counterpart could not be made "
                                                            f"({exc})"]))

@@ -131,3 +131,75 @@ def test_export_refuses_to_overwrite_factory_weights(tmp_path, seq_spec):
     with pytest.raises(QtappError, match="refusing to write"):  # refused before any scripting is needed
         drive(export.export_model(loaded.module, None, example, ["ptl", "pt"], tmp_path, loaded.protected_paths))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+class _Fixed(nn.Module):
+    """A model whose output is a given tensor, whatever its input: a stand-in for a file's runtime."""
+
+    def __init__(self, out: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("out", out)
+
+    def forward(self, x):
+        return self.out + 0 * x.sum()
+
+
+def _noisy(ref: torch.Tensor, sqnr_db: float, seed: int) -> torch.Tensor:
+    """`ref` plus random noise at exactly `sqnr_db` against it."""
+    noise = torch.randn(ref.shape, generator=torch.Generator().manual_seed(seed))
+    return ref + noise * (ref.norm() / noise.norm() / 10 ** (sqnr_db / 20))
+
+
+@pytest.mark.parametrize("file_db, float_known, verified", [
+    (27.0, True, True),  # a correct 4-bit file: its runtime's rounding, within the model's own 17 dB + 6
+    (21.0, True, False),  # further from the model than the model is from float, less 6 dB
+    (8.0, True, False),  # XNNPACK dropping the weight zero points (cosine 0.93)
+    (0.5, True, False),  # weight-only Linear on XNNPACK (cosine 0.58)
+    (27.0, False, False),  # no float output to be relative to: 30 dB, as before
+    (33.0, False, True),
+])
+def test_a_made_file_is_verified_against_the_run_s_own_error(tmp_path, file_db, float_known, verified):
+    """The in-memory 4-bit model is 17 dB from float; a correct .pte of it (XNNPACK's bf16 group scales,
+    true int8 kernels) was 27 dB from it on MiniLM and was marked NOT verified by a fixed 30 dB rule."""
+    from qtapp.core.deploy.made import Made
+
+    base = torch.randn(8, 32, generator=torch.Generator().manual_seed(0))
+    float_out = base + 10 * nn.functional.one_hot(torch.arange(8) % 32, 32)  # a clear top-1 in every row
+    in_memory = _noisy(float_out, 17.0, seed=1)
+    made_file = _noisy(in_memory, file_db, seed=2)
+    data = export.script_bytes(torch.jit.script(_Fixed(made_file)))
+    result = export._write_made("pt", Made(data, "a test"), _Fixed(in_memory), (torch.zeros(8, 4),),
+                                tmp_path / "model.pt", float_out if float_known else None)
+    assert result.verified is verified
+    said = result.notes[-1]
+    assert said.startswith(f"SQNR {file_db:.1f} dB against the in-memory model it was made from")
+    if float_known:
+        assert "whose own error against float is 17.0 dB" in said and "min(30, 17.0 + 6) = 23.0 dB" in said
+    else:
+        assert said.endswith("verified at 30 dB or more")
+
+
+@pytest.mark.parametrize("model_flips_float_s, float_known, verified", [
+    (False, True, False),  # the model keeps float's top-1 on every row: so must the file
+    (True, True, True),  # the model itself moved one row's top-1: the file may move one (an embedding's argmax)
+    (True, False, False),  # no float output: every row must agree
+])
+def test_a_made_file_s_top_1_is_held_to_the_model_s_own(tmp_path, model_flips_float_s, float_known, verified):
+    from qtapp.core.deploy.made import Made
+
+    float_out = torch.eye(4) * 10
+    in_memory = float_out.clone()
+    in_memory[0, 1] = 9.999  # a near tie in the first row
+    if model_flips_float_s:
+        in_memory[3, 2] = 10.001  # the last row's top-1 moved from float's, by 0.001
+    made_file = in_memory.clone()
+    made_file[0, [0, 1]] = in_memory[0, [1, 0]]  # the first row's top-1 moves, by 0.001
+    data = export.script_bytes(torch.jit.script(_Fixed(made_file)))
+    result = export._write_made("pt", Made(data, "a test"), _Fixed(in_memory), (torch.zeros(4, 4),),
+                                tmp_path / "model.pt", float_out if float_known else None)
+    said = result.notes[-1]
+    assert result.verified is verified
+    assert float(said.split()[1]) > 60  # close in SQNR: the top-1 alone decides
+    assert "top-1 agrees with the in-memory model's on 3 of 4 check rows" in said
+    if float_known:
+        assert said.endswith(f"(the in-memory model agrees with float's on {3 if model_flips_float_s else 4})")

@@ -88,8 +88,8 @@ def test_threads_beyond_the_free_cores_are_not_used_and_the_note_says_so(two_fil
     cores left free, and the report says so."""
     import os
 
-    from qtapp.core.report.notes import notes
     from qtapp.core.config.recipe import QuantRecipe
+    from qtapp.core.report.notes import notes
     from qtapp.core.report.results import RunResult
 
     cores = os.cpu_count() or 1
@@ -122,3 +122,39 @@ def test_files_timed_on_fewer_threads_are_said_in_one_note():
                        evaluation=None, latency=lat["pt"], exports=exports)
     said = [n.text for n in notes(result) if n.code == "fewer-threads"]
     assert len(said) == 1 and said[0].startswith("the run's latency, .pt, .ptl were timed on 1 thread(s), not 2")
+
+
+# Runs latency_worker.main on a spec, then reads ExecuTorch's own threadpool in the same process: the count
+# the worker reports is compared with the pool the .pte actually ran on.
+_WORKER_THEN_POOL = """
+import sys
+from qtapp.core.deploy import latency_worker
+latency_worker.main([sys.argv[1]])
+from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+sys.stderr.write(f"POOL {_threadpool_get_thread_count()}\\n")
+"""
+
+
+def test_a_pte_is_timed_on_the_threads_the_worker_reports(tmp_path):
+    """ExecuTorch's threadpool ignores torch.set_num_threads: it held one thread per core while the worker
+    said the .pte was timed on 1 thread. The worker sizes it before loading and reports the pool's size."""
+    import json
+
+    pytest.importorskip("executorch")
+    from qtapp.core.deploy.executorch import pte_of
+    from qtapp.core.deploy.measure import worker_env
+
+    example = (torch.randn(1, 8),)
+    pte = tmp_path / "m.pte"
+    pte.write_bytes(pte_of(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU()).eval(), example).data)
+    torch.save(list(example), tmp_path / "inputs.pt")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"float": str(pte), "quantized": str(pte), "inputs": str(tmp_path / "inputs.pt"),
+                                "threads": 1, "warmup": 1, "min_runs": 3, "max_runs": 3, "budget_s": 0.1,
+                                "kind": "pte"}))
+    done = subprocess.run([sys.executable, "-c", _WORKER_THEN_POOL, str(spec)], capture_output=True, text=True,
+                          env=worker_env(), cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    reported = json.loads(done.stdout.strip().splitlines()[-1])["threads"]
+    pool = int(next(line for line in done.stderr.splitlines() if line.startswith("POOL ")).split()[1])
+    assert reported == pool == 1

@@ -102,6 +102,22 @@ def test_the_pte_is_written_verified_and_smaller_than_8_bit(tmp_path):
     float_bytes = 4 * sum(p.numel() for p in s.loaded.module.parameters())
     assert pte.bytes < 0.3 * float_bytes  # packed 4-bit weights, not one byte a value
     assert "torchao" in pte.quantizer
+    # verified against the run's own error, the rule said with its figures
+    said = next(n for n in pte.notes if "against the in-memory model it was made from" in n)
+    assert "whose own error against float is" in said and "min(30, " in said
+
+
+def test_the_pte_note_names_the_kernels_the_shipped_program_calls():
+    """The edge graph before to_executorch holds torchao.dequantize_affine -> embedding; the program that
+    ships calls ExecuTorch's fused quantized_decomposed::embedding_4bit instead."""
+    pytest.importorskip("executorch")
+    from qtapp.core.deploy.executorch import pte_of
+
+    s = session(weight_bits=4)
+    made = pte_of(drive(s.quantize()).quantized_model, s.loaded.input_spec.example(batch=1))
+    said = next(n for n in made.notes if n.startswith("not delegated"))
+    assert "quantized_decomposed::embedding_4bit" in said
+    assert "dequantize_affine" not in said and "embedding," not in said
 
 
 def test_a_size_budget_forces_a_mix_of_4_and_8_bits():
