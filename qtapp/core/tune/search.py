@@ -434,8 +434,9 @@ def _single_move(search: _Search, moves, half: bool) -> Scored | None:
 
 
 def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Job[None]:
-    """The shortest prefix of the ranking that reaches the target within budget (binary search), then
-    each of its moves dropped again if the target holds without it."""
+    """The shortest prefix of the ranking that reaches the target within budget (binary search; a linear
+    one when the whole ranking breaks the budget), then each of its moves dropped again if the target
+    holds without it."""
     if not ranked:
         return
     base = search.best
@@ -452,24 +453,31 @@ def _prefix_search(search: _Search, ranked, half: bool, phase: str, stage) -> Jo
     yield stage.step(len(search.steps), f"trying all {hi} move(s) that gain, {verb} ({search.about()})")
     full = prefix(hi)
     yield stage.step(len(search.steps), f"{verb}: all {hi} that gain")
+    found = full
     if not (search.met(full) and search.allowed(full)):
-        # The target is out of reach this way: keep the best prefix the budget allows.
-        best = None
+        # All of them break the budget, or miss the target: the prefixes from the shortest up, until one
+        # reaches the target within the budget (the smallest that does), or one breaks the budget (then
+        # the best the budget allows, filled with the moves it skipped that still fit, for a byte budget).
+        best, found = None, None
         for k in range(1, len(ranked) + 1):
             if k < len(ranked):
                 yield stage.step(len(search.steps), f"trying the top {k} {verb} ({search.about()})")
             trial = full if k == len(ranked) else prefix(k)
             yield stage.step(len(search.steps), f"{verb}: top {k}")
+            if search.met(trial) and search.allowed(trial):
+                lo = hi = k
+                found = trial
+                break
             if search.allowed(trial) and (best is None or search.scorer.better(trial, best)):
                 best = trial
             if not search.allowed(trial):
                 break
-        if best is not None and search.scorer.better(best, search.best):
-            search.accept(best)
-        if search.budget.on_bytes:
-            yield from _fill(search, ranked, half, phase, stage)
-        return
-    found = full
+        if found is None:
+            if best is not None and search.scorer.better(best, search.best):
+                search.accept(best)
+            if search.budget.on_bytes:
+                yield from _fill(search, ranked, half, phase, stage)
+            return
     while lo < hi:  # the smallest k whose prefix reaches the target
         mid = (lo + hi) // 2
         yield stage.step(len(search.steps), f"trying the top {mid} {verb} ({search.about()})")

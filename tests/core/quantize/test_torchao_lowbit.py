@@ -202,3 +202,31 @@ def test_a_run_whose_groups_do_not_split_some_rows_says_which_and_what_would():
     assert "--group-size 32 splits every row" in said[0]
     grouped = drive(jobs.quantize(session(weight_bits=4).snapshot(), measure=False)).result
     assert not [n for n in notes(grouped) if n.code == "group-fallback"]
+
+
+@pytest.mark.parametrize("method, bits, ship", [  # 8da4w and its .pte: the tests above
+    ("dynamic", 8, "pte"),  # 8da8w: int8 weights per channel
+    ("weight-only", 4, "pt2"),  # weight-only: no .pte (XNNPACK computes it wrongly), a .pt2
+    ("weight-only", 8, "pt2"),
+])
+def test_each_scheme_quantizes_every_layer_shows_its_points_and_ships_a_verified_file(tmp_path, method, bits, ship):
+    if ship == "pte":
+        pytest.importorskip("executorch")
+    from qtapp.core.run.exporting import export
+
+    s = session(weight_bits=bits, method=method)
+    result = drive(s.quantize())
+    q = result.quantized_model
+    assert {n: _bits(q, n) for n in LAYERS} == dict.fromkeys(LAYERS, bits)
+    # activations: int8 per token (dynamic) or none (weight-only), on the Linear layers
+    act = [q.get_submodule(n).weight.activation_quantization for n in ("ff1", "ff2")]
+    assert [a is None for a in act] == [method == "weight-only"] * 2
+    for p in result.layers:
+        if p.name in LAYERS:
+            assert p.local_sqnr_db is not None and p.sqnr_db is not None
+            assert p.weight.qscheme.startswith(f"int{bits} ")
+    assert result.output.sqnr_db > (15 if bits == 4 else 30)
+    s.adopt_result(result)
+    done = drive(export(s.export_request(tmp_path, [ship])))
+    (made,) = done.exports
+    assert made.verified and made.bytes == (tmp_path / f"model.{ship}").stat().st_size

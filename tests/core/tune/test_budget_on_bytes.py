@@ -90,3 +90,11 @@ def test_mean_bits_weighs_each_layer_by_its_values():
     assert costs.mean_bits({"x"}) == pytest.approx((3000 * 32 + 1000 * 4) / 4000)
     ao = CostModel({"x": 3000, "y": 1000}, {"x": 0, "y": 0}, 0)  # torch.ao: int8, float16, float
     assert ao.mean_bits(set(), float16={"x"}) == pytest.approx((3000 * 16 + 1000 * 8) / 4000)
+
+
+def test_when_every_move_breaks_the_budget_the_smallest_prefix_that_reaches_the_target_is_chosen():
+    # c+b reaches 14 dB at +350 B; c+b+d scores more (14.4) at +400 B, within the budget too: the target
+    # is met by the smaller one, which is the tune's answer (the whole ranking, with a, breaks the budget)
+    result, chosen = _float_after(f"size<={(BASE_BYTES + 500) / 1e6}MB", target="sqnr>=13.5")
+    assert result.reached and chosen == {"c", "b"}
+    assert result.best.size_bytes == BASE_BYTES + 350
