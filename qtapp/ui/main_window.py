@@ -554,6 +554,7 @@ class MainWindow(FileActionsMixin, GraphActionsMixin, HistoryActionsMixin, TreeA
                                       session.recipe.weight_bits if session is not None and session.mode == "torchao"
                                       else None)
         self.layer_plot.set_results(layers, stale=stale)
+        self.layer_plot.set_low_bit(session is not None and session.mode == "torchao")
         self.bad_only.setEnabled(bool(layers))
         self._apply_bad_only()
         if layers:  # the figures' columns as wide as their text ("34.8 (if int8)"), within reason

@@ -103,6 +103,15 @@ class LayerErrorPlot(PlotPanel):
         return self._plot.vb.mapViewToScene(QPointF(i, y))
 
     # -- data ----------------------------------------------------------------------------------------
+    def set_low_bit(self, low_bit: bool) -> None:
+        """Word the Show box for the run's kind: int8 points, or torchao's layers at their own bits."""
+        for i, (label, _title, tip) in enumerate(METRICS.values()):
+            if low_bit:
+                label = label.replace("alone in int8", "alone in its bits").replace("int8 model", "quantized model")
+                tip = tip.replace("alone in int8", "alone in its bits").replace("int8 model", "quantized model")
+            self.metric_box.setItemText(i, label)
+            self.metric_box.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+
     def set_metric(self, metric: str) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}: {', '.join(METRICS)}")

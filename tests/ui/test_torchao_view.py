@@ -73,6 +73,8 @@ def test_a_torchao_run_says_bits_and_its_sensitivity_and_tune_say_each_width(qtb
     assert model.headerData(COL_QUANT, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.Orientation.Horizontal) \
         == "Bits"
     assert "4 + 8-bit" in window.summary.text()  # the quantized column: the widths the run made
+    assert window.layer_plot.metric_box.itemText(0) == "Local: each point alone in its bits"  # not "in int8"
+    assert window.layer_plot.metric_box.itemText(1) == "Accumulated: the quantized model at that point"
     plot = window.sensitivity_plot
     tip = plot.tooltip_for("ff1")
     assert "only it 4-bit" in tip and "only it 8-bit" in tip and "int8" not in tip
