@@ -78,9 +78,10 @@ class QtLayerTreeModel(QAbstractItemModel):
         every setting in the tooltip; `bits`: torchao's weight bits, each quantized layer's shown there."""
         if dict(overrides) == self._overrides and bits == self._bits:
             return
-        if bits != self._bits:  # torchao's layers: the column says Bits (4-bit / 8-bit), not Int8
-            self.headerDataChanged.emit(Qt.Orientation.Horizontal, COL_QUANT, COL_QUANT)
+        header = bits != self._bits  # torchao's layers: the column says Bits (4-bit / 8-bit), not Int8
         self._overrides, self._bits = dict(overrides), bits
+        if header:
+            self.headerDataChanged.emit(Qt.Orientation.Horizontal, COL_QUANT, COL_QUANT)
         self._emit_column(COL_QUANT)
         self._emit_column(COL_NAME)
 

@@ -62,16 +62,20 @@ def test_a_torchao_run_says_bits_and_its_sensitivity_and_tune_say_each_width(qtb
 
     recipe = QuantRecipe(model=SPEC, input_shape="1,16", input_dtype="int64", backend="torchao", method="dynamic",
                          weight_bits=4, overrides={"head": {"weight_bits": 8}})
+    from PySide6.QtCore import Qt
+
+    model = window.tree_model
+    headers = []  # what a view reading the header when told it changed gets
+    model.headerDataChanged.connect(lambda *_: headers.append(model.headerData(COL_QUANT, Qt.Orientation.Horizontal)))
     with qtbot.waitSignal(window.session_changed, timeout=60000):
         window.open_recipe_object(recipe, trust=True)
     _idle(qtbot, window)
+    assert headers and headers[-1] == "Bits"
     window.run_sensitivity()
     qtbot.waitUntil(lambda: window.session.result is not None and window.session.result.sensitivity is not None,
                     timeout=120000)
     _idle(qtbot, window)
-    model = window.tree_model
-    assert model.headerData(COL_QUANT, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.Orientation.Horizontal) \
-        == "Bits"
+    assert model.headerData(COL_QUANT, Qt.Orientation.Horizontal) == "Bits"
     assert "4 + 8-bit" in window.summary.text()  # the quantized column: the widths the run made
     assert window.layer_plot.metric_box.itemText(0) == "Local: each point alone in its bits"  # not "in int8"
     assert window.layer_plot.metric_box.itemText(1) == "Accumulated: the quantized model at that point"
