@@ -437,7 +437,7 @@ class MainWindow(FileActionsMixin, GraphActionsMixin, HistoryActionsMixin, TreeA
             self.result_applied.emit()
             t = outcome.tune
             floats = len(t.best.config.float_points)
-            eight = sum(1 for _n, o in t.best.config.overrides if o.weight_bits == 8)
+            eight = len(t.best.config.eight_bit)
             self.statusBar().showMessage(f"Tune {'reached' if t.reached else 'did NOT reach'} {t.target}: "
                                          f"{t.best.score:.4g} with {floats} point(s) float"
                                          + (f", {eight} layer(s) at 8 bits" if eight else ""), 10000)

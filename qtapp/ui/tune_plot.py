@@ -146,7 +146,7 @@ class TradeoffPlot(PlotPanel):
             verdict = "reached" if tune.reached else "<span style='color:#b03000'>not reached</span>"
         kept = f"{len(floats)} point(s) kept float" + (f" ({escape(', '.join(floats[:6]))}"
                                                         f"{', …' if len(floats) > 6 else ''})" if floats else "")
-        eight = sum(1 for _n, o in best.config.overrides if o.weight_bits == 8)
+        eight = len(best.config.eight_bit)
         others = len(best.config.overrides) - eight
         overrides = (f", {eight} layer(s) at 8 bits" if eight else "") + (
             f", {others} per-point setting(s)" if others else "")
@@ -262,7 +262,7 @@ class SensitivityPlot(PlotPanel):
         self._gains = [sens.gain(p) for p in sens.points]
         self._costs = [sens.cost(p) for p in sens.points]
         # torchao: a cost per width (4-bit, 8-bit) where torch.ao has one (int8)
-        labels = list(dict.fromkeys(w for p in sens.points for w, _v in p.widths))
+        labels = sens.width_labels
         self._width_costs = {label: [sens.cost_at(p, label) for p in sens.points] for label in labels}
         series = [(self._gains, FRONT_COLOR)] + ([(self._width_costs[label], color) for label, color in
                                                   zip(labels, (PATH_COLOR, WIDE_COLOR))] if labels else

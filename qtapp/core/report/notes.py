@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..analysis.diagnosis import width
 from ..quantize.torchao_lowbit import scheme_of
 from .verdict import NOT_SMALLER
 
@@ -117,21 +118,21 @@ def _group_fallback(result) -> str | None:
     scale per output channel (coarser than groups): which, and a group size that would split every row."""
     if result.mode != "torchao":
         return None
-    fell, widths = {}, set()
+    fell, row_widths = {}, set()
     for p in result.layers:
-        if not p.quantized or p.kept_float or p.weight is None or not (p.weight.qscheme or "").startswith("int4"):
+        if not p.quantized or p.kept_float or width(p) != "4-bit":
             continue
-        width = p.weight.float_weight.shape[-1]
-        widths.add(width)
+        row = p.weight.float_weight.shape[-1]
+        row_widths.add(row)
         group = scheme_of(result.recipe, p.name)[1]
         if p.weight.qscheme == "int4 per channel" and group:
-            fell[p.name] = (width, group)
+            fell[p.name] = (row, group)
     if not fell:
         return None
     shown = ", ".join(f"{n} ({w} wide)" for n, (w, _g) in list(fell.items())[:4]) + (
         f" and {len(fell) - 4} more" if len(fell) > 4 else "")
     groups = sorted({g for _w, g in fell.values()})
-    fits = [g for g in (256, 128, 64, 32, 16) if all(w % g == 0 for w in widths)]
+    fits = [g for g in (256, 128, 64, 32, 16) if all(w % g == 0 for w in row_widths)]
     return (f"groups of {', '.join(map(str, groups))} do not split the rows of {len(fell)} 4-bit layer(s), {shown}: "
             "each got one scale per output channel instead (coarser than groups; the Weights tab shows it)"
             + (f"; --group-size {fits[0]} splits every row" if fits else ""))

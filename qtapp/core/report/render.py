@@ -226,7 +226,7 @@ def sensitivity_text(result, n: int = 12) -> list[str]:
     if not sens.points:
         return lines + ["  no point of this model can be kept float: nothing to rank"]
     width = max(min(max(len(p.name) for p in sens.points[:n]), 40), 5)
-    labels = list(dict.fromkeys(w for p in sens.points for w, _v in p.widths)) or ["int8"]
+    labels = sens.width_labels or ["int8"]
     lines.append(f"  {'point':<{width}}  {'only it float':>13} {'gain':>9}"
                  + "".join(f"  {'only it ' + label:>13} {'cost':>9}" for label in labels))
 

@@ -209,10 +209,9 @@ def sensitivity(snap: RunSnapshot, cancel: CancelToken | None = None) -> Job[Qua
     if snap.mode == "torchao":  # each layer at both of torchao's widths: 4-bit groups and 8-bit channels
         recipe = snap.recipe
 
-        def widths(name: str):
+        def widths(name: str):  # 4-bit, then 8-bit; the layer's own is the only-int8 figure
             own = scheme_of(recipe, name)[0]
-            other = 8 if own == 4 else 4
-            return f"{own}-bit", ((f"{other}-bit", {"weight_bits": other}),)
+            return tuple((f"{b}-bit", None if b == own else {"weight_bits": b}) for b in (4, 8))
         quantized = f"{recipe.weight_bits}-bit" + (" (and the layers' own)" if recipe.overrides else "")
     with steady_gc():
         found = yield from point_sensitivity(scorer, candidates, cancel, start=all_int8, widths=widths,

@@ -50,10 +50,15 @@ class Config:
         return dict(self.overrides)
 
     @property
+    def eight_bit(self) -> frozenset:
+        """The layers given 8-bit weights (torchao's step up from the recipe's 4)."""
+        return frozenset(n for n, o in self.overrides if o.weight_bits == 8)
+
+    @property
     def float16(self) -> frozenset:
         """The points one step up from the recipe's weights without going float: float16 weights (torch.ao
         dynamic), or 8-bit ones (torchao, where the recipe's are 4-bit)."""
-        return frozenset(n for n, o in self.overrides if o.dtype == "float16" or o.weight_bits == 8)
+        return frozenset(n for n, o in self.overrides if o.dtype == "float16") | self.eight_bit
 
     def with_float(self, names) -> "Config":
         return replace(self, float_points=self.float_points | frozenset(names))
@@ -111,7 +116,7 @@ def weight_layout(snap, costs, config: Config) -> tuple[set, set]:
     float16, per_tensor = set(), set()
     if snap.mode == "torchao":  # the step up from 4-bit weights is 8-bit ones (CostModel.bits prices it)
         if recipe.weight_bits == 4:
-            float16 = {h for h in costs.weight_elems if overrides.get(h) is not None and overrides[h].weight_bits == 8}
+            float16 = set(config.eight_bit & costs.weight_elems.keys())
         return float16, per_tensor
     for head in costs.weight_elems:
         o = overrides.get(head)

@@ -41,6 +41,11 @@ class SensitivityResult:
     seconds: float
     quantized: str = "int8"  # what "quantized" means for every point at once: int8, or torchao's "4-bit"
 
+    @property
+    def width_labels(self) -> list[str]:
+        """The widths the points were measured at alone ("4-bit", "8-bit"), in order; [] for int8 only."""
+        return list(dict.fromkeys(w for p in self.points for w, _v in p.widths))
+
     def cost_at(self, p: PointSensitivity, width: str) -> float | None:
         """What quantizing only this point at `width` (a label of `p.widths`) costs against every candidate
         float (None where that reference is exact, as for `cost`)."""
@@ -71,13 +76,15 @@ class SensitivityResult:
 def sensitivity(scorer: Scorer, candidates, cancel: CancelToken | None = None, start: Config | None = None,
                 both: bool = True, widths=None, quantized: str = "int8") -> Job[SensitivityResult]:
     """`candidates`: the toggle targets to measure; `both`: also the only-int8 direction (the search
-    needs only the only-float one). `widths(name)`: (its own width's label, ((label, override fields),
-    ...) of the other widths it can be quantized at), measured too with `both`; None: one way only."""
+    needs only the only-float one). `widths(name)`: ((label, override fields), ...) of every width the
+    point can be quantized at, in the order shown, its own with fields None (only-int8's figure), measured
+    too with `both`; None: one way only."""
     t0 = time.perf_counter()
     start = start or Config.of(scorer.snap.recipe)
     candidates = list(candidates)
     others = {name: widths(name) for name in candidates} if both and widths else {}
-    n = len(candidates) * (2 if both else 1) + (2 if both else 1) + sum(len(o[1]) for o in others.values())
+    n = len(candidates) * (2 if both else 1) + (2 if both else 1) + sum(
+        sum(1 for _label, fields in o if fields) for o in others.values())
     stage = Stage("sensitivity", n, cancel)
     done = 0
     yield stage.step(0, (f"{len(candidates)} points, both ways" + (", at each width" if others else ""))
@@ -93,7 +100,7 @@ def sensitivity(scorer: Scorer, candidates, cancel: CancelToken | None = None, s
         if both:
             alone = start.with_float([c for c in candidates if c != name])
             configs.append(alone)
-            configs += [alone.with_override(name, **fields) for _label, fields in others.get(name, ("", ()))[1]]
+            configs += [alone.with_override(name, **fields) for _label, fields in others.get(name, ()) if fields]
     scored = scorer.score_all(configs, cancel)
     out = []
     try:
@@ -115,20 +122,12 @@ def _collect(scored, candidates, both: bool, others: dict, out: list, stage, don
         if both:
             only_int8 = next(scored)
             done += 1
-            if name in others:
-                own, alternatives = others[name]
-                at = {own: only_int8.metric.quantized}
-                for label, _fields in alternatives:
-                    at[label] = next(scored).metric.quantized
-                    done += 1
-                widths = tuple(sorted(at.items(), key=lambda kv: _width_order(kv[0])))
+            if name in others:  # in the order given: the point's own is only-int8's, the others scored after it
+                alternatives = {label: next(scored).metric.quantized for label, fields in others[name] if fields}
+                done += len(alternatives)
+                widths = tuple((label, alternatives[label] if fields else only_int8.metric.quantized)
+                               for label, fields in others[name])
         refused = only_float.refused.get(name, "")
         out.append(PointSensitivity(name, only_int8.metric.quantized if only_int8 else None,
                                     None if refused else only_float.metric.quantized, refused, widths))
         yield stage.step(done, f"{name}")
-
-
-def _width_order(label: str):
-    """'4-bit' before '8-bit'; labels without a number after them, as given."""
-    head = label.split("-", 1)[0]
-    return (0, int(head)) if head.isdigit() else (1, 0)
